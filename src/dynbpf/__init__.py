@@ -1,0 +1,26 @@
+"""dynbpf: a pure-Python eBPF loader and program-lifecycle manager."""
+
+from dynbpf.errors import (
+    AttachError,
+    DynbpfError,
+    KernelUnsupported,
+    ObjectFormatError,
+    RelocationError,
+    StateError,
+    SyscallError,
+    VerifierError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AttachError",
+    "DynbpfError",
+    "KernelUnsupported",
+    "ObjectFormatError",
+    "RelocationError",
+    "StateError",
+    "SyscallError",
+    "VerifierError",
+    "__version__",
+]

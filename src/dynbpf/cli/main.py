@@ -1,0 +1,42 @@
+"""``dynbpf`` command line: one subcommand per job, built on the public API only."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+import dynbpf
+from dynbpf.errors import DynbpfError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(dynbpf.__version__, prog_name="dynbpf")
+def cli() -> None:
+    """dynbpf: load, attach and manage BPF programs one at a time, in parallel, on demand."""
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON (every probe with its evidence).")
+@click.option("--helpers", is_flag=True, help="List helper support per program type in the table.")
+@click.option("--no-helpers", is_flag=True, help="Skip the (program type, helper) matrix: a much faster report.")
+def probe(as_json: bool, helpers: bool, no_helpers: bool) -> None:
+    """Report what the running kernel supports, and how each answer was decided."""
+    from dynbpf.cli.probe_view import render
+    from dynbpf.features import collect
+
+    report = collect(helpers=not no_helpers)
+    if as_json:
+        json.dump(report.to_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        render(report, show_helpers=helpers)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except DynbpfError as e:
+        click.echo(f"dynbpf: error: {e}", err=True)
+        sys.exit(1)

@@ -1,0 +1,88 @@
+"""The one exception hierarchy of dynbpf.
+
+Every error says what failed, where, and what to do about it. Raw ``OSError``,
+``struct.error`` or ``IndexError`` never escape a public call: lower layers
+translate them into one of these. This module is the base every layer may
+import; it imports nothing from dynbpf.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+
+
+class DynbpfError(Exception):
+    """Root of all dynbpf errors."""
+
+
+class SyscallError(DynbpfError):
+    """A system call (usually bpf(2)) failed.
+
+    ``errno`` is the kernel's answer; ``hint`` explains it in plain language for
+    the command that failed, because the same errno means different things for
+    different commands (EINVAL from an old kernel vs. a malformed request).
+    """
+
+    def __init__(self, command: str, errno: int, hint: str = "", detail: str = "") -> None:
+        self.command = command
+        self.errno = errno
+        self.hint = hint
+        self.detail = detail
+        name = _errno.errorcode.get(errno, "ENOTSUPP" if errno == 524 else f"errno {errno}")
+        text = "unknown error 524 (kernel-internal ENOTSUPP)" if errno == 524 else os.strerror(errno)
+        msg = f"{command} failed: {name} ({text})"
+        if detail:
+            msg += f" [{detail}]"
+        if hint:
+            msg += f": {hint}"
+        super().__init__(msg)
+
+
+class ObjectFormatError(DynbpfError):
+    """A BPF object (ELF, BTF) is malformed; names the section and offset."""
+
+    def __init__(self, message: str, *, section: str | None = None, offset: int | None = None) -> None:
+        self.section = section
+        self.offset = offset
+        where = []
+        if section is not None:
+            where.append(f"section {section!r}")
+        if offset is not None:
+            where.append(f"offset {offset:#x}")
+        super().__init__(f"{message} ({', '.join(where)})" if where else message)
+
+
+class RelocationError(DynbpfError):
+    """An instruction could not be relocated (program, instruction, access path)."""
+
+
+class VerifierError(SyscallError):
+    """BPF_PROG_LOAD was rejected; carries the program's own verifier log."""
+
+    def __init__(self, program: str, errno: int, log: str, hint: str = "") -> None:
+        self.program = program
+        self.log = log
+        super().__init__("BPF_PROG_LOAD", errno, hint, detail=f"program {program!r}")
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        tail = "\n".join(self.log.rstrip().splitlines()[-20:])
+        return f"{base}\nverifier log (last lines):\n{tail}" if tail else base
+
+
+class KernelUnsupported(DynbpfError):  # noqa: N818 - the name DESIGN.md gives it
+    """The running kernel lacks a capability; says which and how that was decided."""
+
+    def __init__(self, capability: str, how: str) -> None:
+        self.capability = capability
+        self.how = how
+        super().__init__(f"the running kernel does not support {capability} (probed: {how})")
+
+
+class StateError(DynbpfError):
+    """An operation is illegal in the object's current state; says what is allowed."""
+
+
+class AttachError(DynbpfError):
+    """Attaching a program to its hook failed."""

@@ -1,0 +1,29 @@
+"""RLIMIT_MEMLOCK handling.
+
+Kernels before 5.11 charge BPF maps and programs against RLIMIT_MEMLOCK and
+fail with EPERM once it is exhausted; newer kernels charge the memory cgroup
+instead. Whether the running kernel still charges memlock is a feature probe
+(``dynbpf.features``); this module only changes the limit.
+"""
+
+from __future__ import annotations
+
+import resource
+
+from dynbpf.errors import SyscallError
+
+
+def memlock_limit() -> tuple[int, int]:
+    return resource.getrlimit(resource.RLIMIT_MEMLOCK)
+
+
+def raise_memlock_limit() -> None:
+    """Lift RLIMIT_MEMLOCK to infinity, as libbpf does for old kernels."""
+    try:
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    except (OSError, ValueError) as e:
+        raise SyscallError(
+            "setrlimit(RLIMIT_MEMLOCK)",
+            getattr(e, "errno", 0) or 1,
+            "raising the locked-memory limit needs CAP_SYS_RESOURCE; BPF objects may fail with EPERM on this kernel",
+        ) from None
