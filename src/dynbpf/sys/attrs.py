@@ -202,6 +202,7 @@ class _LinkUprobeMulti(ctypes.Structure):
 
 
 class _LinkUnion(ctypes.Union):
+    _anonymous_ = ("iter",)  # the kernel's iter_info/iter_info_len sit in an unnamed struct
     _fields_ = [
         ("tracing", _LinkTracing),
         ("iter", _LinkIter),

@@ -1,0 +1,85 @@
+"""Compile the BPF C fixtures under tests/bpf with clang, cached by content hash.
+
+Objects are built against a vmlinux.h generated from the running kernel's BTF
+by bpftool, so fixtures use real kernel types without committing generated
+headers. The cache key covers the source, the flags, clang's version and the
+kernel BTF, so a changed kernel or compiler rebuilds everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from functools import cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "bpf"
+CACHE = Path(os.environ.get("DYNBPF_TEST_CACHE", ROOT / ".cache" / "bpf"))
+VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
+CFLAGS = ["-g", "-O2", "-target", "bpf", "-D__TARGET_ARCH_x86", "-Wall", "-Werror"]
+
+
+def _sha(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(len(p).to_bytes(8, "little"))
+        h.update(p)
+    return h.hexdigest()[:24]
+
+
+@cache
+def clang_version() -> str:
+    return subprocess.run(["clang", "--version"], check=True, capture_output=True, text=True).stdout
+
+
+@cache
+def vmlinux_h() -> Path:
+    """vmlinux.h for the running kernel, generated once per kernel BTF."""
+    key = _sha(VMLINUX_BTF.read_bytes())
+    out = CACHE / f"vmlinux-{key}" / "vmlinux.h"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        header = subprocess.run(
+            ["bpftool", "btf", "dump", "file", str(VMLINUX_BTF), "format", "c"],
+            check=True,
+            capture_output=True,
+        ).stdout
+        tmp = out.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(header)
+        tmp.replace(out)
+    return out
+
+
+def build(name: str, extra_flags: tuple[str, ...] = ()) -> Path:
+    """Compile ``tests/bpf/<name>.bpf.c``; return the cached object path."""
+    src = FIXTURES / f"{name}.bpf.c"
+    header = vmlinux_h()
+    flags = [*CFLAGS, *extra_flags]
+    key = _sha(src.read_bytes(), " ".join(flags).encode(), clang_version().encode(), header.read_bytes()[:4096])
+    out = CACHE / f"{name}-{key}.bpf.o"
+    if not out.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(f".tmp{os.getpid()}")
+        proc = subprocess.run(
+            ["clang", *flags, "-I", str(header.parent), "-c", str(src), "-o", str(tmp)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"clang failed on {src}:\n{proc.stderr}")
+        tmp.replace(out)
+    return out
+
+
+def section_bytes(obj: Path, section: str) -> bytes:
+    """Raw contents of one ELF section (a program's instructions, before relocation)."""
+    out = obj.with_suffix(f".{hashlib.sha1(section.encode()).hexdigest()[:8]}.bin")
+    subprocess.run(
+        ["llvm-objcopy", "-O", "binary", f"--only-section={section}", str(obj), str(out)],
+        check=True,
+        capture_output=True,
+    )
+    return out.read_bytes()

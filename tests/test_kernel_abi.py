@@ -1,0 +1,186 @@
+"""Every attr/info struct offset and every enum value, checked against the running kernel's BTF.
+
+bpftool dumps the kernel's own description of ``union bpf_attr`` and friends,
+so this catches a wrong offset on exactly the kernel the tests run on.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import subprocess
+from functools import cache
+from typing import Any
+
+import pytest
+
+from dynbpf.sys import attrs, constants, perf
+
+pytestmark = [pytest.mark.kernel, pytest.mark.needs_bpftool]
+
+
+@cache
+def kernel_types() -> dict[int, dict[str, Any]]:
+    out = subprocess.run(
+        ["bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux", "-j"], check=True, capture_output=True
+    ).stdout
+    return {t["id"]: t for t in json.loads(out)["types"]}
+
+
+def by_name(kind: str, name: str) -> dict[str, Any]:
+    for t in kernel_types().values():
+        if t["kind"] == kind and t["name"] == name:
+            return t
+    raise LookupError(f"{kind} {name} not in kernel BTF")
+
+
+def flatten(t: dict[str, Any], base: int = 0, prefix: str = "") -> dict[str, int]:
+    """name -> byte offset, descending into anonymous members and named nested structs."""
+    out: dict[str, int] = {}
+    for m in t.get("members", []):
+        off = base + m["bits_offset"] // 8
+        sub = kernel_types()[m["type_id"]]
+        while sub["kind"] in ("TYPEDEF", "CONST", "VOLATILE"):
+            sub = kernel_types()[sub["type_id"]]
+        if m["name"] in ("", "(anon)"):
+            out.update(flatten(sub, off, prefix))
+            continue
+        out[prefix + m["name"]] = off
+        if sub["kind"] in ("STRUCT", "UNION") and sub["name"] in ("", "(anon)"):
+            out.update(flatten(sub, off, prefix + m["name"] + "."))
+    return out
+
+
+def ours(struct: type[ctypes.Structure], base: int = 0, prefix: str = "") -> dict[str, int]:
+    out: dict[str, int] = {}
+    anonymous = getattr(struct, "_anonymous_", ())
+    for name, ctype, *_ in struct._fields_:
+        off = base + getattr(struct, name).offset
+        if issubclass(ctype, ctypes.Structure | ctypes.Union):
+            out.update(ours(ctype, off, "" if name in anonymous else prefix + name + "."))
+        elif not name.startswith("_"):
+            out[prefix + name] = off
+    return out
+
+
+def attr_member(field: str) -> dict[str, int]:
+    """The anonymous struct of ``union bpf_attr`` that has ``field``."""
+    union = by_name("UNION", "bpf_attr")
+    for m in union["members"]:
+        sub = kernel_types()[m["type_id"]]
+        if sub["kind"] == "STRUCT":
+            flat = flatten(sub)
+            if field in flat:
+                return flat
+    raise LookupError(field)
+
+
+ATTR_STRUCTS = [
+    (attrs.MapCreateAttr, "map_type"),
+    (attrs.MapElemAttr, "map_fd"),
+    (attrs.MapBatchAttr, "in_batch"),
+    (attrs.ProgLoadAttr, "prog_type"),
+    (attrs.ObjPinAttr, "pathname"),
+    (attrs.ProgAttachAttr, "attach_bpf_fd"),
+    (attrs.GetIdAttr, "open_flags"),
+    (attrs.InfoAttr, "info_len"),
+    (attrs.RawTracepointAttr, "prog_fd"),  # refined below: the raw_tracepoint struct is named
+    (attrs.BtfLoadAttr, "btf_log_buf"),
+    (attrs.LinkCreateAttr, "kprobe_multi.syms"),
+    (attrs.LinkUpdateAttr, "new_prog_fd"),
+    (attrs.LinkDetachAttr, "link_fd"),
+    (attrs.IterCreateAttr, "link_fd"),
+    (attrs.ProgTestRunAttr, "ctx_size_in"),
+    (attrs.ProgBindMapAttr, "prog_fd"),
+]
+
+#: fields from bpf-next that kernel 6.18 does not have yet (see the reference notes' uapi snapshot)
+NEWER_THAN_TEST_KERNEL = {"uprobe_multi.path_fd"}
+
+NAMED_ATTR_MEMBERS = {
+    attrs.RawTracepointAttr: "raw_tracepoint",
+    attrs.GetIdAttr: None,
+    attrs.InfoAttr: "info",
+    attrs.LinkCreateAttr: "link_create",
+    attrs.LinkUpdateAttr: "link_update",
+    attrs.LinkDetachAttr: "link_detach",
+    attrs.IterCreateAttr: "iter_create",
+    attrs.ProgTestRunAttr: "test",
+    attrs.ProgBindMapAttr: "prog_bind_map",
+    attrs.MapBatchAttr: "batch",
+}
+
+
+def kernel_layout(struct: type[ctypes.Structure], field: str) -> dict[str, int]:
+    name = NAMED_ATTR_MEMBERS.get(struct)
+    if name:
+        union = by_name("UNION", "bpf_attr")
+        member = next(m for m in union["members"] if m["name"] == name)
+        return flatten(kernel_types()[member["type_id"]])
+    return attr_member(field)
+
+
+@pytest.mark.parametrize(("struct", "field"), ATTR_STRUCTS, ids=[s.__name__ for s, _ in ATTR_STRUCTS])
+def test_attr_offsets_match_kernel(struct: type[ctypes.Structure], field: str) -> None:
+    kernel = kernel_layout(struct, field)
+    for name, off in ours(struct).items():
+        if name in NEWER_THAN_TEST_KERNEL:
+            continue
+        assert name in kernel, f"{struct.__name__}.{name} is not a field of the kernel's struct"
+        assert kernel[name] == off, f"{struct.__name__}.{name}: ours {off}, kernel {kernel[name]}"
+    assert ctypes.sizeof(struct) <= 168, "larger than union bpf_attr"
+
+
+@pytest.mark.parametrize(
+    ("struct", "kernel_name"),
+    [
+        (attrs.ProgInfo, "bpf_prog_info"),
+        (attrs.MapInfo, "bpf_map_info"),
+        (attrs.BtfInfo, "bpf_btf_info"),
+        (perf.PerfEventAttr, "perf_event_attr"),
+    ],
+)
+def test_info_struct_offsets_match_kernel(struct: type[ctypes.Structure], kernel_name: str) -> None:
+    kernel = flatten(by_name("STRUCT", kernel_name))
+    mine = ours(struct)
+    renamed = {"sample_period": "sample_period", "wakeup_events": "wakeup_events", "flags": "disabled"}
+    for name, off in mine.items():
+        kname = renamed.get(name, name) if struct is perf.PerfEventAttr else name
+        if kname == "gpl_compatible":
+            continue  # a bitfield in the kernel: bits_offset points inside the word we read
+        assert kname in kernel, f"{kernel_name} has no field {kname}"
+        assert kernel[kname] == off, f"{struct.__name__}.{name}: ours {off}, kernel {kernel[kname]}"
+
+
+def test_link_info_head() -> None:
+    kernel = flatten(by_name("STRUCT", "bpf_link_info"))
+    for name in ("type", "id", "prog_id"):
+        assert kernel[name] == getattr(attrs.LinkInfo, name).offset
+
+
+ENUMS = [
+    ("bpf_cmd", constants.Cmd, "BPF_"),
+    ("bpf_prog_type", constants.ProgType, "BPF_PROG_TYPE_"),
+    ("bpf_map_type", constants.MapType, "BPF_MAP_TYPE_"),
+    ("bpf_attach_type", constants.AttachType, "BPF_"),
+    ("bpf_link_type", constants.LinkType, "BPF_LINK_TYPE_"),
+]
+
+
+@pytest.mark.parametrize(("kernel_name", "enum", "prefix"), ENUMS, ids=[e[0] for e in ENUMS])
+def test_enum_values_match_kernel(kernel_name: str, enum: Any, prefix: str) -> None:
+    entries = by_name("ENUM", kernel_name)["values"]
+    values = {v["name"][len(prefix) :]: v["val"] for v in entries if not v["name"].startswith("__")}
+    kernel_max = max(values.values())
+    for name, val in values.items():
+        assert enum[name] == val, f"{kernel_name} {name}: kernel {val}, ours {enum[name].value}"
+    for member in enum.__members__.values():
+        if member.name not in values:
+            assert member.value > kernel_max, f"{member.name}={member.value} unknown to the kernel but not newer"
+
+
+def test_helper_table_matches_kernel() -> None:
+    values = {v["name"]: v["val"] for v in by_name("ENUM", "bpf_func_id")["values"]}
+    for helper_id, name in enumerate(constants.HELPER_NAMES):
+        assert values[f"BPF_FUNC_{name}"] == helper_id
+    assert len(constants.HELPER_NAMES) == values["__BPF_FUNC_MAX_ID"]
