@@ -1,0 +1,54 @@
+"""The suite's own rule: kernel tests skip locally but fail under CI=true when BPF is unusable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+CONFTEST = (Path(__file__).parent / "conftest.py").read_text()
+
+KERNEL_TEST = """
+import os
+import pytest
+
+pytestmark = pytest.mark.kernel
+
+def test_needs_kernel():
+    assert True
+"""
+
+# Pretend to be an unprivileged user: the prerequisite check must notice.
+NOT_ROOT = "import os\nos.geteuid = lambda: 1000\n"
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makeconftest(CONFTEST + "\n" + NOT_ROOT)
+    pytester.makeini("[pytest]\nmarkers =\n    kernel: kernel test\n")
+    pytester.makepyfile(test_k=KERNEL_TEST)
+    return pytester
+
+
+def test_kernel_test_skips_with_reason_outside_ci(suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "")
+    result = suite.runpytest_subprocess("-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*kernel tests need root*"])
+
+
+def test_kernel_test_fails_loudly_in_ci(suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")
+    result = suite.runpytest_subprocess()
+    result.assert_outcomes(errors=1)  # failed in set-up, before the test body ran
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*CI=true and a kernel-test prerequisite is missing: kernel tests need root*"])
+
+
+def test_any_skip_fails_a_ci_run(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_s="import pytest\n\ndef test_s():\n    pytest.skip('no reason')\n")
+    result = pytester.runpytest_subprocess()
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*1 test(s) were skipped; failing the run*"])
