@@ -7,14 +7,14 @@ import errno
 import json
 import os
 import subprocess
-import threading
 import time
 import uuid
 
 import pytest
+from bench.gil_release import measure
 
-from dynbpf.asm.insn import R0, R1, R2, Insn, alu64_imm, jmp_imm, ld_map_value, mov64_imm, return_imm, st_mem
-from dynbpf.asm.opcodes import AluOp, Class, JmpOp, Mode, Size
+from dynbpf.asm.insn import R1, R2, Insn, ld_map_value, mov64_imm, return_imm, st_mem
+from dynbpf.asm.opcodes import AluOp, Class, Mode, Size
 from dynbpf.errors import StateError, SyscallError
 from dynbpf.features import attach as attach_probes
 from dynbpf.features.trial import load
@@ -214,32 +214,11 @@ def test_closed_fd_cannot_be_used() -> None:
         _ = m.raw
 
 
-def busy_program(iterations: int) -> list[Insn]:
-    """A bounded loop the verifier walks ``iterations`` times: real verification cost."""
-    return [mov64_imm(R0, 0), alu64_imm(AluOp.ADD, R0, 1), jmp_imm(JmpOp.JLT, R0, iterations, -2), *return_imm(0)]
-
-
 def test_verification_runs_in_parallel_threads() -> None:
     """bpf(2) drops the GIL: two threads verifying take clearly less than serial time."""
-    prog = busy_program(150_000)
-
-    def verify(n: int) -> None:
-        for _ in range(n):
-            load_ok(ProgType.SOCKET_FILTER, prog).close()
-
-    verify(1)  # warm up
-    t0 = time.perf_counter()
-    verify(4)
-    serial = time.perf_counter() - t0
-    threads = [threading.Thread(target=verify, args=(2,)) for _ in range(2)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    parallel = time.perf_counter() - t0
-    if os.cpu_count() == 1:
-        pytest.skip("one CPU: nothing to parallelise")
+    if (os.cpu_count() or 1) < 2:
+        pytest.fail("needs at least two CPUs to show parallel verification")
+    serial, parallel = measure(iterations=150_000, loads=4, threads=2)
     assert parallel < 0.85 * serial, f"parallel {parallel:.3f}s vs serial {serial:.3f}s"
 
 

@@ -65,13 +65,19 @@ def _link_create(prog: Fd, target: int, attach_type: AttachType, **union: object
     return commands.link_create(attr)
 
 
-def _btf_prog(prog_type: ProgType, eat: AttachType, target: str, kind: Kind) -> tuple[Trial, str]:
+def _btf_link(name: str, prog_type: ProgType, eat: AttachType, target: str, kind: Kind) -> Support:
+    """Load a program attached by BTF id to ``target`` and link it with ``LINK_CREATE(eat)``."""
     btf_id = _btf_id(target, kind)
     if btf_id is None:
-        return Trial(None, errno.ENOENT), f"no {target} in kernel BTF"
+        return Support(name, False, f"no {target} in kernel BTF")
+    prog = load(prog_type, return_imm(0), expected_attach_type=eat, attach_btf_id=btf_id)
     kind_name = eat.name.lower()
-    return load(prog_type, return_imm(0), expected_attach_type=eat, attach_btf_id=btf_id), (
-        f"{prog_type.name.lower()} program ({kind_name} -> {target}) load"
+    return _link(
+        name,
+        prog,
+        f"{prog_type.name.lower()} program ({kind_name} -> {target}) load",
+        lambda fd: _link_create(fd, 0, eat),
+        f"BPF_LINK_CREATE {kind_name}",
     )
 
 
@@ -90,45 +96,27 @@ def raw_tracepoint() -> Support:
 @cached
 def tracing() -> Support:
     """BTF-typed raw tracepoints (tp_btf) attached through a tracing link."""
-    prog, desc = _btf_prog(ProgType.TRACING, AttachType.TRACE_RAW_TP, "btf_trace_sched_switch", Kind.TYPEDEF)
-    return _link(
-        "tracing links (tp_btf)",
-        prog,
-        desc,
-        lambda fd: _link_create(fd, 0, AttachType.TRACE_RAW_TP),
-        "BPF_LINK_CREATE trace_raw_tp",
+    return _btf_link(
+        "tracing links (tp_btf)", ProgType.TRACING, AttachType.TRACE_RAW_TP, "btf_trace_sched_switch", Kind.TYPEDEF
     )
 
 
 @cached
 def trampolines() -> Support:
     """fentry/fexit/fmod_ret: BPF trampolines."""
-    prog, desc = _btf_prog(ProgType.TRACING, AttachType.TRACE_FENTRY, "bpf_fentry_test1", Kind.FUNC)
-    return _link(
-        "BPF trampolines (fentry/fexit)",
-        prog,
-        desc,
-        lambda fd: _link_create(fd, 0, AttachType.TRACE_FENTRY),
-        "BPF_LINK_CREATE trace_fentry",
+    return _btf_link(
+        "BPF trampolines (fentry/fexit)", ProgType.TRACING, AttachType.TRACE_FENTRY, "bpf_fentry_test1", Kind.FUNC
     )
 
 
 @cached
 def lsm() -> Support:
-    prog, desc = _btf_prog(ProgType.LSM, AttachType.LSM_MAC, "bpf_lsm_file_open", Kind.FUNC)
-    return _link("BPF LSM", prog, desc, lambda fd: _link_create(fd, 0, AttachType.LSM_MAC), "BPF_LINK_CREATE lsm_mac")
+    return _btf_link("BPF LSM", ProgType.LSM, AttachType.LSM_MAC, "bpf_lsm_file_open", Kind.FUNC)
 
 
 @cached
 def iterators() -> Support:
-    prog, desc = _btf_prog(ProgType.TRACING, AttachType.TRACE_ITER, "bpf_iter_task", Kind.FUNC)
-    return _link(
-        "BPF iterators",
-        prog,
-        desc,
-        lambda fd: _link_create(fd, 0, AttachType.TRACE_ITER),
-        "BPF_LINK_CREATE trace_iter (task)",
-    )
+    return _btf_link("BPF iterators", ProgType.TRACING, AttachType.TRACE_ITER, "bpf_iter_task", Kind.FUNC)
 
 
 def _tracepoint_event() -> Fd:
@@ -258,32 +246,26 @@ def uprobe_multi() -> Support:
         )
 
 
-def _loopback() -> int:
-    return socket.if_nametoindex("lo")
+def _loopback_link(name: str, prog_type: ProgType, eat: AttachType, verdict: int, verdict_name: str) -> Support:
+    """Attach a program returning the neutral ``verdict`` to lo and detach it at once."""
+    prog = load(prog_type, return_imm(verdict), expected_attach_type=eat)
+    return _link(
+        name,
+        prog,
+        f"{prog_type.name.lower()} program ({eat.name.lower()}, returns {verdict_name}) load",
+        lambda fd: _link_create(fd, socket.if_nametoindex("lo"), eat),
+        f"BPF_LINK_CREATE {eat.name.lower()} on lo",
+    )
 
 
 @cached
 def tcx() -> Support:
-    prog = load(ProgType.SCHED_CLS, return_imm(TCX_PASS), expected_attach_type=AttachType.TCX_INGRESS)
-    return _link(
-        "tcx links",
-        prog,
-        "sched_cls program (tcx_ingress, returns TCX_PASS) load",
-        lambda fd: _link_create(fd, _loopback(), AttachType.TCX_INGRESS),
-        "BPF_LINK_CREATE tcx_ingress on lo",
-    )
+    return _loopback_link("tcx links", ProgType.SCHED_CLS, AttachType.TCX_INGRESS, TCX_PASS, "TCX_PASS")
 
 
 @cached
 def xdp() -> Support:
-    prog = load(ProgType.XDP, return_imm(XDP_PASS), expected_attach_type=AttachType.XDP)
-    return _link(
-        "xdp links",
-        prog,
-        "xdp program (returns XDP_PASS) load",
-        lambda fd: _link_create(fd, _loopback(), AttachType.XDP),
-        "BPF_LINK_CREATE xdp on lo",
-    )
+    return _loopback_link("xdp links", ProgType.XDP, AttachType.XDP, XDP_PASS, "XDP_PASS")
 
 
 @cached

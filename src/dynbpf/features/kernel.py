@@ -14,6 +14,7 @@ from dynbpf.features.trial import create_map, load
 from dynbpf.sys import commands
 from dynbpf.sys.attrs import LinkCreateAttr
 from dynbpf.sys.constants import AttachType, Cmd, MapFlags, MapType, ProgType
+from dynbpf.sys.rlimit import raise_memlock_limit
 from dynbpf.sys.syscall import bpf_raw
 
 BPF_FUNC_GET_ATTACH_COOKIE = 174
@@ -104,3 +105,14 @@ def perf_link() -> Support:
         ok,
         f"BPF_LINK_CREATE perf_event with target fd -1 -> {outcome(err)} (EBADF: the kernel knows the link kind)",
     )
+
+
+def prepare_memlock() -> Support:
+    """Raise RLIMIT_MEMLOCK if, and only if, the kernel still charges BPF memory to it.
+
+    Returns the memcg probe so callers can log why the limit was or was not touched.
+    """
+    accounting = memcg_accounting()
+    if not accounting.supported:
+        raise_memlock_limit()
+    return accounting
