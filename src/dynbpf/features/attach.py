@@ -21,7 +21,7 @@ from dynbpf.asm.insn import return_imm
 from dynbpf.btf import Kind, vmlinux
 from dynbpf.errors import DynbpfError, SyscallError
 from dynbpf.features.result import Support, cached, outcome
-from dynbpf.features.trial import Trial, create_map, load
+from dynbpf.features.trial import Trial, create_map, kernel_btf_id, load
 from dynbpf.sys import commands, fs, perf
 from dynbpf.sys.attrs import LinkCreateAttr, ProgAssocStructOpsAttr
 from dynbpf.sys.constants import AttachType, Cmd, MapFlags, MapType, ProgType
@@ -34,12 +34,6 @@ XDP_PASS = 2
 NF_ACCEPT = 1
 NFPROTO_IPV4 = 2
 NF_INET_LOCAL_IN = 1
-
-
-def _btf_id(name: str, kind: Kind) -> int | None:
-    table = vmlinux()
-    ids = table.find(name, kind) if table is not None else []
-    return ids[0] if ids else None
 
 
 def _link(name: str, prog: Trial, prog_desc: str, attach: Callable[[Fd], Fd], attach_desc: str) -> Support:
@@ -67,7 +61,7 @@ def _link_create(prog: Fd, target: int, attach_type: AttachType, **union: object
 
 def _btf_link(name: str, prog_type: ProgType, eat: AttachType, target: str, kind: Kind) -> Support:
     """Load a program attached by BTF id to ``target`` and link it with ``LINK_CREATE(eat)``."""
-    btf_id = _btf_id(target, kind)
+    btf_id = kernel_btf_id(target, kind)
     if btf_id is None:
         return Support(name, False, f"no {target} in kernel BTF")
     prog = load(prog_type, return_imm(0), expected_attach_type=eat, attach_btf_id=btf_id)
@@ -332,12 +326,12 @@ def cgroup() -> Support:
 
 
 def _struct_ops_map(flags: int) -> tuple[Fd | None, str]:
+    value_type = kernel_btf_id("bpf_struct_ops_tcp_congestion_ops", Kind.STRUCT)
     table = vmlinux()
-    ids = table.find("bpf_struct_ops_tcp_congestion_ops", Kind.STRUCT) if table is not None else []
-    if not ids or table is None:
+    if value_type is None or table is None:
         return None, "no bpf_struct_ops_tcp_congestion_ops in kernel BTF"
-    size = table.header(ids[0])[3]
-    trial = create_map(MapType.STRUCT_OPS, 4, size, 1, btf_vmlinux_value_type_id=ids[0], map_flags=flags)
+    size = table.header(value_type)[3]
+    trial = create_map(MapType.STRUCT_OPS, 4, size, 1, btf_vmlinux_value_type_id=value_type, map_flags=flags)
     return trial.fd, f"BPF_MAP_CREATE struct_ops tcp_congestion_ops flags {flags:#x} -> {trial.result}"
 
 

@@ -14,9 +14,9 @@ import errno
 from dataclasses import dataclass
 
 from dynbpf.asm.insn import Insn, call, exit_, return_imm
-from dynbpf.btf import Kind, vmlinux
+from dynbpf.btf import Kind
 from dynbpf.features.result import Support, cached
-from dynbpf.features.trial import Trial, load
+from dynbpf.features.trial import Trial, kernel_btf_id, load
 from dynbpf.sys.constants import ENOTSUPP, HELPER_NAMES, AttachType, ProgFlags, ProgType
 
 
@@ -71,11 +71,10 @@ def _try(
     btf_id = flavour.raw_btf_id
     target = ""
     if flavour.target is not None:
-        table = vmlinux()
-        ids = table.find(*flavour.target) if table is not None else []
-        if not ids:
+        found = kernel_btf_id(*flavour.target)
+        if found is None:
             return None, f"{flavour.label}: not attempted (no {flavour.target[0]} in kernel BTF)"
-        btf_id = ids[0]
+        btf_id = found
         target = f" -> {flavour.target[0]}"
     trial = load(
         prog_type,

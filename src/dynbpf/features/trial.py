@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dynbpf.asm import Insn, encode
+from dynbpf.btf import Kind, vmlinux
 from dynbpf.features.result import outcome
 from dynbpf.sys import commands
 from dynbpf.sys.attrs import MapCreateAttr, ProgLoadAttr
@@ -45,6 +46,13 @@ class Trial:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def kernel_btf_id(name: str, kind: Kind) -> int | None:
+    """Id of the first vmlinux BTF type ``name`` of ``kind`` (a real attach target), if any."""
+    table = vmlinux()
+    ids = table.find(name, kind) if table is not None else []
+    return ids[0] if ids else None
 
 
 def kernel_version_code() -> int:
