@@ -9,6 +9,7 @@ import os
 import subprocess
 import time
 import uuid
+from ctypes import c_uint32 as u32_t
 
 import pytest
 from bench.gil_release import measure
@@ -22,6 +23,7 @@ from dynbpf.sys import commands, fs, perf
 from dynbpf.sys.attrs import LinkCreateAttr, MapCreateAttr
 from dynbpf.sys.constants import AttachType, Cmd, MapType, ProgType, UpdateFlags
 from dynbpf.sys.fd import Fd
+from dynbpf.sys.syscall import bpf
 from tests import bpfbuild
 
 pytestmark = pytest.mark.kernel
@@ -63,6 +65,8 @@ def load_ok(prog_type: ProgType, insns: list[Insn], **kw: int) -> Fd:
 
 def test_program_writes_map_value_seen_from_user_space(no_fd_leak: None) -> None:
     with new_map() as m:
+        assert m.raw > 2
+        assert not os.get_inheritable(m.raw)  # kernel BPF fds are close-on-exec
         prog = [ld_map_value(R1, m.raw, 0), st_mem(Size.DW, R1, 0, 42), *return_imm(7)]
         with load_ok(ProgType.SOCKET_FILTER, prog) as p:
             assert read_u64(m) == 0
@@ -137,6 +141,12 @@ def test_hash_map_operations(no_fd_leak: None) -> None:
         }
         assert got == {0: 0, 1: 10, 2: 20, 3: 30}
 
+        ukeys = ctypes.create_string_buffer(u32(7) + u32(8), 8)
+        uvals = ctypes.create_string_buffer(u64(70) + u64(80), 16)
+        assert commands.map_batch(Cmd.MAP_UPDATE_BATCH, m.raw, keys=ukeys, values=uvals, count=2).count == 2
+        assert commands.map_lookup_elem(m.raw, u32(8), value)
+        assert int.from_bytes(value.raw, "little") == 80
+
         dkeys = ctypes.create_string_buffer(u32(0) + u32(1), 8)
         assert commands.map_batch(Cmd.MAP_DELETE_BATCH, m.raw, keys=dkeys, values=None, count=2).count == 2
         assert not commands.map_lookup_elem(m.raw, u32(0), value)
@@ -182,6 +192,15 @@ def test_pin_names_cannot_escape_root() -> None:
             fs.pin_path("/sys/fs/bpf", bad)
 
 
+class FutureMapCreateAttr(MapCreateAttr):
+    """A request carrying a field past the end of the kernel's union bpf_attr (as from a newer dynbpf)."""
+
+    _fields_ = [
+        ("_pad_to_end", ctypes.c_uint8 * (256 - ctypes.sizeof(MapCreateAttr))),
+        ("field_from_the_future", u32_t),
+    ]
+
+
 def test_errors_name_command_errno_and_hint(no_fd_leak: None) -> None:
     with pytest.raises(SyscallError) as exc:
         new_map(map_type=4242)  # type: ignore[arg-type]
@@ -190,6 +209,15 @@ def test_errors_name_command_errno_and_hint(no_fd_leak: None) -> None:
     assert "BPF_MAP_CREATE" in str(err)
     assert "EINVAL" in str(err)
     assert "older than the feature" in str(err)
+    with pytest.raises(SyscallError) as exc:
+        bpf(
+            Cmd.MAP_CREATE,
+            FutureMapCreateAttr(
+                map_type=MapType.ARRAY, key_size=4, value_size=4, max_entries=1, field_from_the_future=1
+            ),
+        )
+    assert exc.value.errno == errno.E2BIG
+    assert "field this kernel does not know" in str(exc.value)
     with pytest.raises(SyscallError) as exc:
         commands.prog_test_run(10_000)
     assert exc.value.errno == errno.EBADF

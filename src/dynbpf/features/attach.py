@@ -145,11 +145,8 @@ def _kprobe_event() -> Fd:
     pmu = perf.pmu_type("kprobe")
     if pmu is None:
         raise DynbpfError(f"no kprobe PMU ({perf.PMU_ROOT}/kprobe absent: kernel built without kprobe events)")
-    attr, keep = perf.probe_attr(pmu, target=PROBE_KFUNC.encode(), offset=0, retprobe_bit=None)
-    try:
-        return perf.perf_event_open(attr, pid=-1, cpu=0, what=f"kprobe {PROBE_KFUNC}")
-    finally:
-        del keep
+    attr, _keep = perf.probe_attr(pmu, target=PROBE_KFUNC.encode(), offset=0, retprobe_bit=None)
+    return perf.perf_event_open(attr, pid=-1, cpu=0, what=f"kprobe {PROBE_KFUNC}")
 
 
 @cached
