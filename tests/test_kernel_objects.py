@@ -14,10 +14,10 @@ from dynbpf.btf import Kind, vmlinux
 from dynbpf.features import kernel as kernel_probes
 from dynbpf.features.maps import local_storage_btf
 from dynbpf.features.result import Support
-from dynbpf.sys import commands, fs
+from dynbpf.sys import commands, fs, perf
 from dynbpf.sys.attrs import LinkCreateAttr
 from dynbpf.sys.constants import AttachType, LinkType, MapType, ProgType
-from tests.test_kernel_syscall import load_ok, new_map
+from tests.test_kernel_syscall import counter_prog, load_ok, new_map, read_u64
 
 pytestmark = pytest.mark.kernel
 
@@ -105,3 +105,23 @@ def test_memlock_raised_only_without_memcg_accounting(monkeypatch: pytest.Monkey
         assert soft == resource.RLIM_INFINITY or soft >= original[1]
     finally:
         resource.setrlimit(resource.RLIMIT_MEMLOCK, original)
+
+
+def test_legacy_perf_ioctl_attach_and_pmu_metadata(no_fd_leak: None) -> None:
+    """Kernels without perf links attach with PERF_EVENT_IOC_SET_BPF; the path must work too."""
+    tp_id = fs.tracepoint_id("syscalls", "sys_enter_getppid")
+    with (
+        new_map() as m,
+        load_ok(ProgType.TRACEPOINT, counter_prog(m)) as p,
+        perf.perf_event_open(perf.tracepoint_attr(tp_id), pid=0, cpu=-1) as pfd,
+    ):
+        perf.ioctl(pfd.raw, perf.PERF_EVENT_IOC_SET_BPF, p.raw)
+        perf.ioctl(pfd.raw, perf.PERF_EVENT_IOC_ENABLE)
+        for _ in range(5):
+            os.getppid()
+        assert read_u64(m) == 5
+    uprobe = perf.pmu_type("uprobe")
+    assert uprobe is not None
+    assert uprobe > 0
+    assert perf.pmu_retprobe_bit("uprobe") == 0
+    assert perf.pmu_type("no-such-pmu") is None

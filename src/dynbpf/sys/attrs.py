@@ -25,15 +25,6 @@ class Attr(ctypes.Structure):
         for name, value in fields.items():
             setattr(self, name, value)
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name, *_ in self._fields_:
-            if name.startswith("_"):
-                continue
-            value = getattr(self, name)
-            out[name] = bytes(value) if isinstance(value, ctypes.Array) else value
-        return out
-
 
 # --- commands -------------------------------------------------------------
 
