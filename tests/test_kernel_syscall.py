@@ -14,6 +14,7 @@ from ctypes import c_uint32 as u32_t
 import pytest
 from bench.gil_release import measure
 
+from dynbpf.asm import decode, encode
 from dynbpf.asm.insn import R1, R2, Insn, ld_map_value, mov64_imm, return_imm, st_mem
 from dynbpf.asm.opcodes import AluOp, Class, Mode, Size
 from dynbpf.errors import StateError, SyscallError
@@ -256,6 +257,7 @@ def test_verification_runs_in_parallel_threads() -> None:
 def test_clang_fixture_runs_and_matches_libbpf_tag(no_fd_leak: None) -> None:
     obj = bpfbuild.build("arith")
     code = bpfbuild.section_bytes(obj, "xdp")
+    assert encode(decode(code, section="xdp")) == code
     assert len(code) % 8 == 0
     assert code
     buf = ctypes.create_string_buffer(code, len(code))

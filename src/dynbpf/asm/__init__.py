@@ -1,5 +1,5 @@
 """eBPF instructions: model, encoding, builders."""
 
-from dynbpf.asm.insn import Insn, encode
+from dynbpf.asm.insn import Insn, decode, encode
 
-__all__ = ["Insn", "encode"]
+__all__ = ["Insn", "decode", "encode"]

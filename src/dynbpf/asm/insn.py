@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from dynbpf.asm.opcodes import LD_IMM64, AluOp, Class, JmpOp, Mode, Size, Source
+from dynbpf.errors import ObjectFormatError
 
 _SLOT = struct.Struct("<BBhi")
 SLOT_SIZE = 8
@@ -50,6 +51,37 @@ def _s32(v: int) -> int:
 
 def encode(insns: Iterable[Insn]) -> bytes:
     return b"".join(i.encode() for i in insns)
+
+
+def decode(code: bytes, *, section: str = "", base: int = 0) -> list[Insn]:
+    """Instructions from little-endian bytecode; ldimm64 pairs become one ``Insn``.
+
+    Malformed input (a length that is not a multiple of 8, an ldimm64 cut off
+    at the end, a second ldimm64 slot with a non-zero opcode or registers)
+    raises :class:`ObjectFormatError` naming ``section`` and the byte offset
+    (``base`` + position), so callers can point at the broken object.
+    """
+    if len(code) % SLOT_SIZE:
+        raise ObjectFormatError(
+            f"instruction bytes are not a multiple of 8 ({len(code)} bytes)", section=section, offset=base
+        )
+    out: list[Insn] = []
+    unpack = _SLOT.unpack_from
+    pos, end = 0, len(code)
+    while pos < end:
+        opcode, regs, off, imm = unpack(code, pos)
+        if opcode == LD_IMM64:
+            if pos + 2 * SLOT_SIZE > end:
+                raise ObjectFormatError("ldimm64 is missing its second slot", section=section, offset=base + pos)
+            op2, regs2, off2, imm2 = unpack(code, pos + SLOT_SIZE)
+            if op2 or regs2 or off2:
+                raise ObjectFormatError("malformed second slot of ldimm64", section=section, offset=base + pos + 8)
+            out.append(Insn(opcode, regs & 0xF, regs >> 4, off, (imm & 0xFFFFFFFF) | ((imm2 & 0xFFFFFFFF) << 32)))
+            pos += 2 * SLOT_SIZE
+        else:
+            out.append(Insn(opcode, regs & 0xF, regs >> 4, off, imm))
+            pos += SLOT_SIZE
+    return out
 
 
 # --- builders for hand-assembled programs (probes, tests) --------------------------
