@@ -17,7 +17,7 @@ from dynbpf.features.result import Support
 from dynbpf.sys import commands, fs, perf
 from dynbpf.sys.attrs import LinkCreateAttr
 from dynbpf.sys.constants import AttachType, LinkType, MapType, ProgType
-from tests.test_kernel_syscall import counter_prog, load_ok, new_map, read_u64
+from tests.test_kernel_syscall import getppid_counter, load_ok, new_map, read_u64
 
 pytestmark = pytest.mark.kernel
 
@@ -109,12 +109,7 @@ def test_memlock_raised_only_without_memcg_accounting(monkeypatch: pytest.Monkey
 
 def test_legacy_perf_ioctl_attach_and_pmu_metadata(no_fd_leak: None) -> None:
     """Kernels without perf links attach with PERF_EVENT_IOC_SET_BPF; the path must work too."""
-    tp_id = fs.tracepoint_id("syscalls", "sys_enter_getppid")
-    with (
-        new_map() as m,
-        load_ok(ProgType.TRACEPOINT, counter_prog(m)) as p,
-        perf.perf_event_open(perf.tracepoint_attr(tp_id), pid=0, cpu=-1) as pfd,
-    ):
+    with getppid_counter() as (m, p, pfd):
         perf.ioctl(pfd.raw, perf.PERF_EVENT_IOC_SET_BPF, p.raw)
         perf.ioctl(pfd.raw, perf.PERF_EVENT_IOC_ENABLE)
         for _ in range(5):

@@ -9,6 +9,8 @@ import os
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from ctypes import c_uint32 as u32_t
 
 import pytest
@@ -91,7 +93,9 @@ def test_raw_tracepoint_fires_on_syscalls_and_stops_after_detach(no_fd_leak: Non
         assert read_u64(m) == before
 
 
-def test_tracepoint_through_perf_event_link(no_fd_leak: None) -> None:
+@contextmanager
+def getppid_counter() -> Iterator[tuple[Fd, Fd, Fd]]:
+    """(counter map, counting tracepoint program, getppid tracepoint event of this process only)."""
     tp_id = fs.tracepoint_id("syscalls", "sys_enter_getppid")
     with (
         new_map() as m,
@@ -99,6 +103,11 @@ def test_tracepoint_through_perf_event_link(no_fd_leak: None) -> None:
         # this process only, on any CPU: other processes' getppid calls do not count
         perf.perf_event_open(perf.tracepoint_attr(tp_id), pid=0, cpu=-1) as pfd,
     ):
+        yield m, p, pfd
+
+
+def test_tracepoint_through_perf_event_link(no_fd_leak: None) -> None:
+    with getppid_counter() as (m, p, pfd):
         attr = LinkCreateAttr(prog_fd=p.raw, target_fd=pfd.raw, attach_type=AttachType.PERF_EVENT)
         with commands.link_create(attr) as link:
             assert commands.link_info(link.raw).prog_id == commands.prog_info(p.raw).id
