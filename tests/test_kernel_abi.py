@@ -63,66 +63,45 @@ def ours(struct: type[ctypes.Structure], base: int = 0, prefix: str = "") -> dic
     return out
 
 
-def attr_member(field: str) -> dict[str, int]:
-    """The anonymous struct of ``union bpf_attr`` that has ``field``."""
-    union = by_name("UNION", "bpf_attr")
-    for m in union["members"]:
-        sub = kernel_types()[m["type_id"]]
-        if sub["kind"] == "STRUCT":
-            flat = flatten(sub)
-            if field in flat:
-                return flat
-    raise LookupError(field)
-
-
-ATTR_STRUCTS = [
-    (attrs.MapCreateAttr, "map_type"),
-    (attrs.MapElemAttr, "map_fd"),
-    (attrs.MapBatchAttr, "in_batch"),
-    (attrs.ProgLoadAttr, "prog_type"),
-    (attrs.ObjPinAttr, "pathname"),
-    (attrs.ProgAttachAttr, "attach_bpf_fd"),
-    (attrs.GetIdAttr, "open_flags"),
-    (attrs.InfoAttr, "info_len"),
-    (attrs.RawTracepointAttr, "prog_fd"),  # refined below: the raw_tracepoint struct is named
-    (attrs.BtfLoadAttr, "btf_log_buf"),
-    (attrs.LinkCreateAttr, "kprobe_multi.syms"),
-    (attrs.LinkUpdateAttr, "new_prog_fd"),
-    (attrs.LinkDetachAttr, "link_fd"),
-    (attrs.IterCreateAttr, "link_fd"),
-    (attrs.ProgTestRunAttr, "ctx_size_in"),
-    (attrs.ProgBindMapAttr, "prog_fd"),
-]
-
 #: fields from bpf-next that kernel 6.18 does not have yet (see the reference notes' uapi snapshot)
 NEWER_THAN_TEST_KERNEL = {"uprobe_multi.path_fd"}
 
-NAMED_ATTR_MEMBERS = {
-    attrs.RawTracepointAttr: "raw_tracepoint",
-    attrs.GetIdAttr: None,
-    attrs.InfoAttr: "info",
-    attrs.LinkCreateAttr: "link_create",
-    attrs.LinkUpdateAttr: "link_update",
-    attrs.LinkDetachAttr: "link_detach",
-    attrs.IterCreateAttr: "iter_create",
-    attrs.ProgTestRunAttr: "test",
-    attrs.ProgBindMapAttr: "prog_bind_map",
-    attrs.MapBatchAttr: "batch",
-}
+#: each struct, and where the kernel describes it inside union bpf_attr: a named member,
+#: or (None) the unnamed member that contains the given field
+ATTR_STRUCTS: list[tuple[type[ctypes.Structure], str | None, str]] = [
+    (attrs.MapCreateAttr, None, "map_type"),
+    (attrs.MapElemAttr, None, "map_fd"),
+    (attrs.MapBatchAttr, "batch", ""),
+    (attrs.ProgLoadAttr, None, "prog_type"),
+    (attrs.ObjPinAttr, None, "pathname"),
+    (attrs.ProgAttachAttr, None, "attach_bpf_fd"),
+    (attrs.GetIdAttr, None, "open_flags"),
+    (attrs.InfoAttr, "info", ""),
+    (attrs.RawTracepointAttr, "raw_tracepoint", ""),
+    (attrs.BtfLoadAttr, None, "btf_log_buf"),
+    (attrs.LinkCreateAttr, "link_create", ""),
+    (attrs.LinkUpdateAttr, "link_update", ""),
+    (attrs.LinkDetachAttr, "link_detach", ""),
+    (attrs.IterCreateAttr, "iter_create", ""),
+    (attrs.ProgTestRunAttr, "test", ""),
+    (attrs.ProgBindMapAttr, "prog_bind_map", ""),
+]
 
 
-def kernel_layout(struct: type[ctypes.Structure], field: str) -> dict[str, int]:
-    name = NAMED_ATTR_MEMBERS.get(struct)
-    if name:
-        union = by_name("UNION", "bpf_attr")
-        member = next(m for m in union["members"] if m["name"] == name)
-        return flatten(kernel_types()[member["type_id"]])
-    return attr_member(field)
+def kernel_layout(member: str | None, field: str) -> dict[str, int]:
+    union = by_name("UNION", "bpf_attr")
+    for m in union["members"]:
+        sub = kernel_types()[m["type_id"]]
+        if member is not None and m["name"] == member:
+            return flatten(sub)
+        if member is None and sub["kind"] == "STRUCT" and field in flatten(sub):
+            return flatten(sub)
+    raise LookupError(member or field)
 
 
-@pytest.mark.parametrize(("struct", "field"), ATTR_STRUCTS, ids=[s.__name__ for s, _ in ATTR_STRUCTS])
-def test_attr_offsets_match_kernel(struct: type[ctypes.Structure], field: str) -> None:
-    kernel = kernel_layout(struct, field)
+@pytest.mark.parametrize(("struct", "member", "field"), ATTR_STRUCTS, ids=[s.__name__ for s, _, _ in ATTR_STRUCTS])
+def test_attr_offsets_match_kernel(struct: type[ctypes.Structure], member: str | None, field: str) -> None:
+    kernel = kernel_layout(member, field)
     for name, off in ours(struct).items():
         if name in NEWER_THAN_TEST_KERNEL:
             continue

@@ -103,10 +103,6 @@ def jmp_imm(op: JmpOp, dst: int, imm: int, off: int) -> Insn:
     return Insn(Class.JMP | op | Source.K, dst, 0, off, imm)
 
 
-def ja(off: int) -> Insn:
-    return Insn(Class.JMP | JmpOp.JA, 0, 0, off)
-
-
 def call(helper: int) -> Insn:
     return Insn(Class.JMP | JmpOp.CALL, 0, 0, 0, helper)
 
@@ -135,10 +131,6 @@ def st_mem(size: Size, dst: int, off: int, imm: int) -> Insn:
 
 def stx_mem(size: Size, dst: int, src: int, off: int) -> Insn:
     return Insn(Class.STX | Mode.MEM | size, dst, src, off)
-
-
-def ldx_mem(size: Size, dst: int, src: int, off: int) -> Insn:
-    return Insn(Class.LDX | Mode.MEM | size, dst, src, off)
 
 
 def return_imm(value: int) -> list[Insn]:
