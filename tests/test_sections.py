@@ -454,6 +454,12 @@ def test_malformed_target(section: str, why: str) -> None:
     assert "expected " + section.split("/", maxsplit=1)[0] + "/" in str(err)
 
 
+def test_malformed_target_names_every_accepted_form() -> None:
+    with pytest.raises(ObjectFormatError) as info:
+        program_kind("uretprobe.s/bin:f+8")
+    assert "expected uretprobe.s/<binary>:<function> or uretprobe.s/<binary>:<address>" in str(info.value)
+
+
 def test_malformed_target_keeps_question_mark_in_section() -> None:
     with pytest.raises(ObjectFormatError) as info:
         program_kind("?tp/sched")

@@ -413,12 +413,13 @@ def program_kind(section: str) -> ProgramKind:
     target = None
     if rule.target is not None and name != rule.base:
         rest = name[len(rule.base) + 1 :]
-        parse, form = _SYNTAX[rule.target]
+        parse, forms = _SYNTAX[rule.target]
         try:
             target = parse(rest)
         except _TargetError as e:
+            expected = " or ".join(f"{rule.base}/{form}" for form in forms)
             raise ObjectFormatError(
-                f"malformed {rule.base} target {_clip(rest)!r}: {e}; expected {rule.base}/{form}", section=section
+                f"malformed {rule.base} target {_clip(rest)!r}: {e}; expected {expected}", section=section
             ) from None
     return ProgramKind(
         section=name,
@@ -560,26 +561,26 @@ def _struct_ops(rest: str) -> StructOpsTarget:
     return StructOpsTarget(_nonempty(rest, "member name"))
 
 
-_SYNTAX: dict[TargetSyntax, tuple[Callable[[str], AttachTarget | None], str]] = {
-    TargetSyntax.KPROBE: (partial(_kprobe, retprobe=False), "<function>[+<offset>]"),
-    TargetSyntax.KRETPROBE: (partial(_kprobe, retprobe=True), "<function>"),
-    TargetSyntax.UPROBE: (partial(_uprobe, retprobe=False), "<binary>:<function>[+<offset>] or <binary>:<address>"),
-    TargetSyntax.URETPROBE: (partial(_uprobe, retprobe=True), "<binary>:<function> or <binary>:<address>"),
-    TargetSyntax.KSYSCALL: (partial(_ksyscall, retprobe=False), "<syscall>"),
-    TargetSyntax.KRETSYSCALL: (partial(_ksyscall, retprobe=True), "<syscall>"),
-    TargetSyntax.USDT: (_usdt, "<binary>:<provider>:<name>"),
-    TargetSyntax.TRACEPOINT: (_tracepoint, "<category>/<name>"),
-    TargetSyntax.RAW_TRACEPOINT: (_raw_tracepoint, "<name>"),
-    TargetSyntax.KERNEL_BTF: (_kernel_btf, "[<module>:]<name>"),
-    TargetSyntax.PROGRAM_BTF: (_program_btf, "<function>"),
-    TargetSyntax.KPROBE_MULTI: (partial(_kprobe_multi, retprobe=False, session=False), "<pattern>"),
-    TargetSyntax.KRETPROBE_MULTI: (partial(_kprobe_multi, retprobe=True, session=False), "<pattern>"),
-    TargetSyntax.KPROBE_SESSION: (partial(_kprobe_multi, retprobe=False, session=True), "<pattern>"),
-    TargetSyntax.UPROBE_MULTI: (partial(_uprobe_multi, retprobe=False, session=False), "<binary>:<pattern>"),
-    TargetSyntax.URETPROBE_MULTI: (partial(_uprobe_multi, retprobe=True, session=False), "<binary>:<pattern>"),
-    TargetSyntax.UPROBE_SESSION: (partial(_uprobe_multi, retprobe=False, session=True), "<binary>:<pattern>"),
-    TargetSyntax.TRACING_MULTI: (_tracing_multi, "[<module>:]<pattern>"),
-    TargetSyntax.STRUCT_OPS: (_struct_ops, "<member>"),
+_SYNTAX: dict[TargetSyntax, tuple[Callable[[str], AttachTarget | None], tuple[str, ...]]] = {
+    TargetSyntax.KPROBE: (partial(_kprobe, retprobe=False), ("<function>[+<offset>]",)),
+    TargetSyntax.KRETPROBE: (partial(_kprobe, retprobe=True), ("<function>",)),
+    TargetSyntax.UPROBE: (partial(_uprobe, retprobe=False), ("<binary>:<function>[+<offset>]", "<binary>:<address>")),
+    TargetSyntax.URETPROBE: (partial(_uprobe, retprobe=True), ("<binary>:<function>", "<binary>:<address>")),
+    TargetSyntax.KSYSCALL: (partial(_ksyscall, retprobe=False), ("<syscall>",)),
+    TargetSyntax.KRETSYSCALL: (partial(_ksyscall, retprobe=True), ("<syscall>",)),
+    TargetSyntax.USDT: (_usdt, ("<binary>:<provider>:<name>",)),
+    TargetSyntax.TRACEPOINT: (_tracepoint, ("<category>/<name>",)),
+    TargetSyntax.RAW_TRACEPOINT: (_raw_tracepoint, ("<name>",)),
+    TargetSyntax.KERNEL_BTF: (_kernel_btf, ("[<module>:]<name>",)),
+    TargetSyntax.PROGRAM_BTF: (_program_btf, ("<function>",)),
+    TargetSyntax.KPROBE_MULTI: (partial(_kprobe_multi, retprobe=False, session=False), ("<pattern>",)),
+    TargetSyntax.KRETPROBE_MULTI: (partial(_kprobe_multi, retprobe=True, session=False), ("<pattern>",)),
+    TargetSyntax.KPROBE_SESSION: (partial(_kprobe_multi, retprobe=False, session=True), ("<pattern>",)),
+    TargetSyntax.UPROBE_MULTI: (partial(_uprobe_multi, retprobe=False, session=False), ("<binary>:<pattern>",)),
+    TargetSyntax.URETPROBE_MULTI: (partial(_uprobe_multi, retprobe=True, session=False), ("<binary>:<pattern>",)),
+    TargetSyntax.UPROBE_SESSION: (partial(_uprobe_multi, retprobe=False, session=True), ("<binary>:<pattern>",)),
+    TargetSyntax.TRACING_MULTI: (_tracing_multi, ("[<module>:]<pattern>",)),
+    TargetSyntax.STRUCT_OPS: (_struct_ops, ("<member>",)),
 }
 
 _KNOWN_NAMES = tuple(dict.fromkeys(r.base for r in SECTION_RULES))
