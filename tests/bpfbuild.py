@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -19,6 +20,10 @@ FIXTURES = ROOT / "tests" / "bpf"
 CACHE = Path(os.environ.get("DYNBPF_TEST_CACHE", ROOT / ".cache" / "bpf"))
 VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
 CFLAGS = ["-g", "-O2", "-target", "bpf", "-D__TARGET_ARCH_x86", "-Wall", "-Werror"]
+# usdt.bpf.h includes <linux/errno.h>, whose <asm/errno.h> sits in the multiarch
+# directory on Debian, which clang does not search for the bpf target.
+_MULTIARCH = Path(f"/usr/include/{platform.machine()}-linux-gnu")
+SYSTEM_INCLUDES = ["-idirafter", str(_MULTIARCH)] if _MULTIARCH.is_dir() else []
 
 
 def _sha(*parts: bytes) -> str:
@@ -53,14 +58,19 @@ def vmlinux_h() -> Path:
 
 
 def build(name: str, extra_flags: tuple[str, ...] = ()) -> Path:
-    """Compile ``tests/bpf/<name>.bpf.c``; return the cached object path."""
+    """Compile ``tests/bpf/<name>.bpf.c``; return the cached object path.
+
+    The object keeps the file name ``<name>.bpf.o`` (the cache key is its
+    directory) because libbpf derives the object name, and from it the names
+    of the global-data maps (``<name>.bss``), from the file name.
+    """
     src = FIXTURES / f"{name}.bpf.c"
     header = vmlinux_h()
-    flags = [*CFLAGS, *extra_flags]
+    flags = [*CFLAGS, *extra_flags, *SYSTEM_INCLUDES]
     key = _sha(src.read_bytes(), " ".join(flags).encode(), clang_version().encode(), header.read_bytes()[:4096])
-    out = CACHE / f"{name}-{key}.bpf.o"
+    out = CACHE / f"{name}-{key}" / f"{name}.bpf.o"
     if not out.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(f".tmp{os.getpid()}")
         proc = subprocess.run(
             ["clang", *flags, "-I", str(header.parent), "-c", str(src), "-o", str(tmp)],
