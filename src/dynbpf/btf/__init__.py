@@ -1,6 +1,35 @@
-"""BTF: type information for programs, maps and the kernel."""
+"""BTF: type information for programs, maps and the kernel.
 
+``Spec`` parses a blob (lazily), ``types`` is the model, ``graph`` walks it,
+``ext`` reads ``.BTF.ext`` and ``kernel`` holds the running kernel's BTF.
+"""
+
+from dynbpf.btf.errors import EncodingError, NameNotFound, TypeNotFound
+from dynbpf.btf.ext import CoreRelo, CoreReloKind, ExtInfo, FuncInfo, LineInfo, encode_ext, parse_ext
+from dynbpf.btf.graph import format_type, member, resolve, size_of, skip_qualifiers
+from dynbpf.btf.kernel import vmlinux
 from dynbpf.btf.kinds import Kind
-from dynbpf.btf.table import TypeTable, vmlinux
+from dynbpf.btf.spec import Spec
+from dynbpf.btf.types import Type
 
-__all__ = ["Kind", "TypeTable", "vmlinux"]
+__all__ = [
+    "CoreRelo",
+    "CoreReloKind",
+    "EncodingError",
+    "ExtInfo",
+    "FuncInfo",
+    "Kind",
+    "LineInfo",
+    "NameNotFound",
+    "Spec",
+    "Type",
+    "TypeNotFound",
+    "encode_ext",
+    "format_type",
+    "member",
+    "parse_ext",
+    "resolve",
+    "size_of",
+    "skip_qualifiers",
+    "vmlinux",
+]

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from dynbpf.asm.insn import return_imm
-from dynbpf.btf import Kind, vmlinux
+from dynbpf.btf import Kind, kernel, size_of
 from dynbpf.errors import DynbpfError, SyscallError
 from dynbpf.features.result import Support, cached, outcome
 from dynbpf.features.trial import Trial, create_map, kernel_btf_id, load
@@ -324,10 +324,10 @@ def cgroup() -> Support:
 
 def _struct_ops_map(flags: int) -> tuple[Fd | None, str]:
     value_type = kernel_btf_id("bpf_struct_ops_tcp_congestion_ops", Kind.STRUCT)
-    table = vmlinux()
-    if value_type is None or table is None:
+    spec = kernel.vmlinux()
+    if value_type is None or spec is None:
         return None, "no bpf_struct_ops_tcp_congestion_ops in kernel BTF"
-    size = table.header(value_type)[3]
+    size = size_of(spec, value_type)
     trial = create_map(MapType.STRUCT_OPS, 4, size, 1, btf_vmlinux_value_type_id=value_type, map_flags=flags)
     return trial.fd, f"BPF_MAP_CREATE struct_ops tcp_congestion_ops flags {flags:#x} -> {trial.result}"
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dynbpf.asm import Insn, encode
-from dynbpf.btf import Kind, vmlinux
+from dynbpf.btf import Kind, kernel
 from dynbpf.features.result import outcome
 from dynbpf.sys import commands
 from dynbpf.sys.attrs import MapCreateAttr, ProgLoadAttr
@@ -50,8 +50,8 @@ class Trial:
 
 def kernel_btf_id(name: str, kind: Kind) -> int | None:
     """Id of the first vmlinux BTF type ``name`` of ``kind`` (a real attach target), if any."""
-    table = vmlinux()
-    ids = table.find(name, kind) if table is not None else []
+    spec = kernel.vmlinux()
+    ids = spec.find(name, kind) if spec is not None else []
     return ids[0] if ids else None
 
 
