@@ -11,7 +11,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from dynbpf.asm.opcodes import LD_IMM64, AluOp, Class, JmpOp, Mode, Size, Source
+from dynbpf.asm.opcodes import LD_IMM64, AluOp, Class, JmpOp, Mode, PseudoCall, PseudoLd, Size, Source
 from dynbpf.errors import ObjectFormatError
 
 _SLOT = struct.Struct("<BBhi")
@@ -19,14 +19,46 @@ SLOT_SIZE = 8
 
 R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10 = range(11)
 
+_CALL = Class.JMP | JmpOp.CALL | Source.K
+_GOTOL = Class.JMP32 | JmpOp.JA | Source.K
+
 
 @dataclass(frozen=True, slots=True)
 class Insn:
+    """One logical instruction; an ldimm64 is one ``Insn`` with a 64-bit ``imm``.
+
+    Fields hold the values as they are on the wire (``off`` and a non-ldimm64
+    ``imm`` signed); the properties below name the encodings, so callers never
+    re-derive them from opcode bits.
+    """
+
     opcode: int
     dst: int = 0
     src: int = 0
     off: int = 0
     imm: int = 0
+
+    @property
+    def cls(self) -> Class:
+        return Class(self.opcode & 0x07)
+
+    @property
+    def op(self) -> int:
+        """The operation bits of an ALU or JMP opcode (compare with ``AluOp``/``JmpOp``)."""
+        return self.opcode & 0xF0
+
+    @property
+    def source(self) -> Source:
+        return Source(self.opcode & 0x08)
+
+    @property
+    def size(self) -> Size:
+        return Size(self.opcode & 0x18)
+
+    @property
+    def mode(self) -> int:
+        """The mode bits of a load/store opcode (compare with ``Mode``)."""
+        return self.opcode & 0xE0
 
     @property
     def is_ldimm64(self) -> bool:
@@ -36,13 +68,101 @@ class Insn:
     def slots(self) -> int:
         return 2 if self.is_ldimm64 else 1
 
+    @property
+    def is_call(self) -> bool:
+        """Any ``call``: helper, BPF-to-BPF or kfunc (``callx`` is not one)."""
+        return self.opcode == _CALL
+
+    @property
+    def is_helper_call(self) -> bool:
+        return self.opcode == _CALL and self.src == PseudoCall.HELPER
+
+    @property
+    def is_pseudo_call(self) -> bool:
+        """A BPF-to-BPF call: ``imm`` is the callee's slot relative to the next slot."""
+        return self.opcode == _CALL and self.src == PseudoCall.CALL
+
+    @property
+    def is_kfunc_call(self) -> bool:
+        return self.opcode == _CALL and self.src == PseudoCall.KFUNC_CALL
+
+    @property
+    def is_pseudo_func(self) -> bool:
+        """``rX = &subprog``: an ldimm64 whose ``imm`` is a slot relative to the next slot."""
+        return self.opcode == LD_IMM64 and self.src == PseudoLd.FUNC
+
+    @property
+    def is_exit(self) -> bool:
+        return self.opcode == Class.JMP | JmpOp.EXIT
+
+    @property
+    def is_jump(self) -> bool:
+        """A transfer of control inside the program: goto, gotol, gotox, may_goto, if."""
+        return self.cls in (Class.JMP, Class.JMP32) and self.op not in (JmpOp.CALL, JmpOp.EXIT)
+
+    @property
+    def is_gotol(self) -> bool:
+        """The long jump (ISA v4), whose offset is in ``imm`` rather than ``off``."""
+        return self.opcode == _GOTOL
+
+    @property
+    def is_gotox(self) -> bool:
+        """The indirect jump: the target is in ``dst``, not known statically."""
+        return self.opcode == Class.JMP | JmpOp.JA | Source.X
+
+    def jump_target(self, slot: int) -> int:
+        """The slot this instruction transfers control to, if it sits at ``slot``.
+
+        Offsets count 8-byte slots from the next slot, so an ldimm64 in
+        between counts twice (a ``rX = &subprog`` load's offset is the signed
+        low half of its ``imm``); map slots to list positions with
+        :class:`dynbpf.asm.slots.SlotMap`. Covers jumps, BPF-to-BPF calls and
+        ``rX = &subprog`` loads; anything else (exit, helper and kfunc calls,
+        the indirect ``gotox``) has no static target and raises ``ValueError``.
+        """
+        if self.is_gotol or self.is_pseudo_call or self.is_pseudo_func:
+            return slot + 1 + _s32(self.imm & 0xFFFFFFFF)
+        if self.is_jump and not self.is_gotox:
+            return slot + 1 + self.off
+        raise ValueError(f"{self} has no static jump target")
+
     def encode(self) -> bytes:
+        _check_fields(self)
         regs = (self.src << 4) | self.dst
+        off = _s16(self.off)
         if self.is_ldimm64:
             lo = self.imm & 0xFFFFFFFF
             hi = (self.imm >> 32) & 0xFFFFFFFF
-            return _SLOT.pack(self.opcode, regs, self.off, _s32(lo)) + _SLOT.pack(0, 0, 0, _s32(hi))
-        return _SLOT.pack(self.opcode, regs, self.off, self.imm)
+            return _SLOT.pack(self.opcode, regs, off, _s32(lo)) + _SLOT.pack(0, 0, 0, _s32(hi))
+        return _SLOT.pack(self.opcode, regs, off, _s32(self.imm & 0xFFFFFFFF))
+
+    def __str__(self) -> str:
+        from dynbpf.asm.disasm import text
+
+        return text(self)
+
+
+def _check_fields(insn: Insn) -> None:
+    """Refuse values that do not fit their field, instead of letting struct fail or truncate.
+
+    Unsigned spellings of signed fields (``imm=0xffffffff`` for -1) are
+    accepted, as assemblers accept them.
+    """
+    imm_bits = 64 if insn.is_ldimm64 else 32
+    for name, value, lo, hi in (
+        ("opcode", insn.opcode, 0, 0xFF),
+        ("dst", insn.dst, 0, 0xF),
+        ("src", insn.src, 0, 0xF),
+        ("off", insn.off, -(1 << 15), (1 << 16) - 1),
+        ("imm", insn.imm, -(1 << (imm_bits - 1)), (1 << imm_bits) - 1),
+    ):
+        if not lo <= value <= hi:
+            raise ValueError(f"{name}={value} does not fit its field ({lo}..{hi}) in {insn!r}")
+
+
+def _s16(v: int) -> int:
+    v &= 0xFFFF
+    return v - (1 << 16) if v & 0x8000 else v
 
 
 def _s32(v: int) -> int:
@@ -53,13 +173,16 @@ def encode(insns: Iterable[Insn]) -> bytes:
     return b"".join(i.encode() for i in insns)
 
 
-def decode(code: bytes, *, section: str = "", base: int = 0) -> list[Insn]:
+def decode(code: bytes | bytearray | memoryview, *, section: str = "", base: int = 0) -> list[Insn]:
     """Instructions from little-endian bytecode; ldimm64 pairs become one ``Insn``.
 
     Malformed input (a length that is not a multiple of 8, an ldimm64 cut off
     at the end, a second ldimm64 slot with a non-zero opcode or registers)
     raises :class:`ObjectFormatError` naming ``section`` and the byte offset
     (``base`` + position), so callers can point at the broken object.
+    Opcodes are not judged here: an instruction no kernel accepts still
+    decodes, so that tools can show it (the disassembler prints ``<unknown>``).
+    An ldimm64's ``imm`` comes back unsigned (0 to 2**64-1).
     """
     if len(code) % SLOT_SIZE:
         raise ObjectFormatError(

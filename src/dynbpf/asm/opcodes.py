@@ -74,3 +74,63 @@ class JmpOp(enum.IntEnum):
 
 #: ``BPF_LD | BPF_IMM | BPF_DW``: the two-slot 64-bit immediate load.
 LD_IMM64 = Class.LD | Mode.IMM | Size.DW
+
+
+class AtomicOp(enum.IntEnum):
+    """The operation of a ``BPF_STX | BPF_ATOMIC`` instruction, carried in ``imm``."""
+
+    ADD = 0x00
+    OR = 0x40
+    AND = 0x50
+    XOR = 0xA0
+    FETCH_ADD = 0x01
+    FETCH_OR = 0x41
+    FETCH_AND = 0x51
+    FETCH_XOR = 0xA1
+    XCHG = 0xE1
+    CMPXCHG = 0xF1
+    LOAD_ACQ = 0x100
+    STORE_REL = 0x110
+
+
+#: ``BPF_FETCH``: the bit that makes an atomic read-modify-write return the old value.
+FETCH = 0x01
+
+
+class Endian(enum.IntEnum):
+    """Byte-order target of ``BPF_ALU | BPF_END``; it reuses the source bit."""
+
+    TO_LE = 0x00
+    TO_BE = 0x08
+
+
+class PseudoLd(enum.IntEnum):
+    """``src`` of an ldimm64: what the loader or kernel is to put into ``imm``."""
+
+    MAP_FD = 1
+    MAP_VALUE = 2
+    BTF_ID = 3
+    FUNC = 4
+    MAP_IDX = 5
+    MAP_IDX_VALUE = 6
+
+
+class PseudoCall(enum.IntEnum):
+    """``src`` of a ``BPF_CALL``: whom ``imm`` names."""
+
+    HELPER = 0
+    CALL = 1
+    KFUNC_CALL = 2
+
+
+#: ``src`` of a ``BPF_JCOND`` jump: the only conditional pseudo-jump in the uapi.
+MAY_GOTO = 0
+
+#: ``off`` of ``BPF_DIV``/``BPF_MOD`` that makes them signed (ISA v4).
+SIGNED_DIV = 1
+
+#: ``off`` of ``BPF_ALU64 | BPF_MOV | BPF_X`` that makes it an arena address-space cast.
+ADDR_SPACE_CAST = 1
+
+#: ``off`` values of ``BPF_MOV | BPF_X`` that sign-extend from that many bits (ISA v4).
+MOVSX_BITS = (8, 16, 32)

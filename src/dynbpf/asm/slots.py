@@ -1,0 +1,68 @@
+"""Slots versus list positions.
+
+On the wire every instruction is one 8-byte slot except ldimm64, which is two.
+Jump offsets, relocation offsets and ``.BTF.ext`` records all count slots (or
+bytes, slot * 8), while dynbpf keeps one ``Insn`` per instruction; this module
+is the one place that converts between the two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from dynbpf.asm.insn import SLOT_SIZE, Insn
+
+
+def slot_offsets(insns: Iterable[Insn]) -> list[int]:
+    """The slot at which each instruction starts."""
+    out: list[int] = []
+    slot = 0
+    for insn in insns:
+        out.append(slot)
+        slot += insn.slots
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class SlotMap:
+    """Both directions between list positions and slots for one instruction sequence.
+
+    Build it once per program (``SlotMap.of(insns)``); lookups are O(1). A slot
+    that falls in the second half of an ldimm64, or past the end, belongs to
+    no instruction: :meth:`index` returns ``None`` for it and the caller, who
+    knows which section and record pointed there, reports the error.
+    """
+
+    starts: tuple[int, ...]
+    total_slots: int
+    _by_slot: dict[int, int] = field(repr=False, compare=False)
+
+    @classmethod
+    def of(cls, insns: Iterable[Insn]) -> SlotMap:
+        starts: list[int] = []
+        slot = 0
+        for insn in insns:
+            starts.append(slot)
+            slot += insn.slots
+        return cls(tuple(starts), slot, {s: i for i, s in enumerate(starts)})
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def slot(self, index: int) -> int:
+        """The slot where the instruction at list position ``index`` starts."""
+        return self.starts[index]
+
+    def index(self, slot: int) -> int | None:
+        """The list position of the instruction starting at ``slot``, if one does."""
+        return self._by_slot.get(slot)
+
+    def byte_offset(self, index: int) -> int:
+        return self.starts[index] * SLOT_SIZE
+
+    def index_at_byte(self, offset: int) -> int | None:
+        """The list position of the instruction starting at byte ``offset``, if one does."""
+        if offset % SLOT_SIZE:
+            return None
+        return self._by_slot.get(offset // SLOT_SIZE)
