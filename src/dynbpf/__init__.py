@@ -11,16 +11,20 @@ from dynbpf.errors import (
     VerifierError,
 )
 
+from dynbpf.elf import ObjectSpec, read
+
 __version__ = "0.1.0"
 
 __all__ = [
     "AttachError",
     "DynbpfError",
     "KernelUnsupported",
+    "ObjectSpec",
     "ObjectFormatError",
     "RelocationError",
     "StateError",
     "SyscallError",
     "VerifierError",
+    "read",
     "__version__",
 ]

@@ -1,0 +1,502 @@
+"""Read a clang-compiled BPF object into an :class:`ObjectSpec`.
+
+The rules follow libbpf's (``bpf_object__open``): functions in ``.text`` are
+subprograms, every global function in another executable section is a
+program whose kind comes from the section name, maps come from BTF in
+``.maps`` (or the legacy ``maps`` section), global data sections become
+array maps, undefined symbols are externs typed by BTF. Relocations are
+categorised here once, so later stages never scan instructions to find out
+what a program needs.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from dynbpf.asm.insn import Insn, decode
+from dynbpf.asm.slots import SlotMap
+from dynbpf.btf import graph
+from dynbpf.btf.errors import TypeNotFound
+from dynbpf.btf.ext import ExtInfo, LineInfo, parse_ext
+from dynbpf.btf.kinds import Kind
+from dynbpf.btf.spec import Spec
+from dynbpf.btf.types import Datasec, Func, FuncLinkage, Var, VarLinkage
+from dynbpf.elf.image import (
+    R_BPF_64_32,
+    R_BPF_64_64,
+    STB_LOCAL,
+    STB_WEAK,
+    STT_FUNC,
+    STT_OBJECT,
+    STT_SECTION,
+    Image,
+    Reloc,
+    Section,
+    Symbol,
+)
+from dynbpf.elf.maps import read_btf_maps, read_legacy_maps, read_struct_ops
+from dynbpf.elf.sections import program_kind
+from dynbpf.elf.spec import (
+    CoreRelocation,
+    DataReference,
+    ExternKind,
+    ExternReference,
+    ExternSpec,
+    FunctionPointer,
+    FunctionSpec,
+    KfuncCall,
+    MapReference,
+    MapSpec,
+    ObjectSpec,
+    ProgramSpec,
+    Relocation,
+    SubprogramCall,
+    VariableSpec,
+)
+from dynbpf.errors import ObjectFormatError
+from dynbpf.sys.constants import MapFlags, MapType
+
+TEXT = ".text"
+MAPS = ".maps"
+LEGACY_MAPS = "maps"
+STRUCT_OPS_SECTIONS = (".struct_ops", ".struct_ops.link")
+KCONFIG = ".kconfig"
+KSYMS = ".ksyms"
+
+
+def read(source: str | os.PathLike[str] | bytes, *, name: str | None = None) -> ObjectSpec:
+    """Parse a BPF object file (a path, or its bytes)."""
+    if isinstance(source, bytes):
+        data, default_name = source, "object"
+    else:
+        path = Path(source)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise ObjectFormatError(f"cannot read {path}: {e.strerror}") from None
+        default_name = path.name.split(".", 1)[0] or "object"
+    try:
+        return _Reader(Image(data), name or default_name).spec()
+    except TypeNotFound as e:  # a type id stored in the object that its BTF does not define
+        raise ObjectFormatError(f"dangling BTF type reference: {e}", section=".BTF") from None
+
+
+def is_data_section(name: str) -> bool:
+    return name in (".data", ".rodata", ".bss") or name.startswith((".data.", ".rodata."))
+
+
+@dataclass(slots=True)
+class _Function:
+    name: str
+    section: Section
+    offset: int
+    insns: list[Insn]
+    slots: SlotMap
+    symbol: Symbol
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.slots.total_slots * 8
+
+    def index_of(self, byte_off: int, *, where: str) -> int:
+        """Position in ``insns`` of the instruction at section byte offset ``byte_off``."""
+        index = self.slots.index_at_byte(byte_off - self.offset)
+        if index is None:
+            raise ObjectFormatError(
+                f"offset does not start an instruction of {self.name!r}", section=where, offset=byte_off
+            )
+        return index
+
+
+class _Reader:
+    def __init__(self, image: Image, name: str) -> None:
+        self.image = image
+        self.name = name
+        self.btf = self._btf()
+        self.ext = self._ext()
+        self.functions: dict[int, list[_Function]] = {}  # by section index, sorted by offset
+
+    # --- entry point ------------------------------------------------------------------
+
+    def spec(self) -> ObjectSpec:
+        img = self.image
+        maps: dict[str, MapSpec] = {}
+        map_at: dict[tuple[int, int], str] = {}  # (section index, offset) -> map name, for relocations
+        self._functions()
+        function_names = {(f.section.index, f.offset): f.name for fs in self.functions.values() for f in fs}
+        if MAPS in img.by_name:
+            self._add_maps(maps, map_at, read_btf_maps(img, img.by_name[MAPS], self._need_btf(MAPS), function_names))
+        if LEGACY_MAPS in img.by_name:
+            self._add_maps(maps, map_at, read_legacy_maps(img, img.by_name[LEGACY_MAPS]))
+        for sec_name in STRUCT_OPS_SECTIONS:
+            if sec_name in img.by_name:
+                found = read_struct_ops(img, img.by_name[sec_name], self._need_btf(sec_name), function_names)
+                self._add_maps(maps, map_at, found)
+        variables: dict[str, VariableSpec] = {}
+        for sec in img.sections:
+            if is_data_section(sec.name) and sec.size and sec.type in (1, 8):
+                data_map, sec_vars = self._data_section(sec)
+                self._add_maps(maps, map_at, [(sec.index, 0, data_map)])
+                for var in sec_vars:
+                    variables.setdefault(var.name, var)
+        externs = self._externs()
+        functions = {f.name: self._function_spec(f, map_at, externs) for fs in self.functions.values() for f in fs}
+        programs = {}
+        for fs in self.functions.values():
+            for f in fs:
+                if f.section.name != TEXT:
+                    programs[f.name] = ProgramSpec(functions[f.name], program_kind(f.section.name))
+        return ObjectSpec(
+            name=self.name,
+            license=self._license(),
+            kernel_version=self._kernel_version(),
+            programs=programs,
+            functions=functions,
+            maps=maps,
+            variables=variables,
+            externs=externs,
+            btf=self.btf,
+        )
+
+    @staticmethod
+    def _add_maps(
+        maps: dict[str, MapSpec], map_at: dict[tuple[int, int], str], found: list[tuple[int, int, MapSpec]]
+    ) -> None:
+        for sec_index, offset, m in found:
+            if m.name in maps:
+                raise ObjectFormatError(f"two maps are called {m.name!r}", section=m.section, offset=offset)
+            maps[m.name] = m
+            map_at[(sec_index, offset)] = m.name
+
+    # --- BTF ----------------------------------------------------------------------------
+
+    def _btf(self) -> Spec | None:
+        sec = self.image.by_name.get(".BTF")
+        return Spec.parse(self.image.contents(sec), section=".BTF") if sec else None
+
+    def _ext(self) -> ExtInfo | None:
+        sec = self.image.by_name.get(".BTF.ext")
+        if sec is None or self.btf is None:
+            return None
+        return parse_ext(self.image.contents(sec), self.btf, section=".BTF.ext")
+
+    def _need_btf(self, section: str) -> Spec:
+        if self.btf is None:
+            raise ObjectFormatError(
+                "this section needs BTF, but the object has no .BTF (compile with -g)", section=section
+            )
+        return self.btf
+
+    def _datasec(self, name: str) -> Datasec | None:
+        if self.btf is None:
+            return None
+        for type_id in self.btf.find(name, Kind.DATASEC):
+            t = self.btf[type_id]
+            if isinstance(t, Datasec):
+                return t
+        return None
+
+    # --- functions ----------------------------------------------------------------------
+
+    def _functions(self) -> None:
+        img = self.image
+        by_section: dict[int, list[Symbol]] = {}
+        for sym in img.symbols:
+            if sym.type == STT_FUNC and 0 < sym.shndx < len(img.sections):
+                by_section.setdefault(sym.shndx, []).append(sym)
+        for sec in img.sections:
+            if not sec.executable or not sec.size:
+                continue
+            syms = sorted(by_section.get(sec.index, []), key=lambda s: s.value)
+            if not syms:
+                raise ObjectFormatError("executable section has no function symbols", section=sec.name)
+            code = img.contents(sec)
+            fns: list[_Function] = []
+            for sym in syms:
+                if sec.name != TEXT and sym.bind == STB_LOCAL:
+                    raise ObjectFormatError(
+                        f"program {sym.name!r} is static; programs must be global functions "
+                        "(static functions belong in .text as subprograms)",
+                        section=sec.name,
+                        offset=sym.value,
+                    )
+                if sym.value % 8 or sym.size % 8 or not sym.size or sym.value + sym.size > sec.size:
+                    raise ObjectFormatError(
+                        f"function {sym.name!r} has a bad extent ({sym.value:#x}+{sym.size:#x})",
+                        section=sec.name,
+                        offset=sym.value,
+                    )
+                if fns and sym.value < fns[-1].end:
+                    raise ObjectFormatError(f"function {sym.name!r} overlaps {fns[-1].name!r}", section=sec.name)
+                insns = decode(code[sym.value : sym.value + sym.size], section=sec.name, base=sym.value)
+                fns.append(_Function(sym.name, sec, sym.value, insns, SlotMap.of(insns), sym))
+            self.functions[sec.index] = fns
+
+    def _function_at(self, sec: Section, byte_off: int) -> _Function | None:
+        for f in self.functions.get(sec.index, ()):
+            if f.offset <= byte_off < f.end:
+                return f
+        return None
+
+    def _function_starting(self, sec: Section, byte_off: int, *, where: str, at: int) -> _Function:
+        f = self._function_at(sec, byte_off)
+        if f is None or f.offset != byte_off:
+            raise ObjectFormatError(
+                f"reference to {sec.name}+{byte_off:#x}, which is not the start of a function", section=where, offset=at
+            )
+        return f
+
+    def _function_spec(
+        self, f: _Function, map_at: Mapping[tuple[int, int], str], externs: Mapping[str, ExternSpec]
+    ) -> FunctionSpec:
+        relocs: dict[int, Relocation] = {}
+        sec = f.section
+        rel_sec = self._rel_section(sec)
+        if rel_sec is not None:
+            for rel in self.image.relocations(rel_sec):
+                if f.offset <= rel.offset < f.end:
+                    index = f.index_of(rel.offset, where=sec.name)
+                    relocs[index] = self._classify(f, index, rel, map_at, externs)
+        for index, insn in enumerate(f.insns):
+            if index not in relocs and insn.is_pseudo_call:
+                here = f.slots.slot(index)
+                target = f.offset + 8 * insn.jump_target(here)
+                callee = self._function_starting(sec, target, where=sec.name, at=f.offset + 8 * here)
+                relocs[index] = SubprogramCall(index, callee.name)
+        func_type, line_info, core = self._ext_for(f)
+        ordered = [relocs[i] for i in sorted(relocs)] + core
+        return FunctionSpec(
+            name=f.name,
+            section=sec.name,
+            offset=f.offset,
+            instructions=tuple(f.insns),
+            relocations=tuple(ordered),
+            func_type_id=func_type,
+            line_info=line_info,
+            global_function=f.symbol.bind != STB_LOCAL,
+        )
+
+    def _rel_section(self, target: Section) -> Section | None:
+        for s in self.image.sections:
+            if s.type == 9 and s.info == target.index:
+                return s
+        return None
+
+    def _classify(
+        self,
+        f: _Function,
+        index: int,
+        rel: Reloc,
+        map_at: Mapping[tuple[int, int], str],
+        externs: Mapping[str, ExternSpec],
+    ) -> Relocation:
+        insn, sym, where = f.insns[index], rel.symbol, f.section.name
+        at = rel.offset
+
+        def fail(why: str) -> ObjectFormatError:
+            return ObjectFormatError(
+                f"relocation against {sym.name or 'a section symbol'!r} {why}", section=where, offset=at
+            )
+
+        is_call = insn.is_call
+        if rel.type not in (R_BPF_64_64, R_BPF_64_32):
+            raise fail(f"has unsupported type {rel.type}")
+        if sym.shndx == 0:
+            ext = externs.get(sym.name)
+            if ext is None:
+                raise fail("names an undefined symbol that is not a __kconfig/__ksym extern")
+            if is_call:
+                if ext.kind is not ExternKind.KFUNC:
+                    raise fail("calls an extern that is not a function")
+                return KfuncCall(index, sym.name)
+            if not insn.is_ldimm64:
+                raise fail("is on an instruction that is neither ldimm64 nor call")
+            return ExternReference(index, sym.name)
+        target = self.image.section(sym.shndx, where=where)
+        if is_call:
+            if not insn.is_pseudo_call:
+                raise fail("is on a helper or kfunc call (expected a BPF-to-BPF call)")
+            if target.name != TEXT:
+                raise fail(f"calls into section {target.name!r}; subprograms must be in .text")
+            callee = self._function_starting(target, sym.value + 8 * (insn.imm + 1), where=where, at=at)
+            return SubprogramCall(index, callee.name)
+        if not insn.is_ldimm64:
+            raise fail("is on an instruction that is neither ldimm64 nor call")
+        if target.executable:
+            if target.name != TEXT:
+                raise fail(f"takes the address of code in {target.name!r}; callbacks must be in .text")
+            callee = self._function_starting(target, sym.value + insn.imm, where=where, at=at)
+            return FunctionPointer(index, callee.name)
+        if is_data_section(target.name):
+            if sym.type not in (STT_SECTION, STT_OBJECT, 0):
+                raise fail("has an unexpected symbol type")
+            offset = sym.value + insn.imm
+            if not 0 <= offset <= target.size:
+                raise fail(f"points outside {target.name} (offset {offset})")
+            return DataReference(index, target.name, offset)
+        name = map_at.get((target.index, sym.value))
+        if name is None:
+            raise fail(f"points into section {target.name!r} at {sym.value:#x}, where no map is defined")
+        return MapReference(index, name)
+
+    def _ext_for(self, f: _Function) -> tuple[int, tuple[tuple[int, LineInfo], ...], list[CoreRelocation]]:
+        if self.ext is None:
+            return 0, (), []
+        sec, where = f.section.name, ".BTF.ext"
+        end = f.end
+        func_type = 0
+        for fi in self.ext.func_info.get(sec, ()):
+            if fi.insn_off == f.offset:
+                func_type = fi.type
+        lines = tuple(
+            (f.index_of(li.insn_off, where=where), li)
+            for li in self.ext.line_info.get(sec, ())
+            if f.offset <= li.insn_off < end
+        )
+        core = [
+            CoreRelocation(f.index_of(r.insn_off, where=where), r.type, r.access, r.kind)
+            for r in self.ext.core_relos.get(sec, ())
+            if f.offset <= r.insn_off < end
+        ]
+        return func_type, lines, core
+
+    # --- global data -------------------------------------------------------------------
+
+    def _data_section(self, sec: Section) -> tuple[MapSpec, list[VariableSpec]]:
+        data = self.image.contents(sec)
+        flags = MapFlags.RDONLY_PROG if sec.name.startswith(".rodata") else 0
+        datasec = self._datasec(sec.name)
+        symbols = {s.name: s for s in self.image.symbols if s.shndx == sec.index and s.type == STT_OBJECT}
+        variables: list[VariableSpec] = []
+        if datasec is not None:
+            assert self.btf is not None
+            for vsi in datasec.vars:
+                var = self.btf[vsi.type]
+                if not isinstance(var, Var):
+                    raise ObjectFormatError(
+                        f"DATASEC {sec.name} lists type {vsi.type}, which is not a VAR", section=".BTF"
+                    )
+                sym = symbols.get(var.name)
+                offset = sym.value if sym is not None else vsi.offset
+                size = vsi.size or (sym.size if sym else 0)
+                if offset + size > sec.size:
+                    raise ObjectFormatError(
+                        f"variable {var.name!r} lies outside its section", section=sec.name, offset=offset
+                    )
+                variables.append(
+                    VariableSpec(
+                        var.name,
+                        sec.name,
+                        offset,
+                        size,
+                        var.type,
+                        var.linkage != VarLinkage.STATIC,
+                        data[offset : offset + size],
+                    )
+                )
+        else:
+            for sym in symbols.values():
+                if sym.value + sym.size > sec.size:
+                    raise ObjectFormatError(f"variable {sym.name!r} lies outside its section", section=sec.name)
+                variables.append(
+                    VariableSpec(
+                        sym.name,
+                        sec.name,
+                        sym.value,
+                        sym.size,
+                        0,
+                        sym.bind != STB_LOCAL,
+                        data[sym.value : sym.value + sym.size],
+                    )
+                )
+        variables.sort(key=lambda v: v.offset)
+        data_map = MapSpec(
+            name=sec.name,
+            type=MapType.ARRAY,
+            key_size=4,
+            value_size=sec.size,
+            max_entries=1,
+            flags=int(flags),
+            value_type=self.btf.find(sec.name, Kind.DATASEC)[0] if datasec is not None and self.btf else 0,
+            data=None if sec.type == 8 else data,
+            section=sec.name,
+        )
+        return data_map, variables
+
+    # --- externs -----------------------------------------------------------------------
+
+    def _externs(self) -> dict[str, ExternSpec]:
+        undefined = [
+            s for s in self.image.symbols if s.shndx == 0 and s.name and s.bind != STB_LOCAL and s.type != STT_SECTION
+        ]
+        if not undefined:
+            return {}
+        btf = self._need_btf("externs")
+        declared: dict[str, tuple[str, int]] = {}
+        for sec_name in (KCONFIG, KSYMS):
+            datasec = self._datasec(sec_name)
+            for vsi in datasec.vars if datasec else ():
+                t = btf[vsi.type]
+                if isinstance(t, Var | Func):
+                    declared[t.name] = (sec_name, vsi.type)
+        externs: dict[str, ExternSpec] = {}
+        for sym in undefined:
+            where = declared.get(sym.name)
+            if where is None:
+                where = self._extern_func(sym.name)
+            if where is None:
+                raise ObjectFormatError(
+                    f"extern {sym.name!r} is neither __kconfig nor __ksym (no BTF declaration in .kconfig/.ksyms)",
+                    section=".symtab",
+                )
+            sec_name, btf_id = where
+            t = btf[btf_id]
+            if isinstance(t, Func):
+                if t.linkage != FuncLinkage.EXTERN:
+                    raise ObjectFormatError(f"extern function {sym.name!r} has non-extern linkage", section=".BTF")
+                kind, type_id = ExternKind.KFUNC, t.type
+            elif isinstance(t, Var):
+                if t.linkage != VarLinkage.GLOBAL_EXTERN:
+                    raise ObjectFormatError(f"extern {sym.name!r} has non-extern BTF linkage", section=".BTF")
+                kind = ExternKind.KCONFIG if sec_name == KCONFIG else ExternKind.KSYM
+                type_id = graph.skip_qualifiers(btf, t.type)
+            else:
+                raise ObjectFormatError(f"extern {sym.name!r} has BTF type {btf_id}, not VAR or FUNC", section=".BTF")
+            if kind is ExternKind.KCONFIG and type_id == 0:
+                raise ObjectFormatError(f"kconfig extern {sym.name!r} cannot be void", section=KCONFIG)
+            externs[sym.name] = ExternSpec(sym.name, kind, type_id, sym.bind == STB_WEAK, btf_id)
+        return externs
+
+    def _extern_func(self, name: str) -> tuple[str, int] | None:
+        """kfuncs that clang did not place in a .ksyms DATASEC: any extern FUNC of that name."""
+        assert self.btf is not None
+        for type_id in self.btf.find(name, Kind.FUNC):
+            t = self.btf[type_id]
+            if isinstance(t, Func) and t.linkage == FuncLinkage.EXTERN:
+                return KSYMS, type_id
+        return None
+
+    # --- license and version -------------------------------------------------------------
+
+    def _license(self) -> str:
+        sec = self.image.by_name.get("license")
+        if sec is None:
+            return ""
+        raw = self.image.contents(sec)
+        return raw.split(b"\0", 1)[0].decode("ascii", "replace")
+
+    def _kernel_version(self) -> int:
+        sec = self.image.by_name.get("version")
+        if sec is None:
+            return 0
+        raw = self.image.contents(sec)
+        if len(raw) != 4:
+            raise ObjectFormatError(f"version section must be 4 bytes, is {len(raw)}", section="version")
+        return int(struct.unpack("<I", raw)[0])
+
+
+__all__ = ["is_data_section", "read"]
