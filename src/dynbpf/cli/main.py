@@ -34,6 +34,24 @@ def probe(as_json: bool, helpers: bool, no_helpers: bool) -> None:
         render(report, show_helpers=helpers)
 
 
+@cli.command()
+@click.argument("obj", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
+@click.option("--disasm", "program", metavar="PROG", help="Disassemble one program (with the subprograms it calls).")
+def inspect(obj: str, as_json: bool, program: str | None) -> None:
+    """Show what a BPF object contains: programs, maps, global variables, externs."""
+    from dynbpf.cli.inspect_view import disassembly, render, summary
+
+    spec = dynbpf.read(obj)
+    if program is not None:
+        click.echo(disassembly(spec, program))
+    elif as_json:
+        json.dump(summary(spec), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        render(summary(spec))
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)
