@@ -130,6 +130,7 @@ class Image:
             self.sections.append(s)
         self.by_name = {s.name: s for s in self.sections if s.name}
         self.symbols = self._symbols()
+        self._relocs: dict[int, list[Reloc]] = {}
 
     def section(self, index: int, *, where: str = "") -> Section:
         if not 0 < index < len(self.sections):
@@ -169,7 +170,14 @@ class Image:
                 )
         return symbols
 
-    def relocations(self, section: Section) -> list[Reloc]:
+    def relocations_for(self, target: Section) -> list[Reloc]:
+        """Every relocation that applies to ``target``, sorted by offset (parsed once)."""
+        if target.index not in self._relocs:
+            found = [r for s in self.sections if s.type == SHT_REL and s.info == target.index for r in self._parse(s)]
+            self._relocs[target.index] = sorted(found, key=lambda r: r.offset)
+        return self._relocs[target.index]
+
+    def _parse(self, section: Section) -> list[Reloc]:
         """Relocations in the SHT_REL section ``section``, against this image's symbols."""
         if section.entsize != _REL.size or section.size % _REL.size:
             raise ObjectFormatError(

@@ -295,10 +295,8 @@ def _symbols(image: Image, sec: Section) -> dict[str, Symbol]:
 
 def _relocs_by_offset(image: Image, sec: Section) -> dict[int, Symbol]:
     out: dict[int, Symbol] = {}
-    for s in image.sections:
-        if s.type == 9 and s.info == sec.index:
-            for rel in image.relocations(s):
-                if rel.type != R_BPF_64_ABS64:
-                    raise ObjectFormatError(f"unexpected relocation type {rel.type}", section=s.name, offset=rel.offset)
-                out[rel.offset] = rel.symbol
-    return dict(sorted(out.items()))
+    for rel in image.relocations_for(sec):
+        if rel.type != R_BPF_64_ABS64:
+            raise ObjectFormatError(f"unexpected relocation type {rel.type}", section=sec.name, offset=rel.offset)
+        out[rel.offset] = rel.symbol
+    return out

@@ -235,6 +235,9 @@ class _Reader:
                 insns = decode(code[sym.value : sym.value + sym.size], section=sec.name, base=sym.value)
                 fns.append(_Function(sym.name, sec, sym.value, insns, SlotMap.of(insns), sym))
             self.functions[sec.index] = fns
+            for rel in img.relocations_for(sec):
+                if self._function_at(sec, rel.offset) is None:
+                    raise ObjectFormatError("relocation outside any function", section=sec.name, offset=rel.offset)
 
     def _function_at(self, sec: Section, byte_off: int) -> _Function | None:
         for f in self.functions.get(sec.index, ()):
@@ -255,12 +258,10 @@ class _Reader:
     ) -> FunctionSpec:
         relocs: dict[int, Relocation] = {}
         sec = f.section
-        rel_sec = self._rel_section(sec)
-        if rel_sec is not None:
-            for rel in self.image.relocations(rel_sec):
-                if f.offset <= rel.offset < f.end:
-                    index = f.index_of(rel.offset, where=sec.name)
-                    relocs[index] = self._classify(f, index, rel, map_at, externs)
+        for rel in self.image.relocations_for(sec):
+            if f.offset <= rel.offset < f.end:
+                index = f.index_of(rel.offset, where=sec.name)
+                relocs[index] = self._classify(f, index, rel, map_at, externs)
         for index, insn in enumerate(f.insns):
             if index not in relocs and insn.is_pseudo_call:
                 here = f.slots.slot(index)
@@ -279,12 +280,6 @@ class _Reader:
             line_info=line_info,
             global_function=f.symbol.bind != STB_LOCAL,
         )
-
-    def _rel_section(self, target: Section) -> Section | None:
-        for s in self.image.sections:
-            if s.type == 9 and s.info == target.index:
-                return s
-        return None
 
     def _classify(
         self,
