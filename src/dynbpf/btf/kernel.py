@@ -62,6 +62,13 @@ def module_names() -> list[str]:
         raise KernelUnsupported("kernel BTF", f"listing {BTF_DIR}: {e.strerror}") from None
 
 
+def clear_cache() -> None:
+    """Forget the parsed kernel BTF (a module was reloaded; tests). Specs already handed out stay valid."""
+    with _lock:
+        _vmlinux.clear()
+        _modules.clear()
+
+
 def _load(path: str, base: Spec | None) -> Spec | None:
     try:
         with open(path, "rb") as f:

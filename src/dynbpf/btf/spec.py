@@ -7,9 +7,9 @@ checks the header and records where each type's record starts (one pass over
 it is asked for and is cached from then on. The name index is built on the
 first :meth:`Spec.find`.
 
-Thread safety: the cache is a dict filled with ``setdefault``, so concurrent
-readers may decode a type twice but all see the same object; the name index
-is built under a lock.
+Thread safety: concurrent readers may decode a type twice, but the first
+result stored in the cache is the one every caller gets; the name index is
+built once, under a lock.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ class Spec:
 
     __slots__ = (
         "_cache",
+        "_cache_lock",
         "_data",
         "_lock",
         "_names",
@@ -83,7 +84,8 @@ class Spec:
         self.base = base
         self.section = section
         self.first_id = len(base) if base is not None else 1
-        self._cache: dict[int, Type] = {}
+        self._cache: list[Type | None] | None = None  # by own index, allocated on first decode
+        self._cache_lock = threading.Lock()
         self._names: dict[str, int | tuple[int, ...]] | None = None
         self._lock = threading.Lock()
 
@@ -143,15 +145,26 @@ class Spec:
         """The type with ``type_id``; None for void (0)."""
         index = type_id - self.first_id
         if 0 <= index < len(self._offsets):
-            t = self._cache.get(type_id)
+            cache = self._cache if self._cache is not None else self._new_cache()
+            t = cache[index]
             if t is None:
-                t = self._cache.setdefault(type_id, self._decode(index))
+                decoded = self._decode(index)
+                with self._cache_lock:  # racing decoders agree on one object
+                    t = cache[index]
+                    if t is None:
+                        t = cache[index] = decoded
             return t
         if type_id == 0:
             return None
         if self.base is not None and 0 < type_id < self.first_id:
             return self.base[type_id]
         raise TypeNotFound(f"no type [{type_id}] in {self.section} (valid ids: 0..{len(self) - 1})")
+
+    def _new_cache(self) -> list[Type | None]:
+        with self._cache_lock:
+            if self._cache is None:
+                self._cache = [None] * len(self._offsets)
+            return self._cache
 
     def _decode(self, index: int) -> Type:
         pos = self._offsets[index]
@@ -164,9 +177,8 @@ class Spec:
         """This blob's own types with their ids (not the base's); streams without filling the cache."""
         cache, decode = self._cache, self._decode
         for index in range(len(self._offsets)):
-            type_id = self.first_id + index
-            t = cache.get(type_id)
-            yield type_id, t if t is not None else decode(index)
+            t = cache[index] if cache is not None else None
+            yield self.first_id + index, t if t is not None else decode(index)
 
     def kind(self, type_id: int) -> Kind:
         """The kind of ``type_id`` read from its record, without decoding it (UNKN for void)."""

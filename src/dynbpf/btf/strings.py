@@ -9,6 +9,7 @@ line_info) decodes without error and encodes back to the same bytes.
 from __future__ import annotations
 
 import threading
+from sys import intern
 
 from dynbpf.errors import ObjectFormatError
 
@@ -55,7 +56,7 @@ class StringTable:
             raise ObjectFormatError(
                 f"unterminated string at offset {offset}", section=section or self.section, offset=at
             )
-        return self._data[start:stop].decode("utf-8", "surrogateescape")
+        return intern(self._data[start:stop].decode("utf-8", "surrogateescape"))
 
     def find(self, s: str) -> int | None:
         """Offset of ``s`` (the base's copy first, as libbpf prefers), or None."""

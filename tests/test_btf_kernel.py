@@ -1,0 +1,134 @@
+"""The running kernel's BTF: the shared cache, and graph helpers checked against bpftool on vmlinux."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from dynbpf.btf import Kind, NameNotFound, Spec, format_type, kernel, member, resolve, size_of
+from dynbpf.btf.types import Member, Ptr, Struct
+from tests.conftest import require
+from tests.test_btf_oracle import VMLINUX, bpftool_types
+
+
+@pytest.fixture
+def fresh_cache() -> Iterator[None]:
+    kernel.clear_cache()
+    yield
+    kernel.clear_cache()
+
+
+@pytest.fixture(scope="module")
+def vmlinux() -> Spec:
+    spec = kernel.vmlinux()
+    require(None if spec is not None else f"{VMLINUX} does not exist: the kernel has no BTF")
+    assert spec is not None
+    return spec
+
+
+@pytest.fixture(scope="module")
+def bpftool_vmlinux() -> dict[str, list[dict[str, Any]]]:
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for t in bpftool_types(VMLINUX):
+        by_name.setdefault(t["name"], []).append(t)
+    return by_name
+
+
+def the(spec: Spec, name: str, kind: Kind) -> int:
+    (type_id,) = spec.find(name, kind)
+    return type_id
+
+
+def test_vmlinux_is_parsed_once_across_threads(fresh_cache: None) -> None:
+    require(None if VMLINUX.exists() else f"{VMLINUX} does not exist")
+    got: list[Spec | None] = []
+    barrier = threading.Barrier(8)
+
+    def load() -> None:
+        barrier.wait()
+        got.append(kernel.vmlinux())
+
+    threads = [threading.Thread(target=load) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 8
+    assert got[0] is not None
+    assert all(s is got[0] for s in got)
+    assert kernel.vmlinux() is got[0]
+    assert len(got[0]) > 10_000
+
+
+def test_module_lookup(vmlinux: Spec) -> None:
+    assert kernel.module_names() == sorted(n for n in os.listdir(kernel.BTF_DIR) if n != "vmlinux")
+    for bad in ("", "vmlinux", "../etc", ".hidden"):
+        with pytest.raises(NameNotFound, match="not a kernel module name"):
+            kernel.module(bad)
+    with pytest.raises(NameNotFound, match="no BTF for kernel module 'no_such_module_hopefully'"):
+        kernel.module("no_such_module_hopefully")
+    for name in kernel.module_names():
+        spec = kernel.module(name)
+        assert spec.base is vmlinux
+        assert spec.first_id == len(vmlinux)
+        assert kernel.module(name) is spec
+
+
+def test_find_uses_the_kernel_names(vmlinux: Spec) -> None:
+    task = the(vmlinux, "task_struct", Kind.STRUCT)
+    assert vmlinux.kind(task) == Kind.STRUCT
+    assert task in vmlinux.find("task_struct")
+    assert vmlinux.find("task_struct", Kind.UNION) == []
+    assert vmlinux.find("no_such_type_hopefully") == []
+    assert vmlinux.find("bpf_lsm_file_open", Kind.FUNC)
+
+
+def test_size_of_kernel_structs_matches_bpftool(vmlinux: Spec, bpftool_vmlinux: dict[str, Any]) -> None:
+    for name in ("task_struct", "sk_buff", "file", "perf_event_attr", "bpf_struct_ops_tcp_congestion_ops"):
+        (theirs,) = [t for t in bpftool_vmlinux[name] if t["kind"] == "STRUCT"]
+        assert size_of(vmlinux, theirs["id"]) == theirs["size"], name
+
+
+def test_bitfield_members_match_bpftool(vmlinux: Spec, bpftool_vmlinux: dict[str, Any]) -> None:
+    (theirs,) = [t for t in bpftool_vmlinux["perf_event_attr"] if t["kind"] == "STRUCT"]
+    ours = vmlinux[theirs["id"]]
+    assert isinstance(ours, Struct)
+    got = [(m.name or "(anon)", m.type, m.bit_offset, m.bitfield_size) for m in ours.members]
+    want = [(m["name"], m["type_id"], m["bits_offset"], m.get("bitfield_size", 0)) for m in theirs["members"]]
+    assert got == want
+    disabled = member(vmlinux, theirs["id"], "disabled")
+    inherit = member(vmlinux, theirs["id"], "inherit")
+    assert (disabled.bitfield_size, inherit.bitfield_size) == (1, 1)
+    assert inherit.bit_offset == disabled.bit_offset + 1
+
+
+def test_format_kernel_types(vmlinux: Spec) -> None:
+    task = the(vmlinux, "task_struct", Kind.STRUCT)
+    comm = member(vmlinux, task, "comm")
+    assert format_type(vmlinux, comm.type, comm.name) == "char comm[16]"
+    assert size_of(vmlinux, comm.type) == 16
+    assert format_type(vmlinux, member(vmlinux, task, "parent").type) == "struct task_struct *"
+    head = member(vmlinux, the(vmlinux, "list_head", Kind.STRUCT), "next")
+    assert format_type(vmlinux, head.type, "next") == "struct list_head *next"
+    u32 = the(vmlinux, "u32", Kind.TYPEDEF)
+    assert format_type(vmlinux, u32) == "u32"
+    assert format_type(vmlinux, resolve(vmlinux, u32)) == "unsigned int"
+    fops = the(vmlinux, "file_operations", Kind.STRUCT)
+    llseek = member(vmlinux, fops, "llseek")
+    assert isinstance(vmlinux[llseek.type], Ptr)
+    assert format_type(vmlinux, llseek.type, "llseek") == "loff_t (*llseek)(struct file *, loff_t, int)"
+    assert (
+        format_type(vmlinux, the(vmlinux, "bpf_lsm_file_open", Kind.FUNC)) == "int bpf_lsm_file_open(struct file *file)"
+    )
+
+
+def test_attach_probe_size_comes_from_btf(vmlinux: Spec) -> None:
+    value = the(vmlinux, "bpf_struct_ops_tcp_congestion_ops", Kind.STRUCT)
+    struct = vmlinux[value]
+    assert isinstance(struct, Struct)
+    assert size_of(vmlinux, value) == struct.size
+    assert member(vmlinux, value, "data") == Member("data", struct.members[-1].type, struct.members[-1].bit_offset)
