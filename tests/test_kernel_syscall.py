@@ -19,8 +19,11 @@ from bench.gil_release import measure
 from dynbpf.asm import decode, encode
 from dynbpf.asm.insn import R1, R2, Insn, ld_map_value, mov64_imm, return_imm, st_mem
 from dynbpf.asm.opcodes import AluOp, Class, Mode, Size
+from dynbpf.btf import Kind, size_of
+from dynbpf.btf import kernel as btf_kernel
 from dynbpf.errors import StateError, SyscallError
 from dynbpf.features import attach as attach_probes
+from dynbpf.features.maps import local_storage_btf
 from dynbpf.features.trial import load
 from dynbpf.sys import commands, fs, perf
 from dynbpf.sys.attrs import LinkCreateAttr, MapCreateAttr
@@ -243,6 +246,22 @@ def test_struct_ops_association_command_matches_probe(no_fd_leak: None) -> None:
     assert "BPF_PROG_ASSOC_STRUCT_OPS" in str(exc.value)
     if not support:
         assert exc.value.errno == errno.EINVAL
+
+
+def test_struct_ops_maps_need_a_btf_fd_and_the_probe_supplies_one(no_fd_leak: None) -> None:
+    """The kernel wants the object's BTF fd even for a vmlinux value type (EINVAL without it)."""
+    vmlinux = btf_kernel.vmlinux()
+    assert vmlinux is not None
+    (value_type,) = vmlinux.find("bpf_struct_ops_tcp_congestion_ops", Kind.STRUCT)
+    size = size_of(vmlinux, value_type)
+    attr = {"map_type": MapType.STRUCT_OPS, "key_size": 4, "value_size": size, "max_entries": 1}
+    with pytest.raises(SyscallError) as exc:
+        commands.map_create(MapCreateAttr(**attr, btf_vmlinux_value_type_id=value_type))
+    assert exc.value.errno == errno.EINVAL
+    with commands.btf_load(local_storage_btf()) as btf:
+        commands.map_create(MapCreateAttr(**attr, btf_vmlinux_value_type_id=value_type, btf_fd=btf.raw)).close()
+    assert attach_probes.struct_ops().supported
+    assert attach_probes.struct_ops_link().supported
 
 
 def test_closed_fd_cannot_be_used() -> None:

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dynbpf.asm.insn import return_imm
 from dynbpf.btf import Kind, kernel, size_of
 from dynbpf.errors import DynbpfError, SyscallError
+from dynbpf.features.maps import local_storage_btf
 from dynbpf.features.result import Support, cached, outcome
 from dynbpf.features.trial import Trial, create_map, kernel_btf_id, load
 from dynbpf.sys import commands, fs, perf
@@ -323,13 +324,25 @@ def cgroup() -> Support:
 
 
 def _struct_ops_map(flags: int) -> tuple[Fd | None, str]:
+    """Create (not register) a tcp_congestion_ops struct_ops map, as libbpf does at load.
+
+    The kernel insists on a valid ``btf_fd`` (the object's own BTF) even though
+    the value type comes from vmlinux, so a minimal BTF blob is loaded for it.
+    """
     value_type = kernel_btf_id("bpf_struct_ops_tcp_congestion_ops", Kind.STRUCT)
     spec = kernel.vmlinux()
     if value_type is None or spec is None:
         return None, "no bpf_struct_ops_tcp_congestion_ops in kernel BTF"
     size = size_of(spec, value_type)
-    trial = create_map(MapType.STRUCT_OPS, 4, size, 1, btf_vmlinux_value_type_id=value_type, map_flags=flags)
-    return trial.fd, f"BPF_MAP_CREATE struct_ops tcp_congestion_ops flags {flags:#x} -> {trial.result}"
+    try:
+        btf = commands.btf_load(local_storage_btf())
+    except SyscallError as e:
+        return None, f"loading a minimal BTF for btf_fd failed: {e}"
+    with btf:
+        trial = create_map(
+            MapType.STRUCT_OPS, 4, size, 1, btf_vmlinux_value_type_id=value_type, map_flags=flags, btf_fd=btf.raw
+        )
+    return trial.fd, f"BPF_MAP_CREATE struct_ops tcp_congestion_ops (btf_fd set) flags {flags:#x} -> {trial.result}"
 
 
 @cached
