@@ -66,7 +66,7 @@ def test_vmlinux_is_parsed_once_across_threads(fresh_cache: None) -> None:
 
 def test_module_lookup(vmlinux: Spec) -> None:
     assert kernel.module_names() == sorted(n for n in os.listdir(kernel.BTF_DIR) if n != "vmlinux")
-    for bad in ("", "vmlinux", "../etc", ".hidden"):
+    for bad in ("", "vmlinux", "../etc", ".hidden", "nul\0byte"):
         with pytest.raises(NameNotFound, match="not a kernel module name"):
             kernel.module(bad)
     with pytest.raises(NameNotFound, match="no BTF for kernel module 'no_such_module_hopefully'"):

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from dynbpf.btf import Kind, NameNotFound, Spec, TypeNotFound, member
-from dynbpf.btf.types import Int, IntEncoding, Member, Ptr, Struct, Typedef
+from dynbpf.btf import EncodingError, Kind, NameNotFound, Spec, TypeNotFound, member
+from dynbpf.btf.types import Enum, EnumValue, Int, IntEncoding, Member, Ptr, Struct, Type, Typedef
 from dynbpf.errors import ObjectFormatError
 from dynbpf.features.maps import local_storage_btf, raw_btf
 
@@ -140,3 +140,39 @@ def test_string_lookup_errors() -> None:
         spec.string(10_000)
     with pytest.raises(NameNotFound, match="no member 'nope'"):
         member(spec, 3, "nope")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        Int("int", 4, IntEncoding.SIGNED, 0, 300),
+        Int("int", -4, IntEncoding.SIGNED, 0, 32),
+        Struct("s", 4, (Member("b", 1, 1 << 24, 1),)),
+        Struct("s", 4, tuple(Member("", 1, 0) for _ in range(0x10000))),
+        Enum("e", 4, False, (EnumValue("X", 1 << 32),)),
+        Enum("e", 4, True, (EnumValue("X", -(1 << 31) - 1),)),
+        Ptr(1 << 32),
+        "not a type",
+    ],
+)
+def test_unencodable_types_raise_encoding_error(bad: Type) -> None:
+    with pytest.raises(EncodingError):
+        Spec.from_types([Int("int", 4, IntEncoding.SIGNED, 0, 32), bad])
+
+
+def test_any_bytes_in_a_name_survive_a_round_trip() -> None:
+    strings = b"\0caf\xc3\xa9\0\xff\xfe\0"
+    blob = raw_btf(struct.pack("<IIII", 1, 1 << 24, 4, 32) + struct.pack("<IIII", 7, 1 << 24, 4, 32), strings)
+    spec = Spec.parse(blob)
+    assert getattr(spec[1], "name", None) == "café"
+    assert spec.find("café") == [1]
+    assert spec.encode() == blob
+    assert Spec.from_types([t for _, t in spec.types()]).strings.own_bytes() == strings
+
+
+def test_parse_accepts_any_buffer_and_streams_types_without_caching() -> None:
+    blob = local_storage_btf()
+    spec = Spec.parse(memoryview(bytearray(blob)))
+    assert [i for i, _ in spec.types()] == [1, 2, 3]
+    assert spec._cache is None  # types() decoded without pinning
+    assert spec.find("") == []

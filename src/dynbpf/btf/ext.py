@@ -146,7 +146,7 @@ class _Parser:
 
     def core(self, rec: tuple[int, ...], at: int) -> CoreRelo:
         insn_off, type_id, access_off, kind = rec
-        if kind not in CoreReloKind._value2member_map_:
+        if kind > max(CoreReloKind):
             raise self.fail(f"unknown CO-RE relocation kind {kind}", at)
         return CoreRelo(insn_off, type_id, self.string(access_off, at), CoreReloKind(kind))
 

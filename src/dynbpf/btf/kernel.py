@@ -8,6 +8,7 @@ index are built at most once. Module BTF is split BTF on top of vmlinux.
 from __future__ import annotations
 
 import os
+import re
 import threading
 
 from dynbpf.btf.errors import NameNotFound
@@ -17,6 +18,7 @@ from dynbpf.errors import KernelUnsupported
 BTF_DIR = "/sys/kernel/btf"
 VMLINUX_PATH = f"{BTF_DIR}/vmlinux"
 
+_MODULE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _lock = threading.Lock()
 _vmlinux: list[Spec | None] = []  # empty until loaded; [None] when the kernel has no BTF
 _modules: dict[str, Spec] = {}
@@ -34,7 +36,7 @@ def vmlinux() -> Spec | None:
 
 def module(name: str) -> Spec:
     """BTF of the loaded kernel module ``name``, split on top of :func:`vmlinux`."""
-    if name == "vmlinux" or not name or "/" in name or name.startswith("."):
+    if name == "vmlinux" or not _MODULE_NAME.fullmatch(name):
         raise NameNotFound(f"{name!r} is not a kernel module name")
     spec = _modules.get(name)
     if spec is not None:

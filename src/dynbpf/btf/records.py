@@ -51,6 +51,9 @@ _INFO_UNUSED = 0x60FF0000  # info bits 16-23 and 29-30
 _INT_UNUSED = 0xF000FF00
 _INT_ENCODINGS = 0x7
 
+#: kinds a type record may have (UNKN, 0, is only void's kind)
+TYPE_KINDS = frozenset(k for k in Kind if k is not Kind.UNKN)
+
 #: words per record: fixed part (header included) and per vlen entry; unknown kinds jump out of any section
 FIXED_WORDS = [1 << 40] * 32
 ENTRY_WORDS = [0] * 32
@@ -296,12 +299,10 @@ class StringWriter:
 
 
 def encode(t: Type, add: Callable[[str], int], out: array[int]) -> None:
-    """Append ``t``'s record to ``out``; EncodingError if a field does not fit."""
-    start = len(out)
+    """Append ``t``'s record to ``out``; EncodingError (and ``out`` unusable) if a field does not fit."""
     try:
         _encode(t, add, out)
-    except (OverflowError, TypeError) as e:
-        del out[start:]
+    except (OverflowError, TypeError, AttributeError) as e:  # a field of the wrong type, or not a Type
         raise EncodingError(f"cannot encode {t!r}: {e}") from None
 
 
@@ -363,3 +364,5 @@ def _encode(t: Type, add: Callable[[str], int], out: array[int]) -> None:
         case DeclTag():
             idx = t.component_idx & 0xFFFFFFFF if -(1 << 31) <= t.component_idx < 0 else t.component_idx
             out.extend((name, info(Kind.DECL_TAG, 0, t.attribute), t.type, idx))
+        case _:
+            raise EncodingError(f"not a BTF type: {t!r}")

@@ -281,7 +281,7 @@ def _scan(words: Sequence[int], types_start: int, section: str, first_id: int) -
         if pos + 3 > n:
             raise ObjectFormatError(f"type [{type_id}]: truncated record header", section=section, offset=at)
         kind = (words[pos + 1] >> 24) & 0x1F
-        if kind not in Kind._value2member_map_ or kind == Kind.UNKN:
+        if kind not in records.TYPE_KINDS:
             raise ObjectFormatError(f"type [{type_id}]: unknown BTF kind {kind}", section=section, offset=at)
         size = records.record_words(words[pos + 1])
         if pos + size > n:

@@ -251,6 +251,3 @@ Type = (
     | Float
     | DeclTag
 )
-
-#: kinds that only qualify the type they refer to
-QUALIFIERS = (Const, Volatile, Restrict, TypeTag)
