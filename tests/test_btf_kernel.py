@@ -132,3 +132,24 @@ def test_attach_probe_size_comes_from_btf(vmlinux: Spec) -> None:
     assert isinstance(struct, Struct)
     assert size_of(vmlinux, value) == struct.size
     assert member(vmlinux, value, "data") == Member("data", struct.members[-1].type, struct.members[-1].bit_offset)
+
+
+def test_concurrent_decoders_share_one_object_per_type() -> None:
+    require(None if VMLINUX.exists() else f"{VMLINUX} does not exist")
+    spec = Spec.parse(VMLINUX.read_bytes())
+    ids = range(1, 20_000)
+    seen: list[list[object]] = []
+    barrier = threading.Barrier(4)
+
+    def decode() -> None:
+        barrier.wait()
+        seen.append([spec[i] for i in ids])
+
+    threads = [threading.Thread(target=decode) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(seen) == 4
+    for other in seen[1:]:
+        assert all(a is b for a, b in zip(seen[0], other, strict=True))
