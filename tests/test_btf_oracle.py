@@ -304,6 +304,8 @@ def test_module_btf_round_trips() -> None:
     """Every module BTF the kernel exposes; the test machine has none (built-in drivers only),
     which is why split BTF is also checked against bpftool with a synthetic base above."""
     base = vmlinux_spec()
+    on_disk = sorted(p.name for p in Path(kernel.BTF_DIR).iterdir() if p.name != "vmlinux")
+    assert sorted(kernel.module_names()) == on_disk
     for name in kernel.module_names():
         data = Path(kernel.BTF_DIR, name).read_bytes()
         spec = Spec.parse(data, base=base, section=name)

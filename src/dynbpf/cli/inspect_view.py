@@ -212,7 +212,9 @@ def disassembly(spec: ObjectSpec, program: str) -> str:
 
         def source(index: int, lines: dict[int, Any] = lines) -> str | None:
             li = lines.get(index)
-            return f"{li.file_name.rsplit('/', 1)[-1]}:{li.line_num}: {li.line.strip()}" if li else None
+            if li is None or not li.line_num:  # line 0: compiler-generated code, no source
+                return None
+            return f"{li.file_name.rsplit('/', 1)[-1]}:{li.line_num}: {li.line.strip()}"
 
         parts.append(f"{fn.name} ({fn.section}+{fn.offset:#x}):")
         parts.append(format_listing(list(fn.instructions), annotate=annotate, source=source))
