@@ -272,3 +272,30 @@ def test_rodata_is_read_only_for_programs() -> None:
     assert ro
     assert all(m.flags & MapFlags.RDONLY_PROG for m in ro)
     assert all(not m.flags & MapFlags.RDONLY_PROG for m in spec.maps.values() if m.section.startswith(".data"))
+
+
+def test_legacy_map_definitions() -> None:
+    spec = read_fixture("legacy_maps")
+    got = {n: (m.type, m.key_size, m.value_size, m.max_entries, m.flags, m.section) for n, m in spec.maps.items()}
+    assert got == {
+        "proto_count": (MapType.ARRAY, 4, 8, 256, 0, "maps"),
+        "flow_bytes": (MapType.HASH, 4, 8, 1024, MapFlags.NO_PREALLOC, "maps"),
+        "drops": (MapType.PERCPU_ARRAY, 4, 8, 1, 0, "maps"),
+    }
+    assert set(spec.maps_used("count_protocols")) <= set(got)
+    assert spec.maps_used("count_protocols")
+
+
+def test_two_hundred_programs_with_their_own_map_sets() -> None:
+    from bench.synth import build as build_synth
+
+    spec = read(build_synth(200))
+    assert len(spec.programs) == 200
+    assert set(spec.subprograms) == {"count", "emit"}
+    for i in range(200):
+        name = f"handle_{i}"
+        assert [f.name for f in spec.reachable(name)][1:] in (["count", "emit"], ["emit", "count"])
+        used = set(spec.maps_used(name))
+        expected = {"counts", "events", ".rodata", ".bss"} | ({"seen"} if i % 3 == 0 else set())
+        expected |= {"cache"} if i % 4 == 1 else set()
+        assert used == expected, name
