@@ -1,5 +1,6 @@
 """dynbpf: a pure-Python eBPF loader and program-lifecycle manager."""
 
+from dynbpf.elf import ObjectSpec, read
 from dynbpf.errors import (
     AttachError,
     DynbpfError,
@@ -11,20 +12,18 @@ from dynbpf.errors import (
     VerifierError,
 )
 
-from dynbpf.elf import ObjectSpec, read
-
 __version__ = "0.1.0"
 
 __all__ = [
     "AttachError",
     "DynbpfError",
     "KernelUnsupported",
-    "ObjectSpec",
     "ObjectFormatError",
+    "ObjectSpec",
     "RelocationError",
     "StateError",
     "SyscallError",
     "VerifierError",
-    "read",
     "__version__",
+    "read",
 ]
