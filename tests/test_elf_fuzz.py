@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dynbpf.elf import read
-from dynbpf.elf.image import Image
+from dynbpf.elf.image import SHT_NOBITS, Image
 from dynbpf.errors import ObjectFormatError
 from tests.bpfbuild import FIXTURES, build
 
@@ -36,7 +36,11 @@ def original(name: str) -> tuple[bytes, tuple[tuple[int, int], ...]]:
     shoff = struct.unpack_from("<Q", data, 0x28)[0]
     regions = [(0, 64), (shoff, len(image.sections) * 64)]
     for s in image.sections:
-        if s.size and s.type != 8 and (s.executable or s.name.startswith(TARGET_SECTIONS) or s.name == "license"):
+        if (
+            s.size
+            and s.type != SHT_NOBITS
+            and (s.executable or s.name.startswith(TARGET_SECTIONS) or s.name == "license")
+        ):
             regions.append((s.offset, s.size))
     return data, tuple(regions)
 

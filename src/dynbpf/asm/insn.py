@@ -240,12 +240,12 @@ def ld_imm64(dst: int, imm: int, src: int = 0) -> Insn:
 
 def ld_map_fd(dst: int, map_fd: int) -> Insn:
     """``dst = &map`` (``BPF_PSEUDO_MAP_FD``)."""
-    return ld_imm64(dst, map_fd, src=1)
+    return ld_imm64(dst, map_fd, src=PseudoLd.MAP_FD)
 
 
 def ld_map_value(dst: int, map_fd: int, offset: int = 0) -> Insn:
     """``dst = &map.value[0] + offset`` (``BPF_PSEUDO_MAP_VALUE``); offset lives in the second slot."""
-    return ld_imm64(dst, (offset << 32) | map_fd, src=2)
+    return ld_imm64(dst, (offset << 32) | map_fd, src=PseudoLd.MAP_VALUE)
 
 
 def st_mem(size: Size, dst: int, off: int, imm: int) -> Insn:

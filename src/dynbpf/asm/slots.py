@@ -40,12 +40,10 @@ class SlotMap:
 
     @classmethod
     def of(cls, insns: Iterable[Insn]) -> SlotMap:
-        starts: list[int] = []
-        slot = 0
-        for insn in insns:
-            starts.append(slot)
-            slot += insn.slots
-        return cls(tuple(starts), slot, {s: i for i, s in enumerate(starts)})
+        insns = list(insns)
+        starts = slot_offsets(insns)
+        total = starts[-1] + insns[-1].slots if insns else 0
+        return cls(tuple(starts), total, {s: i for i, s in enumerate(starts)})
 
     def __len__(self) -> int:
         return len(self.starts)

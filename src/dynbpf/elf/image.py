@@ -19,6 +19,7 @@ from elftools.elf.elffile import ELFFile
 
 from dynbpf.errors import ObjectFormatError
 
+SHT_PROGBITS = 1
 SHT_NOBITS = 8
 SHT_REL = 9
 SHT_SYMTAB = 2

@@ -28,6 +28,8 @@ from dynbpf.btf.types import Datasec, Func, FuncLinkage, Var, VarLinkage
 from dynbpf.elf.image import (
     R_BPF_64_32,
     R_BPF_64_64,
+    SHT_NOBITS,
+    SHT_PROGBITS,
     STB_LOCAL,
     STB_WEAK,
     STT_FUNC,
@@ -138,7 +140,7 @@ class _Reader:
                 self._add_maps(maps, map_at, found)
         variables: dict[str, VariableSpec] = {}
         for sec in img.sections:
-            if is_data_section(sec.name) and sec.size and sec.type in (1, 8):
+            if is_data_section(sec.name) and sec.size and sec.type in (SHT_PROGBITS, SHT_NOBITS):
                 data_map, sec_vars = self._data_section(sec)
                 self._add_maps(maps, map_at, [(sec.index, 0, data_map)])
                 for var in sec_vars:
@@ -417,7 +419,7 @@ class _Reader:
             max_entries=1,
             flags=int(flags),
             value_type=self.btf.find(sec.name, Kind.DATASEC)[0] if datasec is not None and self.btf else 0,
-            data=None if sec.type == 8 else data,
+            data=None if sec.type == SHT_NOBITS else data,
             section=sec.name,
         )
         return data_map, variables

@@ -440,25 +440,6 @@ OBJ_NAME_LEN = 16
 ENOTSUPP = 524
 
 
-class PseudoSrc(enum.IntEnum):
-    """``src_reg`` values of ldimm64 that make the kernel rewrite ``imm``."""
-
-    MAP_FD = 1
-    MAP_VALUE = 2
-    BTF_ID = 3
-    FUNC = 4
-    MAP_IDX = 5
-    MAP_IDX_VALUE = 6
-
-
-class PseudoCall(enum.IntEnum):
-    """``src_reg`` values of a call instruction."""
-
-    HELPER = 0
-    CALL = 1
-    KFUNC_CALL = 2
-
-
 class ProgFlags(enum.IntFlag):
     STRICT_ALIGNMENT = 0x1
     ANY_ALIGNMENT = 0x2
