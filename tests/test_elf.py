@@ -299,3 +299,12 @@ def test_two_hundred_programs_with_their_own_map_sets() -> None:
         expected = {"counts", "events", ".rodata", ".bss"} | ({"seen"} if i % 3 == 0 else set())
         expected |= {"cache"} if i % 4 == 1 else set()
         assert used == expected, name
+
+
+def test_kernel_version_section(tmp_path: Path) -> None:
+    obj = compile_c(
+        tmp_path, 'unsigned int _version SEC("version") = 0x060c00;\nSEC("xdp") int p(void *ctx) { return 2; }\n'
+    )
+    spec = read(obj)
+    assert spec.kernel_version == 0x060C00
+    assert spec.license == "GPL"
