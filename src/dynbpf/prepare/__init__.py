@@ -1,0 +1,1 @@
+"""Prepare: an ObjectSpec made final for the running kernel, program by program."""
