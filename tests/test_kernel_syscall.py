@@ -55,10 +55,11 @@ def read_u64(map_fd: Fd, key: int = 0) -> int:
     return int.from_bytes(value.raw, "little")
 
 
-def counter_prog(map_fd: Fd) -> list[Insn]:
+def counter_prog(map_fd: Fd | int) -> list[Insn]:
     """``__sync_fetch_and_add(&map[0], 1); return 0``."""
     atomic_add = Insn(Class.STX | Mode.ATOMIC | Size.DW, R1, R2, 0, AluOp.ADD)
-    return [ld_map_value(R1, map_fd.raw, 0), mov64_imm(R2, 1), atomic_add, *return_imm(0)]
+    number = map_fd if isinstance(map_fd, int) else map_fd.raw
+    return [ld_map_value(R1, number, 0), mov64_imm(R2, 1), atomic_add, *return_imm(0)]
 
 
 def load_ok(prog_type: ProgType, insns: list[Insn], **kw: int) -> Fd:

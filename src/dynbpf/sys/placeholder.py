@@ -1,0 +1,102 @@
+"""Reserved fd numbers: a map's fd number exists before (and after) the map does.
+
+Prepared instructions embed map fd numbers. Reserving each number up front
+with a placeholder (an empty memfd) and ``dup3``-ing the real map onto it
+when created — and a fresh placeholder back when destroyed — keeps every
+prepared instruction valid for the whole life of a collection, whatever maps
+come and go (libbpf does the same; see the reference notes on placeholders).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import warnings
+from types import TracebackType
+
+from dynbpf.errors import StateError, SyscallError
+from dynbpf.sys.fd import Fd
+from dynbpf.sys.syscall import good_fd
+
+MFD_NOEXEC_SEAL = 0x8  # 6.3+; older kernels refuse the flag with EINVAL
+
+
+def _placeholder(name: str) -> int:
+    try:
+        return good_fd(os.memfd_create(name, os.MFD_CLOEXEC | MFD_NOEXEC_SEAL))
+    except OSError as e:
+        if e.errno != errno.EINVAL:  # EINVAL: a kernel without MFD_NOEXEC_SEAL
+            raise SyscallError("memfd_create", e.errno or 0, detail=name) from None
+    try:
+        return good_fd(os.memfd_create(name, os.MFD_CLOEXEC))
+    except OSError as e:
+        raise SyscallError("memfd_create", e.errno or 0, detail=name) from None
+
+
+class FdSlot:
+    """One reserved fd number; holds either a placeholder or an installed object.
+
+    The slot owns the number: only :meth:`install`, :meth:`vacate` and
+    :meth:`close` touch it, under one lock, so no other thread's ``close`` or
+    ``open`` can race the ``dup3`` onto it.
+    """
+
+    def __init__(self, name: str = "dynbpf-placeholder") -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        self._number: int | None = _placeholder(name)
+        self._installed = False
+
+    @property
+    def number(self) -> int:
+        """The reserved fd number (what prepared instructions hold)."""
+        if self._number is None:
+            raise StateError(f"fd slot {self.name!r} is closed")
+        return self._number
+
+    @property
+    def installed(self) -> bool:
+        return self._installed
+
+    def install(self, fd: Fd) -> None:
+        """Put the object behind ``fd`` at this slot's number; ``fd`` itself is closed."""
+        with self._lock:
+            number = self.number
+            if self._installed:
+                raise StateError(f"fd slot {self.name!r} already holds an object; vacate it first")
+            os.dup2(fd.raw, number, inheritable=False)  # dup3(..., O_CLOEXEC): atomic replacement
+            fd.close()
+            self._installed = True
+
+    def vacate(self) -> None:
+        """Drop the installed object (the kernel frees it if nothing else holds it); keep the number."""
+        with self._lock:
+            number = self.number
+            if not self._installed:
+                return
+            spare = _placeholder(self.name)
+            try:
+                os.dup2(spare, number, inheritable=False)
+            finally:
+                os.close(spare)
+            self._installed = False
+
+    def close(self) -> None:
+        """Release the number (and whatever it holds)."""
+        with self._lock:
+            if self._number is not None:
+                os.close(self._number)
+                self._number = None
+                self._installed = False
+
+    def __enter__(self) -> FdSlot:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_number", None) is not None:
+            warnings.warn(f"fd slot {self.name!r} ({self._number}) was not closed", ResourceWarning, stacklevel=2)
+            self.close()
