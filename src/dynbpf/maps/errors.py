@@ -1,0 +1,25 @@
+"""Failures of user-facing map access that are the caller's side, not the kernel's.
+
+A value that does not fit its BTF type is :class:`CodecError`; it names the
+path to the offending field (``value.hdr.flags``, ``key[2]``) because a
+message about "a struct" is useless for a value with forty members. Kernel
+refusals stay :class:`~dynbpf.errors.SyscallError`; malformed BTF stays
+:class:`~dynbpf.errors.ObjectFormatError`.
+"""
+
+from __future__ import annotations
+
+from dynbpf.errors import DynbpfError
+
+
+class CodecError(DynbpfError, ValueError):
+    """A Python value cannot be encoded as (or bytes decoded from) a BTF type; ``path`` says where."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}" if path else problem)
+
+
+class MapTypeError(DynbpfError, TypeError):
+    """The map's type has no key/value access (queues, stacks, ring buffers, bloom filters)."""
