@@ -188,7 +188,8 @@ class ScalarCodec(Codec):
         return self.from_int(raw)
 
 
-def _as_int(value: Any, path: str, what: str) -> int:
+def as_int(value: Any, path: str, what: str) -> int:
+    """``value`` as an int (anything with ``__index__``), never a float, str or bytes taken for one."""
     if isinstance(value, str | bytes | float):
         raise CodecError(path, f"expected an integer for {what}, got {type(value).__name__} {value!r}")
     try:
@@ -201,7 +202,7 @@ class IntCodec(ScalarCodec):
     __slots__ = ()
 
     def to_int(self, value: Any, path: str) -> int:
-        return _as_int(value, path, self.name)
+        return as_int(value, path, self.name)
 
     def from_int(self, raw: int) -> int:
         return raw
@@ -215,7 +216,7 @@ class BoolCodec(ScalarCodec):
     def to_int(self, value: Any, path: str) -> int:
         if isinstance(value, bool):
             return int(value)
-        raw = _as_int(value, path, self.name)
+        raw = as_int(value, path, self.name)
         if raw not in (0, 1):
             raise CodecError(path, f"expected a bool (or 0/1) for {self.name}, got {raw}")
         return raw
@@ -237,7 +238,7 @@ class CharCodec(ScalarCodec):
                 raise CodecError(path, f"expected one byte for {self.name}, got {len(value)}")
             byte = value[0]
             return byte - 256 if self.signed and byte > 127 else byte
-        return _as_int(value, path, self.name)
+        return as_int(value, path, self.name)
 
     def from_int(self, raw: int) -> int:
         return raw
@@ -266,7 +267,7 @@ class EnumCodec(ScalarCodec):
                 known = ", ".join(list(self.by_name)[:12]) + (", ..." if len(self.by_name) > 12 else "")
                 raise CodecError(path, f"{self.name} has no enumerator {value!r} (known: {known or 'none'})")
             return raw
-        raw = _as_int(value, path, self.name)
+        raw = as_int(value, path, self.name)
         bits = 8 * self.size
         if not self.signed and -(1 << (bits - 1)) <= raw < 0:
             raw += 1 << bits  # BTF before the signed-enum flag stores negative enumerators unsigned
@@ -334,7 +335,7 @@ class BytesCodec(Codec):
         elif isinstance(value, list | tuple):
             ints = bytearray()
             for i, item in enumerate(value):
-                n = _as_int(item, f"{path}[{i}]", "a byte")
+                n = as_int(item, f"{path}[{i}]", "a byte")
                 if not -128 <= n <= 255:
                     raise CodecError(f"{path}[{i}]", f"{n} does not fit a byte")
                 ints.append(n & 0xFF)
