@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import mmap
 import struct
 import threading
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from dynbpf import elf
 from dynbpf.asm.insn import (
     R1,
     R2,
@@ -25,18 +27,21 @@ from dynbpf.asm.insn import (
     mov64_reg,
     return_imm,
     st_mem,
+    stx_mem,
 )
 from dynbpf.asm.opcodes import AluOp, Class, Size, Source
 from dynbpf.btf import Spec
 from dynbpf.btf.types import Array, Enum, EnumValue, Int, IntEncoding, Member, Struct, Type, Typedef
-from dynbpf.errors import StateError, SyscallError
+from dynbpf.elf import ObjectSpec, VariableSpec
+from dynbpf.errors import DynbpfError, StateError, SyscallError
 from dynbpf.features.trial import load
-from dynbpf.maps import CodecError, Map, MapTypeError, codec_for, possible_cpus
+from dynbpf.maps import CodecError, Map, MapTypeError, Variables, codec_for, possible_cpus
 from dynbpf.maps import map as map_module
 from dynbpf.sys import commands
 from dynbpf.sys.attrs import MapCreateAttr
-from dynbpf.sys.constants import MapType, ProgType, UpdateFlags
+from dynbpf.sys.constants import MapFlags, MapType, ProgType, UpdateFlags
 from dynbpf.sys.fd import Fd
+from tests import bpfbuild
 
 pytestmark = pytest.mark.kernel
 
@@ -241,7 +246,6 @@ def test_per_cpu_values_are_lists_one_per_possible_cpu_8_byte_strided(map_type: 
 
 
 def test_possible_cpus_parsing() -> None:
-    from dynbpf.errors import DynbpfError
     from dynbpf.maps.cpus import parse_cpu_list
 
     assert parse_cpu_list("0-3,8,10-11\n") == [0, 1, 2, 3, 8, 10, 11]
@@ -518,3 +522,82 @@ def test_a_closed_fd_is_a_state_error(no_fd_leak: None) -> None:
         with pytest.raises(StateError, match="closed"):
             m[b"abcd"]
         assert "closed" in repr(m)
+
+
+# --- global variables over a live map ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def globals_obj() -> ObjectSpec:
+    return elf.read(bpfbuild.build("globals"))
+
+
+def section_vars(obj: ObjectSpec, section: str) -> list[VariableSpec]:
+    return [v for v in obj.variables.values() if v.section == section]
+
+
+@contextmanager
+def data_section(obj: ObjectSpec, section: str, flags: int = 0) -> Iterator[tuple[Fd, Variables]]:
+    """The section as libbpf would create it: a 1-element array holding the initial bytes."""
+    assert obj.btf is not None
+    spec = obj.maps[section]
+    with kernel_map(MapType.ARRAY, 4, spec.value_size, 1, flags=flags) as fd:
+        if spec.data:
+            commands.map_update_elem(fd.raw, bytes(4), spec.data)
+        yield fd, Variables.of_map(fd, obj.btf, section_vars(obj, section))
+
+
+@pytest.mark.needs_clang
+def test_variables_of_a_live_data_section_seen_by_a_program(globals_obj: ObjectSpec, no_fd_leak: None) -> None:
+    with data_section(globals_obj, ".data") as (fd, view):
+        assert (view.seq, view.ports, view.bias) == (1, [22, 80, 443, 8080], -7)
+        assert view.live.port == 53
+        view.seq = 41
+        view.live = view.live._replace(port=5353)
+        seq = globals_obj.variables["seq"]
+        prog = [ld_map_value(R1, fd.raw, seq.offset), mov64_imm(R2, 42), stx_mem(Size.DW, R1, R2, 0), *return_imm(0)]
+        with load_ok(ProgType.SOCKET_FILTER, prog) as p:
+            commands.prog_test_run(p.raw, data_in=bytes(64))
+        assert view.seq == 42
+        assert view.live.port == 5353  # our earlier write survived the program's
+        assert view._asdict()["ports"] == [22, 80, 443, 8080]
+
+
+@pytest.mark.needs_clang
+def test_variables_over_an_mmap_of_the_map(globals_obj: ObjectSpec, no_fd_leak: None) -> None:
+    assert globals_obj.btf is not None
+    bss = section_vars(globals_obj, ".bss")
+    size = globals_obj.maps[".bss"].value_size
+    with data_section(globals_obj, ".bss", flags=MapFlags.MMAPABLE) as (fd, _):
+        mm = mmap.mmap(fd.raw, mmap.PAGESIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        try:
+            view = Variables.of_buffer(mm, globals_obj.btf, bss)
+            view.hits = 5
+            view.stats = {"total": 9, "dropped": 1}
+            # the kernel sees the writes without a syscall from us
+            raw = ctypes.create_string_buffer(size)
+            assert commands.map_lookup_elem(fd.raw, bytes(4), raw)
+            hits = globals_obj.variables["hits"]
+            assert raw.raw[hits.offset : hits.offset + 8] == (5).to_bytes(8, "little")
+            # and we see the kernel's
+            commands.map_update_elem(fd.raw, bytes(4), bytes(size))
+            assert view.hits == 0
+            assert view.stats.total == 0
+        finally:
+            mm.close()  # raises BufferError if a view of it were left behind
+
+
+@pytest.mark.needs_clang
+def test_frozen_rodata_refuses_writes(globals_obj: ObjectSpec, no_fd_leak: None) -> None:
+    with data_section(globals_obj, ".rodata") as (fd, view):
+        view.target_tgid = 7  # before the freeze: fine
+        commands.map_freeze(fd.raw)
+        with pytest.raises(SyscallError) as e:
+            view.target_tgid = 8
+        assert e.value.errno == errno.EPERM
+        assert view.target_tgid == 7
+
+
+def test_variables_of_a_map_that_is_no_data_section(no_fd_leak: None) -> None:
+    with kernel_map(MapType.ARRAY, 4, 8, 2) as fd, pytest.raises(DynbpfError, match="is not a data section"):
+        Variables.of_map(fd, BTF, [])

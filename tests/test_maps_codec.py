@@ -797,3 +797,95 @@ def test_kernel_types_build_quickly() -> None:
         assert c.size > 0
         rec = c.decode(bytes(c.size))
         assert c.encode(rec) == bytes(c.size)
+
+
+# --- global variables over a buffer ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def globals_obj() -> elf.ObjectSpec:
+    return elf.read(bpfbuild.build("globals"))
+
+
+def section_vars(obj: elf.ObjectSpec, section: str) -> list[elf.VariableSpec]:
+    return [v for v in obj.variables.values() if v.section == section]
+
+
+@pytest.mark.needs_clang
+def test_rodata_set_before_the_map_exists(globals_obj: elf.ObjectSpec) -> None:
+    from dynbpf.maps import Variables
+
+    assert globals_obj.btf is not None
+    rodata = globals_obj.maps[".rodata"]
+    assert rodata.data is not None
+    buf = bytearray(rodata.data)
+    view = Variables.of_buffer(buf, globals_obj.btf, section_vars(globals_obj, ".rodata"))
+    assert list(view) == ["target_tgid", "sample_every", "cfg", "tag"]
+    assert view.target_tgid == 0
+    assert view.sample_every == 4
+    assert view.cfg.port == 8080
+    assert view.tag == b"dynbpf\0\0"
+    assert "cfg" in view
+    assert "nope" not in view
+    assert {"target_tgid", "cfg"} <= set(dir(view))
+
+    view.target_tgid = 4242
+    view.cfg = view.cfg._replace(port=443, level=1)
+    view["tag"] = "agent"
+    assert buf[0:4] == (4242).to_bytes(4, "little")
+    cfg = globals_obj.variables["cfg"]
+    assert buf[cfg.offset + 4 : cfg.offset + 6] == (443).to_bytes(2, "little")
+    assert view._asdict() == {
+        "target_tgid": 4242,
+        "sample_every": 4,
+        "cfg": view.cfg,
+        "tag": b"agent\0\0\0",
+    }
+    assert view.cfg._asdict() == {"max_events": 4096, "port": 443, "enabled": 1, "level": 1, "window_ns": 10**9}
+    assert view._type("cfg").name == "struct limits"
+
+
+@pytest.mark.needs_clang
+def test_variable_errors_leave_the_buffer_untouched(globals_obj: elf.ObjectSpec) -> None:
+    from dynbpf.maps import Variables
+
+    assert globals_obj.btf is not None
+    data = globals_obj.maps[".data"].data
+    assert data is not None
+    buf = bytearray(data)
+    view = Variables.of_buffer(buf, globals_obj.btf, section_vars(globals_obj, ".data"))
+    with pytest.raises(CodecError, match=r"^live\.port: 70000 does not fit"):
+        view.live = {"max_events": 1, "port": 70000}
+    with pytest.raises(CodecError, match=r"^ports: unsigned int\[4\] has 4 elements, got 2"):
+        view._update({"seq": 99, "ports": [1, 2]})
+    assert buf == data  # neither the struct's first field nor seq was written
+    view._update({"seq": 99, "bias": -1})
+    assert (view.seq, view.bias) == (99, -1)
+    with pytest.raises(
+        AttributeError, match=r"no variable 'nope' in this section \(variables: seq, ports, live, bias\)"
+    ):
+        _ = view.nope
+    with pytest.raises(AttributeError):
+        view.nope = 1
+
+
+def test_variables_need_a_writable_buffer_that_holds_them() -> None:
+    from dynbpf.maps import Variables
+
+    types = datasec_types(16)
+    spec = spec_of(*types)
+
+    class V:
+        def __init__(self, name: str, offset: int, size: int, type_id: int) -> None:
+            self.name, self.offset, self.size, self.type_id = name, offset, size, type_id
+
+    with pytest.raises(CodecError, match="writable buffer"):
+        Variables.of_buffer(b"\0" * 16, spec, [])
+    with pytest.raises(CodecError, match=r"^tag: 4 bytes at offset 14 do not fit the 16-byte section"):
+        Variables.of_buffer(bytearray(16), spec, [V("tag", 14, 4, 4)])
+    with pytest.raises(CodecError, match=r"is 4 bytes, but 8 were expected"):
+        Variables.of_buffer(bytearray(16), spec, [V("tag", 0, 8, 4)])
+    view = Variables.of_buffer(bytearray(16), spec, [V("hits", 0, 8, 2), V("tag", 8, 4, 4)])
+    view.hits = 3
+    assert view["hits"] == 3
+    assert repr(view) == "<Variables hits, tag>"

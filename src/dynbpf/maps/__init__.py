@@ -5,6 +5,7 @@ from dynbpf.maps.cpus import possible_cpus
 from dynbpf.maps.errors import CodecError, MapTypeError
 from dynbpf.maps.map import FdCodec, Map
 from dynbpf.maps.record import Record
+from dynbpf.maps.variables import VariableLike, Variables
 
 __all__ = [
     "Codec",
@@ -14,6 +15,8 @@ __all__ = [
     "MapTypeError",
     "RawCodec",
     "Record",
+    "VariableLike",
+    "Variables",
     "codec_for",
     "possible_cpus",
 ]
