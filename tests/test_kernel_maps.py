@@ -281,6 +281,28 @@ def test_maps_of_maps_take_fds_and_give_ids(outer_type: MapType, no_fd_leak: Non
             assert Map(again, value=codec_for(BTF, U64))[0] == 99
 
 
+def test_prog_array_takes_program_fds_and_gives_program_ids(no_fd_leak: None) -> None:
+    with kernel_map(MapType.PROG_ARRAY, 4, 4, 2) as fd, load_ok(ProgType.SOCKET_FILTER, return_imm(0)) as prog:
+        m = Map(fd)
+        m[1] = prog
+        assert m[1] == commands.prog_info(prog.raw).id
+        assert 0 not in m
+        assert list(m.items()) == [(1, commands.prog_info(prog.raw).id)]
+
+
+def test_a_map_found_by_id_decodes_with_the_btf_the_kernel_holds(no_fd_leak: None) -> None:
+    with kernel_map(MapType.HASH, 4, 24, 8, key_type=U32, value_type=CONN) as fd:
+        Map.with_btf(fd, BTF, U32, CONN)[3] = conn(3, comm="init")
+        with commands.fd_by_id(commands.ObjKind.MAP, commands.map_info(fd.raw).id) as again:
+            m = Map.with_kernel_btf(again)
+            assert m.key.name == "unsigned int"
+            assert m.value.name == "struct conn"
+            assert m[3].comm.rstrip(b"\0") == b"init"
+            assert m[3].level.name == "HIGH"
+    with kernel_map(MapType.HASH, 4, 8, 8) as fd:
+        assert Map.with_kernel_btf(fd).value.name == "8 raw bytes"
+
+
 @pytest.mark.parametrize(
     "map_type", [MapType.QUEUE, MapType.STACK, MapType.RINGBUF, MapType.BLOOM_FILTER], ids=lambda t: t.name
 )

@@ -31,12 +31,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from dynbpf.btf.spec import Spec
-from dynbpf.errors import StateError
+from dynbpf.errors import DynbpfError, StateError
 from dynbpf.maps.codec import Codec, IntCodec, RawCodec, ReadableBuffer, ScalarCodec, as_int, codec_for
 from dynbpf.maps.cpus import possible_cpus
 from dynbpf.maps.errors import CodecError, MapTypeError
 from dynbpf.sys import commands
-from dynbpf.sys.attrs import MapBatchAttr, addr
+from dynbpf.sys.attrs import BtfInfo, MapBatchAttr, addr
 from dynbpf.sys.constants import Cmd, MapType, UpdateFlags
 from dynbpf.sys.fd import Fd
 from dynbpf.sys.syscall import bpf_raw, error_for
@@ -98,6 +98,17 @@ class FdCodec(ScalarCodec):
 def _cbuf(buf: bytearray) -> ctypes.Array[ctypes.c_char]:
     """A ctypes view of ``buf`` (no copy) to hand to the kernel."""
     return (ctypes.c_char * len(buf)).from_buffer(buf)
+
+
+def _kernel_btf(btf_id: int) -> Spec:
+    """The BTF object ``btf_id`` as the kernel holds it (a map's creator loaded it; it is standalone)."""
+    with commands.fd_by_id(commands.ObjKind.BTF, btf_id) as btf_fd:
+        size = commands.btf_info(btf_fd.raw).btf_size
+        data = ctypes.create_string_buffer(size)
+        info = commands.obj_info(btf_fd.raw, BtfInfo(btf=ctypes.addressof(data), btf_size=size))
+        if info.kernel_btf:
+            raise DynbpfError(f"BTF id {btf_id} is kernel or module BTF, not a map's own")
+    return Spec.parse(data.raw[: info.btf_size], section=f"BTF id {btf_id}")
 
 
 def _pairs(items: Mapping[Any, Any] | Iterable[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
@@ -173,6 +184,18 @@ class Map:
         key = codec_for(btf, key_type, size=info.key_size) if key_type else None
         value = codec_for(btf, value_type, size=info.value_size) if value_type else None
         return cls(fd, key=key, value=value, batch=batch)
+
+    @classmethod
+    def with_kernel_btf(cls, fd: Fd | int, *, batch: bool = False) -> Map:
+        """A map decoded with the BTF the kernel holds for it (from its creator); raw bytes without one.
+
+        Lets a tool read maps it did not create, e.g. found by id or pin.
+        """
+        info = commands.map_info(fd.raw if isinstance(fd, Fd) else fd)
+        if not info.btf_id or not (info.btf_key_type_id or info.btf_value_type_id):
+            return cls(fd, batch=batch)
+        btf = _kernel_btf(int(info.btf_id))
+        return cls.with_btf(fd, btf, int(info.btf_key_type_id), int(info.btf_value_type_id), batch=batch)
 
     def _default_key(self) -> Codec:
         if self.type in INDEXED and self.key_size == 4:
