@@ -6,6 +6,7 @@ import ctypes
 import hashlib
 import os
 import re
+import struct
 import subprocess
 import threading
 import time
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from elftools.elf.elffile import ELFFile
 
 from dynbpf.asm.insn import Insn, ld_imm64, mov64_imm
 from dynbpf.asm.opcodes import AluOp, Class, JmpOp, Mode, Size, Source
@@ -931,3 +933,101 @@ def test_two_hundred_programs_relocate_within_budget(tmp_path: Path) -> None:
             patch(fn.instructions[relo.index], resolver.resolve(relo), where=fn.name)
     elapsed = time.perf_counter() - started
     assert elapsed < 0.3, f"{count} relocations took {elapsed * 1000:.0f} ms"
+
+
+_MATCHES_C = r"""
+#include <linux/types.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+struct obj;
+struct m_ok { int a; struct obj *p; };
+struct m_sign { int a; };
+struct m_missing { int a; int b; };
+struct m_arr { int xs[4]; };
+union u_ok { int a; long b; };
+enum e_ok { X1, Y1 };
+enum e_size { X2 };
+typedef int (*fn_ok)(int, long);
+typedef int (*fn_arity)(int, long);
+unsigned long long sink[16];
+SEC("socket")
+int matches(void *ctx)
+{
+	sink[0] = bpf_core_type_exists(struct m_ok);
+	sink[1] = bpf_core_type_exists(struct m_sign);
+	sink[2] = bpf_core_type_exists(struct m_missing);
+	sink[3] = bpf_core_type_exists(struct m_arr);
+	sink[4] = bpf_core_type_exists(union u_ok);
+	sink[5] = bpf_core_type_exists(enum e_ok);
+	sink[6] = bpf_core_type_exists(enum e_size);
+	sink[7] = bpf_core_type_exists(fn_ok);
+	sink[8] = bpf_core_type_exists(fn_arity);
+	return 0;
+}
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+def _matches_kernel() -> list[Type]:
+    return [
+        INT,  # 1
+        UINT,  # 2
+        LONG,  # 3
+        Struct("obj", 8, (Member("x", 3, 0),)),  # 4
+        Ptr(4),  # 5
+        Struct("m_ok", 24, (Member("z", 3, 0), Member("p", 5, 64), Member("a", 1, 128))),  # 6: matches
+        Struct("m_sign", 4, (Member("a", 2, 0),)),  # 7: unsigned a
+        Struct("m_missing", 4, (Member("a", 1, 0),)),  # 8: no b
+        Array(1, 1, 5),  # 9
+        Struct("m_arr", 20, (Member("xs", 9, 0),)),  # 10: five elements, not four
+        Union("u_ok", 8, (Member("b", 3, 0), Member("a", 1, 0))),  # 11: matches
+        Enum("e_ok", 4, False, (EnumValue("Z1", 0), EnumValue("Y1", 1), EnumValue("X1", 2))),  # 12: matches
+        Enum64("e_size", 8, False, (EnumValue("X2", 0),)),  # 13: other size
+        FuncProto(1, (Param("", 1), Param("", 3))),  # 14
+        Ptr(14),  # 15
+        Typedef("fn_ok", 15),  # 16: matches
+        FuncProto(1, (Param("", 1),)),  # 17
+        Ptr(17),  # 18
+        Typedef("fn_arity", 18),  # 19: one parameter fewer
+    ]
+
+
+def _as_type_matches(obj: Path, out: Path) -> None:
+    """Rewrite every TYPE_EXISTS record of ``obj`` into TYPE_MATCHES (clang 14 cannot emit those)."""
+    data = bytearray(obj.read_bytes())
+    with obj.open("rb") as f:
+        section = ELFFile(f).get_section_by_name(".BTF.ext")
+        base = section["sh_offset"]
+    hdr_len = struct.unpack_from("<I", data, base + 4)[0]
+    core_off, core_len = struct.unpack_from("<II", data, base + 24)
+    pos = base + hdr_len + core_off
+    end = pos + core_len
+    (rec_size,) = struct.unpack_from("<I", data, pos)
+    pos += 4
+    flipped = 0
+    while pos < end:
+        _, count = struct.unpack_from("<II", data, pos)
+        pos += 8
+        for _ in range(count):
+            if struct.unpack_from("<I", data, pos + 12)[0] == K.TYPE_EXISTS:
+                struct.pack_into("<I", data, pos + 12, K.TYPE_MATCHES)
+                flipped += 1
+            pos += rec_size
+    assert flipped == 9
+    out.write_bytes(bytes(data))
+
+
+@pytest.mark.kernel
+@pytest.mark.needs_clang
+def test_type_matches_equals_libbpf(tmp_path: Path) -> None:
+    obj = tmp_path / "matches.bpf.o"
+    _as_type_matches(_compile(tmp_path, _MATCHES_C), obj)
+    target = Spec.from_types(_matches_kernel())
+    custom = tmp_path / "kernel.btf"
+    custom.write_bytes(target.encode())
+    _, log = _libbpf_relocate(obj, custom)
+    expected = _libbpf_patches(log)
+    assert len(expected) == 9, "\n".join(log)
+    ours = _ours(obj, [target])
+    assert ours == expected
+    assert sorted(v["imm"] for v in ours.values()) == [0] * 5 + [1] * 4

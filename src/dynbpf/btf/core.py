@@ -35,7 +35,7 @@ from dynbpf.btf import graph
 from dynbpf.btf.core_access import ENUMVAL_KINDS, FIELD_KINDS, Access, match, parse, size
 from dynbpf.btf.core_candidates import Candidate, CandidateFinder
 from dynbpf.btf.core_compat import essential_name, skip, types_compatible, types_match
-from dynbpf.btf.errors import TypeNotFound
+from dynbpf.btf.errors import NameNotFound, TypeNotFound
 from dynbpf.btf.ext import CoreReloKind
 from dynbpf.btf.spec import Spec
 from dynbpf.btf.types import Array, Enum, Enum64, Int, IntEncoding, Ptr, Struct, Union
@@ -222,7 +222,11 @@ def _running_modules() -> Callable[[], Sequence[Spec]]:
 
     def modules() -> Sequence[Spec]:
         if not loaded:
-            loaded.extend(kernel.module(name) for name in kernel.module_names())
+            for name in kernel.module_names():
+                try:
+                    loaded.append(kernel.module(name))
+                except NameNotFound:  # unloaded since it was listed
+                    continue
         return loaded
 
     return modules
