@@ -7,14 +7,15 @@ import errno
 import json
 import os
 import subprocess
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from ctypes import c_uint32 as u32_t
 
 import pytest
-from bench.gil_release import measure
+from bench.gil_release import busy_program
 
 from dynbpf.asm import decode, encode
 from dynbpf.asm.insn import R1, R2, Insn, ld_map_value, mov64_imm, return_imm, st_mem
@@ -272,12 +273,47 @@ def test_closed_fd_cannot_be_used() -> None:
         _ = m.raw
 
 
-def test_verification_runs_in_parallel_threads() -> None:
-    """bpf(2) drops the GIL: two threads verifying take clearly less than serial time."""
-    if (os.cpu_count() or 1) < 2:
-        pytest.fail("needs at least two CPUs to show parallel verification")
-    serial, parallel = measure(iterations=150_000, loads=4, threads=2)
-    assert parallel < 0.85 * serial, f"parallel {parallel:.3f}s vs serial {serial:.3f}s"
+def _steps_per_second_while(work: Callable[[], None]) -> float:
+    """How fast this thread counts while another thread runs ``work``."""
+    started, done = threading.Event(), threading.Event()
+
+    def run() -> None:
+        started.set()
+        try:
+            work()
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=run)
+    t0 = time.perf_counter()  # from before the start: time the other thread keeps the GIL counts too
+    worker.start()
+    started.wait()
+    steps = 0
+    while not done.is_set():
+        steps += 1
+    elapsed = time.perf_counter() - t0
+    worker.join()
+    return steps / elapsed
+
+
+def test_python_keeps_running_while_a_thread_verifies() -> None:
+    """bpf(2) drops the GIL: while one thread is inside a long BPF_PROG_LOAD, another runs Python.
+
+    A functional check, not a speed-up ratio (docs/benchmarks.md has that): the
+    counting rate during verification is compared with the rate while the other
+    thread sleeps (which surely releases the GIL). A call holding the GIL would
+    leave the counter almost still (measured with a GIL-holding call: about 2%).
+    """
+    prog = busy_program(400_000)
+
+    def verify() -> None:
+        trial = load(ProgType.SOCKET_FILTER, prog)
+        assert trial.ok, trial.result
+        trial.close()
+
+    sleeping = _steps_per_second_while(lambda: time.sleep(0.3))
+    verifying = _steps_per_second_while(verify)
+    assert verifying > 0.2 * sleeping, f"{verifying:.0f} steps/s while verifying vs {sleeping:.0f} while sleeping"
 
 
 @pytest.mark.needs_clang
