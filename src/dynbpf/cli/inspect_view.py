@@ -41,7 +41,7 @@ def summary(spec: ObjectSpec) -> dict[str, Any]:
                 "section": prog.section,
                 "type": k.prog_type.name.lower(),
                 "attach_type": k.expected_attach_type.name.lower() if k.expected_attach_type is not None else None,
-                "target": _target(k.target),
+                "target": str(k.target) if k.target is not None else None,
                 "sleepable": k.sleepable,
                 "autoload": k.autoload,
                 "instructions": sum(len(f.instructions) for f in reach[:1]),
@@ -78,12 +78,6 @@ def summary(spec: ObjectSpec) -> dict[str, Any]:
             for e in spec.externs.values()
         ],
     }
-
-
-def _target(target: object) -> str | None:
-    if target is None:
-        return None
-    return str(target)
 
 
 def _map(spec: ObjectSpec, m: MapSpec, users: list[str]) -> dict[str, Any]:

@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from dynbpf.btf import graph
-from dynbpf.btf.kinds import Kind
 from dynbpf.btf.spec import Spec
-from dynbpf.btf.types import Array, Datasec, Enum, Enum64, FuncProto, Member, Ptr, Struct, Var
+from dynbpf.btf.types import Array, Enum, Enum64, FuncProto, Member, Ptr, Struct
+from dynbpf.elf.datasec import placed_vars, require_datasec
 from dynbpf.elf.image import R_BPF_64_ABS64, STT_FILE_OR_SECTION, Image, Section, Symbol
 from dynbpf.elf.spec import MapSpec, Pinning
 from dynbpf.errors import ObjectFormatError
@@ -30,21 +30,14 @@ _LEGACY_DEF = struct.Struct("<IIIII")
 
 
 def read_btf_maps(image: Image, sec: Section, btf: Spec, functions: Mapping[tuple[int, int], str]) -> Found:
-    datasec = _datasec(btf, sec.name)
-    symbols = _symbols(image, sec)
+    placed = placed_vars(image, sec, btf, require_datasec(btf, sec))
     relocs = _relocs_by_offset(image, sec)
-    extents: list[tuple[Var, int, int, int]] = []  # var, its BTF id, offset, size
-    for vsi in datasec.vars:
-        var = _var(btf, vsi.type, sec.name)
-        sym = symbols.get(var.name)
-        offset, size = (sym.value, sym.size or vsi.size) if sym else (vsi.offset, vsi.size)
-        extents.append((var, vsi.type, offset, size))
-    reader = _BtfMaps(btf, sec, functions, {offset: var.name for var, _, offset, _ in extents})
+    reader = _BtfMaps(btf, sec, functions, {p.offset: p.var.name for p in placed})
     found: Found = []
-    for var, var_id, offset, size in extents:
-        own = {off: sym for off, sym in relocs.items() if offset <= off < offset + size}
-        m = reader.definition(var.name, var.type, offset, own)
-        found.append((sec.index, offset, replace(m, btf_var=var_id)))
+    for p in placed:
+        own = {off: sym for off, sym in relocs.items() if p.offset <= off < p.offset + p.size}
+        m = reader.definition(p.var.name, p.var.type, p.offset, own)
+        found.append((sec.index, p.offset, replace(m, btf_var=p.var_id)))
     return found
 
 
@@ -219,15 +212,11 @@ def read_legacy_maps(image: Image, sec: Section) -> Found:
 
 def read_struct_ops(image: Image, sec: Section, btf: Spec, functions: Mapping[tuple[int, int], str]) -> Found:
     """struct_ops maps: a kernel ops struct whose function pointers name programs."""
-    datasec = _datasec(btf, sec.name)
-    symbols = _symbols(image, sec)
     relocs = _relocs_by_offset(image, sec)
     data = image.contents(sec)
     found: Found = []
-    for vsi in datasec.vars:
-        var = _var(btf, vsi.type, sec.name)
-        sym = symbols.get(var.name)
-        offset = sym.value if sym else vsi.offset
+    for p in placed_vars(image, sec, btf, require_datasec(btf, sec)):
+        var, offset = p.var, p.offset
         type_id = graph.resolve(btf, var.type)
         ops = btf[type_id]
         if not isinstance(ops, Struct):
@@ -267,30 +256,11 @@ def read_struct_ops(image: Image, sec: Section, btf: Spec, functions: Mapping[tu
                     data=data[offset : offset + ops.size],
                     section=sec.name,
                     program_slots=tuple(slots),
-                    btf_var=vsi.type,
+                    btf_var=p.var_id,
                 ),
             )
         )
     return found
-
-
-def _datasec(btf: Spec, name: str) -> Datasec:
-    for type_id in btf.find(name, Kind.DATASEC):
-        t = btf[type_id]
-        if isinstance(t, Datasec):
-            return t
-    raise ObjectFormatError(f"no BTF DATASEC describes section {name}", section=".BTF")
-
-
-def _var(btf: Spec, type_id: int, section: str) -> Var:
-    t = btf[type_id]
-    if not isinstance(t, Var):
-        raise ObjectFormatError(f"DATASEC {section} lists type {type_id}, which is not a VAR", section=".BTF")
-    return t
-
-
-def _symbols(image: Image, sec: Section) -> dict[str, Symbol]:
-    return {s.name: s for s in image.symbols if s.shndx == sec.index and s.name and s.type not in STT_FILE_OR_SECTION}
 
 
 def _relocs_by_offset(image: Image, sec: Section) -> dict[int, Symbol]:

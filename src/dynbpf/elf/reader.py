@@ -11,6 +11,7 @@ what a program needs.
 
 from __future__ import annotations
 
+import bisect
 import os
 import struct
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ from dynbpf.btf.ext import ExtInfo, LineInfo, parse_ext
 from dynbpf.btf.kinds import Kind
 from dynbpf.btf.spec import Spec
 from dynbpf.btf.types import Datasec, Func, FuncLinkage, Var, VarLinkage
+from dynbpf.elf.datasec import find_datasec, placed_vars
 from dynbpf.elf.image import (
     R_BPF_64_32,
     R_BPF_64_64,
@@ -193,14 +195,8 @@ class _Reader:
             )
         return self.btf
 
-    def _datasec(self, name: str) -> Datasec | None:
-        if self.btf is None:
-            return None
-        for type_id in self.btf.find(name, Kind.DATASEC):
-            t = self.btf[type_id]
-            if isinstance(t, Datasec):
-                return t
-        return None
+    def _datasec(self, name: str) -> tuple[int, Datasec] | None:
+        return find_datasec(self.btf, name) if self.btf is not None else None
 
     # --- functions ----------------------------------------------------------------------
 
@@ -242,10 +238,9 @@ class _Reader:
                     raise ObjectFormatError("relocation outside any function", section=sec.name, offset=rel.offset)
 
     def _function_at(self, sec: Section, byte_off: int) -> _Function | None:
-        for f in self.functions.get(sec.index, ()):
-            if f.offset <= byte_off < f.end:
-                return f
-        return None
+        fns = self.functions.get(sec.index, [])
+        i = bisect.bisect_right(fns, byte_off, key=lambda f: f.offset) - 1  # sorted, non-overlapping
+        return fns[i] if i >= 0 and byte_off < fns[i].end else None
 
     def _function_starting(self, sec: Section, byte_off: int, *, where: str, at: int) -> _Function:
         f = self._function_at(sec, byte_off)
@@ -366,50 +361,20 @@ class _Reader:
     def _data_section(self, sec: Section) -> tuple[MapSpec, list[VariableSpec]]:
         data = self.image.contents(sec)
         flags = MapFlags.RDONLY_PROG if sec.name.startswith(".rodata") else 0
-        datasec = self._datasec(sec.name)
-        symbols = {s.name: s for s in self.image.symbols if s.shndx == sec.index and s.type == STT_OBJECT}
-        variables: list[VariableSpec] = []
-        if datasec is not None:
-            assert self.btf is not None
-            for vsi in datasec.vars:
-                var = self.btf[vsi.type]
-                if not isinstance(var, Var):
-                    raise ObjectFormatError(
-                        f"DATASEC {sec.name} lists type {vsi.type}, which is not a VAR", section=".BTF"
-                    )
-                sym = symbols.get(var.name)
-                offset = sym.value if sym is not None else vsi.offset
-                size = vsi.size or (sym.size if sym else 0)
-                if offset + size > sec.size:
-                    raise ObjectFormatError(
-                        f"variable {var.name!r} lies outside its section", section=sec.name, offset=offset
-                    )
-                variables.append(
-                    VariableSpec(
-                        var.name,
-                        sec.name,
-                        offset,
-                        size,
-                        var.type,
-                        var.linkage != VarLinkage.STATIC,
-                        data[offset : offset + size],
-                    )
-                )
-        else:
-            for sym in symbols.values():
-                if sym.value + sym.size > sec.size:
-                    raise ObjectFormatError(f"variable {sym.name!r} lies outside its section", section=sec.name)
-                variables.append(
-                    VariableSpec(
-                        sym.name,
-                        sec.name,
-                        sym.value,
-                        sym.size,
-                        0,
-                        sym.bind != STB_LOCAL,
-                        data[sym.value : sym.value + sym.size],
-                    )
-                )
+        found = self._datasec(sec.name)
+        if found is not None and self.btf is not None:
+            placed = placed_vars(self.image, sec, self.btf, found[1])
+            entries = [(p.var.name, p.offset, p.size, p.var.type, p.var.linkage != VarLinkage.STATIC) for p in placed]
+        else:  # no BTF: the symbol table is all there is
+            symbols = [s for s in self.image.symbols if s.shndx == sec.index and s.type == STT_OBJECT]
+            entries = [(s.name, s.value, s.size, 0, s.bind != STB_LOCAL) for s in symbols]
+        variables = []
+        for name, offset, size, type_id, is_global in entries:
+            if offset + size > sec.size:
+                raise ObjectFormatError(f"variable {name!r} lies outside its section", section=sec.name, offset=offset)
+            variables.append(
+                VariableSpec(name, sec.name, offset, size, type_id, is_global, data[offset : offset + size])
+            )
         variables.sort(key=lambda v: v.offset)
         data_map = MapSpec(
             name=sec.name,
@@ -418,7 +383,7 @@ class _Reader:
             value_size=sec.size,
             max_entries=1,
             flags=int(flags),
-            value_type=self.btf.find(sec.name, Kind.DATASEC)[0] if datasec is not None and self.btf else 0,
+            value_type=found[0] if found is not None else 0,
             data=None if sec.type == SHT_NOBITS else data,
             section=sec.name,
         )
@@ -435,8 +400,8 @@ class _Reader:
         btf = self._need_btf("externs")
         declared: dict[str, tuple[str, int]] = {}
         for sec_name in (KCONFIG, KSYMS):
-            datasec = self._datasec(sec_name)
-            for vsi in datasec.vars if datasec else ():
+            found = self._datasec(sec_name)
+            for vsi in found[1].vars if found else ():
                 t = btf[vsi.type]
                 if isinstance(t, Var | Func):
                     declared[t.name] = (sec_name, vsi.type)
