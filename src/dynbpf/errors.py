@@ -58,17 +58,53 @@ class RelocationError(DynbpfError):
 
 
 class VerifierError(SyscallError):
-    """BPF_PROG_LOAD was rejected; carries the program's own verifier log."""
+    """BPF_PROG_LOAD was rejected: which program, which instruction, which source line, and why.
 
-    def __init__(self, program: str, errno: int, log: str, hint: str = "") -> None:
+    ``log`` is the whole verifier log of this load (never shared with another
+    load). ``message`` is the verifier's complaint, ``instruction`` the slot
+    it rejected and ``disassembly`` that instruction as text; ``source`` is
+    the line of C it came from (from line_info) and ``core`` the CO-RE
+    relocation that poisoned it, when that is the reason. The runtime fills
+    these in from the log; they are None when the log does not say.
+    """
+
+    def __init__(
+        self,
+        program: str,
+        errno: int,
+        log: str,
+        hint: str = "",
+        *,
+        message: str = "",
+        instruction: int | None = None,
+        disassembly: str | None = None,
+        source: str | None = None,
+        core: str | None = None,
+    ) -> None:
         self.program = program
         self.log = log
+        self.message = message
+        self.instruction = instruction
+        self.disassembly = disassembly
+        self.source = source
+        self.core = core
         super().__init__("BPF_PROG_LOAD", errno, hint, detail=f"program {program!r}")
 
     def __str__(self) -> str:
-        base = super().__str__()
+        parts = [super().__str__()]
+        if self.message:
+            parts.append("verifier: " + self.message.replace("\n", "\n    "))
+        if self.instruction is not None:
+            at = f"at instruction {self.instruction}"
+            parts.append(f"{at}: {self.disassembly}" if self.disassembly else at)
+        if self.source:
+            parts.append(f"source: {self.source}")
+        if self.core:
+            parts.append(f"CO-RE relocation failed: {self.core}")
         tail = "\n".join(self.log.rstrip().splitlines()[-20:])
-        return f"{base}\nverifier log (last lines):\n{tail}" if tail else base
+        if tail:
+            parts.append(f"verifier log (last lines):\n{tail}")
+        return "\n".join(parts)
 
 
 class KernelUnsupported(DynbpfError):  # noqa: N818 - the name DESIGN.md gives it

@@ -1,0 +1,1 @@
+"""Kernel state of a prepared object: programs, maps, their loading and unloading."""
