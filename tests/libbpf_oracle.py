@@ -1,25 +1,41 @@
-"""libbpf 1.1 as ground truth for what a BPF object contains.
+"""libbpf 1.1 as ground truth for what a BPF object contains and what it loads.
 
-Tests compare dynbpf's reading of an object with libbpf's, so this module
-opens objects with the system libbpf through ctypes and copies out what
-libbpf saw: programs (section, type, attach type, instruction count after
-open, autoload, flags) and maps (definition, pin path, BTF ids, initial data
-of global-data maps). Objects are only opened, never loaded: no kernel access.
+Tests compare dynbpf with libbpf, so this module drives the system libbpf
+through ctypes and copies out what libbpf saw or did:
+
+- `open_object` opens an object (no kernel access) and describes its
+  programs (section, type, attach type, instruction count after open,
+  autoload, flags) and maps (definition, pin path, BTF ids, initial data of
+  global-data maps);
+- `load_one` loads one program of an object the way libbpf would, and
+  reports the kernel's tag, the instructions libbpf sent, the map fds they
+  embed, and libbpf's messages (the verifier log among them) when it fails.
 
 Only symbols exported by libbpf 1.1.2 are used. libbpf reports problems
-through its print callback, so every open captures that output; a failed open
-raises `LibbpfError` carrying libbpf's own messages.
+through its print callback, so every call captures that output; a failed open
+raises `LibbpfError` carrying libbpf's own messages. docs/oracle.md says what
+the comparisons built on this module check.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import difflib
+import errno
+import hashlib
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+
+from dynbpf.asm.disasm import text
+from dynbpf.asm.insn import Insn, decode
+from dynbpf.asm.opcodes import PseudoLd
+from dynbpf.sys import commands
+from dynbpf.sys.attrs import ProgInfo
 
 LIBBPF_PATH = "/usr/lib/x86_64-linux-gnu/libbpf.so.1"
 
@@ -146,6 +162,11 @@ def _lib() -> ctypes.CDLL:
         "bpf_map__btf_value_type_id": (u32, [vp]),
         "bpf_map__initial_value": (vp, [vp, ctypes.POINTER(ctypes.c_size_t)]),
         "bpf_map__is_internal": (ctypes.c_bool, [vp]),
+        "bpf_object__load": (i32, [vp]),
+        "bpf_program__set_autoload": (i32, [vp, ctypes.c_bool]),
+        "bpf_program__fd": (i32, [vp]),
+        "bpf_program__insns": (vp, [vp]),
+        "bpf_map__fd": (i32, [vp]),
     }
     for name, (restype, argtypes) in signatures.items():
         fn = getattr(lib, name)
@@ -158,7 +179,7 @@ def _lib() -> ctypes.CDLL:
 def _libc() -> ctypes.CDLL:
     libc = ctypes.CDLL(None)
     libc.vsnprintf.restype = ctypes.c_int
-    libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
+    libc.vsnprintf.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
     return libc
 
 
@@ -177,10 +198,30 @@ _print_lock = threading.Lock()
 _captured: list[str] = []
 
 
+class _VaList(ctypes.Structure):
+    """x86-64's va_list element; copying it is what va_copy does there."""
+
+    _fields_ = [
+        ("gp_offset", ctypes.c_uint),
+        ("fp_offset", ctypes.c_uint),
+        ("overflow_arg_area", ctypes.c_void_p),
+        ("reg_save_area", ctypes.c_void_p),
+    ]
+
+
 def _on_print(level: int, fmt: bytes | None, args: int | None) -> int:
     # On x86-64 a va_list argument arrives as a pointer, which vsnprintf accepts as is.
-    buf = ctypes.create_string_buffer(4096)
-    _libc().vsnprintf(buf, len(buf), fmt, args)
+    # A verifier log arrives as one message of megabytes: measure on a copy of the
+    # va_list (vsnprintf consumes the one it is given), then format in full.
+    libc = _libc()
+    if args:
+        probe = _VaList.from_address(args)
+        copy = _VaList(probe.gp_offset, probe.fp_offset, probe.overflow_arg_area, probe.reg_save_area)
+        size = max(libc.vsnprintf(None, 0, fmt, ctypes.addressof(copy)), 0) + 1
+    else:
+        size = 4096
+    buf = ctypes.create_string_buffer(size)
+    libc.vsnprintf(buf, len(buf), fmt, args)
     tag = _LEVELS[level] if 0 <= level < len(_LEVELS) else str(level)
     _captured.append(f"{tag}: {buf.value.decode(errors='replace').rstrip()}")
     return 0
@@ -237,25 +278,217 @@ def open_object(path: str | os.PathLike[str]) -> LibbpfObject:
     """Open `path` with libbpf (never load it) and describe what libbpf found."""
     lib = _lib()
     path = Path(path)
+    with _libbpf_object(path) as obj:
+        return LibbpfObject(
+            path=path,
+            name=_str(lib.bpf_object__name(obj)),
+            programs=tuple(_program(lib, p) for p in _iterate(lib.bpf_object__next_program, obj)),
+            maps=tuple(_map(lib, m) for m in _iterate(lib.bpf_object__next_map, obj)),
+            log=tuple(_captured),
+        )
+
+
+@contextlib.contextmanager
+def _libbpf_object(path: Path) -> Iterator[int]:
+    """A freshly opened bpf_object, closed on exit, with libbpf's messages going to `_captured`.
+
+    The print hook is process-wide, so the object's whole life holds the lock.
+    """
+    lib = _lib()
     with _print_lock:
         _captured.clear()
         previous = lib.libbpf_set_print(ctypes.cast(_print_cb, ctypes.c_void_p))
         try:
             obj = lib.bpf_object__open_file(os.fsencode(path), None)
             err = ctypes.get_errno()
-            log = tuple(_captured)
             if not obj:
-                raise LibbpfError(f"libbpf could not open {path}: {os.strerror(err)} (errno {err})", log)
+                raise LibbpfError(f"libbpf could not open {path}: {os.strerror(err)} (errno {err})", tuple(_captured))
             try:
-                return LibbpfObject(
-                    path=path,
-                    name=_str(lib.bpf_object__name(obj)),
-                    programs=tuple(_program(lib, p) for p in _iterate(lib.bpf_object__next_program, obj)),
-                    maps=tuple(_map(lib, m) for m in _iterate(lib.bpf_object__next_map, obj)),
-                    log=log,
-                )
+                yield obj
             finally:
                 lib.bpf_object__close(obj)
         finally:
             lib.libbpf_set_print(previous)
             _captured.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class LibbpfLoad:
+    """One program of an object loaded by libbpf on its own (every other program's autoload off).
+
+    ``insns`` are what libbpf passed to BPF_PROG_LOAD (after linking, CO-RE,
+    map fd and extern patching); ``map_fds`` names the fds embedded in them.
+    ``xlated`` is the kernel's view after verification, its ldimm64s naming
+    maps by id (``map_ids``). A failed load leaves all of these empty and
+    ``error`` set; libbpf's messages, the verifier log among them, are in ``log``.
+    """
+
+    path: Path
+    program: str
+    error: int
+    tag: str
+    insns: tuple[Insn, ...]
+    xlated: tuple[Insn, ...]
+    map_fds: Mapping[int, str]
+    map_ids: Mapping[int, str]
+    used_maps: frozenset[str]
+    log: tuple[str, ...]
+
+    @property
+    def loaded(self) -> bool:
+        return self.error == 0
+
+    @property
+    def verifier_log(self) -> str:
+        """The verifier's log libbpf printed for the failed load ("" if it printed none)."""
+        text = "\n".join(self.log)
+        start = text.find("-- BEGIN PROG LOAD LOG --")
+        if start < 0:
+            return ""
+        end = text.find("-- END PROG LOAD LOG --", start)
+        return text[start + len("-- BEGIN PROG LOAD LOG --") : end if end >= 0 else len(text)].strip("\n")
+
+    def why(self) -> str:
+        """The failure in a few lines: errno and libbpf's warnings (verifier log tail included)."""
+        if self.loaded:
+            return "loaded"
+        warnings = [line for line in self.log if line.startswith("warn: ")]
+        return f"{errno.errorcode.get(self.error, self.error)}: " + "\n".join(warnings[-12:])
+
+
+def load_one(path: str | os.PathLike[str], program: str, *, also: Iterable[str] = ()) -> LibbpfLoad:
+    """Open ``path`` afresh, load only ``program`` with libbpf, describe the result, close everything.
+
+    Other programs are not loaded (autoload off) except those in ``also``:
+    libbpf 1.1 fails the whole load when a prog array's initial slots name a
+    program it did not load. libbpf still creates every map and loads the
+    object's BTF, as an application using the object would. A fresh
+    bpf_object per call: libbpf allows one load per object.
+
+    Maps are named as the object names them: a global-data map by its
+    section (``.bss``, ``.rodata.tables``; libbpf's own name for it prefixes
+    the object's name), any other map by its name.
+    """
+    lib = _lib()
+    path = Path(path)
+    wanted = {program, *also}
+    with _libbpf_object(path) as obj:
+        target = None
+        for p in _iterate(lib.bpf_object__next_program, obj):
+            name = _str(lib.bpf_program__name(p))
+            lib.bpf_program__set_autoload(p, name in wanted)
+            wanted.discard(name)
+            if name == program:
+                target = p
+        if target is None or wanted:
+            raise KeyError(f"libbpf finds no program(s) {sorted(wanted | {program})} in {path}")
+        err = -lib.bpf_object__load(obj)
+        map_fds: dict[int, str] = {}
+        for m in _iterate(lib.bpf_object__next_map, obj):
+            fd = lib.bpf_map__fd(m)
+            if fd >= 0:
+                map_fds[fd] = _object_map_name(_str(lib.bpf_map__name(m)), lib.bpf_map__is_internal(m))
+        if err:
+            return LibbpfLoad(path, program, err, "", (), (), {}, {}, frozenset(), tuple(_captured))
+        prog_fd = lib.bpf_program__fd(target)
+        raw = lib.bpf_program__insns(target)
+        count = lib.bpf_program__insn_cnt(target)
+        insns = tuple(decode(ctypes.string_at(raw, count * 8))) if raw and count else ()
+        map_ids = {commands.map_info(fd).id: name for fd, name in map_fds.items()}
+        used = frozenset(map_ids.get(i, f"id:{i}") for i in commands.prog_map_ids(prog_fd))
+        return LibbpfLoad(
+            path=path,
+            program=program,
+            error=0,
+            tag=prog_tag(prog_fd),
+            insns=insns,
+            xlated=xlated(prog_fd),
+            map_fds=map_fds,
+            map_ids=map_ids,
+            used_maps=used,
+            log=tuple(_captured),
+        )
+
+
+def _object_map_name(libbpf_name: str, internal: bool) -> str:
+    # libbpf names .data/.rodata/.bss/.kconfig "<object name, cut to 8>.<suffix>"; custom ones keep their section
+    if not internal or libbpf_name.startswith("."):
+        return libbpf_name
+    return "." + libbpf_name.split(".", 1)[1]
+
+
+def prog_tag(prog_fd: int) -> str:
+    """The tag the kernel computed for a loaded program, as bpftool prints it (hex)."""
+    return bytes(commands.prog_info(prog_fd).tag).hex()
+
+
+def computed_tag(insns: Iterable[Insn], digest: str = "sha256") -> str:
+    """The tag the kernel would give ``insns``: a digest of their bytes with map references zeroed.
+
+    The kernel zeroes both halves of map ldimm64s (fd and value offset) so the
+    tag names the code, not the maps it was given. Recent kernels hash with
+    SHA-256 (the signed-program work), older ones with SHA-1; pass ``digest``.
+    """
+    out = bytearray()
+    for insn in insns:
+        raw = insn.encode()
+        if insn.is_ldimm64 and insn.src in (PseudoLd.MAP_FD, PseudoLd.MAP_VALUE):
+            raw = raw[:4] + bytes(4) + raw[8:12] + bytes(4)
+        out += raw
+    return hashlib.new(digest, bytes(out)).hexdigest()[:16]
+
+
+def xlated(prog_fd: int) -> tuple[Insn, ...]:
+    """A loaded program's instructions after verification, maps named by id (as bpftool dumps them)."""
+    size = commands.prog_info(prog_fd).xlated_prog_len
+    if not size:
+        return ()
+    buf = (ctypes.c_uint8 * size)()
+    info = commands.obj_info(prog_fd, ProgInfo(xlated_prog_len=size, xlated_prog_insns=ctypes.addressof(buf)))
+    return tuple(decode(bytes(buf)[: min(size, info.xlated_prog_len)]))
+
+
+def listing(insns: Iterable[Insn], maps: Mapping[int, str]) -> list[tuple[int, str]]:
+    """``(slot, text)`` per instruction, map references spelled by name so two loads compare.
+
+    ``maps`` resolves the number an ldimm64 carries for a map (an fd before
+    load, an id in the kernel's translated view) to the map's name.
+    """
+    out: list[tuple[int, str]] = []
+    slot = 0
+    for insn in insns:
+        line = text(insn)
+        if insn.is_ldimm64 and insn.src in (PseudoLd.MAP_FD, PseudoLd.MAP_VALUE):
+            ref = insn.imm & 0xFFFFFFFF
+            name = maps.get(ref, f"?{ref}")
+            offset = f"+{insn.imm >> 32}" if insn.src == PseudoLd.MAP_VALUE else ""
+            line = f"r{insn.dst} = map[{name}]{offset} ll"
+        out.append((slot, line))
+        slot += insn.slots
+    return out
+
+
+def diff(
+    ours: Iterable[Insn], our_maps: Mapping[int, str], theirs: Iterable[Insn], their_maps: Mapping[int, str]
+) -> str:
+    """A unified-style instruction diff (``-`` dynbpf, ``+`` libbpf) with each side's slot numbers.
+
+    Only differing stretches and three lines around them are shown; "" when
+    the normalised listings are equal.
+    """
+    a, b = listing(ours, our_maps), listing(theirs, their_maps)
+    matcher = difflib.SequenceMatcher(a=[t for _, t in a], b=[t for _, t in b], autojunk=False)
+    lines: list[str] = []
+    for group in matcher.get_grouped_opcodes(3):
+        lines.append(f"@@ dynbpf {_slot_at(a, group[0][1])}, libbpf {_slot_at(b, group[0][3])} @@")
+        for op, i_lo, i_hi, j_lo, j_hi in group:
+            if op == "equal":
+                lines += [f"  {sa:5} {sb:5}  {t}" for (sa, t), (sb, _) in zip(a[i_lo:i_hi], b[j_lo:j_hi], strict=True)]
+                continue
+            lines += [f"- {sa:5}        {t}" for sa, t in a[i_lo:i_hi]]
+            lines += [f"+       {sb:5}  {t}" for sb, t in b[j_lo:j_hi]]
+    return "\n".join(lines)
+
+
+def _slot_at(lines: list[tuple[int, str]], index: int) -> str:
+    return f"slot {lines[index][0]}" if index < len(lines) else "end"
