@@ -318,6 +318,8 @@ class LibbpfLoad:
 
     ``insns`` are what libbpf passed to BPF_PROG_LOAD (after linking, CO-RE,
     map fd and extern patching); ``map_fds`` names the fds embedded in them.
+    ``facts`` are the parts of the kernel's bpf_prog_info two loads of the
+    same request share (`FACTS`).
     ``xlated`` is the kernel's view after verification, its ldimm64s naming
     maps by id (``map_ids``). A failed load leaves all of these empty and
     ``error`` set; libbpf's messages, the verifier log among them, are in ``log``.
@@ -332,6 +334,7 @@ class LibbpfLoad:
     map_fds: Mapping[int, str]
     map_ids: Mapping[int, str]
     used_maps: frozenset[str]
+    facts: Mapping[str, int]
     log: tuple[str, ...]
 
     @property
@@ -389,7 +392,7 @@ def load_one(path: str | os.PathLike[str], program: str, *, also: Iterable[str] 
             if fd >= 0:
                 map_fds[fd] = _object_map_name(_str(lib.bpf_map__name(m)), lib.bpf_map__is_internal(m))
         if err:
-            return LibbpfLoad(path, program, err, "", (), (), {}, {}, frozenset(), tuple(_captured))
+            return LibbpfLoad(path, program, err, "", (), (), {}, {}, frozenset(), {}, tuple(_captured))
         prog_fd = lib.bpf_program__fd(target)
         raw = lib.bpf_program__insns(target)
         count = lib.bpf_program__insn_cnt(target)
@@ -406,6 +409,7 @@ def load_one(path: str | os.PathLike[str], program: str, *, also: Iterable[str] 
             map_fds=map_fds,
             map_ids=map_ids,
             used_maps=used,
+            facts=prog_facts(prog_fd),
             log=tuple(_captured),
         )
 
@@ -420,6 +424,28 @@ def _object_map_name(libbpf_name: str, internal: bool) -> str:
 def prog_tag(prog_fd: int) -> str:
     """The tag the kernel computed for a loaded program, as bpftool prints it (hex)."""
     return bytes(commands.prog_info(prog_fd).tag).hex()
+
+
+#: bpf_prog_info fields that describe the load request rather than this load (ids, times, addresses).
+FACTS = (
+    "type",
+    "gpl_compatible",
+    "nr_func_info",
+    "func_info_rec_size",
+    "nr_line_info",
+    "line_info_rec_size",
+    "attach_btf_obj_id",
+    "attach_btf_id",
+    "verified_insns",
+)
+
+
+def prog_facts(prog_fd: int) -> dict[str, int]:
+    """What the kernel reports about a loaded program that two loads of the same request share."""
+    info = commands.prog_info(prog_fd)
+    facts = {name: int(getattr(info, name)) for name in FACTS}
+    facts["gpl_compatible"] &= 1
+    return facts
 
 
 def computed_tag(insns: Iterable[Insn], digest: str = "sha256") -> str:
