@@ -15,6 +15,8 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dynbpf.asm.insn import Insn, call, encode, exit_, ld_imm64, ld_map_fd, mov64_imm, return_imm
 from dynbpf.asm.opcodes import Class, Mode, PseudoLd
@@ -240,6 +242,19 @@ def test_core_poison_is_recognised() -> None:
 def test_checks_before_the_walk(log: str, instruction: int | None, message: str) -> None:
     r = verifier_log.rejection(log)
     assert (r.instruction, r.message) == (instruction, message)
+
+
+@given(st.lists(st.sampled_from([*BAD_MAP_VALUE_L2.splitlines(), *IN_SUBPROGRAM_L1.splitlines(), "", " "])))
+def test_any_arrangement_of_log_lines_parses(lines: list[str]) -> None:
+    r = verifier_log.rejection("\n".join(lines))
+    assert r.instruction is None or r.instruction >= 0
+    assert (r.instruction_text is None) or (r.instruction is not None)
+
+
+@given(st.text())
+def test_any_text_parses(log: str) -> None:
+    verifier_log.rejection(log)
+    verifier_log.processed_insns(log)
 
 
 def test_processed_insns_and_tail() -> None:

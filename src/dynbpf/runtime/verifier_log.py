@@ -34,6 +34,7 @@ _NOT_MESSAGE = (
     re.compile(r"^from \d+ to \d+: "),
     re.compile(r"^mark_precise: "),
     re.compile(r"^(?:caller|callee|returning from callee):$"),
+    re.compile(r"^\s"),  # indented: liveness tables, frames of a call
     re.compile(r"^Validating \S+ func#\d+\.\.\.$"),
 )
 # Checks made before the walk name the instruction in the message (kernel/bpf/verifier.c).
