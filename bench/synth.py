@@ -105,3 +105,38 @@ def build(nprogs: int = 200) -> Path:
         src.write_text(text)
         subprocess.run(["clang", *CFLAGS, "-I", str(header.parent), "-c", str(src), "-o", str(out)], check=True)
     return out
+
+
+def tracefs_events(group: str) -> list[str]:
+    """Sorted event names of one tracefs group ("syscalls", "sched"); empty when tracefs is not mounted."""
+    for root in (Path("/sys/kernel/tracing/events"), Path("/sys/kernel/debug/tracing/events")):
+        if (root / group).is_dir():
+            return sorted(p.name for p in (root / group).iterdir() if p.is_dir())
+    return []
+
+
+def compile_cached(text: str, stem: str) -> Path:
+    """Compile BPF C ``text`` against this kernel's vmlinux.h, cached by content.
+
+    The object is ``<CACHE>/<stem>-<key>/<stem>.bpf.o``: libbpf names the
+    global-data maps after the file name (``<stem>.rodata``), so the file name
+    stays the same whatever the content.
+    """
+    header = vmlinux_h()
+    key = hashlib.sha256((text + " ".join(CFLAGS) + clang_version() + str(header)).encode()).hexdigest()[:24]
+    out = CACHE / f"{stem}-{key}" / f"{stem}.bpf.o"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        src = out.with_suffix(".c")
+        src.write_text(text)
+        tmp = out.with_suffix(".tmp")
+        proc = subprocess.run(
+            ["clang", *CFLAGS, "-I", str(header.parent), "-c", str(src), "-o", str(tmp)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"clang failed on {src}:\n{proc.stderr}")
+        tmp.replace(out)
+    return out
