@@ -1,0 +1,101 @@
+"""The prepare/serial-load benchmark still runs: a few programs, both sides, nothing timed.
+
+bench/prepare_load.py is run as a user would run it (a subprocess per
+scenario), so these tests catch a renamed API, a generator the kernel no
+longer verifies, or a report that no longer adds up.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+from bench import synth_agent
+from bench.prepare_load import parse_stats
+
+from tests.bpfbuild import ROOT
+from tests.libbpf_oracle import open_object
+
+FAMILIES = {"file", "exit", "cred", "rawproc", "btfproc", "exec", "net", "sock", "str"}
+SECTION_KINDS = {"tracepoint", "raw_tp", "tp_btf"}
+
+
+def test_parse_stats_reads_the_verifiers_closing_lines() -> None:
+    log = (
+        "verification time 10507 usec\nstack depth 0+312+0\n"
+        "processed 8384 insns (limit 1000000) max_states_per_insn 4 total_states 610 peak_states 610 mark_read 58\n"
+    )
+    assert parse_stats(log) == {"usec": 10507, "insns": 8384}
+    assert parse_stats("") == {}
+
+
+def test_any_prefix_of_the_plan_mixes_families() -> None:
+    plan = synth_agent.plan(len(FAMILIES))
+    assert {hook.family for _, hook in plan} == FAMILIES
+    names = [name for name, _ in synth_agent.plan(450)]
+    assert len(set(names)) == 450, "program names must be unique even when hooks repeat"
+
+
+@pytest.mark.needs_clang
+def test_generated_object_has_the_planned_programs_and_maps() -> None:
+    n = len(FAMILIES)
+    obj = open_object(synth_agent.build(n))
+    assert [p.name for p in obj.programs] == [name for name, _ in synth_agent.plan(n)]
+    assert {p.section.split("/")[0] for p in obj.programs} == SECTION_KINDS
+    maps = {m.name for m in obj.maps}
+    assert {"events", "procs", "settings", "scratch", "pending", "policy", "file_seen", "net_peers"} <= maps
+    assert {"agent.rodata", "agent.bss"} <= maps
+
+
+def _run(*args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.prepare_load", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stdout
+
+
+def _row(out: str, label: str) -> list[float]:
+    for line in out.splitlines():
+        if line.startswith(label):
+            return [float(x) for x in re.findall(r"\d+\.\d+", line[len(label) :])]
+    raise AssertionError(f"no row {label!r} in:\n{out}")
+
+
+@pytest.mark.kernel
+@pytest.mark.needs_clang
+def test_benchmark_runs_both_sides_on_a_small_object() -> None:
+    n = len(FAMILIES)
+    out = _run("--programs", str(n), "--repeat", "1", "--runs", "2", "--verifier-stats")
+    assert "FAILED" not in out, out
+    for label in (
+        "dynbpf read + prepare (no maps)",
+        "dynbpf.open (+ map creation)",
+        "libbpf open + load, no programs",
+        "dynbpf open + load all, serial",
+        "libbpf open + bpf_object__load, all",
+        "ratio dynbpf serial load / libbpf load",
+    ):
+        assert min(_row(out, label)[:2]) > 0, label
+    for side in ("libbpf", "dynbpf"):
+        assert f"verifier, {side}: {n} programs" in out
+    # Every program reached the verifier's closing statistics on both sides.
+    assert out.count("verification time (us): min") == 2
+
+
+@pytest.mark.kernel
+@pytest.mark.needs_clang
+def test_each_family_verifies_with_libbpf_and_costs_the_verifier_real_work() -> None:
+    from bench.prepare_load import libbpf_stats
+
+    stats = libbpf_stats(synth_agent.build(len(FAMILIES)))
+    assert len(stats) == len(FAMILIES)
+    cheap = {name: s for name, s in stats.items() if s.get("insns", 0) < 2000}
+    assert not cheap, f"programs the verifier barely walks (a generator change made them trivial): {cheap}"
