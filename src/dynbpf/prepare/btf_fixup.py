@@ -211,7 +211,7 @@ class _Fixup:
     def current(self, type_id: int) -> Type | None:
         """The type as changed so far (several fixes may touch one FUNC_PROTO)."""
         found = self.replace.get(type_id)
-        return found if found is not None else self.btf[type_id]
+        return found if found is not None else _type(self.btf, type_id)
 
     def fail(self, type_id: int, message: str) -> ObjectFormatError:
         section, offset = self.btf.locate(type_id)
@@ -223,7 +223,7 @@ class _Fixup:
             return
         sec_id, sec = found
         dummy_id, int_id = 0, _int32(self.btf)
-        if any(isinstance(self.btf[vsi.type], Func) for vsi in sec.vars):
+        if any(isinstance(self.current(vsi.type), Func) for vsi in sec.vars):
             dummy_id = len(self.btf) + len(self.append)
             self.append.append(Var(DUMMY_KSYM, int_id, VarLinkage.GLOBAL_ALLOCATED))
         slots = []
@@ -255,6 +255,9 @@ class _Fixup:
             return
         sec_id, sec = found
         variables = [(vsi, _var(self.btf, sec_id, vsi)) for vsi in sec.vars]
+        for vsi, var in variables:
+            if self.current(var.type) is None:
+                raise self.fail(vsi.type, f"kconfig extern {var.name!r} is void")
         if offsets is None:
             offsets, size = kconfig_layout(self.btf, [v.type for _, v in variables], [v.name for _, v in variables])
         slots = []
@@ -265,7 +268,7 @@ class _Fixup:
                 raise self.fail(vsi.type, f"no offset in the kconfig map for extern {var.name!r}")
             self.replace[vsi.type] = Var(var.name, var.type, VarLinkage.GLOBAL_ALLOCATED)
             slots.append(VarSecinfo(vsi.type, offset, vsi.size))
-            end = max(end, offset + graph.size_of(self.btf, var.type))
+            end = max(end, offset + _size(self.btf, var.type))
         self.replace[sec_id] = Datasec(sec.name, size or end, _by_offset(slots))
 
     def datasecs(self) -> None:
@@ -318,7 +321,7 @@ def kconfig_layout(btf: Spec, type_ids: list[int], names: list[str]) -> tuple[di
     """
     entries = []
     for type_id, name in zip(type_ids, names, strict=True):
-        entries.append((-align_of(btf, type_id), graph.size_of(btf, type_id), name.encode(), name))
+        entries.append((-align_of(btf, type_id), _size(btf, type_id), name.encode(), name))
     entries.sort()
     offsets: dict[str, int] = {}
     end = 0
@@ -365,6 +368,11 @@ def _type(btf: Spec, type_id: int) -> Type | None:
         return btf[type_id]
     except TypeNotFound:
         raise ObjectFormatError(f"reference to type [{type_id}], which does not exist", section=btf.section) from None
+
+
+def _size(btf: Spec, type_id: int) -> int:
+    _type(btf, type_id)  # a dangling id is the blob's fault, not the caller's
+    return graph.size_of(btf, type_id)
 
 
 def _align_up(value: int, align: int) -> int:
