@@ -328,22 +328,43 @@ def test_kconfig_values_agree_with_libbpf_for_any_config(config: dict[str, str])
             assert any(f"'{name}'" in line for line in lib.log for name in ours.failures), lib.log[-3:]
 
 
+_CONFIG = {"CONFIG_BPF_SYSCALL": "y", "CONFIG_HZ": "100", "CONFIG_TCP_CONG_CUBIC": "m", "CONFIG_LOCALVERSION": '"-x"'}
+_LINUX = {"LINUX_KERNEL_VERSION": 0x060100, "LINUX_HAS_SYSCALL_WRAPPER": 1}
+
+
+def offline(spec: ObjectSpec, **overrides: object) -> ResolvedExterns:
+    """Resolve against a made-up kernel: no file, no BTF, no probe of the running one is consulted."""
+    args: dict[str, object] = {
+        "config": _CONFIG,
+        "linux": _LINUX.get,
+        "kallsyms": {"__start_BTF": 1, "__stop_BTF": 2},
+        "kernel": [_tiny_kernel()],
+        "modules": {},
+    }
+    args.update(overrides)
+    return resolve_externs(spec, **args)  # type: ignore[arg-type]
+
+
 @needs_clang
 def test_weak_missing_kconfig_is_zero_and_strong_missing_fails_only_its_users() -> None:
     _, spec = fixture("externs")
-    config = {k: v for k, v in system_config().items() if k != "CONFIG_BPF_SYSCALL"}
-    ours = resolve_externs(spec, config=config, kallsyms={"__start_BTF": 1, "__stop_BTF": 2})
-    assert set(ours.failures) == {"CONFIG_BPF_SYSCALL"}
+    ours = offline(spec, config={k: v for k, v in _CONFIG.items() if k != "CONFIG_BPF_SYSCALL"})
+    assert "CONFIG_BPF_SYSCALL" in ours.failures
+    assert not {"CONFIG_DYNBPF_NO_SUCH_OPTION", "CONFIG_HZ", "LINUX_KERNEL_VERSION"} & set(ours.failures)
     assert ours.kconfig_map is not None
-    assert ours.kconfig_map.data is not None
-    weak = ours.kconfig_offsets["CONFIG_DYNBPF_NO_SUCH_OPTION"]
-    assert ours.kconfig_map.data[weak] == 0
+    data, at = ours.kconfig_map.data, ours.kconfig_offsets
+    assert data is not None
+    assert data[at["CONFIG_HZ"] : at["CONFIG_HZ"] + 4] == (100).to_bytes(4, "little")
+    assert data[at["CONFIG_TCP_CONG_CUBIC"]] == 2  # TRI_MODULE
+    assert data[at["LINUX_KERNEL_VERSION"] : at["LINUX_KERNEL_VERSION"] + 4] == (0x060100).to_bytes(4, "little")
+    assert data[at["CONFIG_LOCALVERSION"] :].startswith(b"-x\0")
+    assert data[at["CONFIG_DYNBPF_NO_SUCH_OPTION"]] == 0
     fn = spec.functions["acquire_new_task"]
     refs = {r.extern: r for r in fn.relocations if isinstance(r, ExternReference | KfuncCall)}
     with pytest.raises(RelocationError, match=r"CONFIG_BPF_SYSCALL.*not set"):
         _relocate(spec, "acquire_new_task", refs["CONFIG_BPF_SYSCALL"], ours)
-    hz = _relocate(spec, "acquire_new_task", refs["CONFIG_DYNBPF_NO_SUCH_OPTION"], ours)
-    assert (hz.src, hz.imm) == (PseudoLd.MAP_VALUE, 7 | (weak << 32))
+    weak = _relocate(spec, "acquire_new_task", refs["CONFIG_DYNBPF_NO_SUCH_OPTION"], ours)
+    assert (weak.src, weak.imm) == (PseudoLd.MAP_VALUE, 7 | (at["CONFIG_DYNBPF_NO_SUCH_OPTION"] << 32))
 
 
 def test_missing_config_file_names_both_paths(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -365,6 +386,7 @@ def test_missing_config_file_names_both_paths(monkeypatch: pytest.MonkeyPatch) -
         kconfig.clear_cache()
 
 
+@kernel
 def test_read_kernel_config_matches_the_file() -> None:
     ours = kconfig.read_kernel_config()
     assert ours == system_config()
@@ -529,7 +551,7 @@ def _tiny_kernel(*types: object) -> Spec:
 @needs_clang
 def test_strong_externs_the_kernel_lacks_fail_only_where_used() -> None:
     _, spec = fixture("externs")
-    ours = resolve_externs(spec, kallsyms={"__stop_BTF": 5}, kernel=[_tiny_kernel()], modules={})
+    ours = offline(spec, kallsyms={"__stop_BTF": 5})
     assert set(ours.failures) == {"__start_BTF", "runqueues", "bpf_task_acquire", "bpf_task_release"}
     assert ours.kfuncs["bpf_task_from_pid"] == KfuncTarget(False)  # weak: unresolved, no failure
     refs = {r.extern: r for r in spec.functions["acquire_new_task"].relocations if isinstance(r, KfuncCall)}
@@ -554,7 +576,7 @@ def test_incompatible_kernel_types_are_refused() -> None:
         Func("bpf_task_acquire", 5, FuncLinkage.GLOBAL),
         Func("bpf_task_from_pid", 5, FuncLinkage.GLOBAL),
     )
-    ours = resolve_externs(spec, kallsyms={"__start_BTF": 1, "__stop_BTF": 2}, kernel=[tiny], modules={})
+    ours = offline(spec, kernel=[tiny])
     assert "struct rq" in ours.failures["runqueues"]
     assert "'int'" in ours.failures["runqueues"]
     assert "incompatible" in ours.failures["bpf_task_acquire"]
@@ -571,9 +593,7 @@ def test_module_kfuncs_go_through_fd_array_and_module_btf_fds() -> None:
         base=base,
     )
     assert module.first_id == 3
-    ours = resolve_externs(
-        spec, kallsyms={"__start_BTF": 1, "__stop_BTF": 2}, kernel=[base], modules={"dynbpf_mod": module}
-    )
+    ours = offline(spec, kernel=[base], modules={"dynbpf_mod": module})
     assert ours.kfuncs["bpf_task_acquire"] == KfuncTarget(True, btf_id=4, module="dynbpf_mod")
     call = next(r for r in spec.functions["acquire_new_task"].relocations if isinstance(r, KfuncCall))
     insn = _relocate(spec, "acquire_new_task", call, ours)

@@ -87,6 +87,7 @@ def resolve_externs(
     kallsyms: Mapping[str, int] | None = None,
     kernel: Sequence[Spec] | None = None,
     modules: Mapping[str, Spec] | None = None,
+    linux: Callable[[str], int | None] | None = None,
 ) -> ResolvedExterns:
     """Resolve ``obj``'s externs as libbpf 1.1 would on this kernel.
 
@@ -97,6 +98,8 @@ def resolve_externs(
     module BTF by name, searched when vmlinux lacks a name; None means the
     running kernel's loaded modules when the vmlinux searched is the running
     kernel's own, and none otherwise (module BTF is split on one vmlinux).
+    ``linux`` gives the ``LINUX_*`` kconfig values (None for a name libbpf
+    does not provide); None: libbpf's, probed on the running kernel.
 
     Raises :class:`~dynbpf.errors.RelocationError` only for what libbpf
     refuses at open: a kconfig extern of a type it cannot fill.
@@ -110,7 +113,7 @@ def resolve_externs(
         if obj.btf is None:
             raise RelocationError("kconfig externs need the object's BTF, which it does not have")
         layout = kconfig.layout(obj.btf, kconfig_externs)
-        values = kconfig.fill(layout, config)
+        values = kconfig.fill(layout, config, virtual=linux)
         failures.update(values.failures)
         offsets = layout.offsets
         datasec = obj.btf.find(KCONFIG_MAP, Kind.DATASEC)
@@ -230,7 +233,9 @@ class _KernelSearch:
         running = kernel_btf.vmlinux() if kernel is None else None
         self.vmlinux = kernel[0] if kernel else running
         self._modules = modules
-        self._running = self.vmlinux is not None and (kernel is None or self.vmlinux is kernel_btf.vmlinux())
+        self._running = (
+            modules is None and self.vmlinux is not None and (kernel is None or self.vmlinux is kernel_btf.vmlinux())
+        )
         self.missing = (
             "" if self.vmlinux is not None else " (the kernel has no BTF: /sys/kernel/btf/vmlinux is missing)"
         )
