@@ -368,9 +368,8 @@ def load_one(path: str | os.PathLike[str], program: str, *, also: Iterable[str] 
     object's BTF, as an application using the object would. A fresh
     bpf_object per call: libbpf allows one load per object.
 
-    Maps are named as the object names them: a global-data map by its
-    section (``.bss``, ``.rodata.tables``; libbpf's own name for it prefixes
-    the object's name), any other map by its name.
+    Maps are named by `map_name`, which any loader's map fds can be passed
+    to, so both sides of a comparison name their maps alike.
     """
     lib = _lib()
     path = Path(path)
@@ -386,11 +385,8 @@ def load_one(path: str | os.PathLike[str], program: str, *, also: Iterable[str] 
         if target is None or wanted:
             raise KeyError(f"libbpf finds no program(s) {sorted(wanted | {program})} in {path}")
         err = -lib.bpf_object__load(obj)
-        map_fds: dict[int, str] = {}
-        for m in _iterate(lib.bpf_object__next_map, obj):
-            fd = lib.bpf_map__fd(m)
-            if fd >= 0:
-                map_fds[fd] = _object_map_name(_str(lib.bpf_map__name(m)), lib.bpf_map__is_internal(m))
+        fds = (lib.bpf_map__fd(m) for m in _iterate(lib.bpf_object__next_map, obj))
+        map_fds = {fd: map_name(fd) for fd in fds if fd >= 0}
         if err:
             return LibbpfLoad(path, program, err, "", (), (), {}, {}, frozenset(), {}, tuple(_captured))
         prog_fd = lib.bpf_program__fd(target)
@@ -414,11 +410,16 @@ def load_one(path: str | os.PathLike[str], program: str, *, also: Iterable[str] 
         )
 
 
-def _object_map_name(libbpf_name: str, internal: bool) -> str:
-    # libbpf names .data/.rodata/.bss/.kconfig "<object name, cut to 8>.<suffix>"; custom ones keep their section
-    if not internal or libbpf_name.startswith("."):
-        return libbpf_name
-    return "." + libbpf_name.split(".", 1)[1]
+def map_name(fd: int) -> str:
+    """A map's name for comparing listings: the kernel's, a global-data map's cut back to its section.
+
+    The kernel holds at most 15 characters, and loaders prefix a global-data
+    map's section with part of the object name (``core_hea.bss``), each its
+    own way; C identifiers have no dots, so the section starts at the first.
+    """
+    name = commands.map_info(fd).name.decode(errors="replace")
+    dot = name.find(".")
+    return name[dot:] if dot > 0 else name
 
 
 def prog_tag(prog_fd: int) -> str:
@@ -518,3 +519,8 @@ def diff(
 
 def _slot_at(lines: list[tuple[int, str]], index: int) -> str:
     return f"slot {lines[index][0]}" if index < len(lines) else "end"
+
+
+def map_fds(insns: Iterable[Insn]) -> set[int]:
+    """The map fds embedded in instructions (``map[fd]`` and ``map[fd]+off`` loads)."""
+    return {i.imm & 0xFFFFFFFF for i in insns if i.is_ldimm64 and i.src in (PseudoLd.MAP_FD, PseudoLd.MAP_VALUE)}
