@@ -23,6 +23,7 @@ class PlacedVar:
     var_id: int  # the BTF VAR
     offset: int
     size: int
+    hidden: bool = False  # the symbol has hidden visibility: libbpf makes such a variable static
 
 
 def find_datasec(btf: Spec, name: str) -> tuple[int, Datasec] | None:
@@ -46,7 +47,7 @@ def placed_vars(image: Image, sec: Section, btf: Spec, datasec: Datasec) -> list
         offset, size = (sym.value, sym.size or vsi.size) if sym else (vsi.offset, vsi.size)
         if offset + size > sec.size:
             raise ObjectFormatError(f"variable {var.name!r} lies outside its section", section=sec.name, offset=offset)
-        out.append(PlacedVar(var, vsi.type, offset, size))
+        out.append(PlacedVar(var, vsi.type, offset, size, sym is not None and sym.hidden))
     return out
 
 

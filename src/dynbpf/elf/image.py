@@ -77,6 +77,7 @@ class Symbol:
     type: int
     bind: int
     shndx: int  # 0 = undefined; >= 0xff00 = special (ABS, COMMON)
+    hidden: bool = False  # STV_HIDDEN/STV_INTERNAL: not visible outside the object (libbpf treats it as static)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +168,7 @@ class Image:
                         _ST_TYPE.get(sym["st_info"]["type"], -1),
                         _ST_BIND.get(sym["st_info"]["bind"], -1),
                         shndx if isinstance(shndx, int) else _SHN.get(shndx, 0xFFFF),
+                        sym["st_other"]["visibility"] in ("STV_HIDDEN", "STV_INTERNAL"),
                     )
                 )
         return symbols

@@ -275,7 +275,7 @@ class _Reader:
             relocations=tuple(ordered),
             func_type_id=func_type,
             line_info=line_info,
-            global_function=f.symbol.bind != STB_LOCAL,
+            global_function=f.symbol.bind != STB_LOCAL and not f.symbol.hidden,
         )
 
     def _classify(
@@ -364,10 +364,13 @@ class _Reader:
         found = self._datasec(sec.name)
         if found is not None and self.btf is not None:
             placed = placed_vars(self.image, sec, self.btf, found[1])
-            entries = [(p.var.name, p.offset, p.size, p.var.type, p.var.linkage != VarLinkage.STATIC) for p in placed]
+            entries = [
+                (p.var.name, p.offset, p.size, p.var.type, p.var.linkage != VarLinkage.STATIC and not p.hidden)
+                for p in placed
+            ]
         else:  # no BTF: the symbol table is all there is
             symbols = [s for s in self.image.symbols if s.shndx == sec.index and s.type == STT_OBJECT]
-            entries = [(s.name, s.value, s.size, 0, s.bind != STB_LOCAL) for s in symbols]
+            entries = [(s.name, s.value, s.size, 0, s.bind != STB_LOCAL and not s.hidden) for s in symbols]
         variables = []
         for name, offset, size, type_id, is_global in entries:
             if offset + size > sec.size:

@@ -137,14 +137,12 @@ class ElfLayout:
 
         Data sections are exact: their maps keep the section size and their
         variables the symbol offsets. A symbol counts as hidden where the
-        spec calls a BTF-global variable or ``.text`` function not global;
-        the ELF reader records binding, not visibility, so today nothing is
-        hidden this way. Other DATASECs (``.maps``, ``.struct_ops``,
-        ``license``) are laid out the way clang emits them: in declaration
-        order, each variable at the next offset its type's alignment allows.
-        The kernel accepts all of it, but only :meth:`read` matches libbpf
-        for hidden symbols (verified as static, not global, functions) and
-        for sections holding padding or reordered symbols.
+        spec calls a BTF-global variable or ``.text`` function not global
+        (the reader folds hidden visibility into that). Other DATASECs
+        (``.maps``, ``.struct_ops``, ``license``) are laid out the way clang
+        emits them: in declaration order, each variable at the next offset
+        its type's alignment allows; only :meth:`read` sees sections holding
+        padding or reordered symbols (every fixture gives identical results).
         """
         sections: dict[str, int] = {}
         variables: dict[str, Placement] = {}
@@ -321,7 +319,7 @@ def kconfig_layout(btf: Spec, type_ids: list[int], names: list[str]) -> tuple[di
     """
     entries = []
     for type_id, name in zip(type_ids, names, strict=True):
-        entries.append((-align_of(btf, type_id), _size(btf, type_id), name.encode(), name))
+        entries.append((-align_of(btf, type_id), _size(btf, type_id), name.encode("utf-8", "surrogateescape"), name))
     entries.sort()
     offsets: dict[str, int] = {}
     end = 0
