@@ -11,19 +11,24 @@ from dynbpf.errors import (
     SyscallError,
     VerifierError,
 )
+from dynbpf.runtime.collection import Collection, open
+from dynbpf.runtime.program import Program
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AttachError",
+    "Collection",
     "DynbpfError",
     "KernelUnsupported",
     "ObjectFormatError",
     "ObjectSpec",
+    "Program",
     "RelocationError",
     "StateError",
     "SyscallError",
     "VerifierError",
     "__version__",
+    "open",
     "read",
 ]

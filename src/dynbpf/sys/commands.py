@@ -70,6 +70,12 @@ def map_create(attr: MapCreateAttr) -> Fd:
     return _fd(Cmd.MAP_CREATE, attr, "map", detail=f"map {name!r}" if name else "")
 
 
+def map_create_raw(attr: MapCreateAttr) -> tuple[Fd | None, int]:
+    """MAP_CREATE returning ``(fd, 0)`` or ``(None, errno)``: for a retry with a different request."""
+    ret, err = bpf_raw(Cmd.MAP_CREATE, attr)
+    return (Fd(good_fd(ret), "map"), 0) if ret >= 0 else (None, err)
+
+
 def _elem(cmd: Cmd, map_fd: int, key: bytes | Buffer | None, value: bytes | Buffer | None, flags: int) -> int:
     kaddr, _k = _buf_addr(key)
     vaddr, _v = _buf_addr(value)

@@ -1,0 +1,315 @@
+"""Prepare a whole object: every program's instructions made final for the running kernel.
+
+Per program: subprograms linked in, CO-RE applied, map and global-data
+references pointed at reserved fd numbers, externs filled in, attach target
+found. Per object: externs resolved once, BTF fixed up, sanitised and loaded
+once. A program that cannot be prepared (a missing attach target, a
+non-weak extern the kernel lacks) does not stop the others: its error is
+kept and raised when someone tries to load it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from dynbpf.asm.insn import Insn
+from dynbpf.asm.opcodes import PseudoLd
+from dynbpf.asm.slots import SlotMap
+from dynbpf.btf import kernel
+from dynbpf.btf.core import Resolver, patch
+from dynbpf.btf.kinds import Kind
+from dynbpf.btf.spec import Spec
+from dynbpf.btf.types import Struct
+from dynbpf.elf.spec import (
+    CoreRelocation,
+    DataReference,
+    ExternReference,
+    FunctionSpec,
+    KfuncCall,
+    MapReference,
+    MapSpec,
+    ObjectSpec,
+    ProgramSpec,
+)
+from dynbpf.errors import DynbpfError, RelocationError
+from dynbpf.prepare import btf_fixup, btf_sanitize
+from dynbpf.prepare.attach_target import find_kernel_target, needs_kernel_target
+from dynbpf.prepare.externs import ResolvedExterns, relocate_extern, resolve_externs
+from dynbpf.prepare.linker import LinkedProgram, link
+from dynbpf.prepare.modules import ModuleBtf
+from dynbpf.prepare.prepared import CoreFailure, PreparedProgram, encode_func_info, encode_line_info
+from dynbpf.sys.constants import MapType
+from dynbpf.sys.fd import Fd
+
+KCONFIG_MAP = ".kconfig"
+
+
+@dataclass(frozen=True, slots=True)
+class StructOpsSlot:
+    """Where a struct_ops program plugs in: the kernel struct's BTF id and the member's index."""
+
+    map: str
+    struct_id: int
+    member: int
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedObject:
+    """An object ready for loading: final programs, the maps they need, the object's BTF in the kernel.
+
+    Owns the BTF fd and module BTF fds it opened; :meth:`close` releases
+    them. ``failed`` holds programs that could not be prepared, with why.
+    """
+
+    spec: ObjectSpec
+    programs: Mapping[str, PreparedProgram]
+    failed: Mapping[str, DynbpfError]
+    maps: Mapping[str, MapSpec]
+    btf: Spec | None
+    btf_fd: Fd | None
+    externs: ResolvedExterns = field(repr=False)
+    modules: ModuleBtf = field(repr=False)
+
+    def close(self) -> None:
+        if self.btf_fd is not None:
+            self.btf_fd.close()
+        self.modules.close()
+
+    def __enter__(self) -> PreparedObject:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def prepare(
+    obj: ObjectSpec,
+    map_fd: Callable[[str], int],
+    *,
+    vmlinux: Spec | None = None,
+    config: Mapping[str, str] | None = None,
+    kallsyms: Mapping[str, int] | None = None,
+    btf_support: btf_sanitize.BtfSupport | None = None,
+    layout: btf_fixup.ElfLayout | None = None,
+) -> PreparedObject:
+    """Make every program of ``obj`` final; ``map_fd(name)`` gives the reserved fd number of a map.
+
+    ``vmlinux``, ``config`` and ``kallsyms`` default to the running
+    kernel's; tests pass others. ``layout`` is what the BTF fix-up needs
+    from the ELF file beyond the spec (symbol visibility); without it the
+    spec's own record is used.
+    """
+    target_btf = vmlinux if vmlinux is not None else kernel.vmlinux()
+    externs = resolve_externs(
+        obj, config=config, kallsyms=kallsyms, kernel=[target_btf] if target_btf is not None else None
+    )
+    maps = dict(obj.maps)
+    if externs.kconfig_map is not None:
+        maps[KCONFIG_MAP] = externs.kconfig_map
+    modules = ModuleBtf()
+    btf: Spec | None = None
+    btf_fd: Fd | None = None
+    try:
+        if obj.btf is not None:
+            size = externs.kconfig_map.value_size if externs.kconfig_map is not None else 0
+            fixed = btf_fixup.fixup(obj, layout=layout, kconfig_offsets=externs.kconfig_offsets, kconfig_size=size)
+            support = btf_support if btf_support is not None else btf_sanitize.BtfSupport.probe()
+            btf = btf_sanitize.sanitize(fixed, support)
+            btf_fd = btf_sanitize.load(btf, name=obj.name)
+            if not btf_sanitize.func_info_supported(support):
+                btf_fd.close()
+                btf_fd, btf = None, None
+        context = _Context(
+            obj, map_fd, externs=externs, modules=modules, vmlinux=target_btf, with_btf_info=btf is not None
+        )
+        programs: dict[str, PreparedProgram] = {}
+        failed: dict[str, DynbpfError] = {}
+        for name, prog in obj.programs.items():
+            try:
+                programs[name] = context.program(prog)
+            except DynbpfError as e:
+                failed[name] = e
+    except BaseException:
+        if btf_fd is not None:
+            btf_fd.close()
+        modules.close()
+        raise
+    return PreparedObject(obj, programs, failed, maps, btf, btf_fd, externs, modules)
+
+
+class _Context:
+    """What preparing each program of one object shares: one CO-RE resolver, fd_array indexes."""
+
+    def __init__(
+        self,
+        obj: ObjectSpec,
+        map_fd: Callable[[str], int],
+        *,
+        externs: ResolvedExterns,
+        modules: ModuleBtf,
+        vmlinux: Spec | None,
+        with_btf_info: bool,
+    ) -> None:
+        self.obj = obj
+        self.map_fd = map_fd
+        self.externs = externs
+        self.modules = modules
+        self.vmlinux = vmlinux
+        self.with_btf_info = with_btf_info
+        self.resolver = Resolver(obj.btf, [vmlinux] if vmlinux is not None else None) if obj.btf else None
+        self.fd_array: list[int] = [0]  # index 0 is vmlinux by the kernel's convention
+        self.fd_index: dict[str, int] = {}
+        self.struct_ops = _struct_ops_slots(obj, vmlinux)
+        self.function_code: dict[str, bytes] = {}
+
+    def fd_array_index(self, module: str) -> int:
+        index = self.fd_index.get(module)
+        if index is None:
+            index = self.fd_index[module] = len(self.fd_array)
+            self.fd_array.append(self.modules.fd(module))
+        return index
+
+    def program(self, prog: ProgramSpec) -> PreparedProgram:
+        name = prog.name
+        linked = link(self.obj, name)
+        insns = list(linked.instructions)
+        slots = SlotMap.of(insns)
+        spliced: dict[int, tuple[Insn, ...]] = {}
+        core_failures: list[CoreFailure] = []
+        used: dict[str, None] = {}
+        for r in linked.relocations:
+            at = r.index
+            where = f"program {name!r}: instruction {slots.slot(at)}"
+            insn = insns[at]
+            if isinstance(r, MapReference | DataReference):
+                insns[at] = self._map_ref(insn, r, where)
+                used.setdefault(r.map)
+            elif isinstance(r, ExternReference | KfuncCall):
+                insns[at] = relocate_extern(
+                    insn,
+                    r,
+                    self.externs,
+                    kconfig_fd=self._kconfig_fd(r),
+                    module_btf_fd=self.modules.fd,
+                    fd_array_index=self.fd_array_index,
+                    where=where,
+                )
+                if r.extern in self.externs.kconfig_offsets:
+                    used.setdefault(KCONFIG_MAP)
+            elif isinstance(r, CoreRelocation):
+                assert self.resolver is not None  # the reader only makes CO-RE records from .BTF.ext
+                result = self.resolver.resolve(r, where=where)
+                patched = patch(insn, result, where=where)
+                if result.poison:
+                    core_failures.append(CoreFailure(slots.slot(at), result.description))
+                if len(patched) == 1:
+                    insns[at] = patched[0]
+                else:
+                    spliced[at] = patched
+        final: list[Insn] = []
+        for at, insn in enumerate(insns):
+            final.extend(spliced.get(at, (insn,)))
+        code = self._encode(linked, insns, spliced, slots)
+        func_info, line_info = b"", b""
+        if self.with_btf_info and self.obj.btf is not None:
+            func_info = encode_func_info([(slots.slot(p), t) for p, t in linked.func_info])
+            line_info = encode_line_info(
+                [
+                    (slots.slot(p), self._string(li.file_name), self._string(li.line), li.line_num, li.column)
+                    for p, li in linked.line_info
+                ]
+            )
+        lines = tuple(sorted(((slots.slot(p), li) for p, li in linked.line_info), key=lambda x: x[0]))
+        attach_btf_id, attach_obj_fd, expected = 0, 0, prog.kind.expected_attach_type
+        expected_attach_type = int(expected) if expected is not None else 0
+        if needs_kernel_target(prog.kind):
+            target = find_kernel_target(prog.kind, program=name, vmlinux=self.vmlinux)
+            attach_btf_id = target.btf_id
+            if target.module is not None:
+                attach_obj_fd = self.modules.fd(target.module)
+        slot = self.struct_ops.get(name)
+        if slot is not None:
+            attach_btf_id, expected_attach_type = slot.struct_id, slot.member
+        return PreparedProgram(
+            name=name,
+            kind=prog.kind,
+            license=self.obj.license,
+            kernel_version=self.obj.kernel_version,
+            instructions=tuple(final),
+            code=code,
+            func_info=func_info,
+            line_info=line_info,
+            lines=lines,
+            attach_btf_id=attach_btf_id,
+            attach_btf_obj_fd=attach_obj_fd,
+            expected_attach_type=expected_attach_type,
+            maps=tuple(used),
+            fd_array=tuple(self.fd_array) if len(self.fd_array) > 1 else (),
+            core_failures=tuple(core_failures),
+        )
+
+    def _encode(
+        self, linked: LinkedProgram, insns: list[Insn], spliced: dict[int, tuple[Insn, ...]], slots: SlotMap
+    ) -> bytes:
+        """The program's bytes: each function's code is encoded once per object, changed instructions patched in.
+
+        A changed instruction is a new object (relocation never mutates), so
+        identity tells which positions need encoding; a poisoned ldimm64's two
+        replacement instructions take exactly its two slots.
+        """
+        code = bytearray(b"".join(self._function_code(p.function) for p in linked.functions))
+        original = [i for p in linked.functions for i in p.function.instructions]
+        for at, insn in enumerate(insns):
+            if insn is not original[at] or at in spliced:
+                start = 8 * slots.slot(at)
+                encoded = b"".join(i.encode() for i in spliced.get(at, (insn,)))
+                code[start : start + len(encoded)] = encoded
+        return bytes(code)
+
+    def _function_code(self, fn: FunctionSpec) -> bytes:
+        code = self.function_code.get(fn.name)
+        if code is None:
+            code = self.function_code[fn.name] = b"".join(i.encode() for i in fn.instructions)
+        return code
+
+    def _map_ref(self, insn: Insn, r: MapReference | DataReference, where: str) -> Insn:
+        if not insn.is_ldimm64:
+            raise RelocationError(f"{where}: map {r.map!r} referenced by a non-ldimm64 instruction {insn}")
+        if r.map not in self.obj.maps:
+            raise RelocationError(f"{where}: refers to map {r.map!r}, which the object does not define")
+        fd = self.map_fd(r.map)
+        if isinstance(r, MapReference):
+            return dataclasses.replace(insn, src=PseudoLd.MAP_FD, imm=fd)
+        return dataclasses.replace(insn, src=PseudoLd.MAP_VALUE, imm=fd | (r.offset << 32))
+
+    def _kconfig_fd(self, r: ExternReference | KfuncCall) -> int:
+        return self.map_fd(KCONFIG_MAP) if r.extern in self.externs.kconfig_offsets else -1
+
+    def _string(self, s: str) -> int:
+        assert self.obj.btf is not None
+        offset = self.obj.btf.strings.find(s)
+        if offset is None:
+            raise RelocationError(f"line_info string {s[:40]!r} is missing from the object's BTF string table")
+        return offset
+
+
+def _struct_ops_slots(obj: ObjectSpec, vmlinux: Spec | None) -> dict[str, StructOpsSlot]:
+    """Each struct_ops program's kernel struct and member index, from the maps that name it."""
+    found: dict[str, StructOpsSlot] = {}
+    for m in obj.maps.values():
+        if m.type != MapType.STRUCT_OPS or not m.program_slots or obj.btf is None or vmlinux is None:
+            continue
+        local = obj.btf[m.value_type]
+        struct_name = getattr(local, "name", "")
+        ids = vmlinux.find(struct_name, Kind.STRUCT) if struct_name else []
+        if not ids:
+            continue  # the map's creation reports the missing kernel struct
+        kernel_struct = vmlinux[ids[0]]
+        assert isinstance(kernel_struct, Struct)
+        members = [mem.name for mem in kernel_struct.members]
+        for member, program in m.program_slots:
+            if member in members and program not in found:
+                found[program] = StructOpsSlot(m.name, ids[0], members.index(member))
+    return found

@@ -1,0 +1,113 @@
+"""dynbpf.prepare on every fixture: instructions final, map fds reserved, dependency sets exact."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import dynbpf
+from dynbpf.asm.opcodes import PseudoLd
+from dynbpf.elf.spec import ObjectSpec
+from dynbpf.errors import RelocationError, VerifierError
+from dynbpf.prepare.object import KCONFIG_MAP, PreparedObject, prepare
+from tests.bpfbuild import FIXTURES, build
+from tests.test_elf import compile_c
+
+pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
+
+ALL_FIXTURES = sorted(p.name.removesuffix(".bpf.c") for p in FIXTURES.glob("*.bpf.c"))
+
+
+def numbers() -> Callable[[str], int]:
+    """Reserved fd numbers handed out like the runtime does, without creating anything."""
+    counter = itertools.count(1000)
+    given: dict[str, int] = {}
+    return lambda name: given.setdefault(name, next(counter))
+
+
+def prepared(name: str) -> tuple[ObjectSpec, PreparedObject, Callable[[str], int]]:
+    obj = dynbpf.read(build(name))
+    fds = numbers()
+    return obj, prepare(obj, fds), fds
+
+
+@pytest.mark.parametrize("fixture", ALL_FIXTURES)
+def test_every_fixture_prepares_with_map_references_on_reserved_numbers(fixture: str) -> None:
+    obj, prep, fds = prepared(fixture)
+    with prep:
+        assert not prep.failed, {n: str(e) for n, e in prep.failed.items()}
+        assert set(prep.programs) == set(obj.programs)
+        for name, p in prep.programs.items():
+            expected = set(obj.maps_used(name))
+            if any(e in prep.externs.kconfig_offsets for e in obj.externs_used(name)):
+                expected.add(KCONFIG_MAP)
+            assert set(p.maps) == expected, name
+            by_number = {fds(m): m for m in p.maps}
+            for insn in p.instructions:
+                if insn.is_ldimm64 and insn.src in (PseudoLd.MAP_FD, PseudoLd.MAP_VALUE):
+                    assert insn.imm & 0xFFFFFFFF in by_number, f"{name}: {insn} holds no reserved number"
+            assert len(p.code) == 8 * sum(i.slots for i in p.instructions)
+            assert p.func_info_count == (len(obj.reachable(name)) if prep.btf is not None else 0)
+            assert (p.line_info_count > 0) == (prep.btf is not None)
+
+
+def test_prepare_is_deterministic_and_numbers_are_the_only_map_dependency() -> None:
+    obj = dynbpf.read(build("maps"))
+    first, second = numbers(), numbers()
+    with prepare(obj, first) as a, prepare(obj, second) as b:
+        for name in obj.programs:
+            assert a.programs[name].code == b.programs[name].code
+    shifted: dict[str, int] = {}
+    with prepare(obj, lambda m: shifted.setdefault(m, 2000 + len(shifted))) as c, prepare(obj, numbers()) as d:
+        ours, theirs = c.programs["on_exec"].instructions, d.programs["on_exec"].instructions
+        differing = [i for i, (x, y) in enumerate(zip(ours, theirs, strict=True)) if x != y]
+        assert differing
+        assert all(c.programs["on_exec"].instructions[i].is_ldimm64 for i in differing)
+
+
+def test_guarded_core_failures_are_recorded_with_the_access_path() -> None:
+    _obj, prep, _ = prepared("core_heavy")
+    with prep:
+        failures = [f for p in prep.programs.values() for f in p.core_failures]
+        assert failures, "core_heavy guards relocations this kernel cannot satisfy"
+        assert all("struct" in f.description or "enum" in f.description for f in failures)
+
+
+def test_an_unguarded_core_failure_names_the_access_path(tmp_path: Path) -> None:
+    path = compile_c(
+        tmp_path,
+        """
+#include <bpf/bpf_core_read.h>
+struct task_struct___dynbpf { int dynbpf_missing_field; } __attribute__((preserve_access_index));
+int out;
+SEC("raw_tp/sys_enter") int reads_missing(void *ctx)
+{
+    struct task_struct___dynbpf *t = (void *)bpf_get_current_task();
+    out = BPF_CORE_READ(t, dynbpf_missing_field);
+    return 0;
+}
+""",
+    )
+    with dynbpf.open(path) as coll:
+        prog = coll.programs["reads_missing"]
+        assert prog.prepared.core_failures
+        with pytest.raises(VerifierError) as exc:
+            prog.load()
+        assert "task_struct___dynbpf.dynbpf_missing_field" in str(exc.value)
+
+
+def test_a_missing_attach_target_fails_only_that_program(tmp_path: Path) -> None:
+    path = compile_c(
+        tmp_path,
+        """
+SEC("tp_btf/dynbpf_no_such_tracepoint") int ghost(void *ctx) { return 0; }
+SEC("raw_tp/sys_enter") int fine(void *ctx) { return 0; }
+""",
+    )
+    with dynbpf.open(path) as coll:
+        assert not coll.load(["fine"])
+        with pytest.raises(RelocationError, match=r"btf_trace_dynbpf_no_such_tracepoint.*not found"):
+            coll.programs["ghost"].load()
