@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import struct
 import threading
 from collections.abc import Iterator
 
@@ -18,23 +17,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dynbpf.asm.insn import Insn, call, encode, exit_, ld_imm64, ld_map_fd, mov64_imm, return_imm
+import dynbpf
+from dynbpf.asm.insn import Insn, call, encode, exit_, ld_imm64, mov64_imm, return_imm
 from dynbpf.asm.opcodes import Class, Mode, PseudoLd
 from dynbpf.asm.slots import SlotMap
-from dynbpf.btf import graph
-from dynbpf.btf.core import POISON_HELPER, Resolver, patch
+from dynbpf.btf.core import POISON_HELPER
 from dynbpf.btf.kinds import Kind
-from dynbpf.btf.spec import Spec
-from dynbpf.btf.types import Datasec
-from dynbpf.elf import read
 from dynbpf.elf.sections import program_kind
-from dynbpf.elf.spec import CoreRelocation, MapReference, ObjectSpec
 from dynbpf.errors import VerifierError
 from dynbpf.features import attach
 from dynbpf.features.trial import kernel_btf_id
-from dynbpf.prepare.linker import link
-from dynbpf.prepare.prepared import CoreFailure, PreparedProgram, encode_func_info, encode_line_info
+from dynbpf.prepare.prepared import CoreFailure, PreparedProgram
 from dynbpf.runtime import verifier_log
+from dynbpf.runtime.collection import Collection
 from dynbpf.runtime.load import MIN_LOG_SIZE, LoadOptions, load_program, prog_name, verifier_error
 from dynbpf.sys import commands
 from dynbpf.sys.attrs import MapCreateAttr
@@ -330,95 +325,31 @@ def test_both_attach_fds_are_refused() -> None:
 
 
 # --- programs from the broken fixture, loaded for real ---------------------------------------------------
-#
-# Built here from the linker's output (maps created by hand, CO-RE applied
-# with the engine), since this test predates dynbpf.open.
-
-
-def _loadable_btf(btf: Spec) -> bytes:
-    """The object's BTF with its zero-sized ``.maps`` DATASEC laid out (vars packed in order), strings kept."""
-    blob = bytearray(btf.encode())
-    for _, t in btf.types():
-        if isinstance(t, Datasec) and t.size == 0:
-            name_off = btf.strings.find(t.name)
-            assert name_off is not None
-            at = blob.index(struct.pack("<III", name_off, (int(Kind.DATASEC) << 24) | len(t.vars), 0))
-            offset = 0
-            for i, v in enumerate(t.vars):
-                var = btf[v.type]
-                size = graph.size_of(btf, var.type)  # type: ignore[union-attr]
-                struct.pack_into("<III", blob, at + 12 + 12 * i, v.type, offset, size)
-                offset += size
-            struct.pack_into("<I", blob, at + 8, offset)
-    return bytes(blob)
 
 
 @dataclasses.dataclass
 class Broken:
-    obj: ObjectSpec
-    btf: Fd
-    maps: dict[str, Fd]
+    """The broken fixture opened with ``dynbpf.open``: its prepared programs and its BTF in the kernel."""
+
+    coll: Collection
+
+    @property
+    def btf_fd(self) -> int:
+        fd = self.coll.prepared.btf_fd
+        assert fd is not None
+        return fd.raw
 
     def prepared(self, name: str) -> PreparedProgram:
-        obj, btf = self.obj, self.obj.btf
-        assert btf is not None
-        linked = link(obj, name)
-        insns = list(linked.instructions)
-        slots = SlotMap.of(insns)
-        failures = []
-        resolver = Resolver(btf)
-        for r in linked.relocations:
-            if isinstance(r, MapReference):
-                insns[r.index] = ld_map_fd(insns[r.index].dst, self.maps[r.map].raw)
-            elif isinstance(r, CoreRelocation):
-                result = resolver.resolve(r)
-                (insns[r.index],) = patch(insns[r.index], result, where=name)
-                if result.poison:
-                    failures.append(CoreFailure(slots.slot(r.index), result.description))
-            else:
-                raise AssertionError(f"the broken fixture has no {type(r).__name__}")
-        lines = tuple((slots.slot(i), li) for i, li in linked.line_info)
-        kind = obj.programs[name].kind
-
-        def offset(s: str) -> int:
-            found = btf.strings.find(s)
-            assert found is not None
-            return found
-
-        return PreparedProgram(
-            name=name,
-            kind=kind,
-            license=obj.license,
-            kernel_version=obj.kernel_version,
-            instructions=tuple(insns),
-            code=encode(insns),
-            func_info=encode_func_info([(slots.slot(i), t) for i, t in linked.func_info]),
-            line_info=encode_line_info(
-                [(s, offset(li.file_name), offset(li.line), li.line_num, li.column) for s, li in lines]
-            ),
-            lines=lines,
-            expected_attach_type=int(kind.expected_attach_type or 0),
-            core_failures=tuple(failures),
-        )
+        return self.coll.prepared.programs[name]
 
     def load(self, name: str, options: LoadOptions | None = None) -> Fd:
-        return load_program(self.prepared(name), btf_fd=self.btf.raw, options=options or LoadOptions()).fd
+        return load_program(self.prepared(name), btf_fd=self.btf_fd, options=options or LoadOptions()).fd
 
 
 @pytest.fixture(scope="module")
 def broken() -> Iterator[Broken]:
-    obj = read(build("broken"))
-    assert obj.btf is not None
-    btf = commands.btf_load(_loadable_btf(obj.btf))
-    m = obj.maps["slots"]
-    slots = commands.map_create(
-        MapCreateAttr(map_type=m.type, key_size=m.key_size, value_size=m.value_size, max_entries=m.max_entries)
-    )
-    try:
-        yield Broken(obj, btf, {"slots": slots})
-    finally:
-        slots.close()
-        btf.close()
+    with dynbpf.open(build("broken")) as coll:
+        yield Broken(coll)
 
 
 def bad_line(marker: str) -> int:
@@ -449,7 +380,10 @@ def test_rejection_names_instruction_and_source_line(
     broken: Broken, case: tuple[str, str, int, str], no_fd_leak: None
 ) -> None:
     program, marker, errno_, message = case
-    e = rejected(broken, program)
+    with pytest.raises(VerifierError) as info:
+        broken.coll.programs[program].load()
+    e = info.value
+    assert not broken.coll.programs[program].loaded
     p = broken.prepared(program)
     assert e.program == program
     assert e.errno == errno_
@@ -473,8 +407,25 @@ def test_rejection_names_instruction_and_source_line(
 
 @pytest.mark.kernel
 @pytest.mark.needs_clang
+def test_program_keeps_the_log_it_asked_for(broken: Broken, no_fd_leak: None) -> None:
+    program = broken.coll.programs["good"]
+    program.load(log_level=2)
+    try:
+        assert (verifier_log.processed_insns(program.log) or 0) >= program.prepared.insn_count
+        assert program.seconds > 0
+    finally:
+        program.unload()
+    program.load()
+    try:
+        assert program.log == ""
+    finally:
+        program.unload()
+
+
+@pytest.mark.kernel
+@pytest.mark.needs_clang
 def test_success_without_a_log_request_fetches_none(broken: Broken, no_fd_leak: None) -> None:
-    loaded = load_program(broken.prepared("good"), btf_fd=broken.btf.raw)
+    loaded = load_program(broken.prepared("good"), btf_fd=broken.btf_fd)
     with loaded.fd:
         assert loaded.log == ""
         assert 0 < loaded.seconds < 10
@@ -507,7 +458,7 @@ def rejected_without_btf(broken: Broken, name: str) -> VerifierError:
 @pytest.mark.parametrize("level", [1, 2])
 def test_requested_log_of_a_success(broken: Broken, level: int, no_fd_leak: None) -> None:
     p = broken.prepared("good")
-    loaded = load_program(p, btf_fd=broken.btf.raw, options=LoadOptions(log_level=level))
+    loaded = load_program(p, btf_fd=broken.btf_fd, options=LoadOptions(log_level=level))
     with loaded.fd:
         assert (verifier_log.processed_insns(loaded.log) or 0) >= p.insn_count
         if level == 2:  # every instruction with its state, and source lines from line_info
@@ -519,7 +470,7 @@ def test_requested_log_of_a_success(broken: Broken, level: int, no_fd_leak: None
 @pytest.mark.needs_clang
 def test_log_buffer_grows_from_tiny(broken: Broken, no_fd_leak: None) -> None:
     p = broken.prepared("good")
-    loaded = load_program(p, btf_fd=broken.btf.raw, options=LoadOptions(log_level=2, log_size=MIN_LOG_SIZE))
+    loaded = load_program(p, btf_fd=broken.btf_fd, options=LoadOptions(log_level=2, log_size=MIN_LOG_SIZE))
     with loaded.fd:
         assert len(loaded.log) > 20 * MIN_LOG_SIZE
         assert loaded.log.startswith("func#0 @0\n")  # the whole log, not the tail a rotated buffer keeps
@@ -538,7 +489,7 @@ def test_concurrent_loads_never_share_a_log(broken: Broken, no_fd_leak: None) ->
     """Verification is deterministic, so every concurrent log must equal the one a lone load gets."""
     good, bad = broken.prepared("good"), broken.prepared("bad_map_value")
     level2 = LoadOptions(log_level=2)
-    alone = load_program(good, btf_fd=broken.btf.raw, options=level2)
+    alone = load_program(good, btf_fd=broken.btf_fd, options=level2)
     alone.fd.close()
     good_log = alone.log
     bad_log = rejected(broken, "bad_map_value").log
@@ -551,12 +502,12 @@ def test_concurrent_loads_never_share_a_log(broken: Broken, no_fd_leak: None) ->
         for r in range(rounds):
             try:
                 if (i + r) % 2:
-                    loaded = load_program(good, btf_fd=broken.btf.raw, options=level2)
+                    loaded = load_program(good, btf_fd=broken.btf_fd, options=level2)
                     loaded.fd.close()
                     if loaded.log != good_log:
                         problems.append(f"thread {i}: good's log differs: {loaded.log[-300:]!r}")
                 else:
-                    load_program(bad, btf_fd=broken.btf.raw).fd.close()
+                    load_program(bad, btf_fd=broken.btf_fd).fd.close()
                     problems.append(f"thread {i}: bad_map_value loaded")
             except VerifierError as e:
                 if (e.program, e.log, e.instruction) != ("bad_map_value", bad_log, 15):
