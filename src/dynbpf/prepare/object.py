@@ -61,6 +61,8 @@ class PreparedObject:
 
     Owns the BTF fd and module BTF fds it opened; :meth:`close` releases
     them. ``failed`` holds programs that could not be prepared, with why.
+    Like libbpf, an object whose BTF the kernel refuses is still loadable
+    without it (``btf_error`` says why), unless it has struct_ops maps.
     """
 
     spec: ObjectSpec
@@ -71,6 +73,7 @@ class PreparedObject:
     btf_fd: Fd | None
     externs: ResolvedExterns = field(repr=False)
     modules: ModuleBtf = field(repr=False)
+    btf_error: DynbpfError | None = None  # why the kernel refused the object's BTF, if it did
 
     def close(self) -> None:
         if self.btf_fd is not None:
@@ -111,14 +114,20 @@ def prepare(
     modules = ModuleBtf()
     btf: Spec | None = None
     btf_fd: Fd | None = None
+    btf_error: DynbpfError | None = None
     try:
         if obj.btf is not None:
             size = externs.kconfig_map.value_size if externs.kconfig_map is not None else 0
             fixed = btf_fixup.fixup(obj, layout=layout, kconfig_offsets=externs.kconfig_offsets, kconfig_size=size)
             support = btf_support if btf_support is not None else btf_sanitize.BtfSupport.probe()
             btf = btf_sanitize.sanitize(fixed, support)
-            btf_fd = btf_sanitize.load(btf, name=obj.name)
-            if not btf_sanitize.func_info_supported(support):
+            try:
+                btf_fd = btf_sanitize.load(btf, name=obj.name)
+            except btf_sanitize.BtfLoadError as e:
+                if any(m.type == MapType.STRUCT_OPS for m in obj.maps.values()):
+                    raise  # struct_ops maps cannot exist without the object's BTF in the kernel
+                btf_error, btf = e, None  # like libbpf: load without BTF; programs lose func/line info
+            if btf_fd is not None and not btf_sanitize.func_info_supported(support):
                 btf_fd.close()
                 btf_fd, btf = None, None
         context = _Context(
@@ -136,7 +145,7 @@ def prepare(
             btf_fd.close()
         modules.close()
         raise
-    return PreparedObject(obj, programs, failed, maps, btf, btf_fd, externs, modules)
+    return PreparedObject(obj, programs, failed, maps, btf, btf_fd, externs, modules, btf_error)
 
 
 class _Context:
