@@ -13,7 +13,7 @@ What the verifier sees per program: bounded loops (up to 8 ancestors, a
 each call site, global subprograms verified once per program, a ring buffer,
 an LRU process cache and a per-CPU scratch buffer and configuration shared by
 all programs, private maps used by one family each, `.rodata` configuration
-the verifier folds and `.bss` counters. About 5-20 ms of verification each.
+the verifier folds and `.bss` counters. 7-20 ms of verification each.
 
 Run `python -m bench.synth_agent [--programs N]` to print the object's path.
 """
