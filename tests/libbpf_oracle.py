@@ -198,6 +198,23 @@ _print_lock = threading.Lock()
 _captured: list[str] = []
 
 
+class OpenOpts(ctypes.Structure):
+    """``struct bpf_object_open_opts`` of libbpf 1.1 (tests pass a kconfig or a custom kernel BTF through it)."""
+
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("object_name", ctypes.c_char_p),
+        ("relaxed_maps", ctypes.c_bool),
+        ("pin_root_path", ctypes.c_char_p),
+        ("attach_prog_fd", ctypes.c_uint32),
+        ("kconfig", ctypes.c_char_p),
+        ("btf_custom_path", ctypes.c_char_p),
+        ("kernel_log_buf", ctypes.c_char_p),
+        ("kernel_log_size", ctypes.c_size_t),
+        ("kernel_log_level", ctypes.c_uint32),
+    ]
+
+
 class _VaList(ctypes.Structure):
     """x86-64's va_list element; copying it is what va_copy does there."""
 

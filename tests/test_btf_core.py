@@ -43,6 +43,7 @@ from dynbpf.btf.types import (
 from dynbpf.elf import read
 from dynbpf.errors import ObjectFormatError, RelocationError
 from tests import bpfbuild
+from tests.libbpf_oracle import OpenOpts
 
 SIGNED, UNSIGNED = IntEncoding.SIGNED, IntEncoding.NONE
 INT = Int("int", 4, SIGNED, 0, 32)
@@ -642,20 +643,6 @@ _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes
 _libbpf_lock = threading.Lock()
 
 
-class _OpenOpts(ctypes.Structure):
-    """``struct bpf_object_open_opts`` of libbpf 1.1, up to ``btf_custom_path``."""
-
-    _fields_ = [
-        ("sz", ctypes.c_size_t),
-        ("object_name", ctypes.c_char_p),
-        ("relaxed_maps", ctypes.c_bool),
-        ("pin_root_path", ctypes.c_char_p),
-        ("attach_prog_fd", ctypes.c_uint32),
-        ("kconfig", ctypes.c_char_p),
-        ("btf_custom_path", ctypes.c_char_p),
-    ]
-
-
 def _libbpf_relocate(path: Path, btf_custom_path: Path | None = None) -> tuple[int, list[str]]:
     """Load ``path`` with libbpf and return its result and log: CO-RE runs before any program load."""
     lib = ctypes.CDLL("/usr/lib/x86_64-linux-gnu/libbpf.so.1", use_errno=True)
@@ -663,7 +650,7 @@ def _libbpf_relocate(path: Path, btf_custom_path: Path | None = None) -> tuple[i
     libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
     lib.libbpf_set_print.argtypes = [ctypes.c_void_p]
     lib.libbpf_set_print.restype = ctypes.c_void_p
-    lib.bpf_object__open_file.argtypes = [ctypes.c_char_p, ctypes.POINTER(_OpenOpts)]
+    lib.bpf_object__open_file.argtypes = [ctypes.c_char_p, ctypes.POINTER(OpenOpts)]
     lib.bpf_object__open_file.restype = ctypes.c_void_p
     lib.bpf_object__load.argtypes = [ctypes.c_void_p]
     lib.bpf_object__close.argtypes = [ctypes.c_void_p]
@@ -676,7 +663,7 @@ def _libbpf_relocate(path: Path, btf_custom_path: Path | None = None) -> tuple[i
         return 0
 
     callback = _PRINT_FN(on_print)
-    opts = _OpenOpts(sz=ctypes.sizeof(_OpenOpts))
+    opts = OpenOpts(sz=ctypes.sizeof(OpenOpts))
     if btf_custom_path is not None:
         opts.btf_custom_path = os.fsencode(btf_custom_path)
     with _libbpf_lock:

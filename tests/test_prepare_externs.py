@@ -53,7 +53,7 @@ from dynbpf.prepare.modules import ModuleBtf
 from dynbpf.sys import commands
 from dynbpf.sys.constants import MapType, ProgType
 from tests.bpfbuild import build
-from tests.libbpf_oracle import LIBBPF_PATH
+from tests.libbpf_oracle import LIBBPF_PATH, OpenOpts
 
 kernel = pytest.mark.kernel
 needs_clang = pytest.mark.needs_clang
@@ -63,23 +63,6 @@ BTF_KIND_DATASEC = 15
 
 
 # --- libbpf 1.1 through ctypes: open, load with chosen programs, read back what it resolved ---------
-
-
-class _OpenOpts(ctypes.Structure):
-    """``struct bpf_object_open_opts`` of libbpf 1.1."""
-
-    _fields_ = [
-        ("sz", ctypes.c_size_t),
-        ("object_name", ctypes.c_char_p),
-        ("relaxed_maps", ctypes.c_bool),
-        ("pin_root_path", ctypes.c_char_p),
-        ("_attach_prog_fd", ctypes.c_uint32),
-        ("kconfig", ctypes.c_char_p),
-        ("btf_custom_path", ctypes.c_char_p),
-        ("kernel_log_buf", ctypes.c_char_p),
-        ("kernel_log_size", ctypes.c_size_t),
-        ("kernel_log_level", ctypes.c_uint32),
-    ]
 
 
 class _BtfType(ctypes.Structure):
@@ -161,7 +144,7 @@ def _iterate(next_fn: object, obj: int) -> Iterator[int]:
 def libbpf_loaded(path: Path, *, autoload: frozenset[str] = frozenset(), config: str | None = None) -> Iterator[Loaded]:
     """Open ``path`` with libbpf (``config``: its extra kconfig text), load it with only ``autoload`` programs."""
     lib = _libbpf()
-    opts = _OpenOpts(sz=ctypes.sizeof(_OpenOpts), kconfig=config.encode() if config is not None else None)
+    opts = OpenOpts(sz=ctypes.sizeof(OpenOpts), kconfig=config.encode() if config is not None else None)
     _log.clear()
     previous = lib.libbpf_set_print(ctypes.cast(_print_cb, ctypes.c_void_p))
     obj = None
