@@ -85,17 +85,21 @@ class Libbpf:
             return 0
 
         self._print = self._PRINT(on_print)
-        lib.libbpf_set_print(ctypes.cast(self._print, ctypes.c_void_p))
 
     @contextmanager
     def object(self, path: Path) -> Iterator[int]:
-        obj = self.lib.bpf_object__open_file(os.fsencode(path), None)
-        if not obj:
-            raise RuntimeError(f"libbpf could not open {path}: " + "\n".join(self.warnings[-5:]))
+        """An open object; libbpf's process-wide print hook is ours only meanwhile (the callback must outlive it)."""
+        previous = self.lib.libbpf_set_print(ctypes.cast(self._print, ctypes.c_void_p))
         try:
-            yield obj
+            obj = self.lib.bpf_object__open_file(os.fsencode(path), None)
+            if not obj:
+                raise RuntimeError(f"libbpf could not open {path}: " + "\n".join(self.warnings[-5:]))
+            try:
+                yield obj
+            finally:
+                self.lib.bpf_object__close(obj)
         finally:
-            self.lib.bpf_object__close(obj)
+            self.lib.libbpf_set_print(previous)
 
     def programs(self, obj: int) -> list[tuple[str, int]]:
         out = []
