@@ -101,6 +101,7 @@ class _Function:
     insns: list[Insn]
     slots: SlotMap
     symbol: Symbol
+    code: bytes
 
     @property
     def end(self) -> int:
@@ -230,8 +231,9 @@ class _Reader:
                     )
                 if fns and sym.value < fns[-1].end:
                     raise ObjectFormatError(f"function {sym.name!r} overlaps {fns[-1].name!r}", section=sec.name)
-                insns = decode(code[sym.value : sym.value + sym.size], section=sec.name, base=sym.value)
-                fns.append(_Function(sym.name, sec, sym.value, insns, SlotMap.of(insns), sym))
+                raw = code[sym.value : sym.value + sym.size]
+                insns = decode(raw, section=sec.name, base=sym.value)
+                fns.append(_Function(sym.name, sec, sym.value, insns, SlotMap.of(insns), sym, raw))
             self.functions[sec.index] = fns
             for rel in img.relocations_for(sec):
                 if self._function_at(sec, rel.offset) is None:
@@ -272,6 +274,7 @@ class _Reader:
             section=sec.name,
             offset=f.offset,
             instructions=tuple(f.insns),
+            code=f.code,
             relocations=tuple(ordered),
             func_type_id=func_type,
             line_info=line_info,

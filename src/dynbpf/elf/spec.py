@@ -98,6 +98,11 @@ class FunctionSpec:
     func_type_id: int = 0  # BTF FUNC of this function (from func_info), 0 without BTF
     line_info: tuple[tuple[int, LineInfo], ...] = ()
     global_function: bool = False  # a non-static function: verified on its own by the kernel
+    code: bytes = field(default=b"", repr=False, compare=False)  # the bytes ``instructions`` decode from
+
+    def encoded(self) -> bytes:
+        """The function's bytes as in the object (before any relocation): prepare copies them per program."""
+        return self.code or b"".join(i.encode() for i in self.instructions)
 
     @property
     def calls(self) -> tuple[str, ...]:

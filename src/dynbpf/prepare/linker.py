@@ -44,6 +44,7 @@ class LinkedProgram:
     relocations: tuple[Relocation, ...]
     func_info: tuple[tuple[int, int], ...]  # (position, BTF FUNC id)
     line_info: tuple[tuple[int, LineInfo], ...]
+    slots: SlotMap
 
 
 def link(obj: ObjectSpec, program: str) -> LinkedProgram:
@@ -77,7 +78,7 @@ def link(obj: ObjectSpec, program: str) -> LinkedProgram:
     if any(fn.func_type_id for fn in order) and len(func_info) != len(order):
         missing = [fn.name for fn in order if not fn.func_type_id]
         raise RelocationError(f"program {program!r}: no BTF func_info for {', '.join(missing)}")
-    return LinkedProgram(program, tuple(insns), placed, tuple(relocations), tuple(func_info), tuple(line_info))
+    return LinkedProgram(program, tuple(insns), placed, tuple(relocations), tuple(func_info), tuple(line_info), slots)
 
 
 def _retarget(insn: Insn, r: Relocation, delta: int, where: str) -> Insn:

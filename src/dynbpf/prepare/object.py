@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from dynbpf.asm.insn import Insn
 from dynbpf.asm.opcodes import PseudoLd
-from dynbpf.asm.slots import SlotMap
+from dynbpf.asm.slots import SlotMap, slot_offsets
 from dynbpf.btf import kernel
 from dynbpf.btf.core import Resolver, patch
 from dynbpf.btf.kinds import Kind
@@ -170,8 +170,8 @@ class _Context:
         self.resolver = Resolver(obj.btf, [vmlinux] if vmlinux is not None else None) if obj.btf else None
         self.fd_array: list[int] = [0]  # index 0 is vmlinux by the kernel's convention
         self.fd_index: dict[str, int] = {}
+        self.line_records: dict[str, list[tuple[int, int, int, int, int]]] = {}
         self.struct_ops = _struct_ops_slots(obj, vmlinux)
-        self.function_code: dict[str, bytes] = {}
 
     def fd_array_index(self, module: str) -> int:
         index = self.fd_index.get(module)
@@ -184,7 +184,7 @@ class _Context:
         name = prog.name
         linked = link(self.obj, name)
         insns = list(linked.instructions)
-        slots = SlotMap.of(insns)
+        slots = linked.slots
         spliced: dict[int, tuple[Insn, ...]] = {}
         core_failures: list[CoreFailure] = []
         used: dict[str, None] = {}
@@ -224,12 +224,7 @@ class _Context:
         func_info, line_info = b"", b""
         if self.with_btf_info and self.obj.btf is not None:
             func_info = encode_func_info([(slots.slot(p), t) for p, t in linked.func_info])
-            line_info = encode_line_info(
-                [
-                    (slots.slot(p), self._string(li.file_name), self._string(li.line), li.line_num, li.column)
-                    for p, li in linked.line_info
-                ]
-            )
+            line_info = b"".join(self._line_records(p.function, slots.slot(p.start)) for p in linked.functions)
         lines = tuple(sorted(((slots.slot(p), li) for p, li in linked.line_info), key=lambda x: x[0]))
         attach_btf_id, attach_obj_fd, expected = 0, 0, prog.kind.expected_attach_type
         expected_attach_type = int(expected) if expected is not None else 0
@@ -262,13 +257,13 @@ class _Context:
     def _encode(
         self, linked: LinkedProgram, insns: list[Insn], spliced: dict[int, tuple[Insn, ...]], slots: SlotMap
     ) -> bytes:
-        """The program's bytes: each function's code is encoded once per object, changed instructions patched in.
+        """The program's bytes: its functions' bytes from the object, changed instructions patched in.
 
         A changed instruction is a new object (relocation never mutates), so
         identity tells which positions need encoding; a poisoned ldimm64's two
         replacement instructions take exactly its two slots.
         """
-        code = bytearray(b"".join(self._function_code(p.function) for p in linked.functions))
+        code = bytearray(b"".join(p.function.encoded() for p in linked.functions))
         original = [i for p in linked.functions for i in p.function.instructions]
         for at, insn in enumerate(insns):
             if insn is not original[at] or at in spliced:
@@ -276,12 +271,6 @@ class _Context:
                 encoded = b"".join(i.encode() for i in spliced.get(at, (insn,)))
                 code[start : start + len(encoded)] = encoded
         return bytes(code)
-
-    def _function_code(self, fn: FunctionSpec) -> bytes:
-        code = self.function_code.get(fn.name)
-        if code is None:
-            code = self.function_code[fn.name] = b"".join(i.encode() for i in fn.instructions)
-        return code
 
     def _map_ref(self, insn: Insn, r: MapReference | DataReference, where: str) -> Insn:
         if not insn.is_ldimm64:
@@ -295,6 +284,17 @@ class _Context:
 
     def _kconfig_fd(self, r: ExternReference | KfuncCall) -> int:
         return self.map_fd(KCONFIG_MAP) if r.extern in self.externs.kconfig_offsets else -1
+
+    def _line_records(self, fn: FunctionSpec, base: int) -> bytes:
+        """``fn``'s bpf_line_info records with slots counted from ``base``; string offsets looked up once."""
+        records = self.line_records.get(fn.name)
+        if records is None:
+            starts = slot_offsets(fn.instructions)
+            records = self.line_records[fn.name] = [
+                (starts[i], self._string(li.file_name), self._string(li.line), li.line_num, li.column)
+                for i, li in fn.line_info
+            ]
+        return encode_line_info([(base + slot, f, t, n, c) for slot, f, t, n, c in records])
 
     def _string(self, s: str) -> int:
         assert self.obj.btf is not None
