@@ -33,7 +33,7 @@ def test_every_call_lands_on_its_callee(name: str) -> None:
                     at = placed.start + r.index
                     insn = linked.instructions[at]
                     assert slots.index(insn.jump_target(slots.slot(at))) == starts[r.function]
-        assert not any(isinstance(r, SubprogramCall | FunctionPointer) for r in linked.relocations)
+        assert not any(isinstance(r, SubprogramCall | FunctionPointer) for _, r in linked.relocations)
         for position, _ in linked.line_info:
             assert 0 <= position < len(linked.instructions)
         if spec.btf is not None:

@@ -232,13 +232,13 @@ class Spec:
 
     def _build_name_index(self) -> dict[str, int | tuple[int, ...]]:
         names: dict[str, int | tuple[int, ...]] = {}
-        words, get = self._words, self.strings.get
+        words, get, starting_at = self._words, self.strings.get, self.strings.starting_at().get
         for type_id, pos in enumerate(self._offsets, self.first_id):
             name_off = words[pos]
             if not name_off:
                 continue
             try:
-                name = get(name_off)
+                name = starting_at(name_off) or get(name_off)
             except ObjectFormatError:
                 raise ObjectFormatError(
                     f"type [{type_id}]: name offset {name_off} is outside the string table",

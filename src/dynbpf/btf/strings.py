@@ -58,6 +58,21 @@ class StringTable:
             )
         return intern(self._data[start:stop].decode("utf-8", "surrogateescape"))
 
+    def starting_at(self) -> dict[int, str]:
+        """Own strings by the offset where each starts: one pass over the table for bulk lookups.
+
+        An offset into the middle of a string (legal: suffixes may be shared)
+        is not a key; :meth:`get` still answers it.
+        """
+        table: dict[int, str] = {}
+        offset = self.first_offset
+        pieces = self.own_bytes().split(b"\0")
+        pieces.pop()
+        for raw in pieces:
+            table[offset] = raw.decode("utf-8", "surrogateescape")
+            offset += len(raw) + 1
+        return table
+
     def find(self, s: str) -> int | None:
         """Offset of ``s`` (the base's copy first, as libbpf prefers), or None."""
         if self._base is not None:

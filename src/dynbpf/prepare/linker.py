@@ -33,15 +33,16 @@ class Placed:
 class LinkedProgram:
     """A program's final instruction layout, before map, extern and CO-RE values are filled in.
 
-    ``relocations`` are the functions' non-call relocations with ``index``
-    rebased to positions in ``instructions``; ``func_info`` and ``line_info``
-    are keyed by position as well (the kernel wants slots: see ``SlotMap``).
+    ``relocations`` are the functions' non-call relocations paired with
+    their positions in ``instructions`` (a relocation's own ``index`` stays
+    relative to its function); ``func_info`` and ``line_info`` are keyed by
+    position as well (the kernel wants slots: ``slots`` converts).
     """
 
     name: str
     instructions: tuple[Insn, ...]
     functions: tuple[Placed, ...]
-    relocations: tuple[Relocation, ...]
+    relocations: tuple[tuple[int, Relocation], ...]
     func_info: tuple[tuple[int, int], ...]  # (position, BTF FUNC id)
     line_info: tuple[tuple[int, LineInfo], ...]
     slots: SlotMap
@@ -59,7 +60,7 @@ def link(obj: ObjectSpec, program: str) -> LinkedProgram:
     for fn in order:
         insns.extend(fn.instructions)
     slots = SlotMap.of(insns)
-    relocations: list[Relocation] = []
+    relocations: list[tuple[int, Relocation]] = []
     func_info: list[tuple[int, int]] = []
     line_info: list[tuple[int, LineInfo]] = []
     for fn in order:
@@ -73,7 +74,7 @@ def link(obj: ObjectSpec, program: str) -> LinkedProgram:
                 delta = slots.slot(starts[r.function]) - (slots.slot(at) + 1)  # offsets count slots
                 insns[at] = _retarget(insns[at], r, delta, f"program {program!r}: instruction {at}")
             else:
-                relocations.append(dataclasses.replace(r, index=at))
+                relocations.append((at, r))
     placed = tuple(Placed(fn, starts[fn.name]) for fn in order)
     if any(fn.func_type_id for fn in order) and len(func_info) != len(order):
         missing = [fn.name for fn in order if not fn.func_type_id]

@@ -16,28 +16,29 @@ from dataclasses import dataclass, field
 
 from dynbpf.asm.insn import Insn
 from dynbpf.asm.opcodes import PseudoLd
-from dynbpf.asm.slots import SlotMap, slot_offsets
+from dynbpf.asm.slots import slot_offsets
 from dynbpf.btf import kernel
 from dynbpf.btf.core import Resolver, patch
 from dynbpf.btf.kinds import Kind
 from dynbpf.btf.spec import Spec
 from dynbpf.btf.types import Struct
 from dynbpf.elf.spec import (
-    CoreRelocation,
     DataReference,
     ExternReference,
+    FunctionPointer,
     FunctionSpec,
     KfuncCall,
     MapReference,
     MapSpec,
     ObjectSpec,
     ProgramSpec,
+    SubprogramCall,
 )
 from dynbpf.errors import DynbpfError, RelocationError
 from dynbpf.prepare import btf_fixup, btf_sanitize
 from dynbpf.prepare.attach_target import find_kernel_target, needs_kernel_target
 from dynbpf.prepare.externs import ResolvedExterns, relocate_extern, resolve_externs
-from dynbpf.prepare.linker import LinkedProgram, link
+from dynbpf.prepare.linker import link
 from dynbpf.prepare.modules import ModuleBtf
 from dynbpf.prepare.prepared import CoreFailure, PreparedProgram, encode_func_info, encode_line_info
 from dynbpf.sys.constants import MapType
@@ -148,6 +149,21 @@ def prepare(
     return PreparedObject(obj, programs, failed, maps, btf, btf_fd, externs, modules, btf_error)
 
 
+@dataclass(frozen=True, slots=True)
+class _Relocated:
+    """One function after relocation; ``flat`` has a poisoned ldimm64 as its two replacement instructions."""
+
+    code: bytes
+    flat: tuple[Insn, ...]
+    core_failures: tuple[tuple[int, str], ...]  # (slot within the function, description)
+    maps: tuple[str, ...]
+    linked_by_layout: tuple[int, ...]  # positions of calls and callback loads (the linker fixes those)
+    spliced: tuple[int, ...]  # positions that became two instructions in ``flat``
+
+    def flat_index(self, index: int) -> int:
+        return index + sum(1 for s in self.spliced if s < index)
+
+
 class _Context:
     """What preparing each program of one object shares: one CO-RE resolver, fd_array indexes."""
 
@@ -171,6 +187,7 @@ class _Context:
         self.fd_array: list[int] = [0]  # index 0 is vmlinux by the kernel's convention
         self.fd_index: dict[str, int] = {}
         self.line_records: dict[str, list[tuple[int, int, int, int, int]]] = {}
+        self.relocated: dict[str, _Relocated | DynbpfError] = {}
         self.struct_ops = _struct_ops_slots(obj, vmlinux)
 
     def fd_array_index(self, module: str) -> int:
@@ -183,49 +200,29 @@ class _Context:
     def program(self, prog: ProgramSpec) -> PreparedProgram:
         name = prog.name
         linked = link(self.obj, name)
-        insns = list(linked.instructions)
         slots = linked.slots
-        spliced: dict[int, tuple[Insn, ...]] = {}
+        code = bytearray()
+        final: list[Insn] = []
         core_failures: list[CoreFailure] = []
         used: dict[str, None] = {}
-        for r in linked.relocations:
-            at = r.index
-            where = f"program {name!r}: instruction {slots.slot(at)}"
-            insn = insns[at]
-            if isinstance(r, MapReference | DataReference):
-                insns[at] = self._map_ref(insn, r, where)
-                used.setdefault(r.map)
-            elif isinstance(r, ExternReference | KfuncCall):
-                insns[at] = relocate_extern(
-                    insn,
-                    r,
-                    self.externs,
-                    kconfig_fd=self._kconfig_fd(r),
-                    module_btf_fd=self.modules.fd,
-                    fd_array_index=self.fd_array_index,
-                    where=where,
-                )
-                if r.extern in self.externs.kconfig_offsets:
-                    used.setdefault(KCONFIG_MAP)
-            elif isinstance(r, CoreRelocation):
-                assert self.resolver is not None  # the reader only makes CO-RE records from .BTF.ext
-                result = self.resolver.resolve(r, where=where)
-                patched = patch(insn, result, where=where)
-                if result.poison:
-                    core_failures.append(CoreFailure(slots.slot(at), result.description))
-                if len(patched) == 1:
-                    insns[at] = patched[0]
-                else:
-                    spliced[at] = patched
-        final: list[Insn] = []
-        for at, insn in enumerate(insns):
-            final.extend(spliced.get(at, (insn,)))
-        code = self._encode(linked, insns, spliced, slots)
+        for placed in linked.functions:
+            fn, start = placed.function, placed.start
+            done = self._relocated(fn)
+            base = slots.slot(start)
+            code += done.code
+            final.extend(done.flat)
+            core_failures.extend(CoreFailure(base + slot, text) for slot, text in done.core_failures)
+            used.update(dict.fromkeys(done.maps))
+            for index in done.linked_by_layout:  # calls and callback loads: retargeted by the linker
+                insn = linked.instructions[start + index]
+                at = 8 * slots.slot(start + index)
+                code[at : at + 8 * insn.slots] = insn.encode()
+                final[len(final) - len(done.flat) + done.flat_index(index)] = insn
         func_info, line_info = b"", b""
         if self.with_btf_info and self.obj.btf is not None:
             func_info = encode_func_info([(slots.slot(p), t) for p, t in linked.func_info])
             line_info = b"".join(self._line_records(p.function, slots.slot(p.start)) for p in linked.functions)
-        lines = tuple(sorted(((slots.slot(p), li) for p, li in linked.line_info), key=lambda x: x[0]))
+        lines = tuple((slots.starts[p], li) for p, li in linked.line_info)  # sorted: functions in layout order
         attach_btf_id, attach_obj_fd, expected = 0, 0, prog.kind.expected_attach_type
         expected_attach_type = int(expected) if expected is not None else 0
         if needs_kernel_target(prog.kind):
@@ -242,7 +239,7 @@ class _Context:
             license=self.obj.license,
             kernel_version=self.obj.kernel_version,
             instructions=tuple(final),
-            code=code,
+            code=bytes(code),
             func_info=func_info,
             line_info=line_info,
             lines=lines,
@@ -254,23 +251,72 @@ class _Context:
             core_failures=tuple(core_failures),
         )
 
-    def _encode(
-        self, linked: LinkedProgram, insns: list[Insn], spliced: dict[int, tuple[Insn, ...]], slots: SlotMap
-    ) -> bytes:
-        """The program's bytes: its functions' bytes from the object, changed instructions patched in.
+    def _relocated(self, fn: FunctionSpec) -> _Relocated:
+        """``fn`` with its map, extern and CO-RE relocations applied: the same in every program that links it.
 
-        A changed instruction is a new object (relocation never mutates), so
-        identity tells which positions need encoding; a poisoned ldimm64's two
-        replacement instructions take exactly its two slots.
+        Computed once per function (a failure too), so a subprogram shared by
+        200 programs is relocated once; only call targets depend on the layout.
         """
-        code = bytearray(b"".join(p.function.encoded() for p in linked.functions))
-        original = [i for p in linked.functions for i in p.function.instructions]
+        done = self.relocated.get(fn.name)
+        if done is None:
+            try:
+                done = self._relocate(fn)
+            except DynbpfError as e:
+                done = e
+            self.relocated[fn.name] = done
+        if isinstance(done, DynbpfError):
+            raise done
+        return done
+
+    def _relocate(self, fn: FunctionSpec) -> _Relocated:
+        insns = list(fn.instructions)
+        starts = slot_offsets(insns)
+        spliced: dict[int, tuple[Insn, ...]] = {}
+        failures: list[tuple[int, str]] = []
+        used: dict[str, None] = {}
+        by_layout: list[int] = []
+        for r in fn.relocations:
+            at = r.index
+            where = f"function {fn.name!r}: instruction {starts[at]}"
+            insn = insns[at]
+            if isinstance(r, SubprogramCall | FunctionPointer):
+                by_layout.append(at)
+            elif isinstance(r, MapReference | DataReference):
+                insns[at] = self._map_ref(insn, r, where)
+                used.setdefault(r.map)
+            elif isinstance(r, ExternReference | KfuncCall):
+                insns[at] = relocate_extern(
+                    insn,
+                    r,
+                    self.externs,
+                    kconfig_fd=self._kconfig_fd(r),
+                    module_btf_fd=self.modules.fd,
+                    fd_array_index=self.fd_array_index,
+                    where=where,
+                )
+                if r.extern in self.externs.kconfig_offsets:
+                    used.setdefault(KCONFIG_MAP)
+            else:
+                assert self.resolver is not None  # the reader only makes CO-RE records from .BTF.ext
+                result = self.resolver.resolve(r, where=where)
+                patched = patch(insn, result, where=where)
+                if result.poison:
+                    failures.append((starts[at], result.description))
+                if len(patched) == 1:
+                    insns[at] = patched[0]
+                else:
+                    spliced[at] = patched
+        code = bytearray(fn.encoded())
         for at, insn in enumerate(insns):
-            if insn is not original[at] or at in spliced:
-                start = 8 * slots.slot(at)
+            if insn is not fn.instructions[at] or at in spliced:
                 encoded = b"".join(i.encode() for i in spliced.get(at, (insn,)))
-                code[start : start + len(encoded)] = encoded
-        return bytes(code)
+                code[8 * starts[at] : 8 * starts[at] + len(encoded)] = encoded
+        flat = insns
+        if spliced:
+            flat = []
+            for at, insn in enumerate(insns):
+                flat.extend(spliced.get(at, (insn,)))
+        return _Relocated(bytes(code), tuple(flat), tuple(failures), tuple(used), tuple(by_layout), tuple(spliced))
 
     def _map_ref(self, insn: Insn, r: MapReference | DataReference, where: str) -> Insn:
         if not insn.is_ldimm64:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import struct
+from array import array
 from dataclasses import dataclass
 
 from dynbpf.asm.insn import Insn
@@ -19,8 +20,7 @@ from dynbpf.sys.constants import ProgType
 
 FUNC_INFO_REC_SIZE = 8  # struct bpf_func_info: insn_off (slots), type_id
 LINE_INFO_REC_SIZE = 16  # struct bpf_line_info: insn_off, file_name_off, line_off, line_col
-_FUNC_INFO = struct.Struct("<II")
-_LINE_INFO = struct.Struct("<IIII")
+_FUNC_INFO = struct.Struct("=II")  # native order, as the kernel reads it
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,4 +119,7 @@ def encode_func_info(records: list[tuple[int, int]]) -> bytes:
 
 def encode_line_info(records: list[tuple[int, int, int, int, int]]) -> bytes:
     """``(slot, file_name_off, line_off, line_num, column)`` as ``bpf_line_info`` records."""
-    return b"".join(_LINE_INFO.pack(s, f, t, (line << 10) | (col & 0x3FF)) for s, f, t, line, col in records)
+    words = array("I")
+    for slot, file_off, line_off, line, col in records:
+        words.extend((slot, file_off, line_off, (line << 10) | (col & 0x3FF)))
+    return words.tobytes()  # native order, as the kernel reads it
