@@ -94,15 +94,20 @@ class _Parser:
         self.data = data
         self.btf = btf
         self.section = section
+        self._strings: dict[int, str] = {}  # line records repeat file names and lines: look each up once
 
     def fail(self, message: str, offset: int | None) -> ObjectFormatError:
         return ObjectFormatError(message, section=self.section, offset=offset)
 
     def string(self, offset: int, at: int) -> str:
+        found = self._strings.get(offset)
+        if found is not None:
+            return found
         try:
-            return self.btf.string(offset)
+            found = self._strings[offset] = self.btf.string(offset)
         except ObjectFormatError:
             raise self.fail(f"string offset {offset} is outside the .BTF string table", at) from None
+        return found
 
     def region(
         self, what: str, start: int, length: int, record: struct.Struct, decode: Callable[[tuple[int, ...], int], R]
