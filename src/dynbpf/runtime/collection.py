@@ -16,7 +16,7 @@ from typing import Any
 
 from dynbpf.btf.spec import Spec
 from dynbpf.elf.reader import read
-from dynbpf.elf.spec import MapSpec, ObjectSpec, VariableSpec
+from dynbpf.elf.spec import MapSpec, ObjectSpec
 from dynbpf.errors import DynbpfError, StateError
 from dynbpf.maps.map import Map
 from dynbpf.maps.variables import Variables
@@ -61,6 +61,11 @@ class Collection:
             self.close()
             raise
         prepared = self._prepared
+        self._tail_slots: dict[str, list[tuple[str, int]]] = {}  # program -> prog-array slots declared for it
+        for m in prepared.maps.values():
+            if m.type == MapType.PROG_ARRAY and self._slots[m.name].installed:
+                for index, name in m.contents:
+                    self._tail_slots.setdefault(name, []).append((m.name, index))
         self.programs: Mapping[str, Program] = MappingProxyType(
             {
                 name: Program(self, name, prepared.programs.get(name), prepared.failed.get(name))
@@ -158,13 +163,13 @@ class Collection:
 
     def _program_loaded(self, name: str, fd: Fd) -> None:
         """Fill the prog-array slots the object declares for this program."""
-        for map_name, slot in self._prog_array_slots(name):
+        for map_name, slot in self._tail_slots.get(name, ()):
             commands.map_update_elem(self._slots[map_name].number, _u32(slot), _u32(fd.raw))
 
     def _program_unloaded(self, name: str) -> None:
         if self._closed:
             return  # the maps go away with the collection
-        for map_name, slot in self._prog_array_slots(name):
+        for map_name, slot in self._tail_slots.get(name, ()):
             commands.map_delete_elem(self._slots[map_name].number, _u32(slot))
 
     # --- internals --------------------------------------------------------------------
@@ -175,13 +180,6 @@ class Collection:
             if slot is None:
                 slot = self._slots[name] = FdSlot(f"dynbpf:{name}")
             return slot.number
-
-    def _prog_array_slots(self, program: str) -> Iterator[tuple[str, int]]:
-        for spec in self.prepared.maps.values():
-            if spec.type == MapType.PROG_ARRAY and spec.name in self._slots and self._slots[spec.name].installed:
-                for index, name in spec.contents:
-                    if name == program:
-                        yield spec.name, index
 
     def _create_maps(self, data: Mapping[str, bytes]) -> None:
         prepared = self.prepared
@@ -202,7 +200,7 @@ class Collection:
         btf, btf_fd = prepared.btf, prepared.btf_fd
         if spec.inner is None:
             return mapcreate.create(spec, object_name=self.spec.name, btf=btf, btf_fd=btf_fd)
-        with mapcreate.create_inner_template(spec, object_name=self.spec.name, btf=btf, btf_fd=btf_fd) as template:
+        with mapcreate.create(spec.inner, object_name=self.spec.name, btf=btf, btf_fd=btf_fd) as template:
             return mapcreate.create(spec, object_name=self.spec.name, btf=btf, btf_fd=btf_fd, inner_fd=template.raw)
 
 
@@ -253,12 +251,8 @@ def _constants(spec: ObjectSpec, constants: Mapping[str, Any]) -> dict[str, byte
             raise DynbpfError(f"object {spec.name!r}: no read-only global {name!r} to set (.rodata globals: {have})")
         section = spec.maps[var.section]
         buf = buffers.setdefault(var.section, bytearray(section.data or bytes(section.value_size)))
-        _section_vars(buf, spec.btf, var)[name] = value
+        Variables.of_buffer(buf, spec.btf, [var])[name] = value
     return {name: bytes(buf) for name, buf in buffers.items()}
-
-
-def _section_vars(buf: bytearray, btf: Spec, var: VariableSpec) -> Variables:
-    return Variables.of_buffer(buf, btf, [var])
 
 
 def open(source: str | os.PathLike[str] | bytes, **options: Any) -> Collection:

@@ -103,12 +103,6 @@ def create(
         raise SyscallError("BPF_MAP_CREATE", e.errno, e.hint, detail=f"map {spec.name!r} ({_describe(spec)})") from None
 
 
-def create_inner_template(spec: MapSpec, *, object_name: str, btf: Spec | None, btf_fd: Fd | None) -> Fd:
-    """A map of maps needs an example of its inner maps at creation; this is that example."""
-    assert spec.inner is not None
-    return create(spec.inner, object_name=object_name, btf=btf, btf_fd=btf_fd)
-
-
 def initialise(fd: int, spec: MapSpec, data: bytes | None = None) -> None:
     """Write a global-data map's initial bytes (``data`` overrides the object's), then freeze it if read-only."""
     value = data if data is not None else spec.data
