@@ -13,6 +13,7 @@ from dynbpf.errors import (
 )
 from dynbpf.runtime.collection import Collection, open
 from dynbpf.runtime.program import Program
+from dynbpf.runtime.state import MapPolicy, ProgramState
 
 __version__ = "0.1.0"
 
@@ -21,9 +22,11 @@ __all__ = [
     "Collection",
     "DynbpfError",
     "KernelUnsupported",
+    "MapPolicy",
     "ObjectFormatError",
     "ObjectSpec",
     "Program",
+    "ProgramState",
     "RelocationError",
     "StateError",
     "SyscallError",

@@ -1,9 +1,9 @@
 """A prepared object with its kernel state: maps, loaded programs. ``dynbpf.open`` returns one.
 
-Every map gets a reserved fd number before prepare runs (``FdSlot``), so
-prepared instructions stay valid whatever happens to the maps later. In
-this first runtime every map is created eagerly at open, like libbpf;
-programs load one by one, on demand.
+Every map gets a reserved fd number before prepare runs, so prepared
+instructions stay valid whatever happens to the maps later: maps come and
+go with their policy (the ``MapRegistry``), programs load, attach, unload
+and reload one by one or many in parallel, and nothing is re-prepared.
 """
 
 from __future__ import annotations
@@ -16,30 +16,36 @@ from typing import Any
 
 from dynbpf.btf.spec import Spec
 from dynbpf.elf.reader import read
-from dynbpf.elf.spec import MapSpec, ObjectSpec
+from dynbpf.elf.spec import ObjectSpec
 from dynbpf.errors import DynbpfError, StateError
 from dynbpf.maps.map import Map
 from dynbpf.maps.variables import Variables
 from dynbpf.prepare.btf_sanitize import BtfSupport
 from dynbpf.prepare.object import PreparedObject, prepare
-from dynbpf.runtime import mapcreate
+from dynbpf.prepare.prepared import PreparedProgram
+from dynbpf.runtime import parallel
+from dynbpf.runtime.mapregistry import MapRegistry
 from dynbpf.runtime.program import Program
-from dynbpf.sys import commands
-from dynbpf.sys.constants import MapType
-from dynbpf.sys.fd import Fd
-from dynbpf.sys.placeholder import FdSlot
+from dynbpf.runtime.state import MapPolicy, ProgramState
 
-_NOT_CREATED = {MapType.STRUCT_OPS: "struct_ops maps are created when registered (attach), not at open"}
+DISABLED = ProgramState.DISABLED
 
 
 class Collection:
-    """Programs and maps of one BPF object, prepared for the running kernel; a context manager."""
+    """Programs and maps of one BPF object, prepared for the running kernel; a context manager.
+
+    Thread-safe: any thread may load, unload, attach or read maps at any time.
+    """
 
     def __init__(
         self,
         spec: ObjectSpec,
         *,
         constants: Mapping[str, Any] | None = None,
+        map_policy: MapPolicy | str = MapPolicy.EAGER,
+        map_policies: Mapping[str, MapPolicy | str] | None = None,
+        pin_root: str | None = None,
+        disabled: Iterable[str] = (),
         vmlinux: Spec | None = None,
         config: Mapping[str, str] | None = None,
         kallsyms: Mapping[str, int] | None = None,
@@ -47,28 +53,38 @@ class Collection:
     ) -> None:
         self.spec = spec
         self._lock = threading.RLock()
-        self._slots: dict[str, FdSlot] = {}
         self._closed = False
         self._map_views: dict[str, Map] = {}
         self._prepared: PreparedObject | None = None
+        self._registry = MapRegistry(spec.name)
+        self._measured_seconds = 0.0
+        self._measured_insns = 0
+        off = frozenset(disabled)
+        unknown = sorted(off - set(spec.programs))
+        if unknown:
+            raise KeyError(
+                f"disabled= names unknown programs {', '.join(unknown)} (programs: {', '.join(spec.programs)})"
+            )
+        default = MapPolicy.of(map_policy, where="map_policy")
+        policies = {name: MapPolicy.of(p, where=f"map_policies[{name!r}]") for name, p in (map_policies or {}).items()}
         try:
             data = _constants(spec, constants or {})
             self._prepared = prepare(
-                spec, self._slot_number, vmlinux=vmlinux, config=config, kallsyms=kallsyms, btf_support=btf_support
+                spec,
+                self._registry.number,
+                vmlinux=vmlinux,
+                config=config,
+                kallsyms=kallsyms,
+                btf_support=btf_support,
             )
-            self._create_maps(data)
+            self._registry.bind(self._prepared, default=default, policies=policies, pin_root=pin_root, data=data)
         except BaseException:
             self.close()
             raise
         prepared = self._prepared
-        self._tail_slots: dict[str, list[tuple[str, int]]] = {}  # program -> prog-array slots declared for it
-        for m in prepared.maps.values():
-            if m.type == MapType.PROG_ARRAY and self._slots[m.name].installed:
-                for index, name in m.contents:
-                    self._tail_slots.setdefault(name, []).append((m.name, index))
         self.programs: Mapping[str, Program] = MappingProxyType(
             {
-                name: Program(self, name, prepared.programs.get(name), prepared.failed.get(name))
+                name: Program(self, name, prepared.programs.get(name), prepared.failed.get(name), disabled=name in off)
                 for name in spec.programs
             }
         )
@@ -83,8 +99,24 @@ class Collection:
 
     @property
     def maps(self) -> Mapping[str, Map]:
-        """Dict-like views of the object's maps, decoded with their BTF types."""
+        """Dict-like views of the object's maps, decoded with their BTF types.
+
+        Only maps that exist now can be viewed: an on-demand map no loaded
+        program needs raises ``StateError``.
+        """
         return _MapViews(self)
+
+    def map_exists(self, name: str) -> bool:
+        """Whether a kernel map sits behind ``name``'s reserved fd number now."""
+        return self._registry.exists(name)
+
+    def map_fd_number(self, name: str) -> int:
+        """The fd number reserved for map ``name``: what the prepared instructions hold, stable until close."""
+        self._registry.spec(name)
+        return self._registry.number(name)
+
+    def map_policy(self, name: str) -> MapPolicy:
+        return self._registry.policy(name)
 
     @property
     def bss(self) -> Variables:
@@ -107,35 +139,49 @@ class Collection:
             have = ", ".join(n for n, m in prepared.maps.items() if m.section == n) or "none"
             raise KeyError(f"object {self.spec.name!r} has no data section {section!r} (data sections: {have})")
         own = [v for v in self.spec.variables.values() if v.section == section]
-        return Variables.of_map(self._slots[section].number, self.spec.btf, own)
+        return Variables.of_map(self._registry.require(section), self.spec.btf, own)
 
-    def load(self, names: Iterable[str] | None = None) -> dict[str, DynbpfError]:
-        """Load the named programs (default: those the object marks autoload); return the failures.
+    def load(
+        self, programs: Iterable[str] | None = None, *, workers: int | None = None, atomic: bool = False
+    ) -> dict[str, DynbpfError]:
+        """Load programs in parallel; return the failures, each with its own error and verifier log.
 
-        A program that fails does not stop the others.
+        ``programs`` defaults to every program the object marks autoload and
+        that is not disabled. Already loaded ones are left as they are.
+        ``workers`` threads verify at once (default: one per CPU); the
+        longest-expected programs start first so the workers finish
+        together. A failure does not stop the others; with ``atomic=True``
+        any failure unloads every program this call loaded.
         """
-        chosen = list(names) if names is not None else [n for n, p in self.spec.programs.items() if p.kind.autoload]
-        failures: dict[str, DynbpfError] = {}
-        for name in chosen:
-            program = self.programs[name]
-            if program.loaded:
-                continue
-            try:
-                program.load()
-            except DynbpfError as e:
-                failures[name] = e
+        if programs is None:
+            chosen = [
+                p for n, p in self.programs.items() if self.spec.programs[n].kind.autoload and p.state is not DISABLED
+            ]
+        else:
+            chosen = [self._program(name) for name in dict.fromkeys(programs)]
+        self._require_open()
+        todo = [p for p in chosen if not p.loaded]
+        loaded, failures = parallel.load(todo, workers=workers or os.cpu_count() or 1, cost=self._cost)
+        if atomic and failures:
+            for program in loaded:
+                program.unload()
         return failures
 
+    def unload(self, programs: Iterable[str] | None = None) -> None:
+        """Unload the named programs (default: all), detaching their links first."""
+        chosen = self.programs.values() if programs is None else [self._program(n) for n in programs]
+        for program in chosen:
+            program.unload()
+
     def close(self) -> None:
-        """Unload every program and free every map; idempotent."""
+        """Detach and unload every program, free every map and reserved number; idempotent. Pins stay."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
         for program in getattr(self, "programs", {}).values():
             program.unload()
-        for slot in self._slots.values():
-            slot.close()
+        self._registry.close()
         if self._prepared is not None:
             self._prepared.close()
 
@@ -161,47 +207,33 @@ class Collection:
         fd = self.prepared.btf_fd
         return fd.raw if fd is not None else 0
 
-    def _program_loaded(self, name: str, fd: Fd) -> None:
-        """Fill the prog-array slots the object declares for this program."""
-        for map_name, slot in self._tail_slots.get(name, ()):
-            commands.map_update_elem(self._slots[map_name].number, _u32(slot), _u32(fd.raw))
+    def _program(self, name: str) -> Program:
+        program = self.programs.get(name)
+        if program is None:
+            have = ", ".join(self.programs)
+            raise KeyError(f"object {self.spec.name!r} has no program {name!r} (programs: {have})")
+        return program
 
-    def _program_unloaded(self, name: str) -> None:
-        if self._closed:
-            return  # the maps go away with the collection
-        for map_name, slot in self._tail_slots.get(name, ()):
-            commands.map_delete_elem(self._slots[map_name].number, _u32(slot))
+    def _program_by_fd(self, fd: int) -> Program | None:
+        for program in self.programs.values():
+            own = program._fd
+            if own is not None and not own.closed and own.raw == fd:
+                return program
+        return None
 
-    # --- internals --------------------------------------------------------------------
-
-    def _slot_number(self, name: str) -> int:
+    def _measured(self, prepared: PreparedProgram, seconds: float) -> None:
         with self._lock:
-            slot = self._slots.get(name)
-            if slot is None:
-                slot = self._slots[name] = FdSlot(f"dynbpf:{name}")
-            return slot.number
+            self._measured_seconds += seconds
+            self._measured_insns += prepared.insn_count
 
-    def _create_maps(self, data: Mapping[str, bytes]) -> None:
-        prepared = self.prepared
-        for spec in prepared.maps.values():
-            if spec.type in _NOT_CREATED:
-                continue
-            self._slot_number(spec.name)
-            self._slots[spec.name].install(self._create_one(spec))
-            mapcreate.initialise(self._slots[spec.name].number, spec, data.get(spec.name))
-        for spec in prepared.maps.values():
-            if spec.type in (MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS):
-                for index, inner in spec.contents:
-                    inner_fd = self._slots[inner].number
-                    commands.map_update_elem(self._slots[spec.name].number, _u32(index), _u32(inner_fd))
-
-    def _create_one(self, spec: MapSpec) -> Fd:
-        prepared = self.prepared
-        btf, btf_fd = prepared.btf, prepared.btf_fd
-        if spec.inner is None:
-            return mapcreate.create(spec, object_name=self.spec.name, btf=btf, btf_fd=btf_fd)
-        with mapcreate.create(spec.inner, object_name=self.spec.name, btf=btf, btf_fd=btf_fd) as template:
-            return mapcreate.create(spec, object_name=self.spec.name, btf=btf, btf_fd=btf_fd, inner_fd=template.raw)
+    def _cost(self, program: Program) -> float:
+        """Expected verification time: the program's last, else its size at the rate measured so far."""
+        if program.seconds:
+            return program.seconds
+        insns = program.prepared.insn_count if program.state is not DISABLED else 0
+        with self._lock:
+            rate = self._measured_seconds / self._measured_insns if self._measured_insns else 1e-6
+        return insns * rate
 
 
 class _MapViews(Mapping[str, Map]):
@@ -214,13 +246,10 @@ class _MapViews(Mapping[str, Map]):
         spec = prepared.maps.get(name)
         if spec is None:
             raise KeyError(f"object {coll.spec.name!r} has no map {name!r} (maps: {', '.join(prepared.maps)})")
-        reason = _NOT_CREATED.get(spec.type)
-        if reason is not None:
-            raise StateError(f"map {name!r}: {reason}")
+        fd = coll._registry.require(name)
         with coll._lock:
             view = coll._map_views.get(name)
             if view is None:
-                fd = coll._slots[name].number
                 btf = prepared.btf if prepared.btf is not None else coll.spec.btf  # DATASECs sized by the fix-up
                 view = coll._map_views[name] = Map.with_btf(fd, btf, spec.key_type, spec.value_type)
             return view
@@ -230,10 +259,6 @@ class _MapViews(Mapping[str, Map]):
 
     def __len__(self) -> int:
         return len(self._coll.prepared.maps)
-
-
-def _u32(value: int) -> bytes:
-    return value.to_bytes(4, "little")
 
 
 def _constants(spec: ObjectSpec, constants: Mapping[str, Any]) -> dict[str, bytes]:
@@ -256,9 +281,16 @@ def _constants(spec: ObjectSpec, constants: Mapping[str, Any]) -> dict[str, byte
 
 
 def open(source: str | os.PathLike[str] | bytes, **options: Any) -> Collection:
-    """Read and prepare a BPF object for this kernel; create its maps. Programs load on demand.
+    """Read and prepare a BPF object for this kernel; create the maps that always exist. Programs load on demand.
 
-    Options: ``constants`` (``.rodata`` values by name, set before the
-    section is frozen) and, for tests, ``vmlinux``/``config``/``kallsyms``.
+    Options:
+
+    - ``constants``: ``.rodata`` values by name, set before the section is frozen;
+    - ``map_policy``: every map's policy, ``"eager"`` (default, like libbpf),
+      ``"on_demand"`` or ``"pinned"``; maps the object pins by name are pinned;
+    - ``map_policies``: per-map policies, overriding the two above;
+    - ``pin_root``: the bpffs directory of pinned maps (default ``/sys/fs/bpf``);
+    - ``disabled``: programs that must never load;
+    - for tests, ``vmlinux``/``config``/``kallsyms``/``btf_support``.
     """
     return Collection(read(source), **options)

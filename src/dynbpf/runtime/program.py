@@ -1,26 +1,34 @@
-"""One program of a collection: load it, unload it, ask the kernel about it.
+"""One program of a collection and its lifecycle: load, attach, detach, unload, reload, clone.
 
-A program holds only what its load produced (the fd and the log); the
-bytes it loads come from the ``PreparedProgram``, which never changes.
+A program holds only what its load produced (the fd, the log, its links);
+the bytes it loads come from the ``PreparedProgram``, which never changes,
+so a reload loads exactly what the first load did. Each program has its own
+lock: operations on one program are serialised, operations on different
+programs run in parallel (the verifier runs outside every shared lock).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dynbpf.errors import DynbpfError, StateError
 from dynbpf.prepare.prepared import PreparedProgram
-from dynbpf.runtime.load import LoadOptions, load_program
+from dynbpf.runtime.load import Loaded, LoadOptions, load_program
+from dynbpf.runtime.state import ProgramState
 from dynbpf.sys import commands
 from dynbpf.sys.fd import Fd
 
 if TYPE_CHECKING:
+    from dynbpf.attach import Link  # type: ignore[import-not-found]  # lands with the attach layer
     from dynbpf.runtime.collection import Collection
+
+_CLONE_OPTIONS = (*(f.name for f in dataclasses.fields(LoadOptions)), "log_buffer")
 
 
 class Program:
-    """A program of a :class:`~dynbpf.runtime.collection.Collection`; see :meth:`load`."""
+    """A program of a :class:`~dynbpf.runtime.collection.Collection`; see :attr:`state`."""
 
     def __init__(
         self,
@@ -28,19 +36,33 @@ class Program:
         name: str,
         prepared: PreparedProgram | None,
         failure: DynbpfError | None,
+        *,
+        disabled: bool = False,
     ) -> None:
         self._collection = collection
         self.name = name
         self._prepared = prepared
         self._failure = failure
+        self._disabled = disabled
         self._fd: Fd | None = None
-        self._lock = threading.Lock()
+        self._links: list[Link] = []
+        self._lock = threading.RLock()
+        self._links_lock = threading.Lock()
         self.log = ""
         self.seconds = 0.0  # how long the kernel took to verify the last successful load
 
     def __repr__(self) -> str:
-        state = "loaded" if self._fd is not None else "prepared" if self._prepared else "unpreparable"
-        return f"<Program {self.name!r} {state}>"
+        return f"<Program {self.name!r} {self.state.value}>"
+
+    # --- what it is -------------------------------------------------------------------
+
+    @property
+    def state(self) -> ProgramState:
+        if self._disabled or self._prepared is None:
+            return ProgramState.DISABLED
+        if self._fd is None:
+            return ProgramState.PREPARED
+        return ProgramState.ATTACHED if self._links else ProgramState.LOADED
 
     @property
     def prepared(self) -> PreparedProgram:
@@ -51,6 +73,11 @@ class Program:
         return self._prepared
 
     @property
+    def maps(self) -> tuple[str, ...]:
+        """The maps this program needs loaded (directly, through subprograms and externs)."""
+        return self.prepared.maps
+
+    @property
     def loaded(self) -> bool:
         return self._fd is not None
 
@@ -58,7 +85,7 @@ class Program:
     def fd(self) -> int:
         fd = self._fd
         if fd is None:
-            raise StateError(f"program {self.name!r} is not loaded; call load() first")
+            raise StateError(f"program {self.name!r} is {self.state.value}, not loaded; call load() first")
         return fd.raw
 
     @property
@@ -70,35 +97,187 @@ class Program:
     def id(self) -> int:
         return int(commands.prog_info(self.fd).id)
 
-    def load(self, *, log_level: int = 0, log_size: int = 0) -> None:
-        """Load into the kernel; a verifier failure raises ``VerifierError`` with this program's own log.
+    @property
+    def links(self) -> tuple[Link, ...]:
+        with self._links_lock:
+            return tuple(self._links)
 
-        ``log_level`` > 0 keeps the verifier's log of a successful load in :attr:`log`.
+    # --- lifecycle --------------------------------------------------------------------
+
+    def load(self, *, log_level: int = 0, log_size: int = 0) -> bool:
+        """Load into the kernel (creating on-demand maps it needs); a no-op if already loaded.
+
+        Returns whether this call loaded it. A verifier failure raises
+        ``VerifierError`` with this program's own log. ``log_level`` > 0
+        keeps the log of a successful load in :attr:`log`.
         """
-        prepared = self.prepared
         with self._lock:
+            self._loadable()
             if self._fd is not None:
-                raise StateError(f"program {self.name!r} is already loaded; unload() it first")
-            coll = self._collection
-            coll._require_open()
-            loaded = load_program(
-                prepared, btf_fd=coll._btf_fd(), options=LoadOptions(log_level=log_level, log_size=log_size)
-            )
-            self.log, self.seconds = loaded.log, loaded.seconds
-            try:
-                coll._program_loaded(self.name, loaded.fd)
-            except BaseException:
-                loaded.fd.close()
-                raise
-            self._fd = loaded.fd
+                return False
+            self._load(LoadOptions(log_level=log_level, log_size=log_size))
+            return True
 
     def unload(self) -> None:
-        """Release the program; the kernel frees it when nothing else (a link, a prog array) holds it."""
+        """Detach every link, release the program and the maps it held; a no-op if not loaded.
+
+        The kernel frees the program when nothing else (a pinned link, a
+        clone, a prog array of another object) holds it.
+        """
         with self._lock:
-            fd, self._fd = self._fd, None
-            if fd is None:
-                return
-            try:
-                self._collection._program_unloaded(self.name)
-            finally:
-                fd.close()
+            self._unload()
+
+    def reload(self, *, log_level: int = 0, log_size: int = 0) -> None:
+        """Unload (detaching its links) and load again: a fresh kernel program from the same instructions."""
+        with self._lock:
+            self._loadable()
+            self._unload()
+            self._load(LoadOptions(log_level=log_level, log_size=log_size))
+
+    def attach(self, **target: Any) -> Link:
+        """Attach to the hook the section names (``target`` completes or overrides it); see docs/attach.md.
+
+        The program must be loaded. It stays ATTACHED while any of its links
+        is live; :meth:`detach` or :meth:`unload` ends them.
+        """
+        with self._lock:
+            if self._fd is None:
+                raise StateError(
+                    f"program {self.name!r} is {self.state.value}: only a loaded program can be attached; load() it"
+                )
+            from dynbpf.attach import attach
+
+            prepared = self.prepared
+            link = attach(prepared.kind, self._fd.raw, name=self.name, attach_btf_id=prepared.attach_btf_id, **target)
+            self._adopt(link)
+            return link
+
+    def detach(self) -> None:
+        """Detach every link of this program (pinned links stay in bpffs); it stays loaded."""
+        with self._lock:
+            for link in self.links:
+                link.detach()
+
+    def clone(self, **overrides: Any) -> Fd:
+        """Load the prepared program again, as a separate kernel program the caller owns.
+
+        Like libbpf's ``bpf_program__clone``: ``overrides`` are load options
+        (``expected_attach_type``, ``attach_btf_id``, ``attach_btf_obj_fd``,
+        ``attach_prog_fd``, ``prog_flags``, ``ifindex``, ``log_level``,
+        ``log_size``) and ``log_buffer``, a ``bytearray`` that receives the
+        verifier's log (NUL-terminated, truncated to its size). This
+        program's own state does not change. The clone counts as a user of
+        the program's maps until its fd is closed.
+        """
+        unknown = sorted(set(overrides) - set(_CLONE_OPTIONS))
+        if unknown:
+            raise TypeError(f"clone() got unknown options {', '.join(unknown)} (allowed: {', '.join(_CLONE_OPTIONS)})")
+        buffer = overrides.pop("log_buffer", None)
+        if buffer is not None:
+            if not isinstance(buffer, bytearray):
+                raise TypeError(f"clone(log_buffer=...) takes a bytearray, not {type(buffer).__name__}")
+            overrides.setdefault("log_level", 1)
+            overrides.setdefault("log_size", len(buffer))
+        self._loadable()
+        prepared = self.prepared
+        registry = self._collection._registry
+        registry.acquire(prepared.maps)
+        try:
+            loaded = load_program(prepared, btf_fd=self._collection._btf_fd(), options=LoadOptions(**overrides))
+        except BaseException:
+            registry.release(prepared.maps)
+            raise
+        if buffer is not None:
+            text = loaded.log.encode()[: max(0, len(buffer) - 1)] + b"\0"
+            buffer[: len(text)] = text
+        return ClonedProgram(loaded.fd.release(), lambda: registry.release(prepared.maps))
+
+    # --- internals (callers hold self._lock) ------------------------------------------
+
+    def _loadable(self) -> None:
+        if self._prepared is None:
+            assert self._failure is not None
+            raise self._failure
+        if self._disabled:
+            raise StateError(
+                f"program {self.name!r} is disabled (dynbpf.open(..., disabled=...)): it can never be loaded, "
+                "cloned or attached; open the object again without disabling it"
+            )
+        self._collection._require_open()
+
+    def _load(self, options: LoadOptions) -> None:
+        prepared = self.prepared
+        coll = self._collection
+        coll._registry.acquire(prepared.maps)
+        try:
+            loaded: Loaded = load_program(prepared, btf_fd=coll._btf_fd(), options=options)
+        except BaseException:
+            coll._registry.release(prepared.maps)
+            raise
+        try:
+            coll._registry.program_loaded(self.name, loaded.fd.raw)
+        except BaseException:
+            loaded.fd.close()
+            coll._registry.release(prepared.maps)
+            raise
+        self._fd = loaded.fd
+        self.log, self.seconds = loaded.log, loaded.seconds
+        coll._measured(prepared, loaded.seconds)
+
+    def _unload(self) -> None:
+        if self._fd is None:
+            return
+        for link in self.links:
+            link.detach()
+        fd, self._fd = self._fd, None
+        registry = self._collection._registry
+        try:
+            registry.program_unloaded(self.name)
+        finally:
+            fd.close()
+            registry.release(self.prepared.maps)
+
+    def _adopt(self, link: Link) -> None:
+        with self._links_lock:
+            self._links.append(link)
+        link.add_listener(self._link_event)
+
+    def _link_event(self, link: Link, event: str, new_prog_fd: int | None) -> None:
+        """A link of this program was detached, or updated to run another program."""
+        with self._links_lock:
+            if link in self._links:
+                self._links.remove(link)
+        if event == "update" and new_prog_fd is not None:
+            owner = self._collection._program_by_fd(new_prog_fd)
+            if owner is not None:
+                owner._adopt(link)
+
+
+class ClonedProgram(Fd):
+    """The fd of a clone; closing it also releases the maps the clone held on demand."""
+
+    __slots__ = ("_on_close",)
+
+    def __init__(self, raw: int, on_close: Any) -> None:
+        super().__init__(raw, "program clone")
+        self._on_close = on_close
+
+    def close(self) -> None:
+        was_open = not self.closed
+        super().close()
+        if was_open:
+            self._release_maps()
+
+    def release(self) -> int:
+        raw = super().release()
+        self._release_maps()  # the caller now owns the fd; the maps it needs live as long as it does
+        return raw
+
+    def _release_maps(self) -> None:
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
+
+    def __del__(self) -> None:
+        super().__del__()
+        self._release_maps()

@@ -1,0 +1,322 @@
+"""Which maps exist, for whom, on which fd number: the collection's map registry.
+
+Every map owns one reserved fd number (an ``FdSlot``) from before prepare
+to close; prepared instructions hold that number. Whether a real map sits
+behind it follows the map's policy: always (eager, pinned) or exactly while
+a loaded program needs it (on demand). Programs acquire their maps before
+their load and release them after their unload; the counts and the kernel
+objects change together under one short lock, never across a verification.
+
+A map also needs what it holds: a map of maps its declared inner maps, so
+acquiring one acquires those first. Prog arrays hold programs, not maps:
+their declared slots are filled with whichever of those programs is loaded
+when the array is created, and as each loads or unloads afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Mapping
+
+from dynbpf.elf.spec import MapSpec, Pinning
+from dynbpf.errors import DynbpfError, StateError
+from dynbpf.maps.cpus import possible_cpus
+from dynbpf.prepare.object import PreparedObject
+from dynbpf.runtime import mapcreate
+from dynbpf.runtime.state import MapPolicy
+from dynbpf.sys import commands, fs
+from dynbpf.sys.constants import MapType
+from dynbpf.sys.fd import Fd
+from dynbpf.sys.placeholder import FdSlot
+
+#: Map kinds the registry never creates, with the reason callers are told.
+NOT_CREATED = {MapType.STRUCT_OPS: "struct_ops maps are created when registered (attach), not at open"}
+_MAPS_OF_MAPS = (MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS)
+
+
+class MapRegistry:
+    """The maps of one collection: reserved numbers, policies, users, kernel objects."""
+
+    def __init__(self, object_name: str) -> None:
+        self.object_name = object_name
+        self._lock = threading.RLock()
+        self._slots: dict[str, FdSlot] = {}
+        self._prepared: PreparedObject | None = None
+        self._policy: dict[str, MapPolicy] = {}
+        self._users: dict[str, int] = {}
+        self._closure: dict[str, tuple[str, ...]] = {}  # map -> maps it needs (itself last)
+        self._data: Mapping[str, bytes] = {}
+        self._pin_root = fs.DEFAULT_BPFFS
+        self._tail_slots: dict[str, list[tuple[str, int]]] = {}  # program -> (prog array, index)
+        self._program_fds: dict[str, int] = {}  # loaded programs that own prog-array slots
+        self._closed = False
+
+    # --- before prepare ---------------------------------------------------------------
+
+    def number(self, name: str) -> int:
+        """The fd number reserved for map ``name``; reserved on first ask, stable until close."""
+        with self._lock:
+            slot = self._slots.get(name)
+            if slot is None:
+                if self._closed:
+                    raise StateError(f"object {self.object_name!r} is closed")
+                slot = self._slots[name] = FdSlot(f"dynbpf:{name}")
+            return slot.number
+
+    # --- after prepare ----------------------------------------------------------------
+
+    def bind(
+        self,
+        prepared: PreparedObject,
+        *,
+        default: MapPolicy,
+        policies: Mapping[str, MapPolicy],
+        pin_root: str | None,
+        data: Mapping[str, bytes],
+    ) -> None:
+        """Adopt the prepared maps and create those whose policy says they always exist."""
+        unknown = sorted(set(policies) - set(prepared.maps))
+        if unknown:
+            raise ValueError(
+                f"object {self.object_name!r}: map_policies names unknown maps {', '.join(unknown)} "
+                f"(maps: {', '.join(prepared.maps) or 'none'})"
+            )
+        self._prepared, self._data = prepared, data
+        if pin_root is not None:
+            self._pin_root = pin_root
+        for spec in prepared.maps.values():
+            pinned_by_object = spec.pinning == Pinning.BY_NAME
+            policy = policies.get(spec.name, MapPolicy.PINNED if pinned_by_object else default)
+            if spec.type in NOT_CREATED and spec.name in policies:
+                raise ValueError(f"map {spec.name!r}: {NOT_CREATED[spec.type]}; it takes no policy")
+            self._policy[spec.name] = policy
+            self._users[spec.name] = 0
+            self.number(spec.name)
+        for name in prepared.maps:
+            self._closure[name] = self._needs(name, ())
+        for spec in prepared.maps.values():
+            if spec.type == MapType.PROG_ARRAY:
+                for index, program in spec.contents:
+                    self._tail_slots.setdefault(program, []).append((spec.name, index))
+        if any(p == MapPolicy.PINNED for p in self._policy.values()):
+            fs.ensure_bpffs(self._pin_root)
+        with self._lock:
+            for name, policy in self._policy.items():
+                if policy != MapPolicy.ON_DEMAND and self._creatable(name):
+                    for needed in self._closure[name]:
+                        if not self._slots[needed].installed:
+                            self._create(needed)
+
+    @property
+    def prepared(self) -> PreparedObject:
+        if self._prepared is None:
+            raise StateError(f"object {self.object_name!r}: maps are not prepared yet")
+        return self._prepared
+
+    def spec(self, name: str) -> MapSpec:
+        spec = self.prepared.maps.get(name)
+        if spec is None:
+            have = ", ".join(self.prepared.maps) or "none"
+            raise KeyError(f"object {self.object_name!r} has no map {name!r} (maps: {have})")
+        return spec
+
+    def policy(self, name: str) -> MapPolicy:
+        self.spec(name)
+        return self._policy[name]
+
+    def users(self, name: str) -> int:
+        """How many loaded programs (and held acquisitions) need this map."""
+        self.spec(name)
+        return self._users[name]
+
+    def exists(self, name: str) -> bool:
+        spec = self.spec(name)
+        slot = self._slots.get(spec.name)
+        return slot is not None and slot.installed
+
+    def require(self, name: str) -> int:
+        """The fd number of a map that exists now; a StateError says why it does not."""
+        spec = self.spec(name)
+        reason = NOT_CREATED.get(spec.type)
+        if reason is not None:
+            raise StateError(f"map {name!r}: {reason}")
+        with self._lock:
+            self._require_open()
+            if not self._slots[name].installed:
+                raise StateError(
+                    f"map {name!r} is on demand and no loaded program needs it now; load a program that uses it, "
+                    f"or open with map_policies={{{name!r}: 'eager'}}"
+                )
+            return self._slots[name].number
+
+    # --- programs ---------------------------------------------------------------------
+
+    def acquire(self, names: Iterable[str]) -> None:
+        """Count one more user of each map (and what it holds), creating those that did not exist.
+
+        All or nothing: if one map cannot be created, the counts and maps
+        of this call are rolled back before the error propagates.
+        """
+        wanted = self._expand(names)
+        with self._lock:
+            self._require_open()
+            done: list[str] = []
+            try:
+                for name in wanted:
+                    if self._users[name] == 0 and not self._slots[name].installed:
+                        self._create(name)
+                    self._users[name] += 1
+                    done.append(name)
+            except BaseException:
+                self._drop(done)
+                raise
+
+    def release(self, names: Iterable[str]) -> None:
+        """Count one user fewer of each map; on-demand maps nobody needs any more are freed."""
+        wanted = self._expand(names)
+        with self._lock:
+            if not self._closed:
+                self._drop(wanted)
+
+    def program_loaded(self, name: str, fd: int) -> None:
+        """Fill the prog-array slots the object declares for this program, in arrays that exist."""
+        slots = self._tail_slots.get(name)
+        if not slots:
+            return
+        with self._lock:
+            self._program_fds[name] = fd
+            for array, index in slots:
+                if self._slots[array].installed:
+                    commands.map_update_elem(self._slots[array].number, _u32(index), _u32(fd))
+
+    def program_unloaded(self, name: str) -> None:
+        slots = self._tail_slots.get(name)
+        if not slots:
+            return
+        with self._lock:
+            self._program_fds.pop(name, None)
+            if self._closed:
+                return
+            for array, index in slots:
+                if self._slots[array].installed:
+                    commands.map_delete_elem(self._slots[array].number, _u32(index))
+
+    def close(self) -> None:
+        """Free every map (pins stay) and release every reserved number; idempotent."""
+        with self._lock:
+            self._closed = True
+            for slot in self._slots.values():
+                slot.close()
+
+    # --- internals --------------------------------------------------------------------
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise StateError(f"object {self.object_name!r} is closed")
+
+    def _creatable(self, name: str) -> bool:
+        return self.prepared.maps[name].type not in NOT_CREATED
+
+    def _needs(self, name: str, path: tuple[str, ...]) -> tuple[str, ...]:
+        if name in path:
+            raise DynbpfError(f"object {self.object_name!r}: maps of maps hold each other: {' -> '.join(path)}")
+        spec = self.prepared.maps[name]
+        out: list[str] = []
+        if spec.type in _MAPS_OF_MAPS:
+            for _, inner in spec.contents:
+                for needed in self._needs(inner, (*path, name)):
+                    if needed not in out:
+                        out.append(needed)
+        out.append(name)
+        return tuple(out)
+
+    def _expand(self, names: Iterable[str]) -> list[str]:
+        out: list[str] = []
+        seen: set[str] = set()
+        for name in names:
+            for needed in self._closure[name]:
+                if needed not in seen and self._creatable(needed):
+                    seen.add(needed)
+                    out.append(needed)
+        return out
+
+    def _drop(self, names: list[str]) -> None:
+        for name in reversed(names):  # holders before what they hold
+            self._users[name] -= 1
+            if self._users[name] == 0 and self._policy[name] == MapPolicy.ON_DEMAND:
+                self._slots[name].vacate()
+
+    def _create(self, name: str) -> None:
+        spec = self.prepared.maps[name]
+        slot = self._slots[name]
+        if self._policy[name] == MapPolicy.PINNED:
+            path = fs.pin_path(self._pin_root, name)
+            if os.path.exists(path):
+                slot.install(self._reuse(spec, path))
+                return
+            self._create_new(spec, slot)
+            fs.make_pin_dirs(path)
+            try:
+                commands.obj_pin(slot.number, path)
+            except BaseException:
+                slot.vacate()
+                raise
+            return
+        self._create_new(spec, slot)
+
+    def _create_new(self, spec: MapSpec, slot: FdSlot) -> None:
+        slot.install(self._kernel_map(spec))
+        try:
+            mapcreate.initialise(slot.number, spec, self._data.get(spec.name))
+            if spec.type in _MAPS_OF_MAPS:
+                for index, inner in spec.contents:
+                    commands.map_update_elem(slot.number, _u32(index), _u32(self._slots[inner].number))
+            if spec.type == MapType.PROG_ARRAY:
+                for program, fd in self._program_fds.items():
+                    for array, index in self._tail_slots[program]:
+                        if array == spec.name:
+                            commands.map_update_elem(slot.number, _u32(index), _u32(fd))
+        except BaseException:
+            slot.vacate()
+            raise
+
+    def _kernel_map(self, spec: MapSpec) -> Fd:
+        prepared = self.prepared
+        btf, btf_fd = prepared.btf, prepared.btf_fd
+        if spec.inner is None:
+            return mapcreate.create(spec, object_name=self.object_name, btf=btf, btf_fd=btf_fd)
+        with mapcreate.create(spec.inner, object_name=self.object_name, btf=btf, btf_fd=btf_fd) as template:
+            return mapcreate.create(spec, object_name=self.object_name, btf=btf, btf_fd=btf_fd, inner_fd=template.raw)
+
+    def _reuse(self, spec: MapSpec, path: str) -> Fd:
+        """The pinned map at ``path``, if its definition is the one the object declares (libbpf's check)."""
+        fd = commands.obj_get(path)
+        try:
+            info = commands.map_info(fd.raw)
+            entries = spec.max_entries
+            if spec.type == MapType.PERF_EVENT_ARRAY and entries == 0:
+                entries = possible_cpus()
+            want = {
+                "type": int(spec.type),
+                "key_size": spec.key_size,
+                "value_size": spec.value_size,
+                "max_entries": entries,
+                "map_flags": spec.flags,
+                "map_extra": spec.map_extra,
+            }
+            for field, value in want.items():
+                got = int(getattr(info, field))
+                if got != value:
+                    raise DynbpfError(
+                        f"map {spec.name!r}: the map pinned at {path} has {field} {got}, the object declares "
+                        f"{value}; remove the pin (rm {path}) or give the map another pin_root"
+                    )
+        except BaseException:
+            fd.close()
+            raise
+        return fd
+
+
+def _u32(value: int) -> bytes:
+    return value.to_bytes(4, "little")

@@ -1,0 +1,357 @@
+"""The runtime lifecycle on the real kernel: states, on-demand and pinned maps, clone, parallel loads."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+import dynbpf
+from dynbpf import MapPolicy, ProgramState
+from dynbpf.errors import DynbpfError, StateError, VerifierError
+from dynbpf.sys import commands, fs, perf
+from dynbpf.sys.attrs import LinkCreateAttr
+from dynbpf.sys.constants import AttachType
+from tests.bpfbuild import build
+
+pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
+
+XDP_PASS, XDP_DROP = 2, 1
+PACKET = bytes(64)
+TRACEPOINT_PROGRAMS = ("prog1", "prog2", "prog3", "use_a", "use_b", "use_outer")
+
+
+def open_lifecycle(**options: object) -> dynbpf.Collection:
+    constants = {"target_tgid": os.getpid()}
+    return dynbpf.open(build("lifecycle"), constants=constants, **options)  # type: ignore[arg-type]
+
+
+@contextmanager
+def on_getpgid(prog_fd: int) -> Iterator[None]:
+    """Run a program on this process's getpgid() calls (perf event + link), without the attach layer."""
+    tp_id = fs.tracepoint_id("syscalls", "sys_enter_getpgid")
+    with (
+        perf.perf_event_open(perf.tracepoint_attr(tp_id), pid=0, cpu=-1) as pfd,
+        commands.link_create(LinkCreateAttr(prog_fd=prog_fd, target_fd=pfd.raw, attach_type=AttachType.PERF_EVENT)),
+    ):
+        yield
+
+
+def kernel_map_ids() -> set[int]:
+    return set(commands.ids(commands.ObjKind.MAP))
+
+
+def map_id(coll: dynbpf.Collection, name: str) -> int:
+    return int(commands.map_info(coll.map_fd_number(name)).id)
+
+
+def run_xdp(fd: int) -> int:
+    return commands.prog_test_run(fd, data_in=PACKET).retval
+
+
+# --- states ---------------------------------------------------------------------------
+
+
+def test_disabled_programs_never_load(no_fd_leak: None) -> None:
+    with open_lifecycle(disabled=["prog1"]) as coll:
+        prog1 = coll.programs["prog1"]
+        assert prog1.state is ProgramState.DISABLED
+        with pytest.raises(StateError, match="disabled"):
+            prog1.load()
+        with pytest.raises(StateError, match="disabled"):
+            prog1.clone()
+        with pytest.raises(StateError, match="disabled"):
+            prog1.reload()
+        prog1.unload()  # nothing to unload: a no-op, like libbpf's unload of an unloaded program
+        failures = coll.load(["prog1", "prog2"])
+        assert set(failures) == {"prog1"}
+        assert isinstance(failures["prog1"], StateError)
+        assert coll.programs["prog2"].state is ProgramState.LOADED
+        failures = coll.load()  # autoload programs, skipping the disabled one
+        assert "prog1" not in failures
+        assert prog1.state is ProgramState.DISABLED
+    with pytest.raises(KeyError, match="unknown programs nope"):
+        open_lifecycle(disabled=["nope"])
+
+
+def test_state_transitions_and_what_each_state_allows(no_fd_leak: None) -> None:
+    with open_lifecycle() as coll:
+        prog = coll.programs["stage_drop"]
+        assert prog.state is ProgramState.PREPARED
+        with pytest.raises(StateError, match="prepared, not loaded"):
+            prog.fd  # noqa: B018
+        with pytest.raises(StateError, match="only a loaded program can be attached"):
+            prog.attach()
+        assert prog.load() is True
+        assert prog.state is ProgramState.LOADED
+        first = prog.id
+        assert prog.load() is False
+        assert prog.id == first
+        prog.reload()
+        assert prog.state is ProgramState.LOADED
+        assert prog.id != first
+        assert run_xdp(prog.fd) == XDP_DROP
+        prog.unload()
+        assert prog.state is ProgramState.PREPARED
+        prog.load()
+    assert prog.state is ProgramState.PREPARED  # close unloaded it
+    with pytest.raises(StateError, match="closed"):
+        prog.load()
+
+
+# --- on-demand maps -------------------------------------------------------------------
+
+
+def test_on_demand_maps_exist_exactly_while_a_loaded_program_needs_them(no_fd_leak: None) -> None:
+    with open_lifecycle(map_policy="on_demand") as coll:
+        names = list(coll.prepared.maps)
+        numbers = {n: coll.map_fd_number(n) for n in names}
+        assert not any(coll.map_exists(n) for n in names)
+        with pytest.raises(StateError, match="on demand and no loaded program needs it"):
+            coll.maps["shared"]
+        a, b = coll.programs["use_a"], coll.programs["use_b"]
+        assert set(a.maps) == {"shared", "private_a", ".rodata", ".data"}
+        a.load()
+        assert {n for n in names if coll.map_exists(n)} == set(a.maps)
+        shared_id = map_id(coll, "shared")
+        b.load()
+        assert map_id(coll, "shared") == shared_id  # shared, not re-created
+        assert {n for n in names if coll.map_exists(n)} == set(a.maps) | set(b.maps)
+        a.unload()
+        assert not coll.map_exists("private_a")
+        assert coll.map_exists("shared")
+        assert map_id(coll, "shared") == shared_id
+        b.unload()
+        assert not any(coll.map_exists(n) for n in names)
+        assert shared_id not in kernel_map_ids() or _eventually_gone(shared_id)
+        assert {n: coll.map_fd_number(n) for n in names} == numbers  # reserved numbers never move
+
+
+def _eventually_gone(map_id: int) -> bool:
+    """The kernel frees a map after an RCU grace period once its last program is freed."""
+    import time
+
+    for _ in range(200):
+        if map_id not in kernel_map_ids():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_recreated_global_data_gets_its_initial_bytes_and_rodata_is_frozen_again(no_fd_leak: None) -> None:
+    with open_lifecycle(map_policies={".data": "on_demand", ".rodata": "on_demand"}) as coll:
+        assert coll.map_policy(".data") is MapPolicy.ON_DEMAND
+        assert coll.map_policy("shared") is MapPolicy.EAGER
+        use_a = coll.programs["use_a"]
+        for _ in range(2):
+            use_a.load()
+            assert coll.data.data_counter == 100
+            assert coll.rodata.target_tgid == os.getpid()  # the caller's constant, not the object's 0
+            with pytest.raises(DynbpfError):
+                coll.maps[".rodata"][0] = bytes(coll.maps[".rodata"].value_size)  # frozen
+            with on_getpgid(use_a.fd):
+                os.getpgid(0)
+                os.getpgid(0)
+            assert coll.data.data_counter == 102
+            use_a.unload()
+            assert not coll.map_exists(".data")
+
+
+def test_map_of_maps_brings_its_inner_maps(no_fd_leak: None) -> None:
+    with open_lifecycle(map_policy="on_demand") as coll:
+        prog = coll.programs["use_outer"]
+        assert "inner_0" not in prog.maps  # the program names only the outer map
+        prog.load()
+        assert coll.map_exists("outer")
+        assert coll.map_exists("inner_0")
+        with on_getpgid(prog.fd):
+            os.getpgid(0)
+        assert coll.maps["inner_0"][0] == 1
+        prog.unload()
+        assert not coll.map_exists("outer")
+        assert not coll.map_exists("inner_0")
+
+
+def test_prog_array_slots_follow_programs_also_for_on_demand_arrays(no_fd_leak: None) -> None:
+    with open_lifecycle(map_policy="on_demand") as coll:
+        stage, dispatch = coll.programs["stage_drop"], coll.programs["dispatch_declared"]
+        stage.load()  # the array does not exist yet: the slot is remembered
+        assert not coll.map_exists("stages_decl")
+        dispatch.load()  # creates the array, filled with the loaded stage
+        assert run_xdp(dispatch.fd) == XDP_DROP
+        stage.unload()
+        assert run_xdp(dispatch.fd) == XDP_PASS  # slot cleared: the tail call falls through
+        stage.load()
+        assert run_xdp(dispatch.fd) == XDP_DROP
+        dispatch.unload()
+        assert not coll.map_exists("stages_decl")
+        dispatch.load()
+        assert run_xdp(dispatch.fd) == XDP_DROP
+
+
+# --- pinned maps ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def pin_root() -> Iterator[str]:
+    root = fs.ensure_bpffs(mount_if_missing=True)
+    path = os.path.join(root, f"dynbpf-test-{os.getpid()}")
+    os.makedirs(path, exist_ok=True)
+    yield path
+    for name in os.listdir(path):
+        os.unlink(os.path.join(path, name))
+    os.rmdir(path)
+
+
+def test_pinned_maps_are_reused_across_collections_and_outlive_them(pin_root: str, no_fd_leak: None) -> None:
+    with open_lifecycle(map_policies={"shared": "pinned"}, pin_root=pin_root) as first:
+        assert os.path.exists(os.path.join(pin_root, "shared"))
+        first.maps["shared"][0] = 41
+        shared_id = map_id(first, "shared")
+    assert os.path.exists(os.path.join(pin_root, "shared"))  # the pin survives close
+    with open_lifecycle(map_policies={"shared": "pinned"}, pin_root=pin_root) as second:
+        assert map_id(second, "shared") == shared_id
+        assert second.maps["shared"][0] == 41
+        prog = second.programs["prog3"]
+        prog.load()
+        with on_getpgid(prog.fd):
+            os.getpgid(0)
+        assert second.maps["shared"][0] == 42
+
+
+def test_pinned_map_with_another_definition_is_a_clear_error(pin_root: str, tmp_path: Path, no_fd_leak: None) -> None:
+    with open_lifecycle(map_policies={"private_a": "pinned"}, pin_root=pin_root):
+        pass
+    os.rename(os.path.join(pin_root, "private_a"), os.path.join(pin_root, "shared"))  # a hash where an array goes
+    with pytest.raises(DynbpfError, match=r"the map pinned at .*shared has type 1, the object declares 2"):
+        open_lifecycle(map_policies={"shared": "pinned"}, pin_root=pin_root)
+
+
+def test_bad_policies_are_refused(no_fd_leak: None) -> None:
+    with pytest.raises(ValueError, match="unknown map policy 'sometimes'"):
+        open_lifecycle(map_policy="sometimes")
+    with pytest.raises(ValueError, match="unknown maps nope"):
+        open_lifecycle(map_policies={"nope": "eager"})
+
+
+# --- clone ----------------------------------------------------------------------------
+
+
+def test_clone_gives_a_caller_owned_program_and_leaves_the_original_alone(no_fd_leak: None) -> None:
+    with open_lifecycle(map_policy="on_demand") as coll:
+        stage = coll.programs["stage_drop"]
+        log = bytearray(64 * 1024)
+        with stage.clone(log_level=2, log_buffer=log) as clone:
+            assert stage.state is ProgramState.PREPARED  # unchanged
+            assert run_xdp(clone.raw) == XDP_DROP
+            assert b"processed" in log
+            assert log.index(b"\0") > 0
+        heavy = coll.programs["use_a"]
+        heavy.load()
+        with heavy.clone() as clone:
+            assert commands.prog_info(clone.raw).id != heavy.id
+            assert bytes(commands.prog_info(clone.raw).tag) == bytes(commands.prog_info(heavy.fd).tag)
+        heavy.unload()
+        with coll.programs["use_b"].clone() as clone:
+            assert coll.map_exists("private_b")  # the clone holds its on-demand maps
+        assert not coll.map_exists("private_b")  # until its fd is closed
+        with pytest.raises(TypeError, match="unknown options colour"):
+            stage.clone(colour="blue")
+        with pytest.raises(VerifierError, match="refused"):
+            coll.programs["refused"].clone()
+
+
+def test_clone_overrides_reach_the_kernel(no_fd_leak: None) -> None:
+    with open_lifecycle() as coll:
+        stage = coll.programs["stage_drop"]
+        with stage.clone(expected_attach_type=int(AttachType.XDP)) as clone:
+            assert run_xdp(clone.raw) == XDP_DROP
+        with pytest.raises(DynbpfError, match="stage_drop"):
+            stage.clone(ifindex=1_000_000).close()  # no such device to offload to
+
+
+# --- parallel loading -----------------------------------------------------------------
+
+
+def test_parallel_load_reports_each_failure_with_its_own_log(no_fd_leak: None) -> None:
+    with open_lifecycle() as coll:
+        failures = coll.load(list(coll.programs), workers=4)
+        assert set(failures) == {"refused"}
+        error = failures["refused"]
+        assert isinstance(error, VerifierError)
+        assert "refused" in str(error)
+        assert "p[0]" in str(error) or "invalid access" in error.log
+        assert all(p.loaded for n, p in coll.programs.items() if n != "refused")
+
+
+def test_atomic_parallel_load_rolls_back(no_fd_leak: None) -> None:
+    with open_lifecycle(map_policy="on_demand") as coll:
+        coll.programs["prog2"].load()  # loaded before: an atomic failure leaves it alone
+        failures = coll.load(["prog2", "prog3", "use_a", "heavy", "refused"], workers=2, atomic=True)
+        assert set(failures) == {"refused"}
+        assert {n for n, p in coll.programs.items() if p.loaded} == {"prog2"}
+        assert not coll.map_exists("private_a")
+        assert coll.load(["prog3", "use_a"], atomic=True) == {}
+        assert coll.programs["use_a"].loaded
+
+
+def test_parallel_load_starts_the_longest_expected_first(no_fd_leak: None) -> None:
+    """First by instruction count (nothing measured yet), then by each program's measured verification time."""
+    with open_lifecycle() as coll:
+        names = [n for n in coll.programs if n != "refused"]
+        coll.load(names, workers=1)  # one worker: kernel ids give the order of the loads
+        by_id = sorted(names, key=lambda n: coll.programs[n].id)
+        sizes = [coll.programs[n].prepared.insn_count for n in by_id]
+        assert sizes == sorted(sizes, reverse=True)
+        heavy = coll.programs["heavy"]
+        assert heavy.prepared.insn_count < max(sizes)  # small, but its loop runs 2000 times in the verifier
+        assert heavy.seconds > max(coll.programs[n].seconds for n in names if n != "heavy")
+        coll.unload()
+        coll.load(names, workers=1)
+        by_id = sorted(names, key=lambda n: coll.programs[n].id)
+        assert by_id[0] == "heavy"
+
+
+def test_concurrent_callers_keep_the_runtime_consistent(no_fd_leak: None) -> None:
+    names = [n for n in TRACEPOINT_PROGRAMS if n != "prog1"] + ["stage_drop", "dispatch_declared", "heavy"]
+    errors: list[BaseException] = []
+    with open_lifecycle(map_policy="on_demand") as coll:
+
+        def worker(seed: int) -> None:
+            rng = random.Random(seed)
+            try:
+                for _ in range(60):
+                    program = coll.programs[rng.choice(names)]
+                    action = rng.randrange(5)
+                    if action == 0:
+                        program.load()
+                    elif action == 1:
+                        program.unload()
+                    elif action == 2:
+                        program.reload()
+                    elif action == 3:
+                        program.clone().close()
+                    else:
+                        coll.load(rng.sample(names, 3), workers=2)
+            except BaseException as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        loaded = {n for n, p in coll.programs.items() if p.loaded}
+        needed = {m for n in loaded for m in coll.programs[n].maps}
+        if "outer" in needed:
+            needed.add("inner_0")
+        for name in coll.prepared.maps:
+            assert coll.map_exists(name) == (name in needed), name
+        coll.unload()
+        assert not any(coll.map_exists(n) for n in coll.prepared.maps)
