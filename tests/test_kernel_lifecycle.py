@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import random
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -128,19 +129,8 @@ def test_on_demand_maps_exist_exactly_while_a_loaded_program_needs_them(no_fd_le
         assert map_id(coll, "shared") == shared_id
         b.unload()
         assert not any(coll.map_exists(n) for n in names)
-        assert shared_id not in kernel_map_ids() or _eventually_gone(shared_id)
+        assert _eventually(lambda: shared_id not in kernel_map_ids())
         assert {n: coll.map_fd_number(n) for n in names} == numbers  # reserved numbers never move
-
-
-def _eventually_gone(map_id: int) -> bool:
-    """The kernel frees a map after an RCU grace period once its last program is freed."""
-    import time
-
-    for _ in range(200):
-        if map_id not in kernel_map_ids():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_recreated_global_data_gets_its_initial_bytes_and_rodata_is_frozen_again(no_fd_leak: None) -> None:
@@ -355,3 +345,24 @@ def test_concurrent_callers_keep_the_runtime_consistent(no_fd_leak: None) -> Non
             assert coll.map_exists(name) == (name in needed), name
         coll.unload()
         assert not any(coll.map_exists(n) for n in coll.prepared.maps)
+
+
+def test_close_releases_every_kernel_object_but_pins(pin_root: str, no_fd_leak: None) -> None:
+    with open_lifecycle(map_policies={"private_b": "pinned"}, pin_root=pin_root) as coll:
+        assert set(coll.load(workers=2)) == {"refused"}
+        prog_ids = {p.id for p in coll.programs.values() if p.loaded}
+        map_ids = {map_id(coll, n) for n in coll.prepared.maps}
+        pinned_id = map_id(coll, "private_b")
+    assert _eventually(lambda: not (prog_ids & set(commands.ids(commands.ObjKind.PROG))))
+    assert _eventually(lambda: kernel_map_ids() & map_ids == {pinned_id})
+    with commands.obj_get(os.path.join(pin_root, "private_b")) as pinned:
+        assert commands.map_info(pinned.raw).id == pinned_id
+
+
+def _eventually(check: Callable[[], bool]) -> bool:
+    """The kernel frees programs and maps after an RCU grace period, not at close(2)."""
+    for _ in range(300):
+        if check():
+            return True
+        time.sleep(0.01)
+    return False
