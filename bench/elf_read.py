@@ -1,7 +1,7 @@
-"""How fast is reading a large object? dynbpf (pyelftools) beside libbpf's open.
+"""How fast is reading a large object? dynbpf beside libbpf's open.
 
 Builds the synthetic agent object (bench/synth.py, 200 programs by default)
-and times, in the same run, ``dynbpf.read`` — split into the pyelftools layer
+and times, in the same run, ``dynbpf.read`` — split into the ELF layer
 (sections, symbols, relocations) and the rest — against libbpf 1.1's
 ``bpf_object__open_file`` + ``bpf_object__close`` through ctypes (open only,
 no kernel work). Run: `.venv/bin/python -m bench.elf_read [--programs N]`.
@@ -67,7 +67,7 @@ def main() -> None:
     insns = sum(len(f.instructions) for f in spec.functions.values())
     print(f"object: {args.programs} programs, {len(spec.maps)} maps, {insns} instructions, {len(data)} bytes")
     print(f"dynbpf.read:         {total:8.1f} ms (median of {args.runs})")
-    print(f"  of which ELF layer: {elf:8.1f} ms (pyelftools: headers, symbols)")
+    print(f"  of which ELF layer: {elf:8.1f} ms (headers, symbols)")
     print(f"libbpf open+close:   {ref:8.1f} ms")
     print(f"ratio dynbpf/libbpf: {total / ref:8.1f}x")
 

@@ -88,6 +88,11 @@ LIBBPF_CANNOT: dict[str, Cannot] = {
         errno.ENOENT,
         "failed to find the address for kernel symbol 'runqueues'",
     ),
+    "lifecycle/refused": Cannot(
+        "deliberately reads packet data without a bounds check (parallel-load failure fixture)",
+        errno.EACCES,
+        "invalid access to packet",
+    ),
     "kinds/uprobe_multi_getpp": Cannot(
         "libbpf 1.1 does not know SEC(uprobe.multi) (newer than it)", errno.EINVAL, _UNKNOWN_SECTION
     ),
@@ -123,6 +128,7 @@ LIBBPF_CANNOT: dict[str, Cannot] = {
 #: unaffected; dynbpf loads the compared program alone.
 LOAD_TOGETHER: dict[str, tuple[str, ...]] = {
     "tailcalls": ("xdp_stage_parse", "xdp_stage_count", "xdp_stage_drop"),
+    "lifecycle": ("stage_drop",),
 }
 
 

@@ -212,14 +212,15 @@ def libbpf_btf(path: Path) -> bytes:
 
     Programs are not loaded (autoload off), which keeps the comparison about
     BTF alone. An object whose prog arrays name programs (tail calls) cannot be
-    loaded that way, since libbpf fills the slots at load; it is loaded whole.
+    loaded that way, since libbpf fills the slots at load; it is loaded whole
+    (each program with the object's own autoload setting).
     """
     lib = _libbpf()
-    for autoload in (False, True):
+    for whole in (False, True):
         with _libbpf_object(path) as obj:
             prog = lib.bpf_object__next_program(obj, None)
-            while prog:
-                lib.bpf_program__set_autoload(prog, autoload)
+            while prog and not whole:
+                lib.bpf_program__set_autoload(prog, False)
                 prog = lib.bpf_object__next_program(obj, prog)
             if lib.bpf_object__load(obj) == 0:
                 return _kernel_btf(lib.bpf_object__btf_fd(obj))

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 // Programs for the runtime lifecycle tests: the seed patch's dynamicload scenario
 // (prog1 disabled, prog2 autoload, prog3 loaded later), private and shared maps
 // for the on-demand policy, a prog array with declared slots and a map of maps.
@@ -177,8 +178,9 @@ int heavy(struct xdp_md *ctx)
 	return acc & 1 ? XDP_PASS : XDP_DROP;
 }
 
-// Fails verification, for per-program error reporting and atomic loads.
-SEC("xdp")
+// Fails verification, for per-program error reporting and atomic loads. Not autoloaded
+// ("?"), so loading the whole object (libbpf, coll.load()) leaves it out.
+SEC("?xdp")
 int refused(struct xdp_md *ctx)
 {
 	char *p = (char *)(long)ctx->data;
