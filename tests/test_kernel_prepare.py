@@ -12,7 +12,9 @@ import dynbpf
 from dynbpf.asm.opcodes import PseudoLd
 from dynbpf.elf.spec import ObjectSpec
 from dynbpf.errors import RelocationError, VerifierError
+from dynbpf.prepare.linker import link
 from dynbpf.prepare.object import KCONFIG_MAP, PreparedObject, prepare
+from dynbpf.prepare.prepared import PreparedProgram
 from tests.bpfbuild import FIXTURES, build
 from tests.test_elf import compile_c
 
@@ -52,6 +54,21 @@ def test_every_fixture_prepares_with_map_references_on_reserved_numbers(fixture:
             assert len(p.code) == 8 * sum(i.slots for i in p.instructions)
             assert p.func_info_count == (len(obj.reachable(name)) if prep.btf is not None else 0)
             assert (p.line_info_count > 0) == (prep.btf is not None)
+            assert_source_lines_follow_line_info(obj, name, p)
+
+
+def assert_source_lines_follow_line_info(obj: ObjectSpec, name: str, p: PreparedProgram) -> None:
+    """Every slot maps to the nearest line_info at or before it, across subprogram boundaries."""
+    linked = link(obj, name)
+    flat = [(linked.slots.slot(position), li) for position, li in linked.line_info]
+    for slot in range(p.insn_count):
+        before = [li for s, li in flat if s <= slot]
+        got = p.source_line(slot)
+        if not before:
+            assert got is None, (name, slot)
+        else:
+            assert got is not None, (name, slot)
+            assert (got.file, got.line, got.text) == (before[-1].file_name, before[-1].line_num, before[-1].line)
 
 
 def test_prepare_is_deterministic_and_numbers_are_the_only_map_dependency() -> None:

@@ -19,6 +19,7 @@ from dynbpf.asm.opcodes import PseudoLd
 from dynbpf.asm.slots import slot_offsets
 from dynbpf.btf import kernel
 from dynbpf.btf.core import Resolver, patch
+from dynbpf.btf.ext import LineInfo
 from dynbpf.btf.kinds import Kind
 from dynbpf.btf.spec import Spec
 from dynbpf.btf.types import Struct
@@ -187,6 +188,7 @@ class _Context:
         self.fd_array: list[int] = [0]  # index 0 is vmlinux by the kernel's convention
         self.fd_index: dict[str, int] = {}
         self.line_records: dict[str, list[tuple[int, int, int, int, int]]] = {}
+        self.fn_lines: dict[str, tuple[tuple[int, LineInfo], ...]] = {}
         self.relocated: dict[str, _Relocated | DynbpfError] = {}
         self.struct_ops = _struct_ops_slots(obj, vmlinux)
 
@@ -222,7 +224,7 @@ class _Context:
         if self.with_btf_info and self.obj.btf is not None:
             func_info = encode_func_info([(slots.slot(p), t) for p, t in linked.func_info])
             line_info = b"".join(self._line_records(p.function, slots.slot(p.start)) for p in linked.functions)
-        lines = tuple((slots.starts[p], li) for p, li in linked.line_info)  # sorted: functions in layout order
+        lines = tuple((slots.slot(p.start), self._lines(p.function)) for p in linked.functions)
         attach_btf_id, attach_obj_fd, expected = 0, 0, prog.kind.expected_attach_type
         expected_attach_type = int(expected) if expected is not None else 0
         if needs_kernel_target(prog.kind):
@@ -330,6 +332,13 @@ class _Context:
 
     def _kconfig_fd(self, r: ExternReference | KfuncCall) -> int:
         return self.map_fd(KCONFIG_MAP) if r.extern in self.externs.kconfig_offsets else -1
+
+    def _lines(self, fn: FunctionSpec) -> tuple[tuple[int, LineInfo], ...]:
+        lines = self.fn_lines.get(fn.name)
+        if lines is None:
+            starts = slot_offsets(fn.instructions)
+            lines = self.fn_lines[fn.name] = tuple((starts[i], li) for i, li in fn.line_info)
+        return lines
 
     def _line_records(self, fn: FunctionSpec, base: int) -> bytes:
         """``fn``'s bpf_line_info records with slots counted from ``base``; string offsets looked up once."""

@@ -67,7 +67,9 @@ class PreparedProgram:
     code: bytes
     func_info: bytes = b""
     line_info: bytes = b""
-    lines: tuple[tuple[int, LineInfo], ...] = ()  # (slot, line) sorted by slot, for messages
+    #: Source lines for messages, per function in layout order: (first slot, ((slot within it, line), ...)).
+    #: Shared with every program that links the function, so preparing one costs nothing per line.
+    lines: tuple[tuple[int, tuple[tuple[int, LineInfo], ...]], ...] = ()
     attach_btf_id: int = 0
     attach_btf_obj_fd: int = 0  # 0: vmlinux
     expected_attach_type: int = 0
@@ -98,12 +100,15 @@ class PreparedProgram:
 
     def source_line(self, slot: int) -> SourceLine | None:
         """The source line an instruction slot was compiled from: the nearest line_info at or before it."""
-        slots = [s for s, _ in self.lines]
-        at = bisect.bisect_right(slots, slot) - 1
-        if at < 0:
-            return None
-        li = self.lines[at][1]
-        return SourceLine(li.file_name, li.line_num, li.column, li.line)
+        at = bisect.bisect_right(self.lines, slot, key=_start) - 1
+        while at >= 0:
+            start, lines = self.lines[at]
+            i = bisect.bisect_right(lines, slot - start, key=_start) - 1
+            if i >= 0:
+                li = lines[i][1]
+                return SourceLine(li.file_name, li.line_num, li.column, li.line)
+            at -= 1
+        return None
 
     def core_failure(self, slot: int) -> CoreFailure | None:
         for f in self.core_failures:
@@ -123,3 +128,7 @@ def encode_line_info(records: list[tuple[int, int, int, int, int]]) -> bytes:
     for slot, file_off, line_off, line, col in records:
         words.extend((slot, file_off, line_off, (line << 10) | (col & 0x3FF)))
     return words.tobytes()  # native order, as the kernel reads it
+
+
+def _start(entry: tuple[int, object]) -> int:
+    return entry[0]
