@@ -129,6 +129,7 @@ LIBBPF_CANNOT: dict[str, Cannot] = {
 LOAD_TOGETHER: dict[str, tuple[str, ...]] = {
     "tailcalls": ("xdp_stage_parse", "xdp_stage_count", "xdp_stage_drop"),
     "lifecycle": ("stage_drop",),
+    "stress": (*(f"sx_xdp_stage{i}" for i in range(4)), "sx_sk_stage0", "sx_sk_stage1"),
 }
 
 
