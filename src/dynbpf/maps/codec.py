@@ -40,11 +40,12 @@ import abc
 import enum
 import operator
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from dynbpf.btf.errors import TypeNotFound
 from dynbpf.btf.graph import format_type, resolve
+from dynbpf.btf.kinds import Kind
 from dynbpf.btf.spec import Spec
 from dynbpf.btf.types import (
     Array,
@@ -490,6 +491,61 @@ def codec_for(spec: Spec | None, type_id: int, *, size: int | None = None) -> Co
     if size is not None and codec.size != size:
         raise CodecError("", f"{codec.name} (type [{type_id}]) is {codec.size} bytes, but {size} were expected")
     return codec
+
+
+_TAGGED = {"struct": (Kind.STRUCT,), "union": (Kind.UNION,), "enum": (Kind.ENUM, Kind.ENUM64)}
+#: kinds a bare name may stand for when no typedef has it (C would need the tag; BPF users rarely write it)
+_BARE = (Kind.STRUCT, Kind.UNION, Kind.ENUM, Kind.ENUM64, Kind.INT, Kind.FLOAT)
+
+
+def record_type_id(spec: Spec, record: str | int) -> int:
+    """The BTF id of an event record type: an id, ``"struct event"``/``"union u"``/``"enum e"``, or a bare name.
+
+    A bare name is a typedef if one has it (as in C), else the struct, union,
+    enum or base type of that name; a bare name that is both a struct and a
+    union (or enum) is ambiguous and refused.
+    """
+    if isinstance(record, int):
+        try:
+            spec[record]
+        except TypeNotFound as e:
+            raise CodecError("", str(e)) from None
+        return record
+    name = " ".join(record.split())
+    word, _, tag = name.partition(" ")
+    if word in _TAGGED and tag:
+        found = [i for kind in _TAGGED[word] for i in spec.find(tag, kind)]
+    else:
+        found = spec.find(name, Kind.TYPEDEF)
+        if not found:
+            found = [i for kind in _BARE for i in spec.find(name, kind)]
+            kinds = {spec.kind(i) for i in found}
+            if len(kinds) > 1:
+                spelled = ", ".join(sorted(f"{k.name.lower()} {name}" for k in kinds))
+                raise CodecError("", f"{name!r} is ambiguous ({spelled}); name the kind")
+    if not found:
+        raise CodecError("", f"no type {name!r} in {spec.section}")
+    return found[0]
+
+
+def record_decoder(spec: Spec, record: str | int, *, exact: bool = False) -> Callable[[ReadableBuffer], Any]:
+    """Decode event records (ring buffer records, perf samples) as the BTF type ``record`` names.
+
+    ``record`` is what :func:`record_type_id` takes. Longer records decode
+    their leading bytes, because perf pads raw samples to 8 bytes and a
+    fixed header struct is often followed by a variable payload; ``exact``
+    refuses them. Shorter ones are :class:`~dynbpf.maps.errors.CodecError`.
+    """
+    codec = codec_for(spec, record_type_id(spec, record))
+    size = codec.size
+
+    def decode(data: ReadableBuffer) -> Any:
+        got = _nbytes(data)
+        if got < size or (exact and got != size):
+            raise CodecError("record", f"{codec.name} takes {size} bytes, the record has {got}")
+        return codec.unpack_from(data, 0, path="record")
+
+    return decode
 
 
 class _Builder:

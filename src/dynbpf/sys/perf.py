@@ -21,8 +21,13 @@ PERF_TYPE_HARDWARE = 0
 PERF_TYPE_SOFTWARE = 1
 PERF_TYPE_TRACEPOINT = 2
 PERF_COUNT_SW_CPU_CLOCK = 0
+PERF_COUNT_SW_BPF_OUTPUT = 10
 PERF_FLAG_FD_CLOEXEC = 0x8
 PERF_SAMPLE_RAW = 1 << 10
+
+# perf_event_header.type of the records a ring holds
+PERF_RECORD_LOST = 2
+PERF_RECORD_SAMPLE = 9
 
 PERF_EVENT_IOC_ENABLE = 0x2400
 PERF_EVENT_IOC_DISABLE = 0x2401
@@ -117,6 +122,17 @@ def pmu_retprobe_bit(name: str) -> int | None:
 
 def tracepoint_attr(tp_id: int) -> PerfEventAttr:
     return PerfEventAttr(type=PERF_TYPE_TRACEPOINT, config=tp_id, sample_period=1, wakeup_events=1)
+
+
+def bpf_output_attr(*, wakeup_events: int = 1) -> PerfEventAttr:
+    """The event ``bpf_perf_event_output`` writes to: raw samples, one wake-up per ``wakeup_events`` samples."""
+    return PerfEventAttr(
+        type=PERF_TYPE_SOFTWARE,
+        config=PERF_COUNT_SW_BPF_OUTPUT,
+        sample_type=PERF_SAMPLE_RAW,
+        sample_period=1,
+        wakeup_events=wakeup_events,
+    )
 
 
 def probe_attr(pmu: int, *, target: bytes, offset: int, retprobe_bit: int | None) -> tuple[PerfEventAttr, object]:
