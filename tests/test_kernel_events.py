@@ -39,7 +39,7 @@ EVENT_SIZE = 40
 RECORD_SPAN = 48  # header + event, 8-aligned
 EVENTS_RING = 4096
 PATTERN = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ#\0"
-PROGRAMS = ("emit_reserved", "emit_output", "emit_sized", "emit_perf", "on_getppid")
+PROGRAMS = ("emit_reserved", "emit_output", "emit_sized", "emit_held", "emit_perf", "on_getppid")
 
 
 @pytest.fixture
@@ -122,6 +122,23 @@ def test_discarded_records_are_skipped_but_consumed(coll: Collection) -> None:
         run(coll, "emit_reserved", 2, 0, 1)  # seq 9 discarded, 10 kept
         assert [e.seq for e in rb.read(1)] == [10]
     assert coll.bss.dropped == 0
+
+
+@pytest.mark.usefixtures("no_fd_leak")
+def test_a_record_still_being_written_holds_back_the_committed_ones_after_it(coll: Collection) -> None:
+    with RingBuffer(coll.map_fd_number("events"), decode=decoder(coll)) as rb:
+        producer, result = in_thread(lambda: run(coll, "emit_held", 800))  # ~0.5 s between the two commits
+        deadline = time.monotonic() + 5
+        while rb.pending < 2 * RECORD_SPAN and time.monotonic() < deadline:
+            pass
+        assert rb.read(0) == []  # the first is busy: the second, committed, must wait behind it
+        assert rb.pending == 2 * RECORD_SPAN
+        start = time.monotonic()
+        records = rb.read(5)  # both, in order, once the first is committed
+        assert time.monotonic() - start < 5
+        producer.join(5)
+        assert result == [None]
+    assert [(e.seq, e.value) for e in records] == [(0, 1), (1, 2)]
 
 
 @pytest.mark.usefixtures("no_fd_leak")

@@ -130,6 +130,40 @@ int emit_sized(u64 *ctx)
 	return 0;
 }
 
+static long spin(u64 i, void *unused)
+{
+	return 0;
+}
+
+static long spin_more(u64 i, void *unused)
+{
+	bpf_loop(1 << 16, spin, NULL, 0);
+	return 0;
+}
+
+/* Test run: two records reserved, the second submitted, then ctx[0] * 65536 idle loop
+ * rounds before the first is submitted: meanwhile the first is busy and holds back the second. */
+SEC("raw_tp")
+int emit_held(u64 *ctx)
+{
+	struct event *first, *second;
+
+	first = bpf_ringbuf_reserve(&events, sizeof(*first), 0);
+	if (!first)
+		return 0;
+	second = bpf_ringbuf_reserve(&events, sizeof(*second), 0);
+	if (!second) {
+		bpf_ringbuf_discard(first, 0);
+		return 0;
+	}
+	fill(first, EV_RESERVED, 1);
+	fill(second, EV_RESERVED, 2);
+	bpf_ringbuf_submit(second, 0);
+	bpf_loop(ctx[0], spin_more, NULL, 0);
+	bpf_ringbuf_submit(first, 0);
+	return 0;
+}
+
 static long perf_one(u64 i, struct loop_ctx *lc)
 {
 	struct event e = {};
