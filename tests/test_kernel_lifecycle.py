@@ -367,3 +367,29 @@ def _eventually(check: Callable[[], bool]) -> bool:
             return True
         time.sleep(0.01)
     return False
+
+
+# --- event readers --------------------------------------------------------------------
+
+
+def test_an_event_reader_holds_its_on_demand_map_and_close_closes_it(no_fd_leak: None) -> None:
+    with dynbpf.open(build("events"), constants={"target_tgid": os.getpid()}, map_policy="on_demand") as coll:
+        assert not coll.map_exists("events")
+        reader = coll.ring_buffer("events", record="struct event")
+        assert coll.map_exists("events")  # created for the reader
+        producer = coll.programs["emit_reserved"]
+        producer.load()
+        events_id = map_id(coll, "events")
+        commands.prog_test_run(producer.fd, ctx_in=(3).to_bytes(8, "little") + bytes(16), repeat=0)
+        producer.unload()
+        assert map_id(coll, "events") == events_id  # the reader still needs it
+        records = reader.read(timeout=1)
+        assert [r.seq for r in records] == [0, 1, 2]
+        reader.close()
+        assert not coll.map_exists("events")
+        with coll.perf_buffer("samples", record="event") as perf:
+            assert coll.map_exists("samples")
+            assert perf.cpus
+        assert not coll.map_exists("samples")
+        open_reader = coll.ring_buffer("audit")
+    assert open_reader.closed  # the collection closed it

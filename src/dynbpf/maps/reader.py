@@ -166,6 +166,7 @@ class EventReader(abc.ABC):
         self._decode = decode
         self._drain_lock = threading.Lock()
         self._waiter = Waiter()
+        self._closers: list[Callable[[], object]] = []
         self._life = Lifetime(what, self._waiter.wake, self._release_all)
 
     # --- what subclasses provide -------------------------------------------------------
@@ -233,6 +234,10 @@ class EventReader(abc.ABC):
         """Stop delivering, unmap the buffers and close every fd; safe from any thread, repeatable."""
         self._life.close()
 
+    def on_close(self, fn: Callable[[], object]) -> None:
+        """Call ``fn`` once the reader has released everything (owners use it to let go of the map)."""
+        self._closers.append(fn)
+
     def __enter__(self) -> Self:
         return self
 
@@ -277,6 +282,9 @@ class EventReader(abc.ABC):
             self._release()
         finally:
             self._waiter.close()
+            closers, self._closers = self._closers, []
+            for fn in closers:
+                fn()
 
     def _init_failed(self) -> None:
         """Undo a constructor that raised half-way."""

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType, TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from dynbpf.btf.spec import Spec
 from dynbpf.elf.reader import read
 from dynbpf.elf.spec import ObjectSpec
 from dynbpf.errors import DynbpfError, StateError
+from dynbpf.maps.codec import record_decoder
 from dynbpf.maps.map import Map
+from dynbpf.maps.perfbuf import PerfBuffer
+from dynbpf.maps.reader import EventReader
+from dynbpf.maps.ringbuf import RingBuffer
 from dynbpf.maps.variables import Variables
 from dynbpf.prepare.btf_sanitize import BtfSupport
 from dynbpf.prepare.object import PreparedObject, prepare
@@ -29,6 +34,7 @@ from dynbpf.runtime.program import Program
 from dynbpf.runtime.state import MapPolicy, ProgramState
 
 DISABLED = ProgramState.DISABLED
+_R = TypeVar("_R", bound=EventReader)
 
 
 class Collection:
@@ -57,6 +63,7 @@ class Collection:
         self._map_views: dict[str, Map] = {}
         self._prepared: PreparedObject | None = None
         self._registry = MapRegistry(spec.name)
+        self._readers: weakref.WeakSet[EventReader] = weakref.WeakSet()
         self._measured_seconds = 0.0
         self._measured_insns = 0
         off = frozenset(disabled)
@@ -141,6 +148,52 @@ class Collection:
         own = [v for v in self.spec.variables.values() if v.section == section]
         return Variables.of_map(self._registry.require(section), self.spec.btf, own)
 
+    def ring_buffer(
+        self, name: str, *, record: str | int | None = None, callback: Callable[[Any], object] | None = None
+    ) -> RingBuffer:
+        """A reader of ring buffer map ``name``; records decoded as BTF type ``record`` (e.g. ``"struct event"``).
+
+        The reader counts as a user of the map until it is closed, so an
+        on-demand ring buffer is created now and outlives unloads of its
+        programs while it is read (docs/events.md).
+        """
+        return self._event_reader(name, record, lambda fd, decode: RingBuffer(fd, decode=decode, callback=callback))
+
+    def perf_buffer(
+        self,
+        name: str,
+        *,
+        record: str | int | None = None,
+        callback: Callable[[int, Any], object] | None = None,
+        lost_callback: Callable[[int, int], object] | None = None,
+        pages: int = 8,
+    ) -> PerfBuffer:
+        """A reader of perf event array ``name``, one ring of ``pages`` pages per CPU; like :meth:`ring_buffer`."""
+        return self._event_reader(
+            name,
+            record,
+            lambda fd, decode: PerfBuffer(
+                fd, decode=decode, callback=callback, lost_callback=lost_callback, pages=pages
+            ),
+        )
+
+    def _event_reader(self, name: str, record: str | int | None, make: Callable[[int, Any], _R]) -> _R:
+        decode = None
+        if record is not None:
+            if self.spec.btf is None:
+                raise DynbpfError(f"object {self.spec.name!r} has no BTF: records cannot be decoded by type")
+            decode = record_decoder(self.spec.btf, record)
+        registry = self._registry
+        registry.acquire([name])
+        try:
+            reader = make(registry.require(name), decode)
+        except BaseException:
+            registry.release([name])
+            raise
+        reader.on_close(lambda: registry.release([name]))
+        self._readers.add(reader)
+        return reader
+
     def load(
         self, programs: Iterable[str] | None = None, *, workers: int | None = None, atomic: bool = False
     ) -> dict[str, DynbpfError]:
@@ -174,11 +227,16 @@ class Collection:
             program.unload()
 
     def close(self) -> None:
-        """Detach and unload every program, free every map and reserved number; idempotent. Pins stay."""
+        """Close its event readers, detach and unload every program, free every map and number; idempotent.
+
+        Pins stay (pinned maps and links).
+        """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+        for reader in list(self._readers):
+            reader.close()
         for program in getattr(self, "programs", {}).values():
             program.unload()
         self._registry.close()
