@@ -78,6 +78,8 @@ WEIGHTS: Mapping[str, int] = {
     "run": 8,
     "load_many": 5,
     "unload_many": 3,
+    "load_all": 1,
+    "unload_all": 1,
     "peek": 5,
     "poke": 4,
 }
@@ -90,6 +92,8 @@ PIN_SECTION_MAPS = "pin-section-maps"
 #: though the outer map still holds it, and re-created as a map the outer does not hold.
 INNER_OF_PERSISTENT_OUTER = "on-demand-inner-of-persistent-outer"
 KNOWN_BUGS = frozenset({PIN_SECTION_MAPS, INNER_OF_PERSISTENT_OUTER})
+#: A run that keeps failing to open the object has nothing left to test.
+MAX_FAILED_OPENS = 20
 
 
 class InvariantError(AssertionError):
@@ -240,7 +244,7 @@ def choose_op(rng: random.Random, fixture: Fixture, kinds: Sequence[str], weight
         return Op(kind, tuple(rng.sample(fixture.programs, rng.randint(2, 8))), flag=rng.random() < 0.3)
     if kind == "peek":
         return Op(kind, map=rng.choice(fixture.maps))
-    if kind == "poke":
+    if kind in ("poke", "load_all", "unload_all"):
         return Op(kind)
     return Op(kind, (rng.choice(fixture.programs),), flag=rng.random() < 0.3)
 
@@ -353,6 +357,12 @@ class Round:
                     raise InvariantError(f"{op}: unexpected failures {wrong}")
             case "unload_many":
                 coll.unload(op.programs)
+            case "load_all":
+                failures = coll.load(workers=2)
+                if failures:
+                    raise InvariantError(f"{op}: failures though disabled programs are left out: {failures}")
+            case "unload_all":
+                coll.unload()
             case "peek":
                 return self._peek(op)
             case "poke":
@@ -644,6 +654,7 @@ class Stress:
         self.report = Report(seed=seed, threads=threads)
         self.history: deque[str] = deque(maxlen=8)
         self.seen = new_seen()
+        self.failed_opens = 0
 
     def run(self, operations: int) -> Report:
         """Run about ``operations`` operations (whole steps); raise or collect violations as configured."""
@@ -653,7 +664,7 @@ class Stress:
         started = time.perf_counter()
         try:
             with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="stress") as pool:
-                while report.operations < operations:
+                while report.operations < operations and self.failed_opens < MAX_FAILED_OPENS:
                     config = choose_round(self.rng, self.fixture, report.rounds, workarounds=self.workarounds)
                     report.rounds += 1
                     self._round(config, pin_root, pool, operations)
@@ -669,10 +680,16 @@ class Stress:
     def _round(self, config: RoundConfig, pin_root: str, pool: ThreadPoolExecutor, operations: int) -> None:
         report = self.report
         self.history.clear()
-        rnd = Round(self.fixture, config, pin_root, self.seen)
-        where, problems = "right after open", rnd.check()
-        report.checks += 1
         try:
+            rnd = Round(self.fixture, config, pin_root, self.seen)
+        except Exception as e:
+            self.failed_opens += 1
+            self._violation(config, "at open", [f"open raised {type(e).__name__}: {e}"])
+            return
+        where, problems = "right after open", []
+        try:
+            problems = rnd.check()
+            report.checks += 1
             end = min(operations, report.operations + self.rng.randint(300, 900))
             step = 0
             while not problems and report.operations < end:
