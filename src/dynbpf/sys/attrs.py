@@ -207,6 +207,24 @@ class _LinkUnion(ctypes.Union):
     ]
 
 
+class _IterMap(ctypes.Structure):
+    _fields_ = [("map_fd", u32)]
+
+
+class _IterCgroup(ctypes.Structure):
+    _fields_ = [("order", u32), ("cgroup_fd", u32), ("cgroup_id", u64)]
+
+
+class _IterTask(ctypes.Structure):
+    _fields_ = [("tid", u32), ("pid", u32), ("pid_fd", u32)]
+
+
+class IterLinkInfo(ctypes.Union):
+    """``union bpf_iter_link_info``: the one map, cgroup or task an iterator link walks."""
+
+    _fields_ = [("map", _IterMap), ("cgroup", _IterCgroup), ("task", _IterTask)]
+
+
 class LinkCreateAttr(Attr):
     """``prog_fd`` doubles as ``map_fd`` (struct_ops), ``target_fd`` as ``target_ifindex``."""
 

@@ -1,0 +1,106 @@
+"""What the kernel says a link is: its type, ids, and the hook it sits on.
+
+A link opened from a pin carries no Python-side memory of how it was made,
+so its kind and description are rebuilt from ``bpf_link_info``. The
+per-type part of that struct is kept as raw bytes by ``sys.attrs``; the few
+fields read here are decoded by offset (``union`` starts 16 bytes in).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from dataclasses import dataclass
+
+from dynbpf.errors import DynbpfError
+from dynbpf.sys import commands
+from dynbpf.sys.attrs import LinkInfo
+from dynbpf.sys.constants import AttachType, LinkType, ProgType
+
+_UNION = 16  # offset of the per-type union in bpf_link_info
+_NAME_MAX = 4096
+
+#: bpf_link_info.perf_event.type (enum bpf_perf_event_type)
+PERF_EVENT_KINDS = {1: "uprobe", 2: "uretprobe", 3: "kprobe", 4: "kretprobe", 5: "tracepoint", 6: "perf_event"}
+
+TRACING_KINDS: dict[int, str] = {
+    AttachType.TRACE_RAW_TP: "tp_btf",
+    AttachType.TRACE_FENTRY: "fentry",
+    AttachType.TRACE_FEXIT: "fexit",
+    AttachType.MODIFY_RETURN: "fmod_ret",
+    AttachType.LSM_MAC: "lsm",
+    AttachType.TRACE_FSESSION: "fsession",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LinkFacts:
+    link_type: int
+    id: int
+    prog_id: int
+    kind: str
+    description: str
+
+
+def _u32(info: LinkInfo, off: int) -> int:
+    return int(struct.unpack_from("=I", info, _UNION + off)[0])
+
+
+def _name_request(link_type: int, info: LinkInfo) -> int | None:
+    """Where the kernel writes the hook's name for this link type (pointer field offset in the union)."""
+    if link_type in (LinkType.RAW_TRACEPOINT, LinkType.ITER):
+        return 0
+    if link_type == LinkType.PERF_EVENT and _u32(info, 0) in (1, 2, 3, 4, 5):
+        return 8
+    return None
+
+
+def link_facts(fd: int) -> LinkFacts:
+    """Type, ids, kind and a description of the link behind ``fd`` (two OBJ_GET_INFO calls at most)."""
+    info = commands.link_info(fd)
+    link_type = int(info.type)
+    name = ""
+    where = _name_request(link_type, info)
+    if where is not None:
+        buf = ctypes.create_string_buffer(_NAME_MAX)
+        named = LinkInfo()
+        if link_type == LinkType.PERF_EVENT:
+            struct.pack_into("=I", named, _UNION, _u32(info, 0))
+        struct.pack_into("=QI", named, _UNION + where, ctypes.addressof(buf), _NAME_MAX)
+        info = commands.obj_info(fd, named)
+        name = buf.value.decode(errors="replace")
+    kind, description = _describe(link_type, info, name)
+    return LinkFacts(link_type, int(info.id), int(info.prog_id), kind, description)
+
+
+def _program_type(prog_id: int) -> int | None:
+    """A tp_btf program's link is a raw tracepoint link too; only the program's type tells them apart."""
+    try:
+        with commands.fd_by_id(commands.ObjKind.PROG, prog_id) as fd:
+            return int(commands.prog_info(fd.raw).type)
+    except DynbpfError:
+        return None
+
+
+def _describe(link_type: int, info: LinkInfo, name: str) -> tuple[str, str]:
+    if link_type == LinkType.RAW_TRACEPOINT:
+        kind = "tp_btf" if _program_type(int(info.prog_id)) == ProgType.TRACING else "raw_tp"
+        return kind, f"{kind} {name}"
+    if link_type == LinkType.TRACING:
+        attach_type, btf_id = _u32(info, 0), _u32(info, 8)
+        kind = TRACING_KINDS.get(attach_type, "tracing")
+        return kind, f"{kind} (kernel BTF id {btf_id})"
+    if link_type == LinkType.ITER:
+        map_id = _u32(info, 12)
+        return "iter", f"iter {name}" + (f" (map id {map_id})" if map_id else "")
+    if link_type == LinkType.PERF_EVENT:
+        kind = PERF_EVENT_KINDS.get(_u32(info, 0), "perf_event")
+        if kind in ("uprobe", "uretprobe", "kprobe", "kretprobe"):
+            offset = _u32(info, 20)
+            return kind, f"{kind} {name}" + (f"+{offset:#x}" if offset else "")
+        return kind, f"{kind} {name}" if name else kind
+    try:
+        kind = LinkType(link_type).name.lower()
+    except ValueError:
+        kind = f"link type {link_type}"
+    return kind, kind
