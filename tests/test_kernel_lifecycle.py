@@ -105,6 +105,44 @@ def test_state_transitions_and_what_each_state_allows(no_fd_leak: None) -> None:
         prog.load()
 
 
+def test_seed_scenario_dynamic_load_attach_detach_unload_reload(no_fd_leak: None) -> None:
+    """The seed patch's selftest (prog_tests/dynamicload.c), step by step."""
+    with open_lifecycle(disabled=["prog1"]) as coll:
+        bss = coll.bss
+        progs = coll.programs
+        assert coll.load(["prog2"]) == {}
+        links = [progs["prog2"].attach()]
+
+        def fired() -> tuple[bool, bool, bool]:
+            bss.prog1_called = bss.prog2_called = bss.prog3_called = False
+            os.getpgid(0)
+            return bss.prog1_called, bss.prog2_called, bss.prog3_called
+
+        assert fired() == (False, True, False)
+        with pytest.raises(StateError):
+            progs["prog1"].load()  # disabled: load fails
+        assert progs["prog2"].load() is False  # autoloaded already: nothing to do
+        assert fired() == (False, True, False)
+
+        assert progs["prog3"].load() is True  # dynamic load
+        link = progs["prog3"].attach()
+        assert progs["prog3"].state is ProgramState.ATTACHED
+        assert fired() == (False, True, True)
+        link.detach()
+        assert progs["prog3"].state is ProgramState.LOADED
+        assert fired() == (False, True, False)
+        progs["prog3"].unload()
+        assert progs["prog3"].state is ProgramState.PREPARED
+        assert progs["prog3"].load() is True  # reload after unload
+        progs["prog3"].attach()
+        assert fired() == (False, True, True)
+        progs["prog3"].unload()  # detaches first
+        assert progs["prog3"].links == ()
+        assert fired() == (False, True, False)
+        for link in links:
+            link.detach()
+
+
 # --- on-demand maps -------------------------------------------------------------------
 
 
