@@ -120,6 +120,8 @@ struct sock_state {
 };
 
 struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 1 << 22); } events SEC(".maps");
+/* Puts the record type in BTF, so readers can decode it by name. */
+struct event *event_type __attribute__((unused));
 
 #define MAP(kind, name, k, v, n) \\
 	struct { __uint(type, kind); __uint(max_entries, n); __type(key, k); __type(value, v); } name SEC(".maps")
