@@ -17,8 +17,29 @@ from dynbpf.sys import commands
 from dynbpf.sys.attrs import LinkInfo
 from dynbpf.sys.constants import AttachType, LinkType, ProgType
 
-_UNION = 16  # offset of the per-type union in bpf_link_info
+UNION = 16  # offset of the per-type union in bpf_link_info
 _NAME_MAX = 4096
+
+#: the union fields read or set here, by their kernel names, at their offsets inside the union
+#: (each ``*name`` pointer is followed by its u32 length; tests check all of them against kernel BTF)
+FIELDS = {
+    "raw_tracepoint.tp_name": 0,
+    "raw_tracepoint.tp_name_len": 8,
+    "tracing.attach_type": 0,
+    "tracing.target_btf_id": 8,
+    "iter.target_name": 0,
+    "iter.target_name_len": 8,
+    "iter.map.map_id": 12,
+    "perf_event.type": 0,
+    "perf_event.uprobe.file_name": 8,
+    "perf_event.uprobe.name_len": 16,
+    "perf_event.uprobe.offset": 20,
+    "perf_event.kprobe.func_name": 8,
+    "perf_event.kprobe.name_len": 16,
+    "perf_event.kprobe.offset": 20,
+    "perf_event.tracepoint.tp_name": 8,
+    "perf_event.tracepoint.name_len": 16,
+}
 
 #: bpf_link_info.perf_event.type (enum bpf_perf_event_type)
 PERF_EVENT_KINDS = {1: "uprobe", 2: "uretprobe", 3: "kprobe", 4: "kretprobe", 5: "tracepoint", 6: "perf_event"}
@@ -42,16 +63,23 @@ class LinkFacts:
     description: str
 
 
-def _u32(info: LinkInfo, off: int) -> int:
-    return int(struct.unpack_from("=I", info, _UNION + off)[0])
+def _u32(info: LinkInfo, field: str) -> int:
+    return int(struct.unpack_from("=I", info, UNION + FIELDS[field])[0])
 
 
 def _name_request(link_type: int, info: LinkInfo) -> int | None:
     """Where the kernel writes the hook's name for this link type (pointer field offset in the union)."""
-    if link_type in (LinkType.RAW_TRACEPOINT, LinkType.ITER):
-        return 0
-    if link_type == LinkType.PERF_EVENT and _u32(info, 0) in (1, 2, 3, 4, 5):
-        return 8
+    if link_type == LinkType.RAW_TRACEPOINT:
+        return FIELDS["raw_tracepoint.tp_name"]
+    if link_type == LinkType.ITER:
+        return FIELDS["iter.target_name"]
+    perf_kind = PERF_EVENT_KINDS.get(_u32(info, "perf_event.type")) if link_type == LinkType.PERF_EVENT else None
+    if perf_kind in ("uprobe", "uretprobe"):
+        return FIELDS["perf_event.uprobe.file_name"]
+    if perf_kind in ("kprobe", "kretprobe"):
+        return FIELDS["perf_event.kprobe.func_name"]
+    if perf_kind == "tracepoint":
+        return FIELDS["perf_event.tracepoint.tp_name"]
     return None
 
 
@@ -65,8 +93,8 @@ def link_facts(fd: int) -> LinkFacts:
         buf = ctypes.create_string_buffer(_NAME_MAX)
         named = LinkInfo()
         if link_type == LinkType.PERF_EVENT:
-            struct.pack_into("=I", named, _UNION, _u32(info, 0))
-        struct.pack_into("=QI", named, _UNION + where, ctypes.addressof(buf), _NAME_MAX)
+            struct.pack_into("=I", named, UNION + FIELDS["perf_event.type"], _u32(info, "perf_event.type"))
+        struct.pack_into("=QI", named, UNION + where, ctypes.addressof(buf), _NAME_MAX)
         info = commands.obj_info(fd, named)
         name = buf.value.decode(errors="replace")
     kind, description = _describe(link_type, info, name)
@@ -87,16 +115,16 @@ def _describe(link_type: int, info: LinkInfo, name: str) -> tuple[str, str]:
         kind = "tp_btf" if _program_type(int(info.prog_id)) == ProgType.TRACING else "raw_tp"
         return kind, f"{kind} {name}"
     if link_type == LinkType.TRACING:
-        attach_type, btf_id = _u32(info, 0), _u32(info, 8)
+        attach_type, btf_id = _u32(info, "tracing.attach_type"), _u32(info, "tracing.target_btf_id")
         kind = TRACING_KINDS.get(attach_type, "tracing")
         return kind, f"{kind} (kernel BTF id {btf_id})"
     if link_type == LinkType.ITER:
-        map_id = _u32(info, 12)
+        map_id = _u32(info, "iter.map.map_id")
         return "iter", f"iter {name}" + (f" (map id {map_id})" if map_id else "")
     if link_type == LinkType.PERF_EVENT:
-        kind = PERF_EVENT_KINDS.get(_u32(info, 0), "perf_event")
+        kind = PERF_EVENT_KINDS.get(_u32(info, "perf_event.type"), "perf_event")
         if kind in ("uprobe", "uretprobe", "kprobe", "kretprobe"):
-            offset = _u32(info, 20)
+            offset = _u32(info, "perf_event.uprobe.offset")
             return kind, f"{kind} {name}" + (f"+{offset:#x}" if offset else "")
         return kind, f"{kind} {name}" if name else kind
     try:

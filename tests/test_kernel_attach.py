@@ -1,0 +1,634 @@
+"""dynbpf.attach on the real kernel: every kind this kernel runs fires, stops on detach, and fails clearly.
+
+Each test attaches a program of tests/bpf/attach.bpf.c, triggers its hook from
+this process (syscalls filtered by our pid, libc calls, a test binary, the
+cpu-clock, an iterator read), sees the program's .bss counter move, detaches
+and sees it stop.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+import dynbpf
+from dynbpf import ProgramState
+from dynbpf.asm.insn import return_imm
+from dynbpf.attach import IoctlPerfLink, IterLink, Link, LinkGroup, attach
+from dynbpf.attach.linkinfo import FIELDS, UNION
+from dynbpf.attach.perf_event import online_cpus
+from dynbpf.attach.perf_link import link_perf_event
+from dynbpf.attach.request import Request
+from dynbpf.attach.symbols import function_offset
+from dynbpf.elf.sections import program_kind
+from dynbpf.errors import AttachError, DynbpfError, KernelUnsupported, StateError
+from dynbpf.features import attach as attach_features
+from dynbpf.features import kernel as kernel_features
+from dynbpf.features.result import Support
+from dynbpf.features.trial import load as load_trial
+from dynbpf.maps import Variables
+from dynbpf.sys import attrs, commands, fs, perf
+from dynbpf.sys.constants import ProgType
+from tests.bpfbuild import build
+
+pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
+
+PIN_ROOT = "/sys/fs/bpf"
+TARGET_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+volatile long sink;
+
+__attribute__((noinline)) long dynbpf_target(long x)
+{
+	sink += x;
+	return 2 * x + 1;
+}
+
+int main(int argc, char **argv)
+{
+	long n = atol(argv[1]), total = 0;
+	char go;
+
+	if (read(0, &go, 1) != 1) /* the test attaches first, then lets us run */
+		return 1;
+	for (long i = 1; i <= n; i++)
+		total += dynbpf_target(i);
+	printf("%ld\n", total);
+	return 0;
+}
+"""
+
+
+@contextmanager
+def opened() -> Iterator[dynbpf.Collection]:
+    with dynbpf.open(build("attach"), constants={"target_tgid": os.getpid()}) as coll:
+        yield coll
+
+
+def loaded(coll: dynbpf.Collection, name: str) -> dynbpf.Program:
+    prog = coll.programs[name]
+    prog.load()
+    return prog
+
+
+def count(coll: dynbpf.Collection, counter: str, trigger: Callable[[], object], times: int = 5) -> int:
+    """How much ``counter`` moves while ``trigger`` runs ``times`` times."""
+    before = coll.bss[counter]
+    for _ in range(times):
+        trigger()
+    return int(coll.bss[counter] - before)
+
+
+def pin_path(name: str) -> str:
+    return fs.pin_path(PIN_ROOT, f"dynbpf-attach-test-{os.getpid()}-{name}")
+
+
+@pytest.fixture(scope="module")
+def target_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small user-space program whose dynbpf_target(i) is called argv[1] times once stdin says go."""
+    d = tmp_path_factory.mktemp("uprobe-target")
+    (d / "target.c").write_text(TARGET_C)
+    subprocess.run(["clang", "-O1", "-o", str(d / "target"), str(d / "target.c")], check=True)
+    return d / "target"
+
+
+def run_target(binary: Path, calls: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([str(binary), str(calls)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+
+def finish(proc: subprocess.Popen[bytes]) -> int:
+    out, _ = proc.communicate(b"g", timeout=30)
+    assert proc.returncode == 0
+    return int(out)
+
+
+# --- tracepoints ---------------------------------------------------------------------------
+
+
+def test_tracepoint_fires_until_detached(no_fd_leak: None) -> None:
+    with opened() as coll:
+        prog = loaded(coll, "tp_getppid")
+        link = prog.attach()
+        assert (link.kind, link.description) == ("tracepoint", "tracepoint syscalls/sys_enter_getppid")
+        assert prog.state is ProgramState.ATTACHED
+        assert prog.links == (link,)
+        assert link.facts().kind == "tracepoint"
+        assert link.program_id == prog.id
+        assert count(coll, "tp_hits", os.getppid) == 5
+        link.detach()
+        link.detach()  # idempotent
+        assert link.closed
+        assert prog.state is ProgramState.LOADED
+        assert prog.links == ()
+        assert count(coll, "tp_hits", os.getppid) == 0
+        with pytest.raises(StateError, match="detached"):
+            _ = link.fd
+
+
+@pytest.mark.parametrize(
+    "target",
+    [{"category": "syscalls", "event": "sys_enter_getuid"}, {"tracepoint": "syscalls/sys_enter_getuid"}],
+    ids=["category+event", "tracepoint"],
+)
+def test_tracepoint_target_and_cookie_from_keywords(target: dict[str, str], no_fd_leak: None) -> None:
+    with opened() as coll:
+        prog = loaded(coll, "tp_any")
+        with prog.attach(**target, cookie=0xC0FFEE) as link:
+            assert link.description == "tracepoint syscalls/sys_enter_getuid"
+            assert count(coll, "tp_any_hits", os.getuid, 3) == 3
+            assert coll.bss.tp_cookie == 0xC0FFEE
+        assert count(coll, "tp_any_hits", os.getuid, 3) == 0
+
+
+def test_missing_tracepoint_names_program_kind_and_path(no_fd_leak: None) -> None:
+    with opened() as coll:
+        prog = loaded(coll, "tp_any")
+        root = fs.tracefs_root()
+        with pytest.raises(AttachError) as exc:
+            prog.attach(category="syscalls", event="sys_enter_nope")
+        assert str(exc.value) == (
+            "cannot attach program 'tp_any' (tracepoint syscalls/sys_enter_nope): no tracepoint "
+            f"syscalls/sys_enter_nope: {root}/events/syscalls/sys_enter_nope missing"
+        )
+        with pytest.raises(AttachError, match="no tracepoint given"):
+            prog.attach()
+        with pytest.raises(TypeError, match=r"unexpected target arguments nmae \(accepted: tracepoint, category"):
+            prog.attach(nmae="sys_enter_getuid")
+        assert prog.state is ProgramState.LOADED
+
+
+def test_failed_link_closes_its_perf_event(no_fd_leak: None) -> None:
+    """The perf event is opened before the link: when the kernel refuses the link, nothing stays open."""
+    with load_trial(ProgType.SOCKET_FILTER, return_imm(0)) as wrong:
+        assert wrong.fd is not None
+        with pytest.raises(AttachError, match=r"\(tracepoint syscalls/sys_enter_getppid\): BPF_LINK_CREATE failed"):
+            attach(program_kind("tp/syscalls/sys_enter_getppid"), wrong.fd.raw, name="socket_prog")
+
+
+def test_perf_links_are_used_where_the_probe_finds_them(no_fd_leak: None) -> None:
+    assert kernel_features.perf_link().supported, "kernel 6.18 has perf links"
+    with opened() as coll:
+        link = loaded(coll, "tp_getppid").attach()
+        assert type(link) is Link
+        assert commands.link_info(link.fd).type == 7  # BPF_LINK_TYPE_PERF_EVENT
+        link.detach()
+
+
+def test_ioctl_attachment_for_kernels_without_perf_links(no_fd_leak: None) -> None:
+    with opened() as coll:
+        prog = loaded(coll, "tp_getppid")
+        tp_id = fs.tracepoint_id("syscalls", "sys_enter_getppid")
+        event = perf.perf_event_open(perf.tracepoint_attr(tp_id), pid=-1, cpu=0)
+        request = Request("tp_getppid", "tracepoint", "syscalls/sys_enter_getppid")
+        link = link_perf_event(request, prog.fd, event, use_link=False)
+        assert isinstance(link, IoctlPerfLink)
+        assert link.fd == event.raw
+        assert count(coll, "tp_hits", os.getppid) == 5
+        with pytest.raises(AttachError, match="PERF_EVENT_IOC_SET_BPF"):
+            link.pin(pin_path("ioctl"))
+        with pytest.raises(AttachError, match="sets a program once"):
+            link.update(prog)
+        with pytest.raises(AttachError, match="a cookie needs a perf link"):
+            link_perf_event(
+                request,
+                prog.fd,
+                perf.perf_event_open(perf.tracepoint_attr(tp_id), pid=-1, cpu=0),
+                cookie=1,
+                use_link=False,
+            )
+        link.detach()
+        assert count(coll, "tp_hits", os.getppid) == 0
+
+
+# --- raw tracepoints and tp_btf ----------------------------------------------------------------
+
+
+def test_raw_tracepoint(no_fd_leak: None) -> None:
+    with opened() as coll:
+        prog = loaded(coll, "raw_getpgid")
+        link = prog.attach()
+        assert (link.kind, link.description, link.facts().kind) == ("raw_tp", "raw_tp sys_enter", "raw_tp")
+        assert count(coll, "raw_hits", lambda: os.getpgid(0)) == 5
+        link.detach()
+        assert count(coll, "raw_hits", lambda: os.getpgid(0)) == 0
+        with pytest.raises(AttachError, match="no raw tracepoint 'sys_enter_nope' in the kernel or its modules"):
+            prog.attach(tracepoint="sys_enter_nope")
+
+
+def test_tp_btf(no_fd_leak: None) -> None:
+    with opened() as coll:
+        prog = loaded(coll, "btf_getgid")
+        link = prog.attach()
+        assert link.kind == "tp_btf"
+        assert link.description.startswith("tp_btf sys_enter (BTF id ")
+        assert link.facts().kind == "tp_btf"  # a raw tracepoint link in the kernel, told apart by the program
+        assert count(coll, "btf_hits", os.getgid) == 5
+        link.detach()
+        assert count(coll, "btf_hits", os.getgid) == 0
+        with pytest.raises(TypeError, match=r"accepted: cookie"):
+            prog.attach(tracepoint="sys_exit")
+
+
+def test_update_is_refused_where_the_kernel_cannot_swap_programs(no_fd_leak: None) -> None:
+    with opened() as coll:
+        prog = loaded(coll, "raw_getpgid")
+        with prog.attach() as link, pytest.raises(AttachError, match="cannot swap the program of a raw_tracepoint"):
+            link.update(prog)
+        with loaded(coll, "tp_getppid").attach() as link, pytest.raises(AttachError, match="perf_event link"):
+            link.update(coll.programs["tp_getppid"])
+
+
+# --- uprobes -------------------------------------------------------------------------------------
+
+
+def test_uprobe_on_libc_from_the_section(no_fd_leak: None) -> None:
+    """SEC("uprobe/libc.so.6:getpid"): the library is found like the dynamic linker would, the symbol in .dynsym."""
+    libc = ctypes.CDLL("libc.so.6")
+    with opened() as coll:
+        prog = loaded(coll, "libc_getpid")
+        link = prog.attach()
+        assert link.kind == "uprobe"
+        assert link.description.startswith("uprobe libc.so.6:getpid (/")
+        assert count(coll, "libc_hits", os.getpid) == 5
+        assert count(coll, "libc_hits", libc.getpid, 3) == 3
+        link.detach()
+        assert count(coll, "libc_hits", libc.getpid) == 0
+
+
+def test_uretprobe_sees_the_return_value(no_fd_leak: None) -> None:
+    with opened() as coll:
+        prog = loaded(coll, "uret_any")
+        link = prog.attach(path="libc.so.6", symbol="getpid", pid=os.getpid())
+        assert link.kind == "uretprobe"
+        assert f"pid {os.getpid()}" in link.description
+        assert link.facts().kind == "uretprobe"
+        assert count(coll, "uret_hits", os.getpid, 4) == 4
+        assert coll.bss.uret_last == os.getpid()
+        link.detach()
+        assert count(coll, "uret_hits", os.getpid) == 0
+
+
+def test_uprobe_on_a_test_binary_only_fires_for_its_pid(target_binary: Path, no_fd_leak: None) -> None:
+    with opened() as coll:
+        prog = loaded(coll, "up_any")
+        traced, other = run_target(target_binary, 5), run_target(target_binary, 7)
+        try:
+            link = prog.attach(path=str(target_binary), symbol="dynbpf_target", pid=traced.pid)
+            assert finish(other) == 7 * 8 + 7
+            assert finish(traced) == 5 * 6 + 5
+        finally:
+            for proc in (traced, other):
+                proc.kill()
+                proc.wait()
+        assert coll.bss.up_hits == 5  # the other process's 7 calls were not traced
+        assert coll.bss.up_last_arg == 5
+        link.detach()
+        assert finish(run_target(target_binary, 3)) == 15
+        assert coll.bss.up_hits == 5
+
+
+def test_uprobe_every_process_by_file_offset(target_binary: Path, no_fd_leak: None) -> None:
+    offset = function_offset(str(target_binary), "dynbpf_target").offset
+    with opened() as coll:
+        prog = loaded(coll, "uret_any")
+        with prog.attach(path=str(target_binary), offset=offset) as link:
+            assert link.description == f"uretprobe {target_binary}:{offset:#x}"
+            assert finish(run_target(target_binary, 2)) + finish(run_target(target_binary, 3)) == 8 + 15
+            assert coll.bss.uret_hits == 5
+            assert coll.bss.uret_last == 2 * 3 + 1
+        assert finish(run_target(target_binary, 1)) == 3
+        assert coll.bss.uret_hits == 5
+
+
+def test_uprobe_failures_name_the_target(no_fd_leak: None) -> None:
+    with opened() as coll:
+        prog = loaded(coll, "up_any")
+        with pytest.raises(AttachError, match=r"\(uprobe libc.so.6:no_such_function\): no function 'no_such_function'"):
+            prog.attach(path="libc.so.6", symbol="no_such_function")
+        with pytest.raises(AttachError, match=r"no libdynbpf-nope.so.1 built for this machine in .*ld.so.cache"):
+            prog.attach(path="libdynbpf-nope.so.1", symbol="f")
+        with pytest.raises(AttachError, match=r"/nope/bin does not exist"):
+            prog.attach(path="/nope/bin", symbol="f")
+        with pytest.raises(AttachError, match="no target given"):
+            prog.attach()
+        with pytest.raises(AttachError, match=r"pid=0 is not a process id"):
+            prog.attach(path="libc.so.6", symbol="getpid", pid=0)
+        assert prog.state is ProgramState.LOADED
+
+
+# --- perf_event ----------------------------------------------------------------------------------
+
+
+def spin(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def test_perf_event_cpu_clock_on_every_cpu(no_fd_leak: None) -> None:
+    with opened() as coll:
+        prog = loaded(coll, "on_clock")
+        group = prog.attach()
+        assert isinstance(group, LinkGroup)
+        assert len(group.links) == len(online_cpus(Request("on_clock", "perf_event")))
+        assert group.description == f"perf_event cpu-clock (period 1000000) on {len(group.links)} CPUs"
+        spin(0.05)
+        assert coll.bss.clock_hits > 0
+        group.detach()
+        assert all(link.closed for link in group.links)
+        time.sleep(0.01)
+        settled = coll.bss.clock_hits
+        spin(0.05)
+        assert coll.bss.clock_hits == settled
+
+
+def test_perf_event_on_a_given_event(no_fd_leak: None) -> None:
+    attr = perf.PerfEventAttr(type=perf.PERF_TYPE_SOFTWARE, config=perf.PERF_COUNT_SW_CPU_CLOCK, sample_period=100_000)
+    with opened() as coll, perf.perf_event_open(attr, pid=0, cpu=-1) as event:
+        prog = loaded(coll, "on_clock")
+        link = prog.attach(perf_event_fd=event)
+        assert type(link) is Link
+        assert link.facts().kind == "perf_event"
+        spin(0.05)
+        assert coll.bss.clock_hits > 0
+        link.detach()
+        assert not event.closed  # the caller's fd was duplicated, not taken
+        settled = coll.bss.clock_hits
+        spin(0.05)
+        assert coll.bss.clock_hits == settled
+        with pytest.raises(AttachError, match="perf_event_fd= names an open event; cpu would describe another"):
+            prog.attach(perf_event_fd=event, cpu=0)
+
+
+def test_perf_event_on_one_cpu_and_by_frequency(no_fd_leak: None) -> None:
+    with opened() as coll:
+        prog = loaded(coll, "on_clock")
+        with prog.attach(cpu=0, sample_freq=1000) as link:
+            assert type(link) is Link
+            assert link.description == "perf_event cpu-clock (1000 Hz) on cpu 0"
+        with pytest.raises(AttachError, match="not both"):
+            prog.attach(sample_freq=10, sample_period=10)
+
+
+# --- iterators -----------------------------------------------------------------------------------
+
+
+def test_iter_reads_a_full_pass_each_time(no_fd_leak: None) -> None:
+    with opened() as coll:
+        prog = loaded(coll, "task_lines")
+        link = prog.attach()
+        assert isinstance(link, IterLink)
+        assert link.kind == "iter"
+        text = link.read().decode()
+        me = f"{os.getpid()} "
+        assert any(line.startswith(me) for line in text.splitlines()), text[:500]
+        first = coll.bss.iter_hits
+        assert first > 0
+        link.read()
+        assert coll.bss.iter_hits >= 2 * first - 5  # a second pass runs the program again (tasks come and go)
+        link.detach()
+        with pytest.raises(StateError, match="detached"):
+            link.read()
+
+
+def test_iter_narrowed_to_one_task(no_fd_leak: None) -> None:
+    with opened() as coll, loaded(coll, "task_pids").attach(tid=os.getpid()) as link:
+        assert link.description.endswith(f"(tid {os.getpid()})")
+        assert link.read() == f"pid={os.getpid()}\n".encode()
+
+
+def test_iter_over_map_elements(no_fd_leak: None) -> None:
+    with opened() as coll:
+        numbers = coll.maps["numbers"]
+        for key in range(1, 4):
+            numbers[key] = key * 10
+        prog = loaded(coll, "number_lines")
+        with pytest.raises(AttachError, match="a bpf_map_elem iterator walks one map: pass map_fd="):
+            prog.attach()
+        with prog.attach(map_fd=coll.map_fd_number("numbers")) as link:
+            assert sorted(link.read().decode().splitlines()) == ["1=10", "2=20", "3=30"]
+            assert "(map id " in link.facts().description
+
+
+def test_iter_update_swaps_the_program_and_moves_the_link(no_fd_leak: None) -> None:
+    with opened() as coll:
+        lines, pids = loaded(coll, "task_lines"), loaded(coll, "task_pids")
+        link = lines.attach()
+        events: list[tuple[str, int | None]] = []
+        link.add_listener(lambda _link, event, fd: events.append((event, fd)))
+        assert not link.read().startswith(b"pid=")
+        link.update(pids)
+        assert link.read().startswith(b"pid=")
+        assert link.program_id == pids.id
+        assert events == [("update", pids.fd)]
+        assert lines.links == ()
+        assert pids.links == (link,)
+        assert (lines.state, pids.state) == (ProgramState.LOADED, ProgramState.ATTACHED)
+        pids.detach()
+        assert events[-1] == ("detach", None)
+        assert link.closed
+
+
+# --- pins ------------------------------------------------------------------------------------------
+
+
+def test_pin_keeps_the_link_after_detach_until_unpin(no_fd_leak: None) -> None:
+    path = pin_path("tp")
+    with opened() as coll:
+        link = loaded(coll, "tp_getppid").attach()
+        link.pin(path)
+        assert link.pinned == path
+        with pytest.raises(StateError, match="already pinned"):
+            link.pin(path + "-again")
+        reopened = Link.from_pin(path)
+        assert reopened.id == link.id
+        assert reopened.kind == "tracepoint"
+        assert reopened.pinned == path
+        link.detach()
+        assert count(coll, "tp_hits", os.getppid) == 5  # the pin and the reopened fd keep it attached
+        reopened.unpin()
+        assert not os.path.exists(path)
+        assert count(coll, "tp_hits", os.getppid) == 5  # the reopened fd still holds it
+        reopened.detach()
+        assert count(coll, "tp_hits", os.getppid) == 0
+        link.unpin()  # already gone: a no-op
+
+
+def test_from_pin_refuses_what_is_not_a_link(no_fd_leak: None) -> None:
+    path = pin_path("map")
+    with opened() as coll:
+        commands.obj_pin(coll.map_fd_number("numbers"), path)
+        try:
+            with pytest.raises(DynbpfError, match="pins a BPF map, not a link"):
+                Link.from_pin(path)
+        finally:
+            os.unlink(path)
+
+
+def test_link_group_pins_as_a_directory(no_fd_leak: None) -> None:
+    path = pin_path("clock")
+    with opened() as coll:
+        group = loaded(coll, "on_clock").attach()
+        assert isinstance(group, LinkGroup)
+        group.pin(path)
+        names = sorted(os.listdir(path))
+        assert names == sorted(f"cpu{n}" for n in map(int, (p.removeprefix("cpu") for p in names)))
+        assert len(names) == len(group.links)
+        group.detach()
+        reopened = Link.from_pin(path)
+        assert isinstance(reopened, LinkGroup)
+        assert len(reopened.links) == len(names)
+        assert reopened.kind == "perf_event"
+        reopened.unpin()
+        assert not os.path.exists(path)
+        reopened.detach()
+        settled = coll.bss.clock_hits
+        spin(0.05)
+        assert coll.bss.clock_hits == settled
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    import dynbpf
+    obj, pin, parent = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    with dynbpf.open(obj, constants={"target_tgid": parent}) as coll:
+        prog = coll.programs["tp_getppid"]
+        prog.load()
+        link = prog.attach()
+        link.pin(pin)
+        print(link.id, prog.id)
+    """
+)
+
+
+def bss_of(prog_id: int, obj: Path) -> tuple[Variables, Callable[[], None]]:
+    """The .bss variables of a kernel program nobody in this process loaded, and how to let go of them."""
+    spec = dynbpf.read(obj)
+    assert spec.btf is not None
+    with commands.fd_by_id(commands.ObjKind.PROG, prog_id) as prog:
+        map_ids = commands.prog_map_ids(prog.raw)
+    for map_id in map_ids:
+        fd = commands.fd_by_id(commands.ObjKind.MAP, map_id)
+        if commands.map_info(fd.raw).name.endswith(b".bss"):
+            own = [v for v in spec.variables.values() if v.section == ".bss"]
+            return Variables.of_map(fd, spec.btf, own), fd.close
+        fd.close()
+    raise AssertionError(f"program {prog_id} has no .bss map")
+
+
+def test_pinned_link_outlives_the_process_that_made_it(no_fd_leak: None) -> None:
+    obj, path = build("attach"), pin_path("child")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(obj), path, str(os.getpid())],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    ).stdout
+    link_id, prog_id = map(int, out.split())
+    link = Link.from_pin(path)
+    try:
+        assert (link.id, link.program_id, link.kind) == (link_id, prog_id, "tracepoint")
+        assert link.description == "tracepoint sys_enter_getppid"
+        bss, release = bss_of(prog_id, obj)
+        try:
+            before = bss.tp_hits
+            for _ in range(3):
+                os.getppid()
+            assert bss.tp_hits == before + 3
+            link.unpin()
+            link.detach()
+            assert not os.path.exists(path)
+            os.getppid()
+            assert bss.tp_hits == before + 3
+        finally:
+            release()
+    finally:
+        link.unpin()
+        link.detach()
+    deadline = time.monotonic() + 5
+    while link_id in commands.ids(commands.ObjKind.LINK) and time.monotonic() < deadline:
+        time.sleep(0.01)  # the kernel frees a link from a work queue
+    assert link_id not in commands.ids(commands.ObjKind.LINK)
+
+
+# --- kinds this kernel refuses -------------------------------------------------------------------
+
+
+TRAMPOLINES = "BPF trampolines (fentry/fexit)"
+
+
+@pytest.mark.parametrize(
+    ("section", "prog_type", "probe", "capability"),
+    [
+        ("kprobe/do_unlinkat", ProgType.KPROBE, attach_features.kprobes, "kprobes"),
+        ("kretprobe/do_unlinkat", ProgType.KPROBE, attach_features.kprobes, "kprobes"),
+        ("ksyscall/openat", ProgType.KPROBE, attach_features.kprobes, "kprobes"),
+        ("kprobe.multi/vfs_*", ProgType.KPROBE, attach_features.kprobe_multi, "kprobe.multi links"),
+        ("fentry/do_unlinkat", ProgType.SOCKET_FILTER, attach_features.trampolines, TRAMPOLINES),
+        ("fexit/do_unlinkat", ProgType.SOCKET_FILTER, attach_features.trampolines, TRAMPOLINES),
+        (
+            "fmod_ret/bpf_modify_return_test",
+            ProgType.SOCKET_FILTER,
+            attach_features.trampolines,
+            "BPF trampolines (fentry/fexit)",
+        ),
+        ("lsm/file_open", ProgType.SOCKET_FILTER, attach_features.lsm, "BPF LSM"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_refused_kinds_raise_kernel_unsupported_from_their_probe(
+    section: str, prog_type: ProgType, probe: Callable[[], Support], capability: str, no_fd_leak: None
+) -> None:
+    """The probe decides: on this kernel (no kprobe PMU, trampolines refused) each is KernelUnsupported.
+
+    Trampoline and lsm programs cannot even be loaded here, so a stand-in fd is
+    passed: the refusal must come before the fd is used.
+    """
+    support = probe()
+    kind = program_kind(section)
+    with load_trial(prog_type, return_imm(0)) as trial:
+        assert trial.fd is not None
+        if support:  # a kernel that has it: attaching must work (and is undone at once)
+            attach(kind, trial.fd.raw, name="refused").detach()
+            return
+        with pytest.raises(KernelUnsupported) as exc:
+            attach(kind, trial.fd.raw, name="refused")
+    assert exc.value.capability.startswith(f"{capability} (needed to attach program 'refused'")
+    assert exc.value.how == support.how
+
+
+def test_kinds_without_an_attacher_say_so() -> None:
+    with pytest.raises(AttachError, match="'xdp' programs are attached to an object the caller names"):
+        attach(program_kind("xdp"), 0, name="x")
+    with pytest.raises(AttachError, match="registering their struct_ops map"):
+        attach(program_kind("struct_ops/init"), 0, name="s")
+
+
+# --- ABI ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.needs_bpftool
+def test_link_info_fields_and_iter_info_match_kernel_btf() -> None:
+    from tests.test_kernel_abi import by_name, flatten, ours
+
+    kernel = flatten(by_name("STRUCT", "bpf_link_info"))
+    for field, offset in FIELDS.items():
+        assert kernel[field] == UNION + offset, field
+    iter_info = flatten(by_name("UNION", "bpf_iter_link_info"))
+    assert ours(attrs.IterLinkInfo) == {k: v for k, v in iter_info.items() if "." in k}
+    assert ctypes.sizeof(attrs.IterLinkInfo) == by_name("UNION", "bpf_iter_link_info")["size"]
