@@ -123,6 +123,9 @@ struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 1 << 22); } eve
 /* Puts the record type in BTF, so readers can decode it by name. */
 struct event *event_type __attribute__((unused));
 
+/* A syscall argument the tracepoint has (reading past its last one makes the kernel refuse the attach). */
+#define ARG(ctx, i, nargs) ((i) < (nargs) ? (ctx)->args[i] : 0)
+
 #define MAP(kind, name, k, v, n) \\
 	struct { __uint(type, kind); __uint(max_entries, n); __type(key, k); __type(value, v); } name SEC(".maps")
 
@@ -353,9 +356,9 @@ int $name(struct trace_event_raw_sys_enter *ctx)
 	e->path_depth = scan >> 32;
 	e->path_class = cls;
 	bpf_probe_read_kernel_str(e->path, sizeof(e->path), s->path);
-	e->args[0] = ctx->args[0];
-	e->args[1] = ctx->args[1];
-	e->args[2] = ctx->args[2];
+	e->args[0] = ARG(ctx, 0, $nargs);
+	e->args[1] = ARG(ctx, 1, $nargs);
+	e->args[2] = ARG(ctx, 2, $nargs);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }
@@ -480,9 +483,9 @@ int $name(struct trace_event_raw_sys_enter *ctx)
 	if (!e)
 		return 0;
 	__builtin_memcpy(&e->proc, &now, sizeof(now));
-	e->args[0] = ctx->args[0];
-	e->args[1] = ctx->args[1];
-	e->args[2] = ctx->args[2];
+	e->args[0] = ARG(ctx, 0, $nargs);
+	e->args[1] = ARG(ctx, 1, $nargs);
+	e->args[2] = ARG(ctx, 2, $nargs);
 	e->args[3] = changed;
 	e->args[4] = score_process(&e->proc);
 	bpf_ringbuf_submit(e, 0);
@@ -734,6 +737,16 @@ class Hook:
     fields: tuple[tuple[str, str], ...]
 
 
+def _nargs(syscall: str) -> int:
+    """How many arguments the sys_enter tracepoint of ``syscall`` carries (6, the most, without tracefs)."""
+    for root in (Path("/sys/kernel/tracing/events"), Path("/sys/kernel/debug/tracing/events")):
+        fmt = root / "syscalls" / f"sys_enter_{syscall}" / "format"
+        if fmt.is_file():
+            fields = [line for line in fmt.read_text().splitlines() if line.strip().startswith("field:")]
+            return sum(1 for f in fields if "common_" not in f and "__syscall_nr" not in f)
+    return 6
+
+
 @cache
 def _btf_tracepoints() -> frozenset[str]:
     """Raw tracepoints this kernel's BTF describes (tp_btf and raw_tp targets)."""
@@ -754,9 +767,13 @@ def hooks() -> list[Hook]:
 
     btf = _btf_tracepoints()
     families: list[list[Hook]] = [
-        [Hook("file", sc, (("sc", sc), ("arg", str(a)))) for sc, a in _FILE_SYSCALLS if has(f"sys_enter_{sc}")],
+        [
+            Hook("file", sc, (("sc", sc), ("arg", str(a)), ("nargs", str(_nargs(sc)))))
+            for sc, a in _FILE_SYSCALLS
+            if has(f"sys_enter_{sc}")
+        ],
         [Hook("exit", sc, (("sc", sc),)) for sc, _ in _FILE_SYSCALLS if has(f"sys_exit_{sc}")],
-        [Hook("cred", sc, (("sc", sc),)) for sc in _CRED_SYSCALLS if has(f"sys_enter_{sc}")],
+        [Hook("cred", sc, (("sc", sc), ("nargs", str(_nargs(sc))))) for sc in _CRED_SYSCALLS if has(f"sys_enter_{sc}")],
         [Hook("rawproc", tp, (("tp", tp), ("arg", str(a)))) for tp, (a, _, _) in _TASK_HOOKS.items() if tp in btf],
         [
             Hook("btfproc", tp, (("tp", tp), ("params", params), ("task", task)))
