@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -38,7 +39,7 @@ from dynbpf.features.trial import load as load_trial
 from dynbpf.maps import Variables
 from dynbpf.sys import attrs, commands, fs, perf
 from dynbpf.sys.constants import ProgType
-from tests.bpfbuild import build
+from tests.bpfbuild import FIXTURES, build
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
 
@@ -613,8 +614,10 @@ def test_refused_kinds_raise_kernel_unsupported_from_their_probe(
 
 
 def test_kinds_without_an_attacher_say_so() -> None:
-    with pytest.raises(AttachError, match="'xdp' programs are attached to an object the caller names"):
-        attach(program_kind("xdp"), 0, name="x")
+    with pytest.raises(AttachError, match="'sk_msg' programs are attached to an object the caller names"):
+        attach(program_kind("sk_msg"), 0, name="x")
+    with pytest.raises(AttachError, match="usdt programs need the binary's USDT notes"):
+        attach(program_kind("usdt/libc.so.6:libc:setjmp"), 0, name="u")
     with pytest.raises(AttachError, match="registering their struct_ops map"):
         attach(program_kind("struct_ops/init"), 0, name="s")
 
@@ -632,3 +635,158 @@ def test_link_info_fields_and_iter_info_match_kernel_btf() -> None:
     iter_info = flatten(by_name("UNION", "bpf_iter_link_info"))
     assert ours(attrs.IterLinkInfo) == {k: v for k, v in iter_info.items() if "." in k}
     assert ctypes.sizeof(attrs.IterLinkInfo) == by_name("UNION", "bpf_iter_link_info")["size"]
+
+
+# --- interfaces, cgroups, netfilter, uprobe.multi (programs of the kinds fixture) --------------------
+
+
+def kinds_slot(name: str) -> int:
+    """Index of ``S_<name>`` in kinds.bpf.c's ``enum slot`` (each program bumps ``ran[slot]``)."""
+    source = (FIXTURES / "kinds.bpf.c").read_text()
+    body = source[source.index("enum slot {") : source.index("NR_SLOTS")]
+    names = [n.strip() for n in body.removeprefix("enum slot {").split(",") if n.strip()]
+    return names.index(f"S_{name}")
+
+
+@contextmanager
+def opened_kinds() -> Iterator[dynbpf.Collection]:
+    with dynbpf.open(build("kinds")) as coll:
+        yield coll
+
+
+def ran(coll: dynbpf.Collection, slot: str) -> int:
+    return int(coll.bss.ran[kinds_slot(slot)])
+
+
+def udp_round_trip() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        rx.bind(("127.0.0.1", 0))
+        tx.sendto(b"dynbpf", rx.getsockname())
+        assert rx.recv(16) == b"dynbpf"
+
+
+@pytest.mark.parametrize(
+    ("program", "slot", "target", "description"),
+    [
+        ("xdp_pass", "XDP", {"interface": "lo"}, "xdp lo (ifindex 1)"),
+        ("tcx_ingress", "TCX_IN", {"interface": "lo"}, "tcx ingress lo (ifindex 1)"),
+        ("tcx_egress", "TCX_OUT", {"ifindex": 1}, "tcx egress lo (ifindex 1)"),
+        ("netfilter_accept", "NETFILTER", {"pf": "ipv4", "hook": "local_in", "priority": 1000}, None),
+    ],
+    ids=["xdp", "tcx-ingress", "tcx-egress", "netfilter"],
+)
+def test_loopback_hooks_see_a_packet(
+    program: str, slot: str, target: dict[str, object], description: str | None, no_fd_leak: None
+) -> None:
+    """Each passes the packet on (XDP_PASS, TCX_NEXT, NF_ACCEPT), so the round trip works and is counted."""
+    with opened_kinds() as coll:
+        prog = loaded(coll, program)
+        link = prog.attach(**target)
+        if description is not None:
+            assert link.description == description
+            assert link.facts().description == description
+        else:
+            assert link.facts().description == "netfilter pf 2 hook 1 priority 1000"
+        before = ran(coll, slot)
+        udp_round_trip()
+        assert ran(coll, slot) > before  # our datagram; other loopback traffic may add more
+        link.detach()
+        before = ran(coll, slot)
+        udp_round_trip()
+        assert ran(coll, slot) == before
+
+
+def test_interface_and_netfilter_targets_are_checked(no_fd_leak: None) -> None:
+    with opened_kinds() as coll:
+        xdp = loaded(coll, "xdp_pass")
+        with pytest.raises(AttachError, match="no interface given"):
+            xdp.attach()
+        with pytest.raises(AttachError, match="no network interface 'dynbpf-nope0'"):
+            xdp.attach(interface="dynbpf-nope0")
+        with pytest.raises(AttachError, match=r"mode='turbo' is not one of skb"):
+            xdp.attach(interface="lo", mode="turbo")
+        with pytest.raises(AttachError, match=r"clsact qdisc .* SEC\(\"tcx/ingress\"\)"):
+            attach(program_kind("tc"), 0, name="classic", interface="lo")
+        nf = loaded(coll, "netfilter_accept")
+        with pytest.raises(AttachError, match="no hook= given"):
+            nf.attach(pf="ipv4")
+        with pytest.raises(AttachError, match="priority=2147483647 is not an int strictly between"):
+            nf.attach(pf="ipv4", hook="local_in", priority=2**31 - 1)
+
+
+CGROUP_CHILD = (
+    "import socket, sys\n"
+    "sys.stdin.read(1)\n"
+    "rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); rx.bind(('127.0.0.1', 0))\n"
+    "tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); tx.connect(rx.getsockname())\n"
+    "tx.send(b'x'); rx.recv(8)\n"
+)
+
+
+@contextmanager
+def private_cgroup() -> Iterator[str]:
+    root = attach_features.cgroup2_root()
+    assert root is not None, "the test machine mounts cgroup2"
+    path = os.path.join(root, f"dynbpf-attach-test-{os.getpid()}")
+    os.mkdir(path)
+    try:
+        yield path
+    finally:
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                os.rmdir(path)
+                break
+            except OSError:  # EBUSY until the exited child has left the cgroup
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
+
+def test_cgroup_hooks_apply_to_processes_in_the_cgroup(no_fd_leak: None) -> None:
+    with opened_kinds() as coll, private_cgroup() as cgroup:
+        names = {"cgroup_sock_create": "SOCK_CREATE", "cgroup_connect4": "CONNECT4", "cgroup_skb_ingress": "CGROUP_SKB"}
+        links = [loaded(coll, name).attach(cgroup=cgroup) for name in names]
+        assert [link.description.split()[:2] for link in links] == [
+            ["cgroup", "sock_create"],
+            ["cgroup", "connect4"],
+            ["cgroup", "cgroup_skb_ingress"],
+        ]
+        assert links[1].facts().description.startswith("cgroup inet4_connect (cgroup id ")
+        before = {slot: ran(coll, slot) for slot in names.values()}
+        udp_round_trip()  # this process is not in the cgroup: nothing counts
+        assert {slot: ran(coll, slot) for slot in names.values()} == before
+        child = subprocess.Popen([sys.executable, "-c", CGROUP_CHILD], stdin=subprocess.PIPE)
+        with open(os.path.join(cgroup, "cgroup.procs"), "w") as procs:
+            procs.write(str(child.pid))
+        child.communicate(b"g", timeout=30)
+        assert child.returncode == 0
+        moved = {slot: ran(coll, slot) - before[slot] for slot in names.values()}
+        assert moved == {"SOCK_CREATE": 2, "CONNECT4": 1, "CGROUP_SKB": moved["CGROUP_SKB"]}
+        assert moved["CGROUP_SKB"] >= 1
+        for link in links:
+            link.detach()
+        with pytest.raises(AttachError, match="cannot open the cgroup directory"):
+            coll.programs["cgroup_connect4"].attach(cgroup="/nonexistent-cgroup")
+
+
+def test_uprobe_multi_on_libc(no_fd_leak: None) -> None:
+    with opened_kinds() as coll:
+        prog = loaded(coll, "uprobe_multi_getpp")
+        link = prog.attach(pid=os.getpid())  # the section says libc.so.6:getpp*
+        assert link.kind == "uprobe.multi"
+        assert link.description.startswith(f"uprobe.multi libc.so.6:getpp* pid {os.getpid()} (1 functions in /")
+        assert link.facts().description.endswith(f"(1 functions) pid {os.getpid()}")
+        before = ran(coll, "UPROBE_MULTI")
+        os.getppid()
+        os.getppid()
+        assert ran(coll, "UPROBE_MULTI") == before + 2
+        link.detach()
+        with prog.attach(path="libc.so.6", symbols=["getppid", "getpid"], pid=os.getpid()):
+            os.getpid()
+            os.getppid()
+            assert ran(coll, "UPROBE_MULTI") == before + 4
+        os.getppid()
+        assert ran(coll, "UPROBE_MULTI") == before + 4
+        with pytest.raises(AttachError, match=r"no function of .*libc.so.6 matches 'dynbpf_nope\*'"):
+            prog.attach(pattern="dynbpf_nope*")

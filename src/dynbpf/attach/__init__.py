@@ -15,18 +15,22 @@ from __future__ import annotations
 import operator
 from typing import Any
 
+from dynbpf.attach.cgroup import attach_cgroup
 from dynbpf.attach.iter import attach_iter
 from dynbpf.attach.kprobe import attach_kprobe
 from dynbpf.attach.link import IoctlPerfLink, IterLink, Link, LinkGroup
+from dynbpf.attach.netdev import DIRECTIONS, attach_tcx, attach_xdp
+from dynbpf.attach.netfilter import attach_netfilter
 from dynbpf.attach.perf_event import attach_perf_event
 from dynbpf.attach.raw_tp import attach_raw_tp
 from dynbpf.attach.request import Request
 from dynbpf.attach.tracepoint import attach_tracepoint
 from dynbpf.attach.tracing import attach_tracing, tracing_kind
 from dynbpf.attach.uprobe import attach_uprobe, is_retprobe
+from dynbpf.attach.uprobe_multi import attach_uprobe_multi
 from dynbpf.elf.sections import Attacher, ProgramKind
 from dynbpf.features import attach as attach_features
-from dynbpf.sys.constants import ProgType
+from dynbpf.sys.constants import AttachType, ProgType
 
 __all__ = ["IoctlPerfLink", "IterLink", "Link", "LinkGroup", "attach", "kind_label"]
 
@@ -34,23 +38,41 @@ _NOT_YET = {
     Attacher.USDT: "usdt programs need the binary's USDT notes and argument specs, which dynbpf does not read yet",
     Attacher.KPROBE_MULTI: "kprobe.multi links are not implemented by dynbpf yet",
     Attacher.KPROBE_SESSION: "kprobe.session links are not implemented by dynbpf yet",
-    Attacher.UPROBE_MULTI: "uprobe.multi links are not implemented by dynbpf yet; use a uprobe per function",
     Attacher.TRACING_MULTI: "fentry.multi links are not implemented by dynbpf yet",
     Attacher.STRUCT_OPS: "struct_ops programs are not attached one by one: registering their struct_ops map does it",
 }
 
+CGROUP_TYPES = frozenset(
+    {
+        ProgType.CGROUP_SKB,
+        ProgType.CGROUP_SOCK,
+        ProgType.CGROUP_SOCK_ADDR,
+        ProgType.SOCK_OPS,
+        ProgType.CGROUP_DEVICE,
+        ProgType.CGROUP_SYSCTL,
+        ProgType.CGROUP_SOCKOPT,
+    }
+)
+
 _GATES = {
     Attacher.KPROBE_MULTI: attach_features.kprobe_multi,
     Attacher.KPROBE_SESSION: attach_features.kprobe_multi,
-    Attacher.UPROBE_MULTI: attach_features.uprobe_multi,
     Attacher.TRACING_MULTI: attach_features.trampolines,
 }
 
 
+_BY_PROG_TYPE = {ProgType.PERF_EVENT: "perf_event", ProgType.XDP: "xdp", ProgType.NETFILTER: "netfilter"}
+
+
 def kind_label(kind: ProgramKind) -> str:
     """The name a link of this kind goes by (``tracepoint``, ``uretprobe``, ``tp_btf``...)."""
-    if kind.prog_type == ProgType.PERF_EVENT:
-        return "perf_event"
+    if kind.prog_type in _BY_PROG_TYPE:
+        return _BY_PROG_TYPE[kind.prog_type]
+    if kind.prog_type in CGROUP_TYPES or kind.expected_attach_type == AttachType.LSM_CGROUP:
+        return "cgroup"
+    if kind.prog_type == ProgType.SCHED_CLS:
+        eat = kind.expected_attach_type
+        return DIRECTIONS[eat][0] if eat in DIRECTIONS else "tc"
     attacher = kind.attacher
     if attacher in (Attacher.TRACING, Attacher.LSM):
         return tracing_kind(kind)
@@ -58,6 +80,8 @@ def kind_label(kind: ProgramKind) -> str:
         return "uretprobe" if is_retprobe(kind) else "uprobe"
     if attacher in (Attacher.KPROBE, Attacher.KSYSCALL):
         return kind.rule.split(".")[0].removesuffix("+")
+    if attacher is Attacher.UPROBE_MULTI:
+        return kind.rule.removesuffix("+").removesuffix(".s")
     return {Attacher.TRACEPOINT: "tracepoint", Attacher.RAW_TP: "raw_tp", Attacher.ITER: "iter"}.get(
         attacher, kind.rule.removesuffix("+")
     )
@@ -72,8 +96,19 @@ def attach(kind: ProgramKind, prog_fd: int, *, name: str, attach_btf_id: int = 0
     """
     prog_fd = operator.index(prog_fd)
     request = Request(name, kind_label(kind))
-    if kind.prog_type == ProgType.PERF_EVENT:
+    prog_type = kind.prog_type
+    if prog_type == ProgType.PERF_EVENT:
         return attach_perf_event(request, prog_fd, target)
+    if prog_type == ProgType.XDP:
+        return attach_xdp(request, kind, prog_fd, target)
+    if prog_type == ProgType.SCHED_CLS:
+        return attach_tcx(request, kind, prog_fd, target)
+    if prog_type == ProgType.NETFILTER:
+        return attach_netfilter(request, prog_fd, target)
+    if prog_type in CGROUP_TYPES or kind.expected_attach_type == AttachType.LSM_CGROUP:
+        if kind.expected_attach_type == AttachType.LSM_CGROUP:
+            request.require(attach_features.lsm())
+        return attach_cgroup(request, kind, prog_fd, target)
     attacher = kind.attacher
     if attacher is Attacher.TRACEPOINT:
         return attach_tracepoint(request, kind, prog_fd, target)
@@ -87,11 +122,13 @@ def attach(kind: ProgramKind, prog_fd: int, *, name: str, attach_btf_id: int = 0
         return attach_uprobe(request, kind, prog_fd, target)
     if attacher in (Attacher.KPROBE, Attacher.KSYSCALL):
         return attach_kprobe(request, kind, prog_fd, target)
+    if attacher is Attacher.UPROBE_MULTI:
+        return attach_uprobe_multi(request, kind, prog_fd, target)
     gate = _GATES.get(attacher)
     if gate is not None:
         request.require(gate())
     reason = _NOT_YET.get(attacher) or (
-        f"{kind.section!r} programs are attached to an object the caller names (an interface, a cgroup, a socket "
-        "map...), which dynbpf.attach does not do yet"
+        f"{kind.section!r} programs are attached to an object the caller names (a socket, a sockmap, a network "
+        "namespace, a lirc device...), which dynbpf.attach does not do yet"
     )
     raise request.at(kind.section).error(reason)

@@ -9,6 +9,7 @@ fields read here are decoded by offset (``union`` starts 16 bytes in).
 from __future__ import annotations
 
 import ctypes
+import socket
 import struct
 from dataclasses import dataclass
 
@@ -39,6 +40,19 @@ FIELDS = {
     "perf_event.kprobe.offset": 20,
     "perf_event.tracepoint.tp_name": 8,
     "perf_event.tracepoint.name_len": 16,
+    "cgroup.cgroup_id": 0,
+    "cgroup.attach_type": 8,
+    "xdp.ifindex": 0,
+    "tcx.ifindex": 0,
+    "tcx.attach_type": 4,
+    "netfilter.pf": 0,
+    "netfilter.hooknum": 4,
+    "netfilter.priority": 8,
+    "uprobe_multi.path": 0,
+    "uprobe_multi.path_size": 32,
+    "uprobe_multi.count": 36,
+    "uprobe_multi.flags": 40,
+    "uprobe_multi.pid": 44,
 }
 
 #: bpf_link_info.perf_event.type (enum bpf_perf_event_type)
@@ -67,19 +81,26 @@ def _u32(info: LinkInfo, field: str) -> int:
     return int(struct.unpack_from("=I", info, UNION + FIELDS[field])[0])
 
 
-def _name_request(link_type: int, info: LinkInfo) -> int | None:
-    """Where the kernel writes the hook's name for this link type (pointer field offset in the union)."""
+def _name_request(link_type: int, info: LinkInfo) -> tuple[int, int] | None:
+    """Where the kernel writes the hook's name for this link type: offsets of the pointer and its length."""
+    if link_type == LinkType.UPROBE_MULTI:
+        return FIELDS["uprobe_multi.path"], FIELDS["uprobe_multi.path_size"]
+    field = _name_field(link_type, info)
+    return (FIELDS[field], FIELDS[field] + 8) if field else None
+
+
+def _name_field(link_type: int, info: LinkInfo) -> str | None:
     if link_type == LinkType.RAW_TRACEPOINT:
-        return FIELDS["raw_tracepoint.tp_name"]
+        return "raw_tracepoint.tp_name"
     if link_type == LinkType.ITER:
-        return FIELDS["iter.target_name"]
+        return "iter.target_name"
     perf_kind = PERF_EVENT_KINDS.get(_u32(info, "perf_event.type")) if link_type == LinkType.PERF_EVENT else None
     if perf_kind in ("uprobe", "uretprobe"):
-        return FIELDS["perf_event.uprobe.file_name"]
+        return "perf_event.uprobe.file_name"
     if perf_kind in ("kprobe", "kretprobe"):
-        return FIELDS["perf_event.kprobe.func_name"]
+        return "perf_event.kprobe.func_name"
     if perf_kind == "tracepoint":
-        return FIELDS["perf_event.tracepoint.tp_name"]
+        return "perf_event.tracepoint.tp_name"
     return None
 
 
@@ -94,7 +115,9 @@ def link_facts(fd: int) -> LinkFacts:
         named = LinkInfo()
         if link_type == LinkType.PERF_EVENT:
             struct.pack_into("=I", named, UNION + FIELDS["perf_event.type"], _u32(info, "perf_event.type"))
-        struct.pack_into("=QI", named, UNION + where, ctypes.addressof(buf), _NAME_MAX)
+        pointer, length = where
+        struct.pack_into("=Q", named, UNION + pointer, ctypes.addressof(buf))
+        struct.pack_into("=I", named, UNION + length, _NAME_MAX)
         info = commands.obj_info(fd, named)
         name = buf.value.decode(errors="replace")
     kind, description = _describe(link_type, info, name)
@@ -127,8 +150,45 @@ def _describe(link_type: int, info: LinkInfo, name: str) -> tuple[str, str]:
             offset = _u32(info, "perf_event.uprobe.offset")
             return kind, f"{kind} {name}" + (f"+{offset:#x}" if offset else "")
         return kind, f"{kind} {name}" if name else kind
+    return _describe_attached(link_type, info, name)
+
+
+def _describe_attached(link_type: int, info: LinkInfo, name: str) -> tuple[str, str]:
+    """Links on an object rather than a kernel hook: interfaces, cgroups, netfilter, a file's functions."""
+    if link_type == LinkType.XDP:
+        return "xdp", f"xdp {_interface(_u32(info, 'xdp.ifindex'))}"
+    if link_type in (LinkType.TCX, LinkType.NETKIT):
+        kind = "tcx" if link_type == LinkType.TCX else "netkit"
+        direction = _attach_type_name(_u32(info, "tcx.attach_type")).removeprefix(f"{kind}_")
+        return kind, f"{kind} {direction} {_interface(_u32(info, 'tcx.ifindex'))}"
+    if link_type == LinkType.CGROUP:
+        cgroup_id = struct.unpack_from("=Q", info, UNION + FIELDS["cgroup.cgroup_id"])[0]
+        cgroup_hook = _attach_type_name(_u32(info, "cgroup.attach_type")).removeprefix("cgroup_")
+        return "cgroup", f"cgroup {cgroup_hook} (cgroup id {cgroup_id})"
+    if link_type == LinkType.NETFILTER:
+        priority = struct.unpack_from("=i", info, UNION + FIELDS["netfilter.priority"])[0]
+        pf, hook = _u32(info, "netfilter.pf"), _u32(info, "netfilter.hooknum")
+        return "netfilter", f"netfilter pf {pf} hook {hook} priority {priority}"
+    if link_type == LinkType.UPROBE_MULTI:
+        kind = "uretprobe.multi" if _u32(info, "uprobe_multi.flags") & 1 else "uprobe.multi"
+        pid = _u32(info, "uprobe_multi.pid")
+        return kind, f"{kind} {name} ({_u32(info, 'uprobe_multi.count')} functions)" + (f" pid {pid}" if pid else "")
     try:
         kind = LinkType(link_type).name.lower()
     except ValueError:
         kind = f"link type {link_type}"
     return kind, kind
+
+
+def _attach_type_name(value: int) -> str:
+    try:
+        return AttachType(value).name.lower()
+    except ValueError:
+        return f"attach type {value}"
+
+
+def _interface(ifindex: int) -> str:
+    try:
+        return f"{socket.if_indextoname(ifindex)} (ifindex {ifindex})"
+    except OSError:
+        return f"ifindex {ifindex}"

@@ -10,11 +10,16 @@ file.
 
 from __future__ import annotations
 
+import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from elftools.elf.elffile import ELFFile
 from elftools.elf.gnuversions import GNUVerDefSection, GNUVerSymSection
 from elftools.elf.sections import Symbol, SymbolTableSection
+
+T = TypeVar("T")
 
 FUNCTION_TYPES = ("STT_FUNC", "STT_GNU_IFUNC", "STT_LOOS")  # pyelftools names GNU_IFUNC STT_LOOS in some tables
 TABLES = (".symtab", ".dynsym")
@@ -33,15 +38,56 @@ class FunctionLocation:
 
 def function_offset(path: str, name: str) -> FunctionLocation:
     """File offset of function ``name`` in ``path`` (a plain or ``name@VERSION`` symbol)."""
+    return _read(path, lambda elf: _find(elf, path, name))
+
+
+def functions_matching(path: str, pattern: str) -> dict[str, int]:
+    """Name -> file offset of every function of ``path`` whose name matches the glob ``pattern``.
+
+    Names are unversioned; a function with several versions counts once, at
+    its default version. A name in ``.symtab`` hides the same name in
+    ``.dynsym``.
+    """
+    return _read(path, lambda elf: _glob(elf, path, pattern))
+
+
+def _read(path: str, fn: Callable[[ELFFile], T]) -> T:
     try:
         with open(path, "rb") as f:
-            return _find(ELFFile(f), path, name)
+            return fn(ELFFile(f))
     except SymbolError:
         raise
     except OSError as e:
         raise SymbolError(f"cannot read {path}: {e.strerror}") from None
     except Exception as e:  # pyelftools raises many kinds of errors on malformed files
         raise SymbolError(f"cannot read the symbols of {path}: {type(e).__name__}: {e}") from None
+
+
+def _offset(elf: ELFFile, symbol: Symbol, path: str) -> int:
+    section = elf.get_section(symbol["st_shndx"])
+    offset = int(symbol["st_value"] - section["sh_addr"] + section["sh_offset"])
+    if offset < 0:
+        raise SymbolError(f"{symbol.name} in {path} lies outside its section {section.name}")
+    return offset
+
+
+def _glob(elf: ELFFile, path: str, pattern: str) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for table_name in TABLES:
+        table = elf.get_section_by_name(table_name)
+        if not isinstance(table, SymbolTableSection):
+            continue
+        by_name: dict[str, list[tuple[int, Symbol]]] = {}
+        for index, symbol in enumerate(table.iter_symbols()):
+            base = symbol.name.partition("@")[0]
+            if base not in found and fnmatch.fnmatchcase(base, pattern) and _is_defined_function(symbol):
+                by_name.setdefault(base, []).append((index, symbol))
+        indices = [i for matched in by_name.values() for i, sym in matched if "@" not in sym.name]
+        versions = _versions(elf, table, indices)
+        for base, matched in by_name.items():
+            candidates = [_candidate(index, symbol, versions) for index, symbol in matched]
+            found[base] = _offset(elf, _choose(candidates, path, base, table_name), path)
+    return found
 
 
 def _find(elf: ELFFile, path: str, name: str) -> FunctionLocation:
@@ -57,11 +103,7 @@ def _find(elf: ELFFile, path: str, name: str) -> FunctionLocation:
         not_functions += [f"{c.label} ({c.symbol['st_info']['type']})" for c in candidates if c not in functions]
         if functions:
             symbol = _choose(functions, path, name, table_name)
-            section = elf.get_section(symbol["st_shndx"])
-            offset = symbol["st_value"] - section["sh_addr"] + section["sh_offset"]
-            if offset < 0:
-                raise SymbolError(f"{name} in {path} lies outside its section {section.name}")
-            return FunctionLocation(offset, table_name, symbol["st_info"]["type"] != "STT_FUNC")
+            return FunctionLocation(_offset(elf, symbol, path), table_name, symbol["st_info"]["type"] != "STT_FUNC")
     if not seen_tables:
         raise SymbolError(f"{path} has no symbol table (.symtab or .dynsym): it is stripped; give offset= instead")
     also = f"; symbols of that name that are not defined functions: {', '.join(not_functions)}" if not_functions else ""
@@ -88,17 +130,17 @@ def _candidates(elf: ELFFile, table: SymbolTableSection, name: str) -> list[_Can
         return [_Candidate(exact[0], None, True)]
     matched = [(i, sym) for i, sym in enumerate(table.iter_symbols()) if sym.name.partition("@")[0] == base]
     versions = _versions(elf, table, [i for i, sym in matched if "@" not in sym.name])
-    out = []
-    for index, symbol in matched:
-        version: str | None
-        _, at, sym_version = symbol.name.partition("@")
-        if at:
-            version, default = sym_version.lstrip("@"), sym_version.startswith("@")
-        else:
-            version, default = versions.get(index, (None, True))
-        if not wanted or version == wanted:
-            out.append(_Candidate(symbol, version, default))
-    return out
+    candidates = [_candidate(index, symbol, versions) for index, symbol in matched]
+    return [c for c in candidates if not wanted or c.version == wanted]
+
+
+def _candidate(index: int, symbol: Symbol, versions: dict[int, tuple[str | None, bool]]) -> _Candidate:
+    """A symbol with its version: from its name (``name@V``, ``name@@V``) or from ``.gnu.version``."""
+    _, at, version = symbol.name.partition("@")
+    if at:
+        return _Candidate(symbol, version.lstrip("@"), version.startswith("@"))
+    name, default = versions.get(index, (None, True))
+    return _Candidate(symbol, name, default)
 
 
 def _versions(elf: ELFFile, table: SymbolTableSection, indices: list[int]) -> dict[int, tuple[str | None, bool]]:
