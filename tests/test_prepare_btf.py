@@ -440,6 +440,20 @@ def test_mangled_object_btf_fails_only_as_a_format_error(data: st.DataObject) ->
         pass
 
 
+def test_a_datasec_too_large_for_struct_offsets_is_a_format_error() -> None:
+    """Found by the test above: past 512 MiB a variable has no 32-bit member bit offset in a struct."""
+    far = 0x20000000
+    spec = Spec.from_types(
+        [
+            Int("int", 4, IntEncoding.SIGNED, 0, 32),
+            Var("v", 1, VarLinkage.GLOBAL_ALLOCATED),
+            Datasec(".kconfig", far + 4, (VarSecinfo(2, far, 4),)),
+        ]
+    )
+    with pytest.raises(ObjectFormatError, match=r"DATASEC '.kconfig': a variable at offset 536870912"):
+        sanitize(spec, BtfSupport.before("datasec"))
+
+
 def test_rewrite_replaces_in_place_and_appends() -> None:
     spec = Spec.from_types([Int("int", 4, IntEncoding.SIGNED, 0, 32), Typedef("t", 1)])
     out = rewrite(spec, {2: Typedef("u", 1)}, [Ptr(2)])

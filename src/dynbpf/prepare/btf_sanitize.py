@@ -63,7 +63,7 @@ from dynbpf.btf.types import (
     Union,
     Var,
 )
-from dynbpf.errors import SyscallError
+from dynbpf.errors import ObjectFormatError, SyscallError
 from dynbpf.features.btf_kinds import btf_kind
 from dynbpf.features.maps import raw_btf
 from dynbpf.features.result import Support, cached, outcome
@@ -172,11 +172,21 @@ def sanitize(spec: Spec, support: BtfSupport) -> Spec:
     return rewrite(spec, replace, append)
 
 
+_MAX_BYTE_OFFSET = 0xFFFFFFFF // 8
+
+
 def _rewrite(spec: Spec, t: Type, support: BtfSupport) -> Type | None:
     """What ``t`` becomes for a kernel with ``support``, or None to keep it; the order is libbpf's."""
     if (not support.datasec and isinstance(t, Var)) or (not support.decl_tag and isinstance(t, DeclTag)):
         return Int(t.name, 1, IntEncoding.NONE, 0, 8)
     if not support.datasec and isinstance(t, Datasec):
+        for v in t.vars:
+            if v.offset > _MAX_BYTE_OFFSET:
+                raise ObjectFormatError(
+                    f"DATASEC {t.name!r}: a variable at offset {v.offset} cannot become a struct member "
+                    f"(member bit offsets are 32-bit) for a kernel without DATASEC",
+                    section=".BTF",
+                )
         members = tuple(Member(_name(spec, v.type), v.type, v.offset * 8) for v in t.vars)
         return Struct(t.name.replace(".", "_").replace("?", "_"), t.size, members)
     if not support.qmark_datasec and isinstance(t, Datasec) and t.name.startswith("?"):
