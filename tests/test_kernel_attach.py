@@ -707,7 +707,15 @@ def test_interface_and_netfilter_targets_are_checked(no_fd_leak: None) -> None:
             xdp.attach(interface="lo", mode="turbo")
         with pytest.raises(AttachError, match=r"clsact qdisc .* SEC\(\"tcx/ingress\"\)"):
             attach(program_kind("tc"), 0, name="classic", interface="lo")
+        with xdp.attach(interface="lo") as link:
+            link.update(xdp)  # xdp links take a new program (here: the same one again)
+            assert link.program_id == xdp.id
         nf = loaded(coll, "netfilter_accept")
+        with (
+            nf.attach(pf="ipv4", hook="local_in", priority=7) as link,
+            pytest.raises(AttachError, match=r"cannot swap the program of a netfilter link .*ENOTSUP"),
+        ):
+            link.update(nf)
         with pytest.raises(AttachError, match="no hook= given"):
             nf.attach(pf="ipv4")
         with pytest.raises(AttachError, match="priority=2147483647 is not an int strictly between"):

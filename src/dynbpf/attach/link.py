@@ -206,11 +206,12 @@ class Link:
             link_type = commands.link_info(fd).type
         except SyscallError:
             link_type = -1
-        if e.errno == errno.EINVAL and link_type not in UPDATABLE:
+        if e.errno in (errno.EINVAL, errno.EOPNOTSUPP) and link_type not in UPDATABLE:
             name = _type_name(link_type)
             return AttachError(
                 f"cannot update link {self.description}: the kernel cannot swap the program of a {name} link "
-                f"(BPF_LINK_UPDATE answers EINVAL for it); detach it and attach the new program instead"
+                f"(BPF_LINK_UPDATE answers {errno.errorcode[e.errno]} for it); detach it and attach the new "
+                "program instead"
             )
         return AttachError(
             f"cannot update link {self.description} to program fd {new_fd}: {e}; the new program must have "
