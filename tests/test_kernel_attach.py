@@ -445,14 +445,18 @@ def test_iter_update_swaps_the_program_and_moves_the_link(no_fd_leak: None) -> N
 # --- pins ------------------------------------------------------------------------------------------
 
 
-def test_pin_keeps_the_link_after_detach_until_unpin(no_fd_leak: None) -> None:
+def test_pin_keeps_the_link_after_detach_until_unpin(tmp_path: Path, no_fd_leak: None) -> None:
     path = pin_path("tp")
     with opened() as coll:
         link = loaded(coll, "tp_getppid").attach()
+        with pytest.raises(DynbpfError, match="is not on a BPF filesystem"):
+            link.pin(str(tmp_path / "link"))
+        assert link.pinned is None
         link.pin(path)
         assert link.pinned == path
         with pytest.raises(StateError, match="already pinned"):
             link.pin(path + "-again")
+
         reopened = Link.from_pin(path)
         assert reopened.id == link.id
         assert reopened.kind == "tracepoint"

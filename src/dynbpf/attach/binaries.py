@@ -43,7 +43,7 @@ def resolve(binary: str, pid: int | None = None) -> str:
                 return inside
         if not os.path.isfile(binary):
             raise BinaryNotFoundError(f"{binary} does not exist or is not a regular file")
-        return binary
+        return os.path.abspath(binary)  # the kernel would resolve a relative path against its caller's cwd
     looked: list[str] = []
     if pid is not None:
         found = _mapped(binary, pid)

@@ -58,7 +58,10 @@ class Link:
         self._listeners: list[Listener] = []
 
     def __repr__(self) -> str:
-        state = "detached" if self.closed else f"fd {self._fd.raw}"
+        try:
+            state = "detached" if self.closed else f"fd {self._fd.raw}"
+        except StateError:
+            state = "partly detached"
         pin = f" pinned at {self._pinned}" if self._pinned else ""
         return f"<{type(self).__name__} {self.description} {state}{pin}>"
 
