@@ -7,12 +7,14 @@ longer verifies, or a report that no longer adds up.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from bench import synth_agent
+from bench import runtime_load, synth_agent
 from bench.prepare_load import parse_stats
 
 from tests.bpfbuild import ROOT
@@ -103,3 +105,26 @@ def test_both_sides_give_the_verifier_the_same_real_work() -> None:
     cheap = {name: s for name, s in theirs.items() if s.get("insns", 0) < 2000}
     assert not cheap, f"programs the verifier barely walks (a generator change made them trivial): {cheap}"
     assert {n: s["insns"] for n, s in ours.items()} == {n: s["insns"] for n, s in theirs.items()}
+
+
+@pytest.mark.kernel
+@pytest.mark.needs_clang
+def test_runtime_load_bench_runs_every_scenario(tmp_path: Path) -> None:
+    """bench/runtime_load.py end to end on a small object: every scenario, the goals, the saved results."""
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.runtime_load", "--programs", "9", "--repeat", "1", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "full parallel load >= 1.8x libbpf" in proc.stdout
+    assert "selective 10 % <= 0.15x libbpf full" in proc.stdout
+    saved = json.loads(out.read_text())
+    assert set(saved["summary"]) == set(runtime_load.scenarios())
+    later = saved["summary"]["dynbpf-later"]
+    assert later["load_one"] > 0
+    assert later["reload_one"] > 0
