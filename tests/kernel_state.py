@@ -76,10 +76,13 @@ def open_fds() -> dict[int, str]:
 def fdinfo(fd: int) -> dict[str, str]:
     """``/proc/self/fdinfo/<fd>`` as fields; empty if the fd is gone."""
     try:
-        with open(f"/proc/self/fdinfo/{fd}") as f:
-            text = f.read()
+        handle = os.open(f"/proc/self/fdinfo/{fd}", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return {}
+    try:
+        text = os.read(handle, 1 << 16).decode(errors="replace")  # a few hundred bytes; one read
+    finally:
+        os.close(handle)
     fields: dict[str, str] = {}
     for line in text.splitlines():
         key, sep, value = line.partition(":")
