@@ -16,7 +16,6 @@ import pytest
 
 import dynbpf
 from dynbpf.asm.insn import return_imm
-from dynbpf.errors import SyscallError
 from dynbpf.features.trial import create_map, load
 from dynbpf.sys import commands
 from dynbpf.sys.commands import ObjKind
@@ -208,28 +207,18 @@ def test_serial_lifecycle_keeps_runtime_and_kernel_in_agreement(no_fd_leak: None
     _assert_exercised(report, 800)
 
 
-# --- known runtime bugs the stress driver steers clear of (sd.KNOWN_BUGS) ---------------------------------
+# --- runtime bugs the stress driver found (fixed; kept as regressions) ------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=SyscallError,
-    reason="runtime bug: a pinned global-data map is pinned as '<pin_root>/.data'; bpffs refuses '.' in names "
-    "(libbpf pins it with '_' for '.'). When fixed, drop sd.PIN_SECTION_MAPS from sd.KNOWN_BUGS and this mark.",
-)
 def test_global_data_maps_can_be_pinned(fixture: sd.Fixture, pin_root: str, no_fd_leak: None) -> None:
     with dynbpf.open(fixture.path, map_policies={".data": "pinned"}, pin_root=pin_root) as coll:
         assert coll.map_exists(".data")
-    assert len(os.listdir(pin_root)) == 1
+        path = coll.map_pin_path(".data")
+    assert path is not None
+    assert os.listdir(pin_root) == [os.path.basename(path)]
+    assert "." not in os.listdir(pin_root)[0]  # bpffs refuses '.' in names: libbpf's '_' instead
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="runtime bug: an on-demand inner map of an eager map of maps is freed when the last program using "
-    "it unloads, though the outer map still holds it, and re-created as a map the outer does not hold. "
-    "When fixed, drop sd.INNER_OF_PERSISTENT_OUTER from sd.KNOWN_BUGS and this mark.",
-)
 def test_inner_map_of_an_eager_map_of_maps_lives_as_long_as_it(fixture: sd.Fixture, no_fd_leak: None) -> None:
     policies = {"sx_outer": "eager", "sx_inner0": "on_demand"}
     with dynbpf.open(fixture.path, map_policies=policies) as coll:

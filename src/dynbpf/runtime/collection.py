@@ -125,6 +125,10 @@ class Collection:
     def map_policy(self, name: str) -> MapPolicy:
         return self._registry.policy(name)
 
+    def map_pin_path(self, name: str) -> str | None:
+        """The bpffs path of a pinned map (libbpf's file name: ``.`` becomes ``_``); None for other policies."""
+        return self._registry.pin_path(name)
+
     @property
     def bss(self) -> Variables:
         return self.variables(".bss")

@@ -107,6 +107,8 @@ class MapRegistry:
                     for needed in self._closure[name]:
                         if not self._slots[needed].installed:
                             self._create(needed)
+                        if needed != name:
+                            self._users[needed] += 1  # held for as long as the map that holds it: until close
 
     @property
     def prepared(self) -> PreparedObject:
@@ -120,6 +122,23 @@ class MapRegistry:
             have = ", ".join(self.prepared.maps) or "none"
             raise KeyError(f"object {self.object_name!r} has no map {name!r} (maps: {have})")
         return spec
+
+    def pin_name(self, name: str) -> str:
+        """The file name of a pinned map in ``pin_root``: libbpf's, so both find each other's pins.
+
+        Like libbpf, global-data maps use the name the kernel shows
+        (``<object>.data``, shortened) with ``.`` replaced by ``_``, which
+        bpffs accepts in names; other maps use their own name.
+        """
+        if not name.startswith("."):
+            return name
+        return mapcreate.kernel_name(self.object_name, name).replace(".", "_")
+
+    def pin_path(self, name: str) -> str | None:
+        """Where map ``name`` is pinned, if its policy is ``pinned``."""
+        if self.policy(name) != MapPolicy.PINNED:
+            return None
+        return fs.pin_path(self._pin_root, self.pin_name(name))
 
     def policy(self, name: str) -> MapPolicy:
         self.spec(name)
@@ -251,7 +270,7 @@ class MapRegistry:
         spec = self.prepared.maps[name]
         slot = self._slots[name]
         if self._policy[name] == MapPolicy.PINNED:
-            path = fs.pin_path(self._pin_root, name)
+            path = fs.pin_path(self._pin_root, self.pin_name(name))
             if os.path.exists(path):
                 slot.install(self._reuse(spec, path))
                 return
