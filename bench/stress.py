@@ -44,29 +44,19 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--seed", type=int, default=None, help="default: a random seed, printed")
     parser.add_argument("--no-attach", action="store_true", help="leave attach/detach out of the operations")
-    parser.add_argument(
-        "--workaround",
-        action="append",
-        default=None,
-        choices=sorted(sd.KNOWN_BUGS),
-        help="steer clear of a known runtime bug (repeatable; default: all known ones; see --no-workarounds)",
-    )
-    parser.add_argument("--no-workarounds", action="store_true", help="run into the known bugs too")
     parser.add_argument("--stop", action="store_true", help="stop at the first violation")
     args = parser.parse_args()
 
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 32)
-    workarounds = frozenset() if args.no_workarounds else frozenset(args.workaround or sd.KNOWN_BUGS)
     print(
         f"stress: seed {seed}, {args.operations} operations, {args.threads} threads, "
-        f"attach {'off' if args.no_attach else 'on'}, workarounds {sorted(workarounds) or 'none'}",
+        f"attach {'off' if args.no_attach else 'on'}",
         flush=True,
     )
     stress = sd.Stress(
         seed=seed,
         threads=args.threads,
         attach=not args.no_attach,
-        workarounds=workarounds,
         stop_on_violation=args.stop,
         progress=_progress(time.perf_counter()),
     )

@@ -42,8 +42,6 @@ from tests import kernel_state as ks
 from tests.bpfbuild import build
 
 FIXTURE = "stress"
-#: Kernel names of everything the fixture creates (programs and maps are "sx_...", data maps "stress.<section>").
-KERNEL_PREFIXES = ("sx_", "stress.")
 NAME_LEN = 15  # BPF_OBJ_NAME_LEN without the NUL
 PACKET = bytes(64)
 #: A dispatcher's verdict when its tail call finds no program in the slot.
@@ -84,14 +82,8 @@ WEIGHTS: Mapping[str, int] = {
     "poke": 4,
 }
 ATTACH_OPS = ("attach", "detach")
+WHOLE = ("load_all", "unload_all")  # operations on every program
 
-#: Known runtime bugs the driver can steer clear of (each has a strict xfail test in tests/test_kernel_stress.py):
-#: pinning a global-data map: the pin is named ".bss" etc., and bpffs refuses '.' in names (EPERM);
-PIN_SECTION_MAPS = "pin-section-maps"
-#: an on-demand inner map of a map of maps that always exists is freed when its last program user goes,
-#: though the outer map still holds it, and re-created as a map the outer does not hold.
-INNER_OF_PERSISTENT_OUTER = "on-demand-inner-of-persistent-outer"
-KNOWN_BUGS = frozenset({PIN_SECTION_MAPS, INNER_OF_PERSISTENT_OUTER})
 #: A run that keeps failing to open the object has nothing left to test.
 MAX_FAILED_OPENS = 20
 
@@ -197,6 +189,10 @@ class Fixture:
                     todo.extend(inner for _, inner in self.contents[name])
         return out
 
+    def pin_name(self, name: str) -> str:
+        """libbpf's pin file name: the kernel name with '_' for '.' (bpffs refuses '.') for section maps."""
+        return self.kernel_map_name(name).replace(".", "_") if name.startswith(".") else name
+
     def kernel_map_name(self, name: str) -> str:
         """libbpf's kernel name for a map: section maps get the object name, cut to fit, as a prefix."""
         if name.startswith("."):
@@ -207,15 +203,8 @@ class Fixture:
 # --- choosing ---------------------------------------------------------------------------------
 
 
-def choose_round(
-    rng: random.Random, fixture: Fixture, index: int, *, workarounds: frozenset[str] = frozenset()
-) -> RoundConfig:
-    """Map policies (all one policy, or mixed per map) and zero to two disabled programs.
-
-    ``workarounds`` (names from :data:`KNOWN_BUGS`) steer clear of known
-    runtime bugs; they change policies after the draw, so a seed draws the
-    same whatever they are.
-    """
+def choose_round(rng: random.Random, fixture: Fixture, index: int) -> RoundConfig:
+    """Map policies (all one policy, or mixed per map) and zero to two disabled programs."""
     mode = rng.choice(("on_demand", "on_demand", "mixed", "mixed", "eager", "pinned"))
     if mode == "mixed":
         choices = ("on_demand", "on_demand", "eager", "pinned")
@@ -223,14 +212,6 @@ def choose_round(
     else:
         policies = dict.fromkeys(fixture.maps, mode)
     disabled = frozenset(rng.sample(fixture.programs, rng.choice((0, 0, 1, 2))))
-    if PIN_SECTION_MAPS in workarounds:
-        policies = {n: "eager" if p == "pinned" and n.startswith(".") else p for n, p in policies.items()}
-    if INNER_OF_PERSISTENT_OUTER in workarounds:
-        for outer in fixture.maps:
-            if fixture.map_types[outer] in MAPS_OF_MAPS and policies[outer] != "on_demand":
-                for inner in fixture.closure([outer]) - {outer}:
-                    if policies[inner] == "on_demand":
-                        policies[inner] = "eager"
     return RoundConfig(index, policies, disabled)
 
 
@@ -244,7 +225,7 @@ def choose_op(rng: random.Random, fixture: Fixture, kinds: Sequence[str], weight
         return Op(kind, tuple(rng.sample(fixture.programs, rng.randint(2, 8))), flag=rng.random() < 0.3)
     if kind == "peek":
         return Op(kind, map=rng.choice(fixture.maps))
-    if kind in ("poke", "load_all", "unload_all"):
+    if kind == "poke" or kind in WHOLE:
         return Op(kind)
     return Op(kind, (rng.choice(fixture.programs),), flag=rng.random() < 0.3)
 
@@ -309,22 +290,31 @@ class Round:
         ``contested`` names programs another operation of the same step also
         touches: the raw fd of a test run may be closed under it.
         """
+        loaded = op.kind in ("attach", "run") and self.coll.programs[op.programs[0]].loaded
         try:
             return self._execute(op, contested)
         except InvariantError:
             raise
         except StateError as e:
-            if self._may_refuse(op):
+            if self._may_refuse(op, loaded, contested):
                 return f"{op.kind}:refused"
             raise InvariantError(f"{op} raised StateError: {e}") from e
         except Exception as e:
             raise InvariantError(f"{op} raised {type(e).__name__}: {e}\n{traceback.format_exc()}") from e
 
-    def _may_refuse(self, op: Op) -> bool:
-        """Disabled programs refuse everything; only loaded programs attach or run; absent maps cannot be read."""
+    def _may_refuse(self, op: Op, loaded: bool, contested: frozenset[str]) -> bool:
+        """Disabled programs refuse everything; unloaded ones attach and run nothing; absent maps cannot be read.
+
+        ``loaded``: whether an attach or run's program was loaded just before
+        (another operation of the step may unload it meanwhile).
+        """
         if op.kind in ("load", "reload", "clone"):
             return op.programs[0] in self.config.disabled
-        return op.kind in ("attach", "run", "peek")
+        if op.kind in ("attach", "run"):
+            return not loaded or op.programs[0] in contested
+        if op.kind == "peek":
+            return self.config.policies[op.map] == "on_demand"
+        return False
 
     def _execute(self, op: Op, contested: frozenset[str]) -> str:
         coll = self.coll
@@ -384,11 +374,9 @@ class Round:
             return "attach"
         try:
             data = link.read()
-        except StateError:
-            return "attach:iter-detached"  # another worker detached or unloaded it first
-        except SyscallError:
+        except (StateError, SyscallError):
             if program.name in contested:
-                return "attach:iter-detached"
+                return "attach:iter-detached"  # another worker detached or unloaded it first
             raise
         tids = {int.from_bytes(data[i : i + 4], "little") for i in range(0, len(data) - len(data) % 4, 4)}
         if len(data) % 4 or os.getpid() not in tids:
@@ -433,6 +421,7 @@ class Round:
         fds = ks.open_fds()
         snap = _Snapshot(fds, {h.fd: h for h in ks.held(fds)}, set(self.btf_fds))
         self._check_map_numbers(snap)
+        self._check_pins(snap)
         self._check_programs(snap)
         self._check_links(snap)
         self._check_needed_maps(snap)
@@ -462,6 +451,23 @@ class Round:
             if coll.map_exists(name) != snap.exists[name]:
                 snap.problems.append(f"map {name}: map_exists() is {not snap.exists[name]}, fd {number} disagrees")
         self.seen[ObjKind.MAP].update(snap.map_ids.values())
+
+    def _check_pins(self, snap: _Snapshot) -> None:
+        """A pinned map is the one pinned under libbpf's name in the pin root."""
+        for name, policy in self.config.policies.items():
+            if policy != "pinned" or not snap.exists[name]:
+                continue
+            path = os.path.join(self.pin_root, self.fixture.pin_name(name))
+            if self.coll.map_pin_path(name) != path:
+                snap.problems.append(f"map {name}: map_pin_path() is {self.coll.map_pin_path(name)}, not {path}")
+            try:
+                with commands.obj_get(path) as pinned:
+                    pinned_id = int(commands.map_info(pinned.raw).id)
+            except SyscallError as e:
+                snap.problems.append(f"map {name}: no pin at {path} ({e})")
+                continue
+            if pinned_id != snap.map_ids[name]:
+                snap.problems.append(f"map {name}: {path} pins map {pinned_id}, fd holds {snap.map_ids[name]}")
 
     def _check_programs(self, snap: _Snapshot) -> None:
         """States match fds; each loaded program's fd holds the kernel program its id names; no other."""
@@ -593,12 +599,12 @@ class Round:
 def _pinned(pin_root: str, fixture: Fixture) -> dict[str, tuple[int, dict[int, int]]]:
     """Maps pinned under ``pin_root``: name -> (id, what its slots hold, for prog arrays and maps of maps).
 
-    bpffs refuses '.' in names; a pin named with '_' for each '.' (libbpf's rule) stands for the section map.
+    Pins are named as libbpf names them (:meth:`Fixture.pin_name`).
     """
     out: dict[str, tuple[int, dict[int, int]]] = {}
     if not os.path.isdir(pin_root):
         return out
-    by_pin = {n.replace(".", "_"): n for n in fixture.maps} | {n: n for n in fixture.maps}
+    by_pin = {fixture.pin_name(n): n for n in fixture.maps}
     for pin in sorted(os.listdir(pin_root)):
         name = by_pin.get(pin, pin)
         with commands.obj_get(os.path.join(pin_root, pin)) as fd:
@@ -643,15 +649,10 @@ class Stress:
         seed: int,
         threads: int = 4,
         attach: bool = True,
-        workarounds: Iterable[str] = (),
         stop_on_violation: bool = True,
         progress: Callable[[Report], None] | None = None,
     ) -> None:
         self.seed = seed
-        self.workarounds = frozenset(workarounds)
-        unknown = self.workarounds - KNOWN_BUGS
-        if unknown:
-            raise ValueError(f"unknown workarounds {sorted(unknown)} (known bugs: {sorted(KNOWN_BUGS)})")
         self.threads = threads
         self.stop_on_violation = stop_on_violation
         self.progress = progress
@@ -668,16 +669,15 @@ class Stress:
         """Run about ``operations`` operations (whole steps); raise or collect violations as configured."""
         report = self.report
         pin_root = new_pin_root(self.seed)
-        watermark = {kind: max(commands.ids(kind), default=0) for kind in (ObjKind.PROG, ObjKind.MAP)}
         started = time.perf_counter()
         try:
             with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="stress") as pool:
                 while report.operations < operations and self.failed_opens < MAX_FAILED_OPENS:
-                    config = choose_round(self.rng, self.fixture, report.rounds, workarounds=self.workarounds)
+                    config = choose_round(self.rng, self.fixture, report.rounds)
                     report.rounds += 1
                     self._round(config, pin_root, pool, operations)
             remove_pins(pin_root)
-            left = _leftovers(self.seen, watermark)
+            left = _leftovers(self.seen)
             if left:
                 self._violation(None, "after the run, with the pins removed", left)
         finally:
@@ -713,7 +713,7 @@ class Stress:
     def _step(self, rnd: Round, pool: ThreadPoolExecutor, step: int) -> list[str]:
         report = self.report
         ops = [choose_op(self.rng, self.fixture, self.kinds, self.weights) for _ in range(self.threads)]
-        touched = Counter(p for op in ops for p in set(op.programs))
+        touched = Counter(p for op in ops for p in set(self.fixture.programs if op.kind in WHOLE else op.programs))
         contested = frozenset(p for p, n in touched.items() if n > 1)
         self.history.append(f"step {step}: " + " | ".join(map(str, ops)))
         results = list(pool.map(_guarded, [rnd] * len(ops), ops, [contested] * len(ops)))
@@ -729,8 +729,7 @@ class Stress:
     def _violation(self, config: RoundConfig | None, where: str, problems: list[str]) -> None:
         lines = [
             f"stress violation {where}: seed={self.seed} threads={self.threads} "
-            f"workarounds={sorted(self.workarounds)} (the seed replays the same operations; with threads=1 the "
-            "outcomes too)"
+            "(the seed replays the same operations; with threads=1 the outcomes too)"
         ]
         if config is not None:
             lines.append(config.describe())
@@ -757,41 +756,22 @@ def _safely(fn: Callable[[], list[str]]) -> list[str]:
         return [f"raised {type(e).__name__}: {e}\n{traceback.format_exc()}"]
 
 
-def _leftovers(seen: Mapping[ObjKind, set[int]], watermark: Mapping[ObjKind, int]) -> list[str]:
-    """What the run left in the kernel: any object it was seen holding, then anything named like the fixture's.
+def _leftovers(seen: Mapping[ObjKind, set[int]]) -> list[str]:
+    """Which kernel objects the run was seen holding are still alive (by id: GET_NEXT_ID only).
 
-    The ids go first and by GET_NEXT_ID alone: the name scan opens every map
-    by id, and opening a prog array whose last user reference is going away
-    makes the kernel (6.18) leak it (see tests/kernel_state.py), so it runs
-    only once ours are gone.
+    Not by name: a name scan opens every map by id, and opening a prog
+    array whose last user reference is going away makes the kernel (6.18)
+    leak it for good (see tests/kernel_state.py) — another process's, or a
+    concurrent run's. Objects never seen at a check lived within one step;
+    they could only outlive it through an fd (the fd checks) or a prog
+    array slot (the slot checks).
     """
+    problems = []
     for kind, ids in seen.items():
         if not ks.eventually(lambda: not ks.alive(kind, ids)):  # noqa: B023 - called right here
-            return [f"{kind.name.lower()} ids seen during the run still alive: {sorted(ks.alive(kind, ids))}"]
-
-    def named() -> dict[str, dict[int, str]]:
-        progs = ks.kernel_progs_named(KERNEL_PREFIXES)
-        maps = ks.kernel_maps_named(KERNEL_PREFIXES)
-        return {
-            "programs": {i: n for i, n in progs.items() if i > watermark[ObjKind.PROG]},
-            "maps": {i: n for i, n in maps.items() if i > watermark[ObjKind.MAP]},
-        }
-
-    if ks.eventually(lambda: not any(named().values())):
-        return []
-    return [f"kernel objects named {KERNEL_PREFIXES} created during the run remain: {named()}"]
+            problems.append(f"{kind.name.lower()} ids seen during the run still alive: {sorted(ks.alive(kind, ids))}")
+    return problems
 
 
-def run(
-    *,
-    seed: int,
-    operations: int,
-    threads: int = 4,
-    attach: bool = True,
-    workarounds: Iterable[str] = (),
-    stop_on_violation: bool = True,
-) -> Report:
-    stress = Stress(
-        seed=seed, threads=threads, attach=attach, workarounds=workarounds, stop_on_violation=stop_on_violation
-    )
-    return stress.run(operations)
+def run(*, seed: int, operations: int, threads: int = 4, attach: bool = True, stop_on_violation: bool = True) -> Report:
+    return Stress(seed=seed, threads=threads, attach=attach, stop_on_violation=stop_on_violation).run(operations)
