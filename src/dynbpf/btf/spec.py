@@ -86,7 +86,7 @@ class Spec:
         self.first_id = len(base) if base is not None else 1
         self._cache: list[Type | None] | None = None  # by own index, allocated on first decode
         self._cache_lock = threading.Lock()
-        self._names: dict[str, int | tuple[int, ...]] | None = None
+        self._names: tuple[bytes, frozenset[int]] | None = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -214,45 +214,55 @@ class Spec:
     def find(self, name: str, kind: Kind | None = None) -> list[int]:
         """Ids of the types called ``name`` (of ``kind`` if given), base types first, in id order."""
         found = self.base.find(name, kind) if self.base is not None else []
-        hit = self._name_index().get(name)
-        if hit is None:
-            return found
-        own = (hit,) if isinstance(hit, int) else hit
+        own = self._named(name)
         if kind is None:
-            return found + list(own)
+            return found + own
         words, offsets, first = self._words, self._offsets, self.first_id
         return found + [i for i in own if (words[offsets[i - first] + 1] >> 24) & 0x1F == kind]
 
-    def _name_index(self) -> dict[str, int | tuple[int, ...]]:
+    def _named(self, name: str) -> list[int]:
+        """Own ids of the types called ``name``, in id order.
+
+        No name -> ids dictionary: for kernel BTF that means decoding ~100k
+        strings (a fifth of a second) to answer the few dozen lookups a load
+        makes. Instead the string table is searched for ``name`` (every
+        offset whose string it is, shared suffixes included), and the packed
+        array of type name offsets for those offsets, both at C speed.
+        """
+        if not name:
+            return []
+        packed, used = self._name_offsets()
+        ids: list[int] = []
+        for offset in self.strings.offsets_of(name):
+            if offset not in used:
+                continue
+            needle = array("I", (offset,)).tobytes()
+            at = packed.find(needle)
+            while at >= 0:
+                if not at & 3:
+                    ids.append(self.first_id + (at >> 2))
+                at = packed.find(needle, at + 1)
+        ids.sort()
+        return ids
+
+    def _name_offsets(self) -> tuple[bytes, frozenset[int]]:
+        """Own types' name offsets, packed in id order, and as a set; checked once against the string table."""
         if self._names is None:
             with self._lock:
                 if self._names is None:
-                    self._names = self._build_name_index()
+                    words = self._words
+                    offsets = array("I", [words[pos] for pos in self._offsets])
+                    end = self.strings.end_offset
+                    if offsets and max(offsets) >= end:
+                        index = next(i for i, off in enumerate(offsets) if off >= end)
+                        raise ObjectFormatError(
+                            f"type [{self.first_id + index}]: name offset {offsets[index]} is outside the string "
+                            f"table (ends at {end})",
+                            section=self.section,
+                            offset=self._types_start + 4 * self._offsets[index],
+                        )
+                    self._names = (offsets.tobytes(), frozenset(offsets))
         return self._names
-
-    def _build_name_index(self) -> dict[str, int | tuple[int, ...]]:
-        names: dict[str, int | tuple[int, ...]] = {}
-        words, get, starting_at = self._words, self.strings.get, self.strings.starting_at().get
-        for type_id, pos in enumerate(self._offsets, self.first_id):
-            name_off = words[pos]
-            if not name_off:
-                continue
-            try:
-                name = starting_at(name_off) or get(name_off)
-            except ObjectFormatError:
-                raise ObjectFormatError(
-                    f"type [{type_id}]: name offset {name_off} is outside the string table",
-                    section=self.section,
-                    offset=self._types_start + 4 * pos,
-                ) from None
-            hit = names.get(name)
-            if hit is None:
-                names[name] = type_id
-            elif isinstance(hit, int):
-                names[name] = (hit, type_id)
-            else:
-                names[name] = (*hit, type_id)
-        return names
 
     def encode(self) -> bytes:
         """This blob re-encoded from its decoded types and string table (own types only for split BTF)."""

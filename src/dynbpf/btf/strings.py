@@ -58,20 +58,16 @@ class StringTable:
             )
         return intern(self._data[start:stop].decode("utf-8", "surrogateescape"))
 
-    def starting_at(self) -> dict[int, str]:
-        """Own strings by the offset where each starts: one pass over the table for bulk lookups.
-
-        An offset into the middle of a string (legal: suffixes may be shared)
-        is not a key; :meth:`get` still answers it.
-        """
-        table: dict[int, str] = {}
-        offset = self.first_offset
-        pieces = self.own_bytes().split(b"\0")
-        pieces.pop()
-        for raw in pieces:
-            table[offset] = raw.decode("utf-8", "surrogateescape")
-            offset += len(raw) + 1
-        return table
+    def offsets_of(self, s: str) -> list[int]:
+        """Every offset whose string is ``s`` (a shared suffix counts), the base's first, ascending."""
+        out = self._base.offsets_of(s) if self._base is not None else []
+        needle = s.encode("utf-8", "surrogateescape") + b"\0"
+        data, start, end = self._data, self._start, self._end
+        at = data.find(needle, start, end)
+        while at >= 0:
+            out.append(at - start + self.first_offset)
+            at = data.find(needle, at + 1, end)
+        return out
 
     def find(self, s: str) -> int | None:
         """Offset of ``s`` (the base's copy first, as libbpf prefers), or None."""

@@ -11,6 +11,7 @@ kept and raised when someone tries to load it.
 from __future__ import annotations
 
 import dataclasses
+from array import array
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -187,7 +188,7 @@ class _Context:
         self.resolver = Resolver(obj.btf, [vmlinux] if vmlinux is not None else None) if obj.btf else None
         self.fd_array: list[int] = [0]  # index 0 is vmlinux by the kernel's convention
         self.fd_index: dict[str, int] = {}
-        self.line_records: dict[str, list[tuple[int, int, int, int, int]]] = {}
+        self.line_records: dict[str, array[int]] = {}  # bpf_line_info words, slots from 0
         self.fn_lines: dict[str, tuple[tuple[int, LineInfo], ...]] = {}
         self.relocated: dict[str, _Relocated | DynbpfError] = {}
         self.struct_ops = _struct_ops_slots(obj, vmlinux)
@@ -341,15 +342,28 @@ class _Context:
         return lines
 
     def _line_records(self, fn: FunctionSpec, base: int) -> bytes:
-        """``fn``'s bpf_line_info records with slots counted from ``base``; string offsets looked up once."""
-        records = self.line_records.get(fn.name)
-        if records is None:
+        """``fn``'s bpf_line_info records with slots counted from ``base``.
+
+        Encoded once per function (a subprogram is placed in many programs);
+        a placement only shifts the slot column.
+        """
+        words = self.line_records.get(fn.name)
+        if words is None:
             starts = slot_offsets(fn.instructions)
-            records = self.line_records[fn.name] = [
-                (starts[i], self._string(li.file_name), self._string(li.line), li.line_num, li.column)
-                for i, li in fn.line_info
-            ]
-        return encode_line_info([(base + slot, f, t, n, c) for slot, f, t, n, c in records])
+            words = self.line_records[fn.name] = array(
+                "I",
+                encode_line_info(
+                    [
+                        (starts[i], self._string(li.file_name), self._string(li.line), li.line_num, li.column)
+                        for i, li in fn.line_info
+                    ]
+                ),
+            )
+        if not base:
+            return words.tobytes()
+        placed = array("I", words)
+        placed[0::4] = array("I", map(base.__add__, words[0::4]))
+        return placed.tobytes()
 
     def _string(self, s: str) -> int:
         assert self.obj.btf is not None
