@@ -411,7 +411,16 @@ def test_iter_narrowed_to_one_task(no_fd_leak: None) -> None:
 
 
 def test_iter_over_map_elements(no_fd_leak: None) -> None:
+    """Where the kernel refuses this iterator target (a probe says so), the load says why; else it walks the map."""
+    probe = attach_features.iterator_target("bpf_map_elem")
     with opened() as coll:
+        if not probe.supported:
+            with pytest.raises(dynbpf.VerifierError, match="refuses iterator programs over bpf_map_elem") as e:
+                coll.programs["number_lines"].load()
+            assert probe.how in str(e.value)
+            assert coll.programs["number_lines"].state == ProgramState.PREPARED
+            assert attach_features.iterator_target("task").supported  # the target, not iterators, is refused
+            return
         numbers = coll.maps["numbers"]
         for key in range(1, 4):
             numbers[key] = key * 10

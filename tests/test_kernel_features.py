@@ -145,3 +145,19 @@ def test_probe_command_prints_every_section() -> None:
         assert title in result.output
     for attach_kind in ("trampolines", "kprobe", "uprobe", "struct_ops_assoc"):
         assert attach_kind in result.output
+
+
+def test_iterator_targets_are_probed_one_by_one() -> None:
+    """Iterators in general and each target are separate answers; a missing target says so."""
+    from dynbpf.features import attach
+
+    task = attach.iterator_target("task")
+    assert task.supported == attach.iterators().supported, (task, attach.iterators())
+    assert "bpf_iter_task" in task.how
+    missing = attach.iterator_target("no_such_target")
+    assert not missing.supported
+    assert missing.how == "no bpf_iter_no_such_target in kernel BTF"
+    assert attach.iterator_target("task") is task  # cached per target
+    elem = attach.iterator_target("bpf_map_elem")
+    # what the kernel says for this target is what a real program gets (tests/test_kernel_attach.py)
+    assert elem.how.endswith("-> ok") == elem.supported

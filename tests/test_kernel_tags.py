@@ -25,6 +25,8 @@ import pytest
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
+from dynbpf.features import attach as attach_features
+from dynbpf.features.result import Support
 from tests.bpfbuild import FIXTURES, build
 from tests.libbpf_oracle import (
     LIBBPF_REFUSES,
@@ -63,7 +65,15 @@ class Cannot:
 
 
 _UNKNOWN_SECTION = "missing BPF prog type, check ELF section name"
-_TRAMPOLINE = "the test kernel refuses trampoline programs (fentry/fexit/fmod_ret/lsm) with EPERM (docs/probes.md)"
+
+
+def _kernel_refuses(probe: Support, *programs: str) -> dict[str, Cannot]:
+    """Entries for programs of a kind the running kernel refuses with EPERM, decided by ``probe``, not assumed."""
+    if probe.supported:
+        return {}
+    why = f"the running kernel refuses {probe.name} ({probe.how}; docs/probes.md)"
+    return {program: Cannot(why, errno.EPERM, "Operation not permitted") for program in programs}
+
 
 #: "fixture/program" -> why libbpf 1.1 cannot load it alone on the test kernel. Exact (see module docstring).
 LIBBPF_CANNOT: dict[str, Cannot] = {
@@ -101,12 +111,15 @@ LIBBPF_CANNOT: dict[str, Cannot] = {
     "kinds/netfilter_accept": Cannot(
         "libbpf 1.1 does not know SEC(netfilter) (newer than it)", errno.EINVAL, _UNKNOWN_SECTION
     ),
-    "kinds/fentry_unlinkat": Cannot(_TRAMPOLINE, errno.EPERM, "Operation not permitted"),
-    "kinds/fexit_unlinkat": Cannot(_TRAMPOLINE, errno.EPERM, "Operation not permitted"),
-    "kinds/fmod_ret_test": Cannot(_TRAMPOLINE, errno.EPERM, "Operation not permitted"),
-    "kinds/lsm_file_open": Cannot(_TRAMPOLINE, errno.EPERM, "Operation not permitted"),
-    "kinds/lsm_s_committed_creds": Cannot(_TRAMPOLINE, errno.EPERM, "Operation not permitted"),
-    "kinds/optional_vfs_read": Cannot(_TRAMPOLINE, errno.EPERM, "Operation not permitted"),
+    **_kernel_refuses(
+        attach_features.trampolines(),
+        "kinds/fentry_unlinkat",
+        "kinds/fexit_unlinkat",
+        "kinds/fmod_ret_test",
+        "kinds/optional_vfs_read",
+    ),
+    **_kernel_refuses(attach_features.lsm(), "kinds/lsm_file_open", "kinds/lsm_s_committed_creds"),
+    **_kernel_refuses(attach_features.iterator_target("bpf_map_elem"), "attach/number_lines"),
     "struct_ops/dyn_link_init": Cannot(
         "libbpf 1.1 does not know SEC(struct_ops.s/...) (sleepable struct_ops, newer than it)",
         errno.EINVAL,

@@ -114,6 +114,25 @@ def iterators() -> Support:
     return _btf_link("BPF iterators", ProgType.TRACING, AttachType.TRACE_ITER, "bpf_iter_task", Kind.FUNC)
 
 
+@cached
+def iterator_target(target: str) -> Support:
+    """Whether an iterator program over ``target`` (``task``, ``bpf_map_elem``, ...) loads.
+
+    Iterators working says little about one target: a kernel may refuse
+    some (6.18 builds exist that load task iterators but answer EPERM,
+    before verifying anything, for ``bpf_map_elem``). Only the load is
+    tried: most targets need a target-specific parameter (a map, a cgroup)
+    to link, which the attach itself checks.
+    """
+    name = f"BPF iterators over {target}"
+    func = f"bpf_iter_{target}"
+    btf_id = kernel_btf_id(func, Kind.FUNC)
+    if btf_id is None:
+        return Support(name, False, f"no {func} in kernel BTF")
+    with load(ProgType.TRACING, return_imm(0), expected_attach_type=AttachType.TRACE_ITER, attach_btf_id=btf_id) as t:
+        return Support(name, t.fd is not None, f"tracing program (trace_iter -> {func}) load -> {t.result}")
+
+
 def _tracepoint_event() -> Fd:
     tp_id = fs.tracepoint_id("syscalls", "sys_enter_getpid")
     return perf.perf_event_open(perf.tracepoint_attr(tp_id), pid=-1, cpu=0, what="tracepoint syscalls/sys_enter_getpid")

@@ -34,6 +34,7 @@ ATTACH_KINDS: dict[str, Callable[[], Support]] = {
     "trampolines": attach.trampolines,
     "lsm": attach.lsm,
     "iter": attach.iterators,
+    "iter_map_elem": lambda: attach.iterator_target("bpf_map_elem"),
     "perf_event": kernel.perf_link,
     "tracepoint": attach.tracepoints,
     "kprobe": attach.kprobes,

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 
 from dynbpf.asm.disasm import text
 from dynbpf.asm.slots import SlotMap
+from dynbpf.btf import kernel as btf_kernel
 from dynbpf.errors import VerifierError
+from dynbpf.features import attach as attach_features
 from dynbpf.features import kernel
 from dynbpf.prepare.prepared import FUNC_INFO_REC_SIZE, LINE_INFO_REC_SIZE, PreparedProgram
 from dynbpf.runtime.verifier_log import rejection
@@ -130,8 +132,11 @@ def verifier_error(p: PreparedProgram, err: int, log: str) -> VerifierError:
             core = f"instruction {slot} was poisoned by CO-RE, but no relocation of this program is recorded there"
     # The verifier's own words beat a generic reading of the errno (EINVAL is not an old kernel here).
     why = _REJECTED if r.message and err != errno.EPERM else hint(Cmd.PROG_LOAD, err)
-    if err == errno.EPERM and _uses_trampoline(p) and os.geteuid() == 0:
-        why = _NO_TRAMPOLINES
+    if err == errno.EPERM and os.geteuid() == 0:
+        if _uses_trampoline(p):
+            why = _NO_TRAMPOLINES
+        elif p.prog_type == ProgType.TRACING and p.expected_attach_type == AttachType.TRACE_ITER:
+            why = _refused_iterator(p.attach_btf_id) or why
     return VerifierError(
         p.name,
         err,
@@ -154,6 +159,23 @@ _NO_TRAMPOLINES = (
     "even for root: it is built or configured without them, or a security module forbids them. "
     "Load a variant that hooks the same event another way (kprobe, tracepoint, tp_btf)"
 )
+
+
+def _refused_iterator(btf_id: int) -> str | None:
+    """Why the kernel refused an iterator program over the target ``btf_id`` names, if a probe confirms it."""
+    vmlinux = btf_kernel.vmlinux()
+    if vmlinux is None or not btf_id:
+        return None
+    target = str(getattr(vmlinux[btf_id], "name", "")).removeprefix("bpf_iter_")
+    if not target:
+        return None
+    probe = attach_features.iterator_target(target)
+    if probe.supported:
+        return None
+    return (
+        f"this kernel refuses iterator programs over {target} even for root ({probe.name}: {probe.how}); "
+        "other iterator targets may load"
+    )
 
 
 def _uses_trampoline(p: PreparedProgram) -> bool:
