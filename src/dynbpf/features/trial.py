@@ -13,6 +13,7 @@ from dynbpf.btf import Kind, kernel
 from dynbpf.features.result import outcome
 from dynbpf.sys import commands
 from dynbpf.sys.attrs import MapCreateAttr, ProgLoadAttr
+from dynbpf.sys.closing import Closing
 from dynbpf.sys.constants import AttachType, Cmd, MapType, ProgType
 from dynbpf.sys.fd import Fd
 from dynbpf.sys.syscall import bpf_raw, good_fd
@@ -22,7 +23,7 @@ _LICENSE = ctypes.create_string_buffer(b"GPL")
 
 
 @dataclass
-class Trial:
+class Trial(Closing):
     """What one probe operation did: the fd on success (caller closes), errno, verifier log."""
 
     fd: Fd | None
@@ -40,12 +41,6 @@ class Trial:
     def close(self) -> None:
         if self.fd is not None:
             self.fd.close()
-
-    def __enter__(self) -> Trial:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def kernel_btf_id(name: str, kind: Kind) -> int | None:

@@ -20,14 +20,13 @@ import select
 import threading
 import time
 from collections.abc import Iterable
-from types import TracebackType
-from typing import Self
 
 from dynbpf.errors import StateError
 from dynbpf.maps.reader import EventReader, Lifetime, Waiter, next_wait
+from dynbpf.sys.closing import Closing
 
 
-class EventLoop:
+class EventLoop(Closing):
     """Polls several readers at once and hands each one's records to its own callback."""
 
     def __init__(self, readers: Iterable[EventReader] = ()) -> None:
@@ -120,14 +119,6 @@ class EventLoop:
                 reader.close()
         finally:
             self._waiter.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{len(self._readers)} readers"

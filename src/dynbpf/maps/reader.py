@@ -27,10 +27,10 @@ import select
 import threading
 import time
 from collections.abc import Callable, Iterator
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from dynbpf.errors import StateError
+from dynbpf.sys.closing import Closing
 
 #: how long a wait lasts at most while the oldest record is still being written:
 #: the kernel may skip the wake-up for it (see RingBuffer), so the reader looks again soon
@@ -150,7 +150,7 @@ def next_wait(deadline: float | None, busy: bool) -> float | None:
     return left
 
 
-class EventReader(abc.ABC):
+class EventReader(Closing, abc.ABC):
     """Base of :class:`~dynbpf.maps.ringbuf.RingBuffer` and :class:`~dynbpf.maps.perfbuf.PerfBuffer`.
 
     Three ways to read: ``poll``/``consume`` hand records to the callback
@@ -237,14 +237,6 @@ class EventReader(abc.ABC):
     def on_close(self, fn: Callable[[], object]) -> None:
         """Call ``fn`` once the reader has released everything (owners use it to let go of the map)."""
         self._closers.append(fn)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     # --- shared machinery ---------------------------------------------------------------
 

@@ -14,19 +14,19 @@ from __future__ import annotations
 import ctypes
 import errno
 import threading
-from types import TracebackType
 
 from dynbpf.btf.errors import NameNotFound
 from dynbpf.errors import StateError, SyscallError
 from dynbpf.sys import commands
 from dynbpf.sys.attrs import BtfInfo
+from dynbpf.sys.closing import Closing
 from dynbpf.sys.commands import ObjKind
 from dynbpf.sys.fd import Fd
 
 _NAME_LEN = 64  # MODULE_NAME_LEN; "vmlinux" for the kernel's own BTF
 
 
-class ModuleBtf:
+class ModuleBtf(Closing):
     """Kernel BTF fds by module name (``"vmlinux"`` for the kernel's own), opened on demand and owned.
 
     Thread-safe. :meth:`close` closes every fd opened; after it,
@@ -63,14 +63,6 @@ class ModuleBtf:
             fds, self._fds = self._fds, {}
         for fd in fds.values():
             fd.close()
-
-    def __enter__(self) -> ModuleBtf:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def _open(name: str) -> Fd:

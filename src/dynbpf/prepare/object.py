@@ -43,6 +43,7 @@ from dynbpf.prepare.externs import ResolvedExterns, relocate_extern, resolve_ext
 from dynbpf.prepare.linker import link
 from dynbpf.prepare.modules import ModuleBtf
 from dynbpf.prepare.prepared import CoreFailure, PreparedProgram, encode_func_info, encode_line_info
+from dynbpf.sys.closing import Closing
 from dynbpf.sys.constants import MapType
 from dynbpf.sys.fd import Fd
 
@@ -59,7 +60,7 @@ class StructOpsSlot:
 
 
 @dataclass(frozen=True, slots=True)
-class PreparedObject:
+class PreparedObject(Closing):
     """An object ready for loading: final programs, the maps they need, the object's BTF in the kernel.
 
     Owns the BTF fd and module BTF fds it opened; :meth:`close` releases
@@ -82,12 +83,6 @@ class PreparedObject:
         if self.btf_fd is not None:
             self.btf_fd.close()
         self.modules.close()
-
-    def __enter__(self) -> PreparedObject:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def prepare(

@@ -12,7 +12,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from dynbpf.btf.spec import Spec
@@ -32,12 +32,13 @@ from dynbpf.runtime import parallel
 from dynbpf.runtime.mapregistry import MapRegistry
 from dynbpf.runtime.program import Program
 from dynbpf.runtime.state import MapPolicy, ProgramState
+from dynbpf.sys.closing import Closing
 
 DISABLED = ProgramState.DISABLED
 _R = TypeVar("_R", bound=EventReader)
 
 
-class Collection:
+class Collection(Closing):
     """Programs and maps of one BPF object, prepared for the running kernel; a context manager.
 
     Thread-safe: any thread may load, unload, attach or read maps at any time.
@@ -246,14 +247,6 @@ class Collection:
         self._registry.close()
         if self._prepared is not None:
             self._prepared.close()
-
-    def __enter__(self) -> Collection:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         loaded = sum(p.loaded for p in getattr(self, "programs", {}).values())

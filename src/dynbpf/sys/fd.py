@@ -13,12 +13,12 @@ import fcntl
 import os
 import threading
 import warnings
-from types import TracebackType
 
 from dynbpf.errors import StateError
+from dynbpf.sys.closing import Closing
 
 
-class Fd:
+class Fd(Closing):
     """An owned file descriptor.
 
     Close it with :meth:`close` or a ``with`` block. If the owner forgets, the
@@ -71,14 +71,6 @@ class Fd:
     def dup(self) -> Fd:
         """A new owned fd (close-on-exec, >= 3) for the same kernel object."""
         return Fd(fcntl.fcntl(self.raw, fcntl.F_DUPFD_CLOEXEC, 3), self.kind)
-
-    def __enter__(self) -> Fd:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<Fd {self.kind} {'closed' if self._raw < 0 else self._raw}>"

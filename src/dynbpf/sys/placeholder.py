@@ -13,9 +13,9 @@ import errno
 import os
 import threading
 import warnings
-from types import TracebackType
 
 from dynbpf.errors import StateError, SyscallError
+from dynbpf.sys.closing import Closing
 from dynbpf.sys.fd import Fd
 from dynbpf.sys.syscall import good_fd
 
@@ -34,7 +34,7 @@ def _placeholder(name: str) -> int:
         raise SyscallError("memfd_create", e.errno or 0, detail=name) from None
 
 
-class FdSlot:
+class FdSlot(Closing):
     """One reserved fd number; holds either a placeholder or an installed object.
 
     The slot owns the number: only :meth:`install`, :meth:`vacate` and
@@ -89,12 +89,6 @@ class FdSlot:
                 os.close(self._number)
                 self._number = None
                 self._installed = False
-
-    def __enter__(self) -> FdSlot:
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
 
     def __del__(self) -> None:
         if getattr(self, "_number", None) is not None:
