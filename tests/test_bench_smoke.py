@@ -51,9 +51,9 @@ def test_generated_object_has_the_planned_programs_and_maps() -> None:
     assert {"agent.rodata", "agent.bss"} <= maps
 
 
-def _run(*args: str) -> str:
+def _run(*args: str, bench: str = "bench.prepare_load") -> str:
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.prepare_load", *args],
+        [sys.executable, "-m", bench, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -112,17 +112,9 @@ def test_both_sides_give_the_verifier_the_same_real_work() -> None:
 def test_runtime_load_bench_runs_every_scenario(tmp_path: Path) -> None:
     """bench/runtime_load.py end to end on a small object: every scenario, the goals, the saved results."""
     out = tmp_path / "results.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.runtime_load", "--programs", "9", "--repeat", "1", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "full parallel load >= 1.8x libbpf" in proc.stdout
-    assert "selective 10 % <= 0.15x libbpf full" in proc.stdout
+    stdout = _run("--programs", "9", "--repeat", "1", "--json", str(out), bench="bench.runtime_load")
+    assert "full parallel load >= 1.8x libbpf" in stdout
+    assert "selective 10 % <= 0.15x libbpf full" in stdout
     saved = json.loads(out.read_text())
     assert set(saved["summary"]) == set(runtime_load.scenarios())
     later = saved["summary"]["dynbpf-later"]

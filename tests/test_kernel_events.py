@@ -13,7 +13,6 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -27,10 +26,9 @@ from dynbpf.maps.events import EventLoop
 from dynbpf.maps.perfbuf import PerfBuffer
 from dynbpf.maps.ringbuf import RingBuffer
 from dynbpf.runtime.collection import Collection
-from dynbpf.sys import commands, fs, perf
-from dynbpf.sys.attrs import LinkCreateAttr
-from dynbpf.sys.constants import AttachType
+from dynbpf.sys import commands
 from tests.bpfbuild import build
+from tests.hooks import on_tracepoint
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
 
@@ -64,16 +62,6 @@ def decoder(c: Collection) -> Callable[[bytes], Any]:
 def thread_comm() -> bytes:
     with open("/proc/thread-self/comm", "rb") as f:
         return f.read().rstrip(b"\n")
-
-
-@contextmanager
-def on_tracepoint(prog_fd: int, category: str, name: str) -> Iterator[None]:
-    tp_id = fs.tracepoint_id(category, name)
-    with (
-        perf.perf_event_open(perf.tracepoint_attr(tp_id), pid=0, cpu=-1) as pfd,
-        commands.link_create(LinkCreateAttr(prog_fd=prog_fd, target_fd=pfd.raw, attach_type=AttachType.PERF_EVENT)),
-    ):
-        yield
 
 
 def in_thread(target: Callable[[], object]) -> tuple[threading.Thread, list[object]]:

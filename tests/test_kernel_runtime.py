@@ -3,34 +3,21 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 
 import dynbpf
 from dynbpf.errors import DynbpfError, StateError, SyscallError
-from dynbpf.sys import commands, fs, perf
-from dynbpf.sys.attrs import LinkCreateAttr
-from dynbpf.sys.constants import AttachType, MapType
+from dynbpf.sys import commands
+from dynbpf.sys.constants import MapType
 from dynbpf.sys.fd import Fd
 from tests.bpfbuild import build
+from tests.hooks import on_tracepoint
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
 
 XDP_PASS = 2
 PACKET = bytes(64)
-
-
-@contextmanager
-def on_tracepoint(prog_fd: int, category: str, name: str) -> Iterator[None]:
-    """Attach to a tracepoint for this process only (perf event + link), detach on exit."""
-    tp_id = fs.tracepoint_id(category, name)
-    with (
-        perf.perf_event_open(perf.tracepoint_attr(tp_id), pid=0, cpu=-1) as pfd,
-        commands.link_create(LinkCreateAttr(prog_fd=prog_fd, target_fd=pfd.raw, attach_type=AttachType.PERF_EVENT)),
-    ):
-        yield
 
 
 def test_globals_written_by_a_tracepoint_program_read_back_by_name(no_fd_leak: None) -> None:
