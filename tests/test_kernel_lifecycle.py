@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import threading
@@ -301,6 +302,26 @@ def test_clone_overrides_reach_the_kernel(no_fd_leak: None) -> None:
             assert run_xdp(clone.raw) == XDP_DROP
         with pytest.raises(DynbpfError, match="stage_drop"):
             stage.clone(ifindex=1_000_000).close()  # no such device to offload to
+
+
+def test_clone_retargets_attach_btf_id_and_passes_prog_flags(no_fd_leak: None) -> None:
+    """A tp_btf program cloned onto another tracepoint of the same shape; flags reach the kernel as given."""
+    from dynbpf.btf import Kind, kernel
+
+    vmlinux = kernel.vmlinux()
+    assert vmlinux is not None
+    (sys_exit,) = vmlinux.find("btf_trace_sys_exit", Kind.TYPEDEF)
+    with dynbpf.open(build("attach")) as coll:
+        prog = coll.programs["btf_getgid"]
+        assert prog.prepared.attach_btf_id != sys_exit
+        with prog.clone(attach_btf_id=sys_exit) as clone:
+            assert commands.prog_info(clone.raw).attach_btf_id == sys_exit
+        with prog.clone(prog_flags=0) as clone:  # the prepared target, explicitly no flags
+            assert commands.prog_info(clone.raw).attach_btf_id == prog.prepared.attach_btf_id
+        with pytest.raises(VerifierError) as e:
+            prog.clone(prog_flags=1 << 30).close()  # no such BPF_F_* flag: the kernel says EINVAL
+        assert e.value.errno == errno.EINVAL
+        assert prog.state == ProgramState.PREPARED
 
 
 # --- parallel loading -----------------------------------------------------------------
