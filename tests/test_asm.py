@@ -94,6 +94,25 @@ def test_decode_rejects_malformed_code_with_offset(code: bytes, message: str) ->
     assert exc.value.offset >= 0x40
 
 
+def test_decode_shares_equal_instructions_through_known() -> None:
+    """One Insn per distinct encoding across calls; results equal a decode without sharing."""
+    first = encode([mov64_imm(R0, 1), ld_map_fd(R1, 7), mov64_imm(R0, 1), exit_()])
+    second = encode([ld_map_fd(R1, 7), exit_(), mov64_imm(R0, 2)])
+    known: dict[bytes, Insn] = {}
+    a, b = decode(first, known=known), decode(second, known=known)
+    assert a == decode(first)
+    assert b == decode(second)
+    assert a[0] is a[2]  # within one call
+    assert b[0] is a[1]
+    assert b[1] is a[3]
+    assert len(known) == 4  # mov r0 1, the ldimm64 pair, exit, mov r0 2
+    # a known first slot does not let a malformed second slot through, nor a missing one
+    with pytest.raises(ObjectFormatError, match="malformed second slot"):
+        decode(first[8:16] + bytes.fromhex("9500000000000000"), known=known)
+    with pytest.raises(ObjectFormatError, match="missing its second slot"):
+        decode(first[8:16], known=known)
+
+
 @given(st.binary(max_size=512).map(lambda b: b[: len(b) - len(b) % 8]))
 def test_decode_is_total_and_exact(code: bytes) -> None:
     """Any byte string either decodes and re-encodes to itself, or is a clean ObjectFormatError."""

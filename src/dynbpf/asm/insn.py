@@ -173,7 +173,13 @@ def encode(insns: Iterable[Insn]) -> bytes:
     return b"".join(i.encode() for i in insns)
 
 
-def decode(code: bytes | bytearray | memoryview, *, section: str = "", base: int = 0) -> list[Insn]:
+def decode(
+    code: bytes | bytearray | memoryview,
+    *,
+    section: str = "",
+    base: int = 0,
+    known: dict[bytes, Insn] | None = None,
+) -> list[Insn]:
     """Instructions from little-endian bytecode; ldimm64 pairs become one ``Insn``.
 
     Malformed input (a length that is not a multiple of 8, an ldimm64 cut off
@@ -183,26 +189,49 @@ def decode(code: bytes | bytearray | memoryview, *, section: str = "", base: int
     Opcodes are not judged here: an instruction no kernel accepts still
     decodes, so that tools can show it (the disassembler prints ``<unknown>``).
     An ldimm64's ``imm`` comes back unsigned (0 to 2**64-1).
+
+    ``known`` maps encodings to instructions already decoded: an ``Insn``
+    is immutable, so equal encodings share one object. Passing one dict for
+    all the functions of an object makes decoding a dictionary lookup for
+    most instructions (200 similar programs hold ~26,000 slots, ~1,300
+    distinct) and keeps one object per distinct instruction.
     """
     if len(code) % SLOT_SIZE:
         raise ObjectFormatError(
             f"instruction bytes are not a multiple of 8 ({len(code)} bytes)", section=section, offset=base
         )
+    if not isinstance(code, bytes):
+        code = bytes(code)
     out: list[Insn] = []
+    append = out.append
+    seen = known if known is not None else {}
+    get = seen.get
     unpack = _SLOT.unpack_from
     pos, end = 0, len(code)
     while pos < end:
+        slot = code[pos : pos + SLOT_SIZE]
+        insn = get(slot)  # never an ldimm64: those are known by both their slots
+        if insn is not None:
+            append(insn)
+            pos += SLOT_SIZE
+            continue
         opcode, regs, off, imm = unpack(code, pos)
         if opcode == LD_IMM64:
             if pos + 2 * SLOT_SIZE > end:
                 raise ObjectFormatError("ldimm64 is missing its second slot", section=section, offset=base + pos)
-            op2, regs2, off2, imm2 = unpack(code, pos + SLOT_SIZE)
-            if op2 or regs2 or off2:
-                raise ObjectFormatError("malformed second slot of ldimm64", section=section, offset=base + pos + 8)
-            out.append(Insn(opcode, regs & 0xF, regs >> 4, off, (imm & 0xFFFFFFFF) | ((imm2 & 0xFFFFFFFF) << 32)))
+            pair = code[pos : pos + 2 * SLOT_SIZE]
+            insn = get(pair)
+            if insn is None:
+                op2, regs2, off2, imm2 = unpack(code, pos + SLOT_SIZE)
+                if op2 or regs2 or off2:
+                    raise ObjectFormatError("malformed second slot of ldimm64", section=section, offset=base + pos + 8)
+                imm64 = (imm & 0xFFFFFFFF) | ((imm2 & 0xFFFFFFFF) << 32)
+                insn = seen[pair] = Insn(opcode, regs & 0xF, regs >> 4, off, imm64)
+            append(insn)
             pos += 2 * SLOT_SIZE
         else:
-            out.append(Insn(opcode, regs & 0xF, regs >> 4, off, imm))
+            insn = seen[slot] = Insn(opcode, regs & 0xF, regs >> 4, off, imm)
+            append(insn)
             pos += SLOT_SIZE
     return out
 

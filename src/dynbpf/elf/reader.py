@@ -207,6 +207,7 @@ class _Reader:
         for sym in img.symbols:
             if sym.type == STT_FUNC and 0 < sym.shndx < len(img.sections):
                 by_section.setdefault(sym.shndx, []).append(sym)
+        known: dict[bytes, Insn] = {}  # equal encodings share one Insn across the object
         for sec in img.sections:
             if not sec.executable or not sec.size:
                 continue
@@ -232,7 +233,7 @@ class _Reader:
                 if fns and sym.value < fns[-1].end:
                     raise ObjectFormatError(f"function {sym.name!r} overlaps {fns[-1].name!r}", section=sec.name)
                 raw = code[sym.value : sym.value + sym.size]
-                insns = decode(raw, section=sec.name, base=sym.value)
+                insns = decode(raw, section=sec.name, base=sym.value, known=known)
                 fns.append(_Function(sym.name, sec, sym.value, insns, SlotMap.of(insns), sym, raw))
             self.functions[sec.index] = fns
             for rel in img.relocations_for(sec):
