@@ -210,7 +210,9 @@ def plot(summary: dict[str, dict[str, float]], out: Path) -> None:
     percents = [*PARTS, 100]
     dyn = [*(summary[f"dynbpf-part-{p}"]["total"] for p in PARTS), summary[f"dynbpf-full-{CORES}"]["total"]]
     lib = [*(summary[f"libbpf-part-{p}"]["total"] for p in PARTS), ref["total"]]
+    dyn_load = [*(summary[f"dynbpf-part-{p}"]["load"] for p in PARTS), summary[f"dynbpf-full-{CORES}"]["load"]]
     right.plot(percents, dyn, "o-", label=f"dynbpf open + coll.load(workers={CORES})")
+    right.plot(percents, dyn_load, "s--", label="dynbpf coll.load only")
     right.plot(percents, lib, "o-", color="tab:red", label="libbpf open + load (autoload subset)")
     right.axhline(ref["total"] * 0.15, color="grey", linestyle=":", linewidth=1, label="0.15x libbpf full")
     right.set(xlabel="% of programs loaded", ylabel="wall time, s", title="By programs loaded", ylim=(0, None))
