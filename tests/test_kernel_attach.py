@@ -226,6 +226,12 @@ def test_raw_tracepoint(no_fd_leak: None) -> None:
         assert count(coll, "raw_hits", lambda: os.getpgid(0)) == 0
         with pytest.raises(AttachError, match="no raw tracepoint 'sys_enter_nope' in the kernel or its modules"):
             prog.attach(tracepoint="sys_enter_nope")
+        again = prog.attach()
+        assert prog.state == ProgramState.ATTACHED
+        again.close()  # close() is detach(), as for the link's fd
+        assert again.closed
+        assert prog.state == ProgramState.LOADED
+        assert count(coll, "raw_hits", lambda: os.getpgid(0)) == 0
 
 
 def test_tp_btf(no_fd_leak: None) -> None:

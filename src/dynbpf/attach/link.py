@@ -16,12 +16,12 @@ import operator
 import os
 import threading
 from collections.abc import Callable, Sequence
-from types import TracebackType
 from typing import Protocol, SupportsIndex
 
 from dynbpf.attach.linkinfo import LinkFacts, link_facts
 from dynbpf.errors import AttachError, DynbpfError, StateError, SyscallError
 from dynbpf.sys import commands, fs, perf
+from dynbpf.sys.closing import Closing
 from dynbpf.sys.constants import LinkType
 from dynbpf.sys.fd import Fd
 
@@ -46,7 +46,7 @@ def program_fd(program: SupportsIndex | HasFd) -> int:
     return operator.index(program)
 
 
-class Link:
+class Link(Closing):
     """A program attached to a hook (see the module docstring); thread-safe, a context manager."""
 
     def __init__(self, fd: Fd, *, kind: str, description: str, pinned: str | None = None) -> None:
@@ -65,12 +65,8 @@ class Link:
         pin = f" pinned at {self._pinned}" if self._pinned else ""
         return f"<{type(self).__name__} {self.description} {state}{pin}>"
 
-    def __enter__(self) -> Link:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def close(self) -> None:
+        """Detach (what closing the link's fd does); the ``with`` block's exit calls it."""
         self.detach()
 
     # --- state --------------------------------------------------------------------------
