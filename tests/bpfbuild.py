@@ -57,14 +57,42 @@ def vmlinux_h() -> Path:
     return out
 
 
-def build(name: str, extra_flags: tuple[str, ...] = ()) -> Path:
-    """Compile ``tests/bpf/<name>.bpf.c``; return the cached object path.
+LINKED = FIXTURES / "linked"
 
-    The object keeps the file name ``<name>.bpf.o`` (the cache key is its
-    directory) because libbpf derives the object name, and from it the names
-    of the global-data maps (``<name>.bss``), from the file name.
+
+def fixture_names() -> list[str]:
+    """Every fixture object: ``tests/bpf/<name>.bpf.c``, and ``tests/bpf/linked/<name>/`` linked from its files."""
+    single = [p.name.removesuffix(".bpf.c") for p in FIXTURES.glob("*.bpf.c")]
+    linked = [p.name for p in LINKED.iterdir() if p.is_dir()] if LINKED.is_dir() else []
+    return sorted(single + linked)
+
+
+def build(name: str, extra_flags: tuple[str, ...] = ()) -> Path:
+    """Compile fixture ``name``; return the cached object path.
+
+    ``tests/bpf/<name>.bpf.c`` is compiled alone; a directory
+    ``tests/bpf/linked/<name>/`` has its files compiled one by one and linked
+    into one object with ``bpftool gen object`` (libbpf's static linker),
+    as large applications build theirs. The object keeps the file name
+    ``<name>.bpf.o`` (the cache key is its directory) because libbpf derives
+    the object name, and from it the names of the global-data maps
+    (``<name>.bss``), from the file name.
     """
-    src = FIXTURES / f"{name}.bpf.c"
+    parts = sorted((LINKED / name).glob("*.bpf.c")) if (LINKED / name).is_dir() else []
+    if not parts:
+        return _compile(FIXTURES / f"{name}.bpf.c", name, extra_flags)
+    objects = [_compile(src, src.name.removesuffix(".bpf.c"), extra_flags) for src in parts]
+    key = _sha(*(o.parent.name.encode() for o in objects), bpftool_version().encode())
+    out = CACHE / f"{name}-linked-{key}" / f"{name}.bpf.o"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(f".tmp{os.getpid()}")
+        _run(["bpftool", "gen", "object", str(tmp), *map(str, objects)], f"bpftool gen object for {name}")
+        tmp.replace(out)
+    return out
+
+
+def _compile(src: Path, name: str, extra_flags: tuple[str, ...]) -> Path:
     header = vmlinux_h()
     flags = [*CFLAGS, *extra_flags, *SYSTEM_INCLUDES]
     key = _sha(src.read_bytes(), " ".join(flags).encode(), clang_version().encode(), header.read_bytes()[:4096])
@@ -72,16 +100,20 @@ def build(name: str, extra_flags: tuple[str, ...] = ()) -> Path:
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(f".tmp{os.getpid()}")
-        proc = subprocess.run(
-            ["clang", *flags, "-I", str(header.parent), "-c", str(src), "-o", str(tmp)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"clang failed on {src}:\n{proc.stderr}")
+        _run(["clang", *flags, "-I", str(header.parent), "-c", str(src), "-o", str(tmp)], f"clang on {src}")
         tmp.replace(out)
     return out
+
+
+def _run(argv: list[str], what: str) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{proc.stderr}")
+
+
+@cache
+def bpftool_version() -> str:
+    return subprocess.run(["bpftool", "version"], check=True, capture_output=True, text=True).stdout
 
 
 def section_bytes(obj: Path, section: str) -> bytes:

@@ -42,6 +42,7 @@ LIBBPF_PATH = "/usr/lib/x86_64-linux-gnu/libbpf.so.1"
 #: Fixtures (tests/bpf/<name>.bpf.c) that libbpf 1.1 refuses to open, and why.
 LIBBPF_REFUSES: dict[str, str] = {
     "legacy_maps": 'libbpf 1.0 dropped SEC("maps") struct bpf_map_def definitions',
+    "staticmaps": 'libbpf refuses static maps in .maps ("unsupported map linkage static"); dynbpf opens them',
 }
 
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)

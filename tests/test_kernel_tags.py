@@ -27,7 +27,7 @@ from elftools.elf.sections import SymbolTableSection
 
 from dynbpf.features import attach as attach_features
 from dynbpf.features.result import Support
-from tests.bpfbuild import FIXTURES, build
+from tests.bpfbuild import build, fixture_names
 from tests.libbpf_oracle import (
     LIBBPF_REFUSES,
     LibbpfError,
@@ -47,7 +47,7 @@ pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
 
 ENOTSUPP = 524  # kernel-internal "not supported", which bpf(2) returns as is
 
-FIXTURE_NAMES = sorted(p.name.removesuffix(".bpf.c") for p in FIXTURES.glob("*.bpf.c"))
+FIXTURE_NAMES = fixture_names()
 
 #: The synthetic 200-program agent object (bench/synth.py) and the programs sampled from it:
 #: each residue of the index mod 3 and mod 4 (which maps a program touches), first and last.
@@ -120,6 +120,11 @@ LIBBPF_CANNOT: dict[str, Cannot] = {
     ),
     **_kernel_refuses(attach_features.lsm(), "kinds/lsm_file_open", "kinds/lsm_s_committed_creds"),
     **_kernel_refuses(attach_features.iterator_target("bpf_map_elem"), "attach/number_lines"),
+    "twofiles/unknown_kind": Cannot(
+        "deliberately in a section no convention knows: libbpf opens the object and fails this program",
+        errno.EINVAL,
+        _UNKNOWN_SECTION,
+    ),
     "struct_ops/dyn_link_init": Cannot(
         "libbpf 1.1 does not know SEC(struct_ops.s/...) (sleepable struct_ops, newer than it)",
         errno.EINVAL,
@@ -143,6 +148,7 @@ LOAD_TOGETHER: dict[str, tuple[str, ...]] = {
     "tailcalls": ("xdp_stage_parse", "xdp_stage_count", "xdp_stage_drop"),
     "lifecycle": ("stage_drop",),
     "stress": (*(f"sx_xdp_stage{i}" for i in range(4)), "sx_sk_stage0", "sx_sk_stage1"),
+    "twofiles": ("second_stage",),
 }
 
 

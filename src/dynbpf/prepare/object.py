@@ -36,7 +36,7 @@ from dynbpf.elf.spec import (
     ProgramSpec,
     SubprogramCall,
 )
-from dynbpf.errors import DynbpfError, RelocationError
+from dynbpf.errors import DynbpfError, ObjectFormatError, RelocationError
 from dynbpf.prepare import btf_fixup, btf_sanitize
 from dynbpf.prepare.attach_target import find_kernel_target, needs_kernel_target
 from dynbpf.prepare.externs import ResolvedExterns, relocate_extern, resolve_externs
@@ -44,7 +44,7 @@ from dynbpf.prepare.linker import link
 from dynbpf.prepare.modules import ModuleBtf
 from dynbpf.prepare.prepared import CoreFailure, PreparedProgram, encode_func_info, encode_line_info
 from dynbpf.sys.closing import Closing
-from dynbpf.sys.constants import MapType
+from dynbpf.sys.constants import MapType, ProgType
 from dynbpf.sys.fd import Fd
 
 KCONFIG_MAP = ".kconfig"
@@ -197,6 +197,8 @@ class _Context:
 
     def program(self, prog: ProgramSpec) -> PreparedProgram:
         name = prog.name
+        if prog.kind.prog_type == ProgType.UNSPEC:
+            raise ObjectFormatError(f"program {name!r} cannot be loaded: {prog.kind.error}")
         linked = link(self.obj, name)
         slots = linked.slots
         code = bytearray()

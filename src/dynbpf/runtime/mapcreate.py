@@ -10,6 +10,7 @@ import ctypes
 import re
 
 from dynbpf.btf.spec import Spec
+from dynbpf.elf.names import source_name
 from dynbpf.elf.spec import MapSpec
 from dynbpf.errors import SyscallError
 from dynbpf.maps.cpus import possible_cpus
@@ -44,8 +45,10 @@ def kernel_name(object_name: str, map_name: str) -> str:
     """The name the kernel shows (bpftool, /proc): libbpf's, so tools show the same names.
 
     Section maps (``.bss``) get the object's name as a prefix, cut so the
-    section survives the kernel's 15-character limit.
+    section survives the kernel's 15-character limit. A static map named
+    apart from another (``stats@a.c``) shows the name its source gave it.
     """
+    map_name = source_name(map_name)
     if map_name.startswith("."):
         prefix = object_name[: max(0, MAP_NAME_LEN - len(map_name))]
         name = prefix + map_name
