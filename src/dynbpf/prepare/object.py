@@ -11,6 +11,7 @@ kept and raised when someone tries to load it.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from array import array
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -61,28 +62,87 @@ class StructOpsSlot:
 
 @dataclass(frozen=True, slots=True)
 class PreparedObject(Closing):
-    """An object ready for loading: final programs, the maps they need, the object's BTF in the kernel.
+    """An object ready for loading: the maps programs need, the object's BTF in the kernel, final programs.
 
+    Per-object work (externs, BTF fix-up and load, the CO-RE resolver) is
+    done by :func:`prepare`; each program is made final the first time
+    someone asks for it (:meth:`program`), exactly once, and kept. So a
+    caller who loads a tenth of a large object's programs prepares a tenth
+    of them, and a parallel load prepares each program in the worker that
+    then verifies it, overlapping Python with the kernel's verifier.
+    ``programs`` and ``failed`` prepare everything (libbpf's contract).
     Owns the BTF fd and module BTF fds it opened; :meth:`close` releases
-    them. ``failed`` holds programs that could not be prepared, with why.
-    Like libbpf, an object whose BTF the kernel refuses is still loadable
-    without it (``btf_error`` says why), unless it has struct_ops maps.
+    them. Like libbpf, an object whose BTF the kernel refuses is still
+    loadable without it (``btf_error`` says why), unless it has struct_ops maps.
     """
 
     spec: ObjectSpec
-    programs: Mapping[str, PreparedProgram]
-    failed: Mapping[str, DynbpfError]
     maps: Mapping[str, MapSpec]
     btf: Spec | None
     btf_fd: Fd | None
     externs: ResolvedExterns = field(repr=False)
     modules: ModuleBtf = field(repr=False)
+    table: _Programs = field(repr=False, compare=False)
     btf_error: DynbpfError | None = None  # why the kernel refused the object's BTF, if it did
+
+    def result(self, name: str) -> PreparedProgram | DynbpfError:
+        """Program ``name`` made final, or why it cannot be (prepared now if it was not yet)."""
+        return self.table.result(name)
+
+    def program(self, name: str) -> PreparedProgram:
+        """Program ``name`` made final; raises why it cannot be."""
+        got = self.table.result(name)
+        if isinstance(got, DynbpfError):
+            raise got
+        return got
+
+    @property
+    def programs(self) -> Mapping[str, PreparedProgram]:
+        """Every program that can be prepared (preparing all of them)."""
+        return {n: r for n in self.spec.programs if not isinstance(r := self.result(n), DynbpfError)}
+
+    @property
+    def failed(self) -> Mapping[str, DynbpfError]:
+        """Every program that cannot be prepared, with why (preparing all of them)."""
+        return {n: r for n in self.spec.programs if isinstance(r := self.result(n), DynbpfError)}
 
     def close(self) -> None:
         if self.btf_fd is not None:
             self.btf_fd.close()
         self.modules.close()
+
+
+class _Programs:
+    """Programs prepared on first request, once each; any thread may ask.
+
+    Preparing is Python work that holds the GIL, so one lock serialises it
+    at no cost in parallelism; results are immutable and read without it.
+    """
+
+    def __init__(self, context: _Context) -> None:
+        self._context = context
+        self._results: dict[str, PreparedProgram | DynbpfError] = {}
+        self._lock = threading.Lock()
+
+    def done(self, name: str) -> bool:
+        return name in self._results
+
+    def result(self, name: str) -> PreparedProgram | DynbpfError:
+        got = self._results.get(name)
+        if got is not None:
+            return got
+        prog = self._context.obj.programs.get(name)
+        if prog is None:
+            raise KeyError(f"object {self._context.obj.name!r} has no program {name!r}")
+        with self._lock:
+            got = self._results.get(name)
+            if got is None:
+                try:
+                    got = self._context.program(prog)
+                except DynbpfError as e:
+                    got = e
+                self._results[name] = got
+            return got
 
 
 def prepare(
@@ -94,8 +154,12 @@ def prepare(
     kallsyms: Mapping[str, int] | None = None,
     btf_support: btf_sanitize.BtfSupport | None = None,
     layout: btf_fixup.ElfLayout | None = None,
+    lazy: bool = False,
 ) -> PreparedObject:
     """Make every program of ``obj`` final; ``map_fd(name)`` gives the reserved fd number of a map.
+
+    With ``lazy``, only the per-object work is done now; each program is
+    prepared when first asked for (see :class:`PreparedObject`).
 
     ``vmlinux``, ``config`` and ``kallsyms`` default to the running
     kernel's; tests pass others. ``layout`` is what the BTF fix-up needs
@@ -131,19 +195,16 @@ def prepare(
         context = _Context(
             obj, map_fd, externs=externs, modules=modules, vmlinux=target_btf, with_btf_info=btf is not None
         )
-        programs: dict[str, PreparedProgram] = {}
-        failed: dict[str, DynbpfError] = {}
-        for name, prog in obj.programs.items():
-            try:
-                programs[name] = context.program(prog)
-            except DynbpfError as e:
-                failed[name] = e
+        table = _Programs(context)
+        if not lazy:
+            for name in obj.programs:
+                table.result(name)
     except BaseException:
         if btf_fd is not None:
             btf_fd.close()
         modules.close()
         raise
-    return PreparedObject(obj, programs, failed, maps, btf, btf_fd, externs, modules, btf_error)
+    return PreparedObject(obj, maps, btf, btf_fd, externs, modules, table, btf_error)
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,17 +84,14 @@ class Collection(Closing):
                 config=config,
                 kallsyms=kallsyms,
                 btf_support=btf_support,
+                lazy=True,
             )
             self._registry.bind(self._prepared, default=default, policies=policies, pin_root=pin_root, data=data)
         except BaseException:
             self.close()
             raise
-        prepared = self._prepared
         self.programs: Mapping[str, Program] = MappingProxyType(
-            {
-                name: Program(self, name, prepared.programs.get(name), prepared.failed.get(name), disabled=name in off)
-                for name in spec.programs
-            }
+            {name: Program(self, name, disabled=name in off) for name in spec.programs}
         )
 
     # --- public -----------------------------------------------------------------------
@@ -205,16 +202,16 @@ class Collection(Closing):
         """Load programs in parallel; return the failures, each with its own error and verifier log.
 
         ``programs`` defaults to every program the object marks autoload and
-        that is not disabled. Already loaded ones are left as they are.
+        that is not disabled; one that cannot be prepared is among the
+        failures. Already loaded ones are left as they are. Each worker
+        prepares the programs it loads, if that was not done yet.
         ``workers`` threads verify at once (default: one per CPU); the
         longest-expected programs start first so the workers finish
         together. A failure does not stop the others; with ``atomic=True``
         any failure unloads every program this call loaded.
         """
         if programs is None:
-            chosen = [
-                p for n, p in self.programs.items() if self.spec.programs[n].kind.autoload and p.state is not DISABLED
-            ]
+            chosen = [p for n, p in self.programs.items() if self.spec.programs[n].kind.autoload and not p._disabled]
         else:
             chosen = [self._program(name) for name in dict.fromkeys(programs)]
         self._require_open()
@@ -224,6 +221,15 @@ class Collection(Closing):
             for program in loaded:
                 program.unload()
         return failures
+
+    def prepare(self) -> dict[str, DynbpfError]:
+        """Prepare every program now (libbpf's contract) rather than each on first use; return those that cannot be.
+
+        Programs are otherwise prepared when first loaded, cloned or asked
+        about, once; preparing ahead moves that work out of the first loads.
+        """
+        self._require_open()
+        return dict(self.prepared.failed)
 
     def unload(self, programs: Iterable[str] | None = None) -> None:
         """Unload the named programs (default: all), detaching their links first."""
@@ -258,6 +264,14 @@ class Collection(Closing):
         if self._closed:
             raise StateError(f"collection {self.spec.name!r} is closed")
 
+    def _prepared_result(self, name: str) -> PreparedProgram | DynbpfError:
+        """Program ``name`` prepared (now, if not yet); after close, only what was prepared before."""
+        prepared = self._prepared
+        assert prepared is not None
+        if self._closed and not prepared.table.done(name):
+            raise StateError(f"collection {self.spec.name!r} is closed; program {name!r} was never prepared")
+        return prepared.result(name)
+
     def _btf_fd(self) -> int:
         fd = self.prepared.btf_fd
         return fd.raw if fd is not None else 0
@@ -282,10 +296,14 @@ class Collection(Closing):
             self._measured_insns += prepared.insn_count
 
     def _cost(self, program: Program) -> float:
-        """Expected verification time: the program's last, else its size at the rate measured so far."""
+        """Expected verification time: the program's last, else its size at the rate measured so far.
+
+        The size is the entry function's, read without decoding anything,
+        so scheduling prepares nothing: each worker prepares what it loads.
+        """
         if program.seconds:
             return program.seconds
-        insns = program.prepared.insn_count if program.state is not DISABLED else 0
+        insns = self.spec.programs[program.name].function.slot_count
         with self._lock:
             rate = self._measured_seconds / self._measured_insns if self._measured_insns else 1e-6
         return insns * rate
@@ -348,4 +366,4 @@ def open(source: str | os.PathLike[str] | bytes, **options: Any) -> Collection:
     - ``disabled``: programs that must never load;
     - for tests, ``vmlinux``/``config``/``kallsyms``/``btf_support``.
     """
-    return Collection(read(source), **options)
+    return Collection(read(source, lazy=True), **options)

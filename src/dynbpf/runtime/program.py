@@ -30,19 +30,9 @@ _CLONE_OPTIONS = (*(f.name for f in dataclasses.fields(LoadOptions)), "log_buffe
 class Program:
     """A program of a :class:`~dynbpf.runtime.collection.Collection`; see :attr:`state`."""
 
-    def __init__(
-        self,
-        collection: Collection,
-        name: str,
-        prepared: PreparedProgram | None,
-        failure: DynbpfError | None,
-        *,
-        disabled: bool = False,
-    ) -> None:
+    def __init__(self, collection: Collection, name: str, *, disabled: bool = False) -> None:
         self._collection = collection
         self.name = name
-        self._prepared = prepared
-        self._failure = failure
         self._disabled = disabled
         self._fd: Fd | None = None
         self._links: list[Link] = []
@@ -58,7 +48,8 @@ class Program:
 
     @property
     def state(self) -> ProgramState:
-        if self._disabled or self._prepared is None:
+        """Where the program is in its lifecycle (asking prepares it, if that was not done yet)."""
+        if self._disabled or isinstance(self._collection._prepared_result(self.name), DynbpfError):
             return ProgramState.DISABLED
         if self._fd is None:
             return ProgramState.PREPARED
@@ -66,11 +57,11 @@ class Program:
 
     @property
     def prepared(self) -> PreparedProgram:
-        """The final load request; raises the prepare error for a program that could not be prepared."""
-        if self._prepared is None:
-            assert self._failure is not None
-            raise self._failure
-        return self._prepared
+        """The final load request (made on first use); raises why, for a program that cannot be prepared."""
+        got = self._collection._prepared_result(self.name)
+        if isinstance(got, DynbpfError):
+            raise got
+        return got
 
     @property
     def maps(self) -> tuple[str, ...]:
@@ -193,9 +184,7 @@ class Program:
     # --- internals (callers hold self._lock) ------------------------------------------
 
     def _loadable(self) -> None:
-        if self._prepared is None:
-            assert self._failure is not None
-            raise self._failure
+        self.prepared  # noqa: B018 - raises why the program cannot be prepared
         if self._disabled:
             raise StateError(
                 f"program {self.name!r} is disabled (dynbpf.open(..., disabled=...)): it can never be loaded, "
