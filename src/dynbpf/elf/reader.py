@@ -383,6 +383,8 @@ class _Reader:
                 VariableSpec(name, sec.name, offset, size, type_id, is_global, data[offset : offset + size])
             )
         variables.sort(key=lambda v: v.offset)
+        if found is not None and any(v.is_global for v in variables):
+            flags |= MapFlags.MMAPABLE  # libbpf's rule: a skeleton exposes at least one variable
         data_map = MapSpec(
             name=sec.name,
             type=MapType.ARRAY,
