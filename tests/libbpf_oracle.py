@@ -385,7 +385,13 @@ class LibbpfLoad:
         return f"{errno.errorcode.get(self.error, self.error)}: " + "\n".join(warnings[-12:])
 
 
-def load_one(path: str | os.PathLike[str], program: str, *, also: Iterable[str] = ()) -> LibbpfLoad:
+def load_one(
+    path: str | os.PathLike[str],
+    program: str,
+    *,
+    also: Iterable[str] = (),
+    edits: Mapping[str, Mapping[str, object]] | None = None,
+) -> LibbpfLoad:
     """Open ``path`` afresh, load only ``program`` with libbpf, describe the result, close everything.
 
     Other programs are not loaded (autoload off) except those in ``also``:
@@ -395,7 +401,8 @@ def load_one(path: str | os.PathLike[str], program: str, *, also: Iterable[str] 
     bpf_object per call: libbpf allows one load per object.
 
     Maps are named by `map_name`, which any loader's map fds can be passed
-    to, so both sides of a comparison name their maps alike.
+    to, so both sides of a comparison name their maps alike. ``edits``
+    change maps before load, as in `created_maps`.
     """
     lib = _lib()
     path = Path(path)
@@ -410,6 +417,7 @@ def load_one(path: str | os.PathLike[str], program: str, *, also: Iterable[str] 
                 target = p
         if target is None or wanted:
             raise KeyError(f"libbpf finds no program(s) {sorted(wanted | {program})} in {path}")
+        _edit_maps(lib, obj, path, edits or {})
         err = -lib.bpf_object__load(obj)
         fds = (lib.bpf_map__fd(m) for m in _iterate(lib.bpf_object__next_map, obj))
         map_fds = {fd: map_name(fd) for fd in fds if fd >= 0}
@@ -480,11 +488,7 @@ def created_maps(
     with _libbpf_object(path) as obj:
         for p in _iterate(lib.bpf_object__next_program, obj):
             lib.bpf_program__set_autoload(p, False)
-        maps = {_section_or_name(_str(lib.bpf_map__name(m))): m for m in _iterate(lib.bpf_object__next_map, obj)}
-        unknown = sorted(set(edits) - set(maps))
-        assert not unknown, f"libbpf finds no maps {unknown} in {path} (maps: {sorted(maps)})"
-        for name, edit in edits.items():
-            _edit_map(lib, maps[name], name, edit)
+        maps = _edit_maps(lib, obj, path, edits)
         err = -lib.bpf_object__load(obj)
         if err:
             raise LibbpfError(f"libbpf could not create the maps of {path}: {os.strerror(err)}", tuple(_captured))
@@ -494,6 +498,16 @@ def created_maps(
             if fd >= 0:
                 out[name] = map_facts(fd)
         return out
+
+
+def _edit_maps(lib: ctypes.CDLL, obj: int, path: Path, edits: Mapping[str, Mapping[str, object]]) -> dict[str, int]:
+    """Apply ``edits`` to an opened object; its maps by name (global-data maps by section)."""
+    maps = {_section_or_name(_str(lib.bpf_map__name(m))): m for m in _iterate(lib.bpf_object__next_map, obj)}
+    unknown = sorted(set(edits) - set(maps))
+    assert not unknown, f"libbpf finds no maps {unknown} in {path} (maps: {sorted(maps)})"
+    for name, edit in edits.items():
+        _edit_map(lib, maps[name], name, edit)
+    return maps
 
 
 def map_facts(fd: int) -> dict[str, int | str]:

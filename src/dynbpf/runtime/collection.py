@@ -374,6 +374,15 @@ def open(source: str | os.PathLike[str] | bytes, **options: Any) -> Collection:
     - ``map_policy``: every map's policy, ``"eager"`` (default, like libbpf),
       ``"on_demand"`` or ``"pinned"``; maps the object pins by name are pinned;
     - ``map_policies``: per-map policies, overriding the two above;
+    - ``map_edits``: ``{map name: dynbpf.MapEdit(...)}``, changes to map
+      definitions before anything is created, as libbpf's
+      ``bpf_map__set_max_entries``/``set_value_size``/``set_type``/
+      ``set_key_size``/``set_map_flags``/``set_numa_node``/
+      ``set_inner_map_fd``/``set_autocreate``/``reuse_fd`` do between open
+      and load; e.g. ``{"stacks": MapEdit(max_entries=4096, value_size=127 * 8),
+      ".data.buf": MapEdit(value_size=8 + 64 * 8)}``. An edit that does not
+      fit its map raises ``MapEditError`` (naming map and field) and
+      nothing is created (docs/maps.md);
     - ``pin_root``: the bpffs directory of pinned maps (default ``/sys/fs/bpf``);
     - ``disabled``: programs that must never load;
     - for tests, ``vmlinux``/``config``/``kallsyms``/``btf_support``.

@@ -125,10 +125,13 @@ def create(
         hint = e.hint
         unsized = [f for f in ("max_entries", "value_size") if not getattr(spec, f) and spec.type in _SIZED.get(f, ())]
         if e.errno == errno.EINVAL and unsized:
-            edit = ", ".join(f"{f}=..." for f in unsized)
+            edit = f"MapEdit({', '.join(f'{f}=...' for f in unsized)})"
+            outer = spec.name.removesuffix(".inner")
+            if outer != spec.name:  # the inner map template of a map of maps
+                edit = f"MapEdit(inner={edit})"
             hint = (
                 f"the object leaves {' and '.join(unsized)} 0 for the loader to set: open with "
-                f"map_edits={{{spec.name!r}: MapEdit({edit})}}"
+                f"map_edits={{{outer!r}: {edit}}}"
             )
         raise SyscallError("BPF_MAP_CREATE", e.errno, hint, detail=f"map {spec.name!r} ({_describe(spec)})") from None
 

@@ -159,9 +159,9 @@ def _edit(spec: MapSpec, edit: MapEdit, name: str) -> MapSpec:
 
     for field in ("max_entries", "key_size", "value_size", "flags", "numa_node"):
         value = getattr(edit, field)
-        if value is not None and (type(value) is not int or not 0 <= value < _U32):
+        if value is not None and (not _is_int(value) or not 0 <= value < _U32):
             raise fail(field, f"must be an int from 0 to 2**32 - 1, not {value!r}")
-    if edit.map_extra is not None and (type(edit.map_extra) is not int or not 0 <= edit.map_extra < 1 << 64):
+    if edit.map_extra is not None and (not _is_int(edit.map_extra) or not 0 <= edit.map_extra < 1 << 64):
         raise fail("map_extra", f"must be an int from 0 to 2**64 - 1, not {edit.map_extra!r}")
     kind = spec.type
     if edit.type is not None:
@@ -222,7 +222,11 @@ def _edit(spec: MapSpec, edit: MapEdit, name: str) -> MapSpec:
 
 
 def _pick(value: int | None, default: int) -> int:
-    return default if value is None else value
+    return default if value is None else int(value)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _template_of(fd: int, name: str) -> MapSpec:
