@@ -24,11 +24,12 @@ from dynbpf.btf.types import Array, Datasec, Var
 from dynbpf.errors import StateError, SyscallError, VerifierError
 from dynbpf.maps import Map, possible_cpus
 from dynbpf.runtime.mapcreate import kernel_name
-from dynbpf.sys import commands, fs
+from dynbpf.sys import commands
 from dynbpf.sys.attrs import MapCreateAttr
 from dynbpf.sys.constants import MapFlags, MapType
 from dynbpf.sys.fd import Fd
 from tests import kernel_state as ks
+from tests import stress_driver as sd
 from tests.bpfbuild import build
 from tests.libbpf_oracle import created_maps, load_one, map_facts, map_name
 
@@ -243,11 +244,9 @@ def test_invalid_edits_name_map_and_field_and_create_nothing(
 
 @pytest.fixture
 def pin_root() -> Iterator[str]:
-    root = fs.ensure_bpffs(mount_if_missing=True)
-    path = os.path.join(root, f"dynbpf-mapedits-{os.getpid()}")
-    os.makedirs(path, exist_ok=True)
-    yield path
-    subprocess.run(["rm", "-rf", path], check=True)
+    root = sd.new_pin_root(0)
+    yield root
+    sd.remove_pins(root)
 
 
 def test_reuse_fd_and_reuse_pin_share_one_map(obj: Path, pin_root: str, no_fd_leak: None) -> None:
@@ -381,7 +380,8 @@ def test_pins_are_shared_with_libbpf_both_ways(pin_root: str, no_fd_leak: None) 
         }
         assert ours == pinned
         assert {"globals_bss", "_data_custom"} <= set(ours)
-    subprocess.run(["rm", "-rf", progs, maps], check=True)
+    sd.remove_pins(progs)
+    sd.remove_pins(maps)
     os.makedirs(maps)
     # dynbpf pins first; libbpf (bpftool, map ... pinned ...) reuses them
     with dynbpf.open(obj, map_policy="pinned", pin_root=maps) as coll:

@@ -37,7 +37,7 @@ _NO_BTF_TYPES = frozenset(
         MapType.STACK,
     }
 )
-#: Map kinds the kernel refuses with EINVAL when a field is 0 (the object may leave it for the loader to set).
+#: Map kinds whose max_entries may be 0 (any other refuses 0 with EINVAL: the object left it to the loader).
 _ZERO_OK_ENTRIES = frozenset(
     {
         MapType.PERF_EVENT_ARRAY,  # 0: one slot per CPU, filled in above
@@ -50,10 +50,8 @@ _ZERO_OK_ENTRIES = frozenset(
         MapType.STRUCT_OPS,
     }
 )
-_SIZED = {
-    "max_entries": frozenset(MapType) - _ZERO_OK_ENTRIES,
-    "value_size": frozenset(MapType) - {MapType.RINGBUF, MapType.USER_RINGBUF, MapType.ARENA},
-}
+#: Map kinds without values (value_size must be 0).
+NO_VALUES = frozenset({MapType.RINGBUF, MapType.USER_RINGBUF, MapType.ARENA})
 MAP_NAME_LEN = 15  # BPF_OBJ_NAME_LEN minus the NUL
 _SUFFIX_ROOM = 7  # libbpf keeps room for a 7-character section name (".rodata") even after ".bss"
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.]")
@@ -123,7 +121,11 @@ def create(
         return commands.map_create(attr)
     except SyscallError as e:
         hint = e.hint
-        unsized = [f for f in ("max_entries", "value_size") if not getattr(spec, f) and spec.type in _SIZED.get(f, ())]
+        unsized = [
+            field
+            for field, zero_ok in (("max_entries", _ZERO_OK_ENTRIES), ("value_size", NO_VALUES))
+            if not getattr(spec, field) and spec.type not in zero_ok
+        ]
         if e.errno == errno.EINVAL and unsized:
             edit = f"MapEdit({', '.join(f'{f}=...' for f in unsized)})"
             outer = spec.name.removesuffix(".inner")

@@ -46,7 +46,6 @@ _KEYLESS = frozenset(
         MapType.ARENA,
     }
 )
-_VALUELESS = frozenset({MapType.RINGBUF, MapType.USER_RINGBUF, MapType.ARENA})
 _DATA_EDITABLE = ("value_size", "flags", "numa_node")  # what a global-data map allows besides create/reuse
 
 
@@ -91,17 +90,13 @@ class MapEdit:
 class Edited:
     """An object with its edits applied: the spec to prepare, the maps left out, the maps reused.
 
-    ``reused`` holds fds this object now owns (dups of the caller's, or
-    opened pins); whoever takes the ``Edited`` closes them.
+    ``reused`` holds fds owned by whoever takes the ``Edited`` (dups of the
+    caller's fds, or opened pins); a collection hands them to its map registry.
     """
 
     spec: ObjectSpec
     absent: frozenset[str]
     reused: Mapping[str, Fd]
-
-    def close(self) -> None:
-        for fd in self.reused.values():
-            fd.close()
 
 
 def apply(obj: ObjectSpec, edits: Mapping[str, MapEdit]) -> Edited:
@@ -183,7 +178,7 @@ def _edit(spec: MapSpec, edit: MapEdit, name: str) -> MapSpec:
             )
     if edit.key_size and kind in _KEYLESS:
         raise fail("key_size", f"{kind.name.lower()} maps have no keys (key_size must be 0)")
-    if edit.value_size and kind in _VALUELESS:
+    if edit.value_size and kind in mapcreate.NO_VALUES:
         raise fail("value_size", f"{kind.name.lower()} maps have no values (value_size must be 0)")
     if (edit.inner is not None or edit.inner_map_fd is not None) and kind not in _MAPS_OF_MAPS:
         field = "inner" if edit.inner is not None else "inner_map_fd"
