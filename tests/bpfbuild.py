@@ -95,7 +95,14 @@ def build(name: str, extra_flags: tuple[str, ...] = ()) -> Path:
 def _compile(src: Path, name: str, extra_flags: tuple[str, ...]) -> Path:
     header = vmlinux_h()
     flags = [*CFLAGS, *extra_flags, *SYSTEM_INCLUDES]
-    key = _sha(src.read_bytes(), " ".join(flags).encode(), clang_version().encode(), header.read_bytes()[:4096])
+    # the path is in the key: line_info records it, so one tree's object is not another's
+    key = _sha(
+        src.read_bytes(),
+        str(src).encode(),
+        " ".join(flags).encode(),
+        clang_version().encode(),
+        header.read_bytes()[:4096],
+    )
     out = CACHE / f"{name}-{key}" / f"{name}.bpf.o"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)

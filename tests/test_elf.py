@@ -19,6 +19,7 @@ from dynbpf.elf.spec import (
     SubprogramCall,
 )
 from dynbpf.errors import ObjectFormatError
+from dynbpf.runtime.mapcreate import kernel_name
 from dynbpf.sys.constants import MapFlags, MapType, ProgType
 from tests.bpfbuild import CFLAGS, build, fixture_names, vmlinux_h
 from tests.libbpf_oracle import LIBBPF_REFUSES, LibbpfError, open_object
@@ -72,6 +73,9 @@ def test_programs_and_maps_match_libbpf(name: str) -> None:
                 continue  # built from externs at prepare time
             m = spec.maps[section]
             assert (m.type, m.value_size, m.max_entries) == (MapType.ARRAY, lm.value_size, 1)
+            # BPF_F_MMAPABLE where libbpf sets it (a DATASEC with a non-static variable), and its kernel name
+            assert m.flags == lm.map_flags, section
+            assert kernel_name(spec.name, section) == lm.name, section
             assert (m.data or bytes(m.value_size)) == lm.initial_value, section
             continue
         m = spec.maps[lm.name]

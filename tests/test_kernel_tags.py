@@ -15,8 +15,10 @@ checks the list is exact in both directions, so it cannot rot.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,6 +154,18 @@ LOAD_TOGETHER: dict[str, tuple[str, ...]] = {
 }
 
 
+@contextlib.contextmanager
+def map_edits(fixture: str) -> Iterator[tuple[dict[str, dict[str, object]], dict[str, Any]]]:
+    """The map edits a fixture needs before load (sizes it leaves to the loader): libbpf's and dynbpf's."""
+    if fixture != "map_edits":
+        yield {}, {}
+        return
+    from tests.test_kernel_mapedits import EDITS, RING, libbpf_edits, ring_buffer
+
+    with ring_buffer(RING) as inner:
+        yield libbpf_edits(inner), EDITS
+
+
 def object_path(fixture: str) -> Path:
     if fixture == SYNTH:
         from bench.synth import build as build_synth
@@ -217,7 +231,8 @@ def test_libbpf_loads_alone(fixture: str, program: str, no_fd_leak: None) -> Non
         with pytest.raises(LibbpfError):
             load_one(object_path(fixture), program)
         return
-    lib = load_one(object_path(fixture), program, also=LOAD_TOGETHER.get(fixture, ()))
+    with map_edits(fixture) as (edits, _):
+        lib = load_one(object_path(fixture), program, also=LOAD_TOGETHER.get(fixture, ()), edits=edits)
     cannot = LIBBPF_CANNOT.get(key)
     if cannot is None:
         assert lib.loaded, f"libbpf cannot load {key}; if that is expected, list it in LIBBPF_CANNOT:\n{lib.why()}"
@@ -250,9 +265,10 @@ def test_same_tag_as_libbpf(fixture: str, program: str, no_fd_leak: None) -> Non
     import dynbpf
 
     _require_program(fixture, program)
-    lib = load_one(object_path(fixture), program, also=LOAD_TOGETHER.get(fixture, ()))
+    with map_edits(fixture) as (edits, ours):
+        lib = load_one(object_path(fixture), program, also=LOAD_TOGETHER.get(fixture, ()), edits=edits)
     assert lib.loaded, lib.why()
-    with dynbpf.open(object_path(fixture)) as coll:
+    with dynbpf.open(object_path(fixture), map_edits=ours) as coll:
         prog = coll.programs[program]
         prog.load()
         our_maps = {fd: map_name(fd) for fd in map_fds(prog.prepared.instructions)}

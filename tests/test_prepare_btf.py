@@ -176,6 +176,8 @@ def _libbpf() -> ctypes.CDLL:
     for fn, restype, argtypes in (
         ("bpf_object__open_file", vp, [ctypes.c_char_p, vp]),
         ("bpf_object__next_program", vp, [vp, vp]),
+        ("bpf_object__next_map", vp, [vp, vp]),
+        ("bpf_map__set_autocreate", ctypes.c_int, [vp, ctypes.c_bool]),
         ("bpf_program__set_autoload", ctypes.c_int, [vp, ctypes.c_bool]),
         ("bpf_program__type", ctypes.c_int, [vp]),
         ("bpf_object__load", ctypes.c_int, [vp]),
@@ -215,16 +217,21 @@ def libbpf_btf(path: Path) -> bytes:
     BTF alone. An object whose prog arrays name programs (tail calls) cannot be
     loaded that way, since libbpf fills the slots at load; it is loaded whole
     (each program with the object's own autoload setting, except those whose
-    section libbpf does not know: it could not load them).
+    section libbpf does not know: it could not load them). An object whose
+    maps are sized by the loader (max_entries 0) is loaded without creating maps.
     """
     lib = _libbpf()
-    for whole in (False, True):
+    for whole, maps in ((False, True), (True, True), (False, False)):
         with _libbpf_object(path) as obj:
             prog = lib.bpf_object__next_program(obj, None)
             while prog:
                 if not whole or lib.bpf_program__type(prog) == 0:  # BPF_PROG_TYPE_UNSPEC
                     lib.bpf_program__set_autoload(prog, False)
                 prog = lib.bpf_object__next_program(obj, prog)
+            m = lib.bpf_object__next_map(obj, None)
+            while m and not maps:
+                lib.bpf_map__set_autocreate(m, False)
+                m = lib.bpf_object__next_map(obj, m)
             if lib.bpf_object__load(obj) == 0:
                 return _kernel_btf(lib.bpf_object__btf_fd(obj))
     raise AssertionError(f"libbpf 1.1 could not load {path} (see its messages above)")

@@ -5,6 +5,7 @@ from dynbpf.errors import (
     AttachError,
     DynbpfError,
     KernelUnsupported,
+    MapEditError,
     ObjectFormatError,
     RelocationError,
     StateError,
@@ -12,6 +13,7 @@ from dynbpf.errors import (
     VerifierError,
 )
 from dynbpf.runtime.collection import Collection, open
+from dynbpf.runtime.mapedit import MapEdit
 from dynbpf.runtime.program import Program
 from dynbpf.runtime.state import MapPolicy, ProgramState
 
@@ -22,6 +24,8 @@ __all__ = [
     "Collection",
     "DynbpfError",
     "KernelUnsupported",
+    "MapEdit",
+    "MapEditError",
     "MapPolicy",
     "ObjectFormatError",
     "ObjectSpec",

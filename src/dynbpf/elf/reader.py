@@ -430,6 +430,8 @@ class _Reader:
             static = sym is not None and sym.bind == STB_LOCAL
             variables.append((var, Named(name, not static, file_of(self.files, sym), sec.name, offset)))
         variables.sort(key=lambda v: v[0].offset)
+        if found is not None and any(v.is_global for v, _ in variables):
+            flags |= MapFlags.MMAPABLE  # libbpf's rule: a skeleton exposes at least one variable
         data_map = MapSpec(
             name=sec.name,
             type=MapType.ARRAY,

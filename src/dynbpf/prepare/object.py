@@ -16,7 +16,7 @@ from array import array
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from dynbpf.asm.insn import Insn
+from dynbpf.asm.insn import Insn, call
 from dynbpf.asm.opcodes import PseudoLd
 from dynbpf.asm.slots import slot_offsets
 from dynbpf.btf import kernel
@@ -154,12 +154,16 @@ def prepare(
     kallsyms: Mapping[str, int] | None = None,
     btf_support: btf_sanitize.BtfSupport | None = None,
     layout: btf_fixup.ElfLayout | None = None,
+    absent_maps: frozenset[str] = frozenset(),
     lazy: bool = False,
 ) -> PreparedObject:
     """Make every program of ``obj`` final; ``map_fd(name)`` gives the reserved fd number of a map.
 
     With ``lazy``, only the per-object work is done now; each program is
     prepared when first asked for (see :class:`PreparedObject`).
+    ``absent_maps`` are maps that will not be created (libbpf's
+    ``bpf_map__set_autocreate(map, false)``): like libbpf, references to
+    them are poisoned, so a program fails to load only if one is reachable.
 
     ``vmlinux``, ``config`` and ``kallsyms`` default to the running
     kernel's; tests pass others. ``layout`` is what the BTF fix-up needs
@@ -193,7 +197,13 @@ def prepare(
                 btf_fd.close()
                 btf_fd, btf = None, None
         context = _Context(
-            obj, map_fd, externs=externs, modules=modules, vmlinux=target_btf, with_btf_info=btf is not None
+            obj,
+            map_fd,
+            externs=externs,
+            modules=modules,
+            vmlinux=target_btf,
+            with_btf_info=btf is not None,
+            absent_maps=absent_maps,
         )
         table = _Programs(context)
         if not lazy:
@@ -217,6 +227,7 @@ class _Relocated:
     maps: tuple[str, ...]
     linked_by_layout: tuple[int, ...]  # positions of calls and callback loads (the linker fixes those)
     spliced: tuple[int, ...]  # positions that became two instructions in ``flat``
+    absent_maps: tuple[tuple[int, str], ...] = ()  # (slot within the function, map): poisoned references
 
     def flat_index(self, index: int) -> int:
         return index + sum(1 for s in self.spliced if s < index)
@@ -234,6 +245,7 @@ class _Context:
         modules: ModuleBtf,
         vmlinux: Spec | None,
         with_btf_info: bool,
+        absent_maps: frozenset[str] = frozenset(),
     ) -> None:
         self.obj = obj
         self.map_fd = map_fd
@@ -241,6 +253,8 @@ class _Context:
         self.modules = modules
         self.vmlinux = vmlinux
         self.with_btf_info = with_btf_info
+        self.absent_maps = absent_maps
+        self.map_index = {name: i for i, name in enumerate(obj.maps)}
         self.resolver = Resolver(obj.btf, [vmlinux] if vmlinux is not None else None) if obj.btf else None
         self.fd_array: list[int] = [0]  # index 0 is vmlinux by the kernel's convention
         self.fd_index: dict[str, int] = {}
@@ -265,6 +279,7 @@ class _Context:
         code = bytearray()
         final: list[Insn] = []
         core_failures: list[CoreFailure] = []
+        absent: list[tuple[int, str]] = []
         used: dict[str, None] = {}
         for placed in linked.functions:
             fn, start = placed.function, placed.start
@@ -273,6 +288,7 @@ class _Context:
             code += done.code
             final.extend(done.flat)
             core_failures.extend(CoreFailure(base + slot, text) for slot, text in done.core_failures)
+            absent.extend((base + slot, m) for slot, m in done.absent_maps)
             used.update(dict.fromkeys(done.maps))
             for index in done.linked_by_layout:  # calls and callback loads: retargeted by the linker
                 insn = linked.instructions[start + index]
@@ -310,6 +326,7 @@ class _Context:
             maps=tuple(used),
             fd_array=tuple(self.fd_array) if len(self.fd_array) > 1 else (),
             core_failures=tuple(core_failures),
+            absent_maps=tuple(absent),
         )
 
     def _relocated(self, fn: FunctionSpec) -> _Relocated:
@@ -334,6 +351,7 @@ class _Context:
         starts = slot_offsets(insns)
         spliced: dict[int, tuple[Insn, ...]] = {}
         failures: list[tuple[int, str]] = []
+        absent: list[tuple[int, str]] = []
         used: dict[str, None] = {}
         by_layout: list[int] = []
         for r in fn.relocations:
@@ -342,6 +360,9 @@ class _Context:
             insn = insns[at]
             if isinstance(r, SubprogramCall | FunctionPointer):
                 by_layout.append(at)
+            elif isinstance(r, MapReference | DataReference) and r.map in self.absent_maps:
+                spliced[at] = _poisoned_map_load(self.map_index[r.map])
+                absent.append((starts[at], r.map))
             elif isinstance(r, MapReference | DataReference):
                 insns[at] = self._map_ref(insn, r, where)
                 used.setdefault(r.map)
@@ -377,7 +398,9 @@ class _Context:
             flat = []
             for at, insn in enumerate(insns):
                 flat.extend(spliced.get(at, (insn,)))
-        return _Relocated(bytes(code), tuple(flat), tuple(failures), tuple(used), tuple(by_layout), tuple(spliced))
+        return _Relocated(
+            bytes(code), tuple(flat), tuple(failures), tuple(used), tuple(by_layout), tuple(spliced), tuple(absent)
+        )
 
     def _map_ref(self, insn: Insn, r: MapReference | DataReference, where: str) -> Insn:
         if not insn.is_ldimm64:
@@ -429,6 +452,16 @@ class _Context:
         if offset is None:
             raise RelocationError(f"line_info string {s[:40]!r} is missing from the object's BTF string table")
         return offset
+
+
+#: libbpf's poison for a load of a map that is not created: ``call 2001000000 + map index``, reported by the
+#: verifier as ``invalid func unknown#2001000NNN`` only if the load is reachable.
+MAP_POISON_BASE = 2001000000
+
+
+def _poisoned_map_load(map_index: int) -> tuple[Insn, Insn]:
+    """Both slots of a map's ldimm64 turned into calls of a helper that does not exist (as libbpf does)."""
+    return (call(MAP_POISON_BASE + map_index), call(MAP_POISON_BASE + map_index))
 
 
 def _struct_ops_slots(obj: ObjectSpec, vmlinux: Spec | None) -> dict[str, StructOpsSlot]:

@@ -76,6 +76,7 @@ class PreparedProgram:
     maps: tuple[str, ...] = ()
     fd_array: tuple[int, ...] = ()
     core_failures: tuple[CoreFailure, ...] = ()
+    absent_maps: tuple[tuple[int, str], ...] = ()  # (slot, map): poisoned loads of maps that are not created
 
     @property
     def prog_type(self) -> ProgType:
@@ -108,6 +109,13 @@ class PreparedProgram:
                 li = lines[i][1]
                 return SourceLine(li.file_name, li.line_num, li.column, li.line)
             at -= 1
+        return None
+
+    def absent_map(self, slot: int) -> str | None:
+        """The map that is not created whose (poisoned) load sits at ``slot``, if one does."""
+        for at, name in self.absent_maps:
+            if slot in (at, at + 1):
+                return name
         return None
 
     def core_failure(self, slot: int) -> CoreFailure | None:

@@ -19,6 +19,7 @@ from dynbpf.btf.spec import Spec
 from dynbpf.elf.reader import read
 from dynbpf.elf.spec import ObjectSpec
 from dynbpf.errors import DynbpfError, StateError
+from dynbpf.features import kernel
 from dynbpf.maps.codec import record_decoder
 from dynbpf.maps.map import Map
 from dynbpf.maps.perfbuf import PerfBuffer
@@ -28,11 +29,13 @@ from dynbpf.maps.variables import Variables
 from dynbpf.prepare.btf_sanitize import BtfSupport
 from dynbpf.prepare.object import PreparedObject, prepare
 from dynbpf.prepare.prepared import PreparedProgram
-from dynbpf.runtime import parallel
+from dynbpf.runtime import mapedit, parallel
+from dynbpf.runtime.mapedit import MapEdit
 from dynbpf.runtime.mapregistry import MapRegistry
 from dynbpf.runtime.program import Program
 from dynbpf.runtime.state import MapPolicy, ProgramState
 from dynbpf.sys.closing import Closing
+from dynbpf.sys.constants import MapFlags
 
 DISABLED = ProgramState.DISABLED
 _R = TypeVar("_R", bound=EventReader)
@@ -51,6 +54,7 @@ class Collection(Closing):
         constants: Mapping[str, Any] | None = None,
         map_policy: MapPolicy | str = MapPolicy.EAGER,
         map_policies: Mapping[str, MapPolicy | str] | None = None,
+        map_edits: Mapping[str, MapEdit] | None = None,
         pin_root: str | None = None,
         disabled: Iterable[str] = (),
         vmlinux: Spec | None = None,
@@ -58,10 +62,10 @@ class Collection(Closing):
         kallsyms: Mapping[str, int] | None = None,
         btf_support: BtfSupport | None = None,
     ) -> None:
-        self.spec = spec
         self._lock = threading.RLock()
         self._closed = False
         self._map_views: dict[str, Map] = {}
+        self._variables: dict[str, Variables] = {}
         self._prepared: PreparedObject | None = None
         self._registry = MapRegistry(spec.name)
         self._readers: weakref.WeakSet[EventReader] = weakref.WeakSet()
@@ -75,6 +79,9 @@ class Collection(Closing):
             )
         default = MapPolicy.of(map_policy, where="map_policy")
         policies = {name: MapPolicy.of(p, where=f"map_policies[{name!r}]") for name, p in (map_policies or {}).items()}
+        edited = mapedit.apply(spec, map_edits or {})
+        self._registry.adopt(edited.reused)
+        spec = self.spec = edited.spec if kernel.mmapable_arrays() else mapedit.without_mmap(edited.spec)
         try:
             data = _constants(spec, constants or {})
             self._prepared = prepare(
@@ -84,12 +91,19 @@ class Collection(Closing):
                 config=config,
                 kallsyms=kallsyms,
                 btf_support=btf_support,
+                absent_maps=edited.absent,
                 lazy=True,
             )
-            self._registry.bind(self._prepared, default=default, policies=policies, pin_root=pin_root, data=data)
+            self._registry.bind(
+                self._prepared, default=default, policies=policies, pin_root=pin_root, data=data, absent=edited.absent
+            )
         except BaseException:
             self.close()
             raise
+        prepared = self._prepared
+        # Like libbpf, every loaded program holds the .rodata maps (BPF_PROG_BIND_MAP), used or not.
+        rodata = [n for n, m in prepared.maps.items() if mapedit.is_global_data(m) and n.startswith(".rodata")]
+        self._bound = tuple(n for n in rodata if n not in edited.absent) if kernel.prog_bind_map() else ()
         self.programs: Mapping[str, Program] = MappingProxyType(
             {name: Program(self, name, disabled=name in off) for name in spec.programs}
         )
@@ -141,14 +155,31 @@ class Collection(Closing):
         return self.variables(".rodata")
 
     def variables(self, section: str) -> Variables:
-        """The global variables of one data section (``.bss``, ``.data.foo``...), by name, typed."""
+        """The global variables of one data section (``.bss``, ``.data.foo``...), by name, typed.
+
+        A section libbpf would mmap (``BPF_F_MMAPABLE``: it has a non-static
+        variable) is read and written through its memory mapping, as a
+        skeleton does: no syscall per access. The view belongs to the map as
+        it exists now: once an on-demand map is freed, the view raises
+        ``StateError``; ask again after it is re-created. Other sections go
+        through the map fd (lookup/update of key 0). ``.rodata`` is frozen:
+        reading works, writing raises.
+        """
         prepared = self.prepared
         spec = prepared.maps.get(section)
-        if spec is None or self.spec.btf is None:
-            have = ", ".join(n for n, m in prepared.maps.items() if m.section == n) or "none"
+        btf = self.spec.btf
+        if spec is None or btf is None or not mapedit.is_global_data(spec):
+            have = ", ".join(n for n, m in prepared.maps.items() if mapedit.is_global_data(m)) or "none"
             raise KeyError(f"object {self.spec.name!r} has no data section {section!r} (data sections: {have})")
         own = [v for v in self.spec.variables.values() if v.section == section]
-        return Variables.of_map(self._registry.require(section), self.spec.btf, own)
+        if not spec.flags & MapFlags.MMAPABLE:
+            return Variables.of_map(self._registry.require(section), btf, own)
+        mapping = self._registry.mapping(section)
+        with self._lock:
+            view = self._variables.get(section)
+            if view is None or view._mapping is not mapping:
+                view = self._variables[section] = Variables.of_mapping(mapping, btf, own)
+            return view
 
     def ring_buffer(
         self, name: str, *, record: str | int | None = None, callback: Callable[[Any], object] | None = None
@@ -362,6 +393,15 @@ def open(source: str | os.PathLike[str] | bytes, **options: Any) -> Collection:
     - ``map_policy``: every map's policy, ``"eager"`` (default, like libbpf),
       ``"on_demand"`` or ``"pinned"``; maps the object pins by name are pinned;
     - ``map_policies``: per-map policies, overriding the two above;
+    - ``map_edits``: ``{map name: dynbpf.MapEdit(...)}``, changes to map
+      definitions before anything is created, as libbpf's
+      ``bpf_map__set_max_entries``/``set_value_size``/``set_type``/
+      ``set_key_size``/``set_map_flags``/``set_numa_node``/
+      ``set_inner_map_fd``/``set_autocreate``/``reuse_fd`` do between open
+      and load; e.g. ``{"stacks": MapEdit(max_entries=4096, value_size=127 * 8),
+      ".data.buf": MapEdit(value_size=8 + 64 * 8)}``. An edit that does not
+      fit its map raises ``MapEditError`` (naming map and field) and
+      nothing is created (docs/maps.md);
     - ``pin_root``: the bpffs directory of pinned maps (default ``/sys/fs/bpf``);
     - ``disabled``: programs that must never load;
     - for tests, ``vmlinux``/``config``/``kallsyms``/``btf_support``.

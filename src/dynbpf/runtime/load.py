@@ -132,6 +132,12 @@ def verifier_error(p: PreparedProgram, err: int, log: str) -> VerifierError:
             core = f"instruction {slot} was poisoned by CO-RE, but no relocation of this program is recorded there"
     # The verifier's own words beat a generic reading of the errno (EINVAL is not an old kernel here).
     why = _REJECTED if r.message and err != errno.EPERM else hint(Cmd.PROG_LOAD, err)
+    absent = p.absent_map(slot) if slot is not None else None
+    if absent is not None:
+        why = (
+            f"map {absent!r} is not created (MapEdit(create=False)) but this program reaches a use of it; "
+            "create the map, or make that code unreachable (a .rodata constant the verifier sees)"
+        )
     if err == errno.EPERM and os.geteuid() == 0:
         if _uses_trampoline(p):
             why = _NO_TRAMPOLINES

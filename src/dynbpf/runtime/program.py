@@ -65,8 +65,10 @@ class Program:
 
     @property
     def maps(self) -> tuple[str, ...]:
-        """The maps this program needs loaded (directly, through subprograms and externs)."""
-        return self.prepared.maps
+        """The maps this program needs while loaded: those it uses (directly, through subprograms and
+        externs) and, as libbpf binds them to every program, the object's ``.rodata`` maps."""
+        used = self.prepared.maps
+        return used + tuple(m for m in self._collection._bound if m not in used)
 
     @property
     def loaded(self) -> bool:
@@ -195,17 +197,20 @@ class Program:
     def _load(self, options: LoadOptions) -> None:
         prepared = self.prepared
         coll = self._collection
-        coll._registry.acquire(prepared.maps)
+        needs = self.maps
+        coll._registry.acquire(needs)
         try:
             loaded: Loaded = load_program(prepared, btf_fd=coll._btf_fd(), options=options)
         except BaseException:
-            coll._registry.release(prepared.maps)
+            coll._registry.release(needs)
             raise
         try:
+            for bound in coll._bound:
+                commands.prog_bind_map(loaded.fd.raw, coll._registry.require(bound))
             coll._registry.program_loaded(self.name, loaded.fd.raw)
         except BaseException:
             loaded.fd.close()
-            coll._registry.release(prepared.maps)
+            coll._registry.release(needs)
             raise
         self._fd = loaded.fd
         self.log, self.seconds = loaded.log, loaded.seconds
@@ -222,7 +227,7 @@ class Program:
             registry.program_unloaded(self.name)
         finally:
             fd.close()
-            registry.release(self.prepared.maps)
+            registry.release(self.maps)
 
     def _adopt(self, link: Link) -> None:
         with self._links_lock:
