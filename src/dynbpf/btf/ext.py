@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import enum
 import struct
+from array import array
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -96,6 +97,7 @@ _REGIONS: tuple[tuple[Kind, str, struct.Struct], ...] = (
     ("core", "CO-RE relocation", _CORE),
 )
 _RECORD = {kind: record for kind, _, record in _REGIONS}
+_LAST_CORE_KIND = max(CoreReloKind)
 
 
 class ExtIndex:
@@ -155,6 +157,28 @@ class ExtIndex:
         hi = len(offsets) if end is None else bisect.bisect_left(offsets, end)
         decode, record = self._decoder(kind), _RECORD[kind]
         return [decode(record.unpack_from(self._parser.data, at), at) for at in positions[lo:hi]]
+
+    def line_words(self, section: str, start: int, end: int) -> array[int]:
+        """The line records of ``section`` in [start, end) as the kernel's ``bpf_line_info`` words.
+
+        Instruction offsets become slots from ``start``; string offsets stay
+        the object's (its BTF keeps them), so nothing is decoded: a load
+        needs no ``LineInfo`` objects. Strings are only checked to lie in the
+        string table.
+        """
+        self.records("line", section, start, start)  # builds the sorted index
+        positions, offsets = self._sorted[("line", section)]
+        lo, hi = bisect.bisect_left(offsets, start), bisect.bisect_left(offsets, end)
+        words: array[int] = array("I")
+        data, limit = self._parser.data, self._parser.btf.strings.end_offset
+        for at in positions[lo:hi]:
+            insn_off, file_off, line_off, line_col = _LINE.unpack_from(data, at)
+            if (insn_off - start) % 8 or file_off >= limit or line_off >= limit:
+                raise self._parser.fail(
+                    f"line_info record for {section}+{insn_off:#x} is misaligned or names a string outside .BTF", at
+                )
+            words.extend(((insn_off - start) // 8, file_off, line_off, line_col))
+        return words
 
     def _decoder(self, kind: Kind) -> Callable[[tuple[int, ...], int], Located]:
         p = self._parser
@@ -241,7 +265,7 @@ class _Parser:
 
     def core(self, rec: tuple[int, ...], at: int) -> CoreRelo:
         insn_off, type_id, access_off, kind = rec
-        if kind > max(CoreReloKind):
+        if kind > _LAST_CORE_KIND:
             raise self.fail(f"unknown CO-RE relocation kind {kind}", at)
         return CoreRelo(insn_off, type_id, self.string(access_off, at), CoreReloKind(kind))
 

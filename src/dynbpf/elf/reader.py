@@ -12,6 +12,8 @@ what a program needs.
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import hashlib
 import os
 import struct
 import threading
@@ -96,7 +98,9 @@ def read(source: str | os.PathLike[str] | bytes, *, name: str | None = None, laz
             raise ObjectFormatError(f"cannot read {path}: {e.strerror}") from None
         default_name = path.name.split(".", 1)[0] or "object"
     try:
-        spec = _Reader(Image(data), name or default_name).spec()
+        spec = dataclasses.replace(
+            _Reader(Image(data), name or default_name).spec(), digest=hashlib.sha256(data).digest()
+        )
         if not lazy:
             for fn in spec.functions.values():
                 fn.body.get()
@@ -299,7 +303,7 @@ class _Reader:
             offset=f.offset,
             code=f.code,
             global_function=f.symbol.bind != STB_LOCAL and not f.symbol.hidden,
-            body=LazyBody(partial(self._body, f, map_at, externs), self._lock),
+            body=LazyBody(partial(self._body, f, map_at, externs), self._lock, partial(self._lines, f)),
         )
 
     def _body(
@@ -318,9 +322,20 @@ class _Reader:
                 target = f.offset + 8 * insn.jump_target(here)
                 callee = self._function_starting(sec, target, where=sec.name, at=f.offset + 8 * here)
                 relocs[index] = SubprogramCall(index, callee.name)
-        func_type, line_info, core = self._ext_for(f)
+        func_type, line_words, core = self._ext_for(f)
         ordered = [relocs[i] for i in sorted(relocs)] + core
-        return FunctionBody(tuple(insns), tuple(ordered), func_type, line_info)
+        return FunctionBody(tuple(insns), tuple(ordered), func_type, line_words)
+
+    def _lines(self, f: _Function) -> tuple[tuple[int, LineInfo], ...]:
+        """``f``'s line records decoded, by instruction position (for messages; loads use the raw records)."""
+        if self.ext is None:
+            return ()
+        f.decoded(self._known)
+        out = []
+        for li in self.ext.records("line", f.section.name, f.offset, f.end):
+            assert isinstance(li, LineInfo)
+            out.append((f.index_of(li.insn_off, where=".BTF.ext"), li))
+        return tuple(out)
 
     def _classify(
         self,
@@ -382,23 +397,20 @@ class _Reader:
             raise fail(f"points into section {target.name!r} at {sym.value:#x}, where no map is defined")
         return MapReference(index, name)
 
-    def _ext_for(self, f: _Function) -> tuple[int, tuple[tuple[int, LineInfo], ...], list[CoreRelocation]]:
+    def _ext_for(self, f: _Function) -> tuple[int, bytes, list[CoreRelocation]]:
         if self.ext is None:
-            return 0, (), []
+            return 0, b"", []
         sec, where = f.section.name, ".BTF.ext"
         func_type = 0
         for fi in self.ext.records("func", sec, f.offset, f.offset + 1):
             assert isinstance(fi, FuncInfo)
             func_type = fi.type  # the last record for an offset wins, as libbpf's search does
-        lines = []
-        for li in self.ext.records("line", sec, f.offset, f.end):
-            assert isinstance(li, LineInfo)
-            lines.append((f.index_of(li.insn_off, where=where), li))
+        lines = self.ext.line_words(sec, f.offset, f.end).tobytes()
         core = []
         for r in self.ext.records("core", sec, f.offset, f.end):
             assert isinstance(r, CoreRelo)
             core.append(CoreRelocation(f.index_of(r.insn_off, where=where), r.type, r.access, r.kind))
-        return func_type, tuple(lines), core
+        return func_type, lines, core
 
     # --- global data -------------------------------------------------------------------
 

@@ -91,18 +91,30 @@ class FunctionBody(NamedTuple):
     instructions: tuple[Insn, ...]
     relocations: tuple[Relocation, ...] = ()
     func_type_id: int = 0  # BTF FUNC of this function (from func_info), 0 without BTF
-    line_info: tuple[tuple[int, LineInfo], ...] = ()
+    line_words: bytes = b""  # bpf_line_info records, slots from the function's start, the object's string offsets
 
 
 class LazyBody:
-    """A body decoded on first use, once: a large object's unloaded programs are never decoded."""
+    """A body decoded on first use, once: a large object's unloaded programs are never decoded.
 
-    __slots__ = ("_load", "_lock", "_value")
+    Line records are decoded into ``LineInfo`` objects separately, only when
+    someone reads them (a verifier error's source line, inspect): a load
+    needs only the raw records.
+    """
 
-    def __init__(self, load: Callable[[], FunctionBody], lock: threading.Lock) -> None:
-        self._load: Callable[[], FunctionBody] | None = load
+    __slots__ = ("_lines", "_load", "_lock", "_value", "_value_lines")
+
+    def __init__(
+        self,
+        load: Callable[[], FunctionBody],
+        lock: threading.Lock,
+        lines: Callable[[], tuple[tuple[int, LineInfo], ...]] | None = None,
+    ) -> None:
+        self._load = load
+        self._lines = lines
         self._lock = lock
         self._value: FunctionBody | None = None
+        self._value_lines: tuple[tuple[int, LineInfo], ...] | None = None
 
     def get(self) -> FunctionBody:
         value = self._value
@@ -110,9 +122,16 @@ class LazyBody:
             with self._lock:
                 value = self._value
                 if value is None:
-                    assert self._load is not None
                     value = self._value = self._load()
-                    self._load = None  # let the reader go once nothing needs it
+        return value
+
+    def lines(self) -> tuple[tuple[int, LineInfo], ...]:
+        value = self._value_lines
+        if value is None:
+            with self._lock:
+                value = self._value_lines
+                if value is None:
+                    value = self._value_lines = self._lines() if self._lines is not None else ()
         return value
 
 
@@ -148,7 +167,13 @@ class FunctionSpec:
 
     @property
     def line_info(self) -> tuple[tuple[int, LineInfo], ...]:
-        return self.body.get().line_info
+        """``.BTF.ext`` line records as (instruction position, line), decoded on first use."""
+        return self.body.lines()
+
+    @property
+    def line_words(self) -> bytes:
+        """The line records as the kernel takes them, slots from the function's start."""
+        return self.body.get().line_words
 
     @property
     def slot_count(self) -> int:
@@ -282,6 +307,7 @@ class ObjectSpec:
     variables: Mapping[str, VariableSpec]
     externs: Mapping[str, ExternSpec]
     btf: Spec | None = field(default=None, repr=False)
+    digest: bytes = field(default=b"", repr=False)  # sha256 of the object file: what a prepared cache is keyed by
 
     @property
     def subprograms(self) -> Mapping[str, FunctionSpec]:

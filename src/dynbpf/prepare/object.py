@@ -11,6 +11,7 @@ kept and raised when someone tries to load it.
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 from array import array
 from collections.abc import Callable, Mapping
@@ -25,6 +26,7 @@ from dynbpf.btf.ext import LineInfo
 from dynbpf.btf.kinds import Kind
 from dynbpf.btf.spec import Spec
 from dynbpf.btf.types import Struct
+from dynbpf.elf.sections import AttachTarget
 from dynbpf.elf.spec import (
     DataReference,
     ExternReference,
@@ -39,13 +41,14 @@ from dynbpf.elf.spec import (
 )
 from dynbpf.errors import DynbpfError, ObjectFormatError, RelocationError
 from dynbpf.prepare import btf_fixup, btf_sanitize
-from dynbpf.prepare.attach_target import find_kernel_target, needs_kernel_target
+from dynbpf.prepare.attach_target import KernelTarget, find_kernel_target, needs_kernel_target
+from dynbpf.prepare.cache import PreparedCache
 from dynbpf.prepare.externs import ResolvedExterns, relocate_extern, resolve_externs
 from dynbpf.prepare.linker import link
 from dynbpf.prepare.modules import ModuleBtf
-from dynbpf.prepare.prepared import CoreFailure, PreparedProgram, encode_func_info, encode_line_info
+from dynbpf.prepare.prepared import CoreFailure, PreparedProgram, encode_func_info
 from dynbpf.sys.closing import Closing
-from dynbpf.sys.constants import MapType, ProgType
+from dynbpf.sys.constants import AttachType, MapType, ProgType
 from dynbpf.sys.fd import Fd
 
 KCONFIG_MAP = ".kconfig"
@@ -106,6 +109,11 @@ class PreparedObject(Closing):
         """Every program that cannot be prepared, with why (preparing all of them)."""
         return {n: r for n in self.spec.programs if isinstance(r := self.result(n), DynbpfError)}
 
+    def save_cache(self) -> None:
+        """Write programs prepared since the last save to the prepared cache, if there is one."""
+        if self.table.cache is not None:
+            self.table.cache.save()
+
     def close(self) -> None:
         if self.btf_fd is not None:
             self.btf_fd.close()
@@ -119,10 +127,12 @@ class _Programs:
     at no cost in parallelism; results are immutable and read without it.
     """
 
-    def __init__(self, context: _Context) -> None:
+    def __init__(self, context: _Context, cache: PreparedCache | None = None) -> None:
         self._context = context
         self._results: dict[str, PreparedProgram | DynbpfError] = {}
         self._lock = threading.Lock()
+        self.cache = cache
+        self._numbers: dict[int, str] | None = None  # reserved fd number -> map, for the cache
 
     def done(self, name: str) -> bool:
         return name in self._results
@@ -137,12 +147,24 @@ class _Programs:
         with self._lock:
             got = self._results.get(name)
             if got is None:
+                got = self.cache.get(name) if self.cache is not None else None
+            if got is None:
                 try:
                     got = self._context.program(prog)
                 except DynbpfError as e:
                     got = e
-                self._results[name] = got
+                else:
+                    if self.cache is not None:
+                        self.cache.put(got, self._map_numbers())
+            self._results[name] = got
             return got
+
+    def _map_numbers(self) -> dict[int, str]:
+        if self._numbers is None:
+            context = self._context
+            names = [*context.obj.maps, *([KCONFIG_MAP] if context.externs.kconfig_map is not None else [])]
+            self._numbers = {context.map_fd(n): n for n in names}
+        return self._numbers
 
 
 def prepare(
@@ -156,11 +178,17 @@ def prepare(
     layout: btf_fixup.ElfLayout | None = None,
     absent_maps: frozenset[str] = frozenset(),
     lazy: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
+    cache_key: bytes = b"",
 ) -> PreparedObject:
     """Make every program of ``obj`` final; ``map_fd(name)`` gives the reserved fd number of a map.
 
     With ``lazy``, only the per-object work is done now; each program is
     prepared when first asked for (see :class:`PreparedObject`).
+    With ``cache_dir``, programs prepared by an earlier run under the same
+    ``cache_key`` (which must cover everything the instructions depend on
+    beyond this object's BTF; see :mod:`dynbpf.prepare.cache`) are taken
+    from there, and programs prepared now are kept for :meth:`PreparedObject.save_cache`.
     ``absent_maps`` are maps that will not be created (libbpf's
     ``bpf_map__set_autocreate(map, false)``): like libbpf, references to
     them are poisoned, so a program fails to load only if one is reachable.
@@ -205,7 +233,11 @@ def prepare(
             with_btf_info=btf is not None,
             absent_maps=absent_maps,
         )
-        table = _Programs(context)
+        cached = None
+        if cache_dir is not None:
+            key = PreparedCache.key([cache_key, b"with btf info" if btf is not None else b"without btf info"])
+            cached = PreparedCache(cache_dir, key, map_fd, context.function_lines)
+        table = _Programs(context, cached)
         if not lazy:
             for name in obj.programs:
                 table.result(name)
@@ -258,9 +290,9 @@ class _Context:
         self.resolver = Resolver(obj.btf, [vmlinux] if vmlinux is not None else None) if obj.btf else None
         self.fd_array: list[int] = [0]  # index 0 is vmlinux by the kernel's convention
         self.fd_index: dict[str, int] = {}
-        self.line_records: dict[str, array[int]] = {}  # bpf_line_info words, slots from 0
         self.fn_lines: dict[str, tuple[tuple[int, LineInfo], ...]] = {}
         self.relocated: dict[str, _Relocated | DynbpfError] = {}
+        self.kernel_targets: dict[tuple[AttachType | None, AttachTarget | None], KernelTarget] = {}
         self.struct_ops = _struct_ops_slots(obj, vmlinux)
 
     def fd_array_index(self, module: str) -> int:
@@ -299,11 +331,11 @@ class _Context:
         if self.with_btf_info and self.obj.btf is not None:
             func_info = encode_func_info([(slots.slot(p), t) for p, t in linked.func_info])
             line_info = b"".join(self._line_records(p.function, slots.slot(p.start)) for p in linked.functions)
-        lines = tuple((slots.slot(p.start), self._lines(p.function)) for p in linked.functions)
+        lines = tuple((slots.slot(p.start), p.function.name) for p in linked.functions)
         attach_btf_id, attach_obj_fd, expected = 0, 0, prog.kind.expected_attach_type
         expected_attach_type = int(expected) if expected is not None else 0
         if needs_kernel_target(prog.kind):
-            target = find_kernel_target(prog.kind, program=name, vmlinux=self.vmlinux)
+            target = self._kernel_target(prog)
             attach_btf_id = target.btf_id
             if target.module is not None:
                 attach_obj_fd = self.modules.fd(target.module)
@@ -320,6 +352,7 @@ class _Context:
             func_info=func_info,
             line_info=line_info,
             lines=lines,
+            sources=self.function_lines,
             attach_btf_id=attach_btf_id,
             attach_btf_obj_fd=attach_obj_fd,
             expected_attach_type=expected_attach_type,
@@ -328,6 +361,15 @@ class _Context:
             core_failures=tuple(core_failures),
             absent_maps=tuple(absent),
         )
+
+    def _kernel_target(self, prog: ProgramSpec) -> KernelTarget:
+        """Looked up once per distinct target: 200 programs on one tracepoint search kernel BTF once."""
+        kind = prog.kind
+        key = (kind.expected_attach_type, kind.target)
+        found = self.kernel_targets.get(key)
+        if found is None:
+            found = self.kernel_targets[key] = find_kernel_target(kind, program=prog.name, vmlinux=self.vmlinux)
+        return found
 
     def _relocated(self, fn: FunctionSpec) -> _Relocated:
         """``fn`` with its map, extern and CO-RE relocations applied: the same in every program that links it.
@@ -389,9 +431,11 @@ class _Context:
                 else:
                     spliced[at] = patched
         code = bytearray(fn.encoded())
-        for at, insn in enumerate(insns):
-            if insn is not fn.instructions[at] or at in spliced:
-                encoded = b"".join(i.encode() for i in spliced.get(at, (insn,)))
+        original = fn.instructions
+        for r in fn.relocations:  # only relocated positions can differ from the object's bytes
+            at = r.index
+            if insns[at] is not original[at] or at in spliced:
+                encoded = b"".join(i.encode() for i in spliced.get(at, (insns[at],)))
                 code[8 * starts[at] : 8 * starts[at] + len(encoded)] = encoded
         flat = insns
         if spliced:
@@ -415,43 +459,23 @@ class _Context:
     def _kconfig_fd(self, r: ExternReference | KfuncCall) -> int:
         return self.map_fd(KCONFIG_MAP) if r.extern in self.externs.kconfig_offsets else -1
 
-    def _lines(self, fn: FunctionSpec) -> tuple[tuple[int, LineInfo], ...]:
-        lines = self.fn_lines.get(fn.name)
+    def function_lines(self, name: str) -> tuple[tuple[int, LineInfo], ...]:
+        """Function ``name``'s source lines by slot within it: what a message about one of its instructions quotes."""
+        lines = self.fn_lines.get(name)
         if lines is None:
+            fn = self.obj.functions[name]
             starts = slot_offsets(fn.instructions)
-            lines = self.fn_lines[fn.name] = tuple((starts[i], li) for i, li in fn.line_info)
+            lines = self.fn_lines[name] = tuple((starts[i], li) for i, li in fn.line_info)
         return lines
 
     def _line_records(self, fn: FunctionSpec, base: int) -> bytes:
-        """``fn``'s bpf_line_info records with slots counted from ``base``.
-
-        Encoded once per function (a subprogram is placed in many programs);
-        a placement only shifts the slot column.
-        """
-        words = self.line_records.get(fn.name)
-        if words is None:
-            starts = slot_offsets(fn.instructions)
-            words = self.line_records[fn.name] = array(
-                "I",
-                encode_line_info(
-                    [
-                        (starts[i], self._string(li.file_name), self._string(li.line), li.line_num, li.column)
-                        for i, li in fn.line_info
-                    ]
-                ),
-            )
-        if not base:
-            return words.tobytes()
+        """``fn``'s bpf_line_info records with slots counted from ``base``: the object's records, shifted."""
+        words = fn.line_words
+        if not base or not words:
+            return words
         placed = array("I", words)
-        placed[0::4] = array("I", map(base.__add__, words[0::4]))
+        placed[0::4] = array("I", map(base.__add__, placed[0::4]))
         return placed.tobytes()
-
-    def _string(self, s: str) -> int:
-        assert self.obj.btf is not None
-        offset = self.obj.btf.strings.find(s)
-        if offset is None:
-            raise RelocationError(f"line_info string {s[:40]!r} is missing from the object's BTF string table")
-        return offset
 
 
 #: libbpf's poison for a load of a map that is not created: ``call 2001000000 + map index``, reported by the

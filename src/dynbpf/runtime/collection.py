@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -26,6 +28,7 @@ from dynbpf.maps.perfbuf import PerfBuffer
 from dynbpf.maps.reader import EventReader
 from dynbpf.maps.ringbuf import RingBuffer
 from dynbpf.maps.variables import Variables
+from dynbpf.prepare import cache as prepare_cache
 from dynbpf.prepare.btf_sanitize import BtfSupport
 from dynbpf.prepare.object import PreparedObject, prepare
 from dynbpf.prepare.prepared import PreparedProgram
@@ -61,6 +64,7 @@ class Collection(Closing):
         config: Mapping[str, str] | None = None,
         kallsyms: Mapping[str, int] | None = None,
         btf_support: BtfSupport | None = None,
+        cache: bool | str | os.PathLike[str] | None = None,
     ) -> None:
         self._lock = threading.RLock()
         self._closed = False
@@ -93,6 +97,7 @@ class Collection(Closing):
                 btf_support=btf_support,
                 absent_maps=edited.absent,
                 lazy=True,
+                **_cache_options(cache, spec, edited.absent, vmlinux=vmlinux, config=config, kallsyms=kallsyms),
             )
             self._registry.bind(
                 self._prepared, default=default, policies=policies, pin_root=pin_root, data=data, absent=edited.absent
@@ -251,6 +256,7 @@ class Collection(Closing):
         if atomic and failures:
             for program in loaded:
                 program.unload()
+        self._save_cache()
         return failures
 
     def prepare(self) -> dict[str, DynbpfError]:
@@ -283,7 +289,16 @@ class Collection(Closing):
             program.unload()
         self._registry.close()
         if self._prepared is not None:
+            self._save_cache()
             self._prepared.close()
+
+    def _save_cache(self) -> None:
+        """Keep newly prepared programs in the prepared cache; a cache that cannot be written only warns."""
+        assert self._prepared is not None
+        try:
+            self._prepared.save_cache()
+        except (OSError, DynbpfError) as e:
+            warnings.warn(f"dynbpf: prepared cache not saved: {e}", RuntimeWarning, stacklevel=3)
 
     def __repr__(self) -> str:
         loaded = sum(p.loaded for p in getattr(self, "programs", {}).values())
@@ -384,6 +399,31 @@ def _constants(spec: ObjectSpec, constants: Mapping[str, Any]) -> dict[str, byte
     return {name: bytes(buf) for name, buf in buffers.items()}
 
 
+def _cache_options(
+    cache: bool | str | os.PathLike[str] | None,
+    spec: ObjectSpec,
+    absent: Iterable[str],
+    *,
+    vmlinux: Spec | None,
+    config: Mapping[str, str] | None,
+    kallsyms: Mapping[str, int] | None,
+) -> dict[str, Any]:
+    """prepare()'s cache arguments: the directory, and a key covering what instructions depend on."""
+    if cache is None or cache is False:
+        return {}
+    if vmlinux is not None or not spec.digest:
+        raise DynbpfError("a prepared cache needs the running kernel's BTF and an object read from its bytes")
+    directory = prepare_cache.default_directory() if cache is True else Path(cache)
+    parts = [
+        spec.digest,
+        prepare_cache.kernel_identity(),
+        "\0".join(sorted(absent)).encode(),
+        repr(sorted((config or {}).items())).encode(),
+        repr(sorted((kallsyms or {}).items())).encode(),
+    ]
+    return {"cache_dir": directory, "cache_key": prepare_cache.PreparedCache.key(parts)}
+
+
 def open(source: str | os.PathLike[str] | bytes, **options: Any) -> Collection:
     """Read and prepare a BPF object for this kernel; create the maps that always exist. Programs load on demand.
 
@@ -404,6 +444,10 @@ def open(source: str | os.PathLike[str] | bytes, **options: Any) -> Collection:
       nothing is created (docs/maps.md);
     - ``pin_root``: the bpffs directory of pinned maps (default ``/sys/fs/bpf``);
     - ``disabled``: programs that must never load;
+    - ``cache``: keep prepared programs on disk and take them from there
+      on later opens (``True``: ``$XDG_CACHE_HOME/dynbpf``; or a directory),
+      so a restarted agent skips preparing; a stale or corrupt entry is
+      ignored, and the instructions loaded are byte-identical to a cold start's;
     - for tests, ``vmlinux``/``config``/``kallsyms``/``btf_support``.
     """
     return Collection(read(source, lazy=True), **options)
