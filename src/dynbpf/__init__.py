@@ -1,6 +1,15 @@
-"""dynbpf: a pure-Python eBPF loader and program-lifecycle manager."""
+"""dynbpf: a pure-Python eBPF loader and program-lifecycle manager.
 
-from dynbpf.elf import ObjectSpec, read
+Only the error classes are imported with the package; every other public
+name is imported on first use (``dynbpf._lazy``), so ``import dynbpf`` stays
+cheap for code that does not load anything.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dynbpf import _lazy
 from dynbpf.errors import (
     AttachError,
     DynbpfError,
@@ -11,9 +20,13 @@ from dynbpf.errors import (
     SyscallError,
     VerifierError,
 )
-from dynbpf.runtime.collection import Collection, open
-from dynbpf.runtime.program import Program
-from dynbpf.runtime.state import MapPolicy, ProgramState
+
+if TYPE_CHECKING:
+    from dynbpf.elf.reader import read
+    from dynbpf.elf.spec import ObjectSpec
+    from dynbpf.runtime.collection import Collection, open
+    from dynbpf.runtime.program import Program
+    from dynbpf.runtime.state import MapPolicy, ProgramState
 
 __version__ = "0.1.0"
 
@@ -35,3 +48,14 @@ __all__ = [
     "open",
     "read",
 ]
+
+__getattr__, __dir__ = _lazy.exports(
+    __name__,
+    {
+        "dynbpf.elf.reader": ("read",),
+        "dynbpf.elf.spec": ("ObjectSpec",),
+        "dynbpf.runtime.collection": ("Collection", "open"),
+        "dynbpf.runtime.program": ("Program",),
+        "dynbpf.runtime.state": ("MapPolicy", "ProgramState"),
+    },
+)
