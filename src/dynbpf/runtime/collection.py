@@ -13,18 +13,12 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dynbpf.btf.spec import Spec
 from dynbpf.elf.reader import read
 from dynbpf.elf.spec import ObjectSpec
 from dynbpf.errors import DynbpfError, StateError
-from dynbpf.maps.codec import record_decoder
-from dynbpf.maps.map import Map
-from dynbpf.maps.perfbuf import PerfBuffer
-from dynbpf.maps.reader import EventReader
-from dynbpf.maps.ringbuf import RingBuffer
-from dynbpf.maps.variables import Variables
 from dynbpf.prepare.btf_sanitize import BtfSupport
 from dynbpf.prepare.object import PreparedObject, prepare
 from dynbpf.prepare.prepared import PreparedProgram
@@ -34,8 +28,15 @@ from dynbpf.runtime.program import Program
 from dynbpf.runtime.state import MapPolicy, ProgramState
 from dynbpf.sys.closing import Closing
 
+if TYPE_CHECKING:  # the map views and event readers load with their first use (docs/architecture.md)
+    from dynbpf.maps.map import Map
+    from dynbpf.maps.perfbuf import PerfBuffer
+    from dynbpf.maps.reader import EventReader
+    from dynbpf.maps.ringbuf import RingBuffer
+    from dynbpf.maps.variables import Variables
+
 DISABLED = ProgramState.DISABLED
-_R = TypeVar("_R", bound=EventReader)
+_R = TypeVar("_R", bound="EventReader")
 
 
 class Collection(Closing):
@@ -151,6 +152,8 @@ class Collection(Closing):
             have = ", ".join(n for n, m in prepared.maps.items() if m.section == n) or "none"
             raise KeyError(f"object {self.spec.name!r} has no data section {section!r} (data sections: {have})")
         own = [v for v in self.spec.variables.values() if v.section == section]
+        from dynbpf.maps.variables import Variables
+
         return Variables.of_map(self._registry.require(section), self.spec.btf, own)
 
     def ring_buffer(
@@ -162,6 +165,8 @@ class Collection(Closing):
         on-demand ring buffer is created now and outlives unloads of its
         programs while it is read (docs/events.md).
         """
+        from dynbpf.maps.ringbuf import RingBuffer
+
         return self._event_reader(name, record, lambda fd, decode: RingBuffer(fd, decode=decode, callback=callback))
 
     def perf_buffer(
@@ -174,6 +179,8 @@ class Collection(Closing):
         pages: int = 8,
     ) -> PerfBuffer:
         """A reader of perf event array ``name``, one ring of ``pages`` pages per CPU; like :meth:`ring_buffer`."""
+        from dynbpf.maps.perfbuf import PerfBuffer
+
         return self._event_reader(
             name,
             record,
@@ -187,6 +194,8 @@ class Collection(Closing):
         if record is not None:
             if self.spec.btf is None:
                 raise DynbpfError(f"object {self.spec.name!r} has no BTF: records cannot be decoded by type")
+            from dynbpf.maps.codec import record_decoder
+
             decode = record_decoder(self.spec.btf, record)
         registry = self._registry
         registry.acquire([name])
@@ -291,7 +300,7 @@ class Collection(Closing):
         return insns * rate
 
 
-class _MapViews(Mapping[str, Map]):
+class _MapViews(Mapping[str, "Map"]):
     def __init__(self, coll: Collection) -> None:
         self._coll = coll
 
@@ -305,6 +314,8 @@ class _MapViews(Mapping[str, Map]):
         with coll._lock:
             view = coll._map_views.get(name)
             if view is None:
+                from dynbpf.maps.map import Map
+
                 btf = prepared.btf if prepared.btf is not None else coll.spec.btf  # DATASECs sized by the fix-up
                 view = coll._map_views[name] = Map.with_btf(fd, btf, spec.key_type, spec.value_type)
             return view
@@ -331,6 +342,8 @@ def _constants(spec: ObjectSpec, constants: Mapping[str, Any]) -> dict[str, byte
             raise DynbpfError(f"object {spec.name!r}: no read-only global {name!r} to set (.rodata globals: {have})")
         section = spec.maps[var.section]
         buf = buffers.setdefault(var.section, bytearray(section.data or bytes(section.value_size)))
+        from dynbpf.maps.variables import Variables
+
         Variables.of_buffer(buf, spec.btf, [var])[name] = value
     return {name: bytes(buf) for name, buf in buffers.items()}
 
