@@ -21,7 +21,6 @@ trailing junk; see docs/sections.md.
 
 from __future__ import annotations
 
-import difflib
 import enum
 import re
 from collections.abc import Callable
@@ -624,6 +623,8 @@ _TAKE_TARGETS = frozenset(r.base for r in SECTION_RULES if r.target is not None)
 
 def _suggest(name: str) -> str:
     """Up to four rule names close to the whole name or to its kind (the part before '/')."""
+    import difflib  # only an unknown section pays for it
+
     probes = (name[:64], name.partition("/")[0][:64])
     close = dict.fromkeys(m for p in probes for m in difflib.get_close_matches(p, _KNOWN_NAMES, n=4, cutoff=0.7))
     if not close:

@@ -16,6 +16,7 @@ import threading
 from array import array
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from dynbpf.asm.insn import Insn, call
 from dynbpf.asm.opcodes import PseudoLd
@@ -42,7 +43,6 @@ from dynbpf.elf.spec import (
 from dynbpf.errors import DynbpfError, ObjectFormatError, RelocationError
 from dynbpf.prepare import btf_fixup, btf_sanitize
 from dynbpf.prepare.attach_target import KernelTarget, find_kernel_target, needs_kernel_target
-from dynbpf.prepare.cache import PreparedCache
 from dynbpf.prepare.externs import ResolvedExterns, relocate_extern, resolve_externs
 from dynbpf.prepare.linker import link
 from dynbpf.prepare.modules import ModuleBtf
@@ -50,6 +50,9 @@ from dynbpf.prepare.prepared import CoreFailure, PreparedProgram, encode_func_in
 from dynbpf.sys.closing import Closing
 from dynbpf.sys.constants import AttachType, MapType, ProgType
 from dynbpf.sys.fd import Fd
+
+if TYPE_CHECKING:
+    from dynbpf.prepare.cache import PreparedCache
 
 KCONFIG_MAP = ".kconfig"
 
@@ -235,6 +238,8 @@ def prepare(
         )
         cached = None
         if cache_dir is not None:
+            from dynbpf.prepare.cache import PreparedCache  # pickle and tempfile only for those who cache
+
             key = PreparedCache.key([cache_key, b"with btf info" if btf is not None else b"without btf info"])
             cached = PreparedCache(cache_dir, key, map_fd, context.function_lines)
         table = _Programs(context, cached)

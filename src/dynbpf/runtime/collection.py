@@ -15,20 +15,13 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dynbpf.btf.spec import Spec
 from dynbpf.elf.reader import read
 from dynbpf.elf.spec import ObjectSpec
 from dynbpf.errors import DynbpfError, StateError
 from dynbpf.features import kernel
-from dynbpf.maps.codec import record_decoder
-from dynbpf.maps.map import Map
-from dynbpf.maps.perfbuf import PerfBuffer
-from dynbpf.maps.reader import EventReader
-from dynbpf.maps.ringbuf import RingBuffer
-from dynbpf.maps.variables import Variables
-from dynbpf.prepare import cache as prepare_cache
 from dynbpf.prepare.btf_sanitize import BtfSupport
 from dynbpf.prepare.object import PreparedObject, prepare
 from dynbpf.prepare.prepared import PreparedProgram
@@ -40,8 +33,15 @@ from dynbpf.runtime.state import MapPolicy, ProgramState
 from dynbpf.sys.closing import Closing
 from dynbpf.sys.constants import MapFlags
 
+if TYPE_CHECKING:  # the map views and event readers load with their first use (docs/architecture.md)
+    from dynbpf.maps.map import Map
+    from dynbpf.maps.perfbuf import PerfBuffer
+    from dynbpf.maps.reader import EventReader
+    from dynbpf.maps.ringbuf import RingBuffer
+    from dynbpf.maps.variables import Variables
+
 DISABLED = ProgramState.DISABLED
-_R = TypeVar("_R", bound=EventReader)
+_R = TypeVar("_R", bound="EventReader")
 
 
 class Collection(Closing):
@@ -177,6 +177,8 @@ class Collection(Closing):
             have = ", ".join(n for n, m in prepared.maps.items() if mapedit.is_global_data(m)) or "none"
             raise KeyError(f"object {self.spec.name!r} has no data section {section!r} (data sections: {have})")
         own = [v for v in self.spec.variables.values() if v.section == section]
+        from dynbpf.maps.variables import Variables
+
         if not spec.flags & MapFlags.MMAPABLE:
             return Variables.of_map(self._registry.require(section), btf, own)
         mapping = self._registry.mapping(section)
@@ -195,6 +197,8 @@ class Collection(Closing):
         on-demand ring buffer is created now and outlives unloads of its
         programs while it is read (docs/events.md).
         """
+        from dynbpf.maps.ringbuf import RingBuffer
+
         return self._event_reader(name, record, lambda fd, decode: RingBuffer(fd, decode=decode, callback=callback))
 
     def perf_buffer(
@@ -207,6 +211,8 @@ class Collection(Closing):
         pages: int = 8,
     ) -> PerfBuffer:
         """A reader of perf event array ``name``, one ring of ``pages`` pages per CPU; like :meth:`ring_buffer`."""
+        from dynbpf.maps.perfbuf import PerfBuffer
+
         return self._event_reader(
             name,
             record,
@@ -220,6 +226,8 @@ class Collection(Closing):
         if record is not None:
             if self.spec.btf is None:
                 raise DynbpfError(f"object {self.spec.name!r} has no BTF: records cannot be decoded by type")
+            from dynbpf.maps.codec import record_decoder
+
             decode = record_decoder(self.spec.btf, record)
         registry = self._registry
         registry.acquire([name])
@@ -355,7 +363,7 @@ class Collection(Closing):
         return insns * rate
 
 
-class _MapViews(Mapping[str, Map]):
+class _MapViews(Mapping[str, "Map"]):
     def __init__(self, coll: Collection) -> None:
         self._coll = coll
 
@@ -369,6 +377,8 @@ class _MapViews(Mapping[str, Map]):
         with coll._lock:
             view = coll._map_views.get(name)
             if view is None:
+                from dynbpf.maps.map import Map
+
                 btf = prepared.btf if prepared.btf is not None else coll.spec.btf  # DATASECs sized by the fix-up
                 view = coll._map_views[name] = Map.with_btf(fd, btf, spec.key_type, spec.value_type)
             return view
@@ -395,6 +405,8 @@ def _constants(spec: ObjectSpec, constants: Mapping[str, Any]) -> dict[str, byte
             raise DynbpfError(f"object {spec.name!r}: no read-only global {name!r} to set (.rodata globals: {have})")
         section = spec.maps[var.section]
         buf = buffers.setdefault(var.section, bytearray(section.data or bytes(section.value_size)))
+        from dynbpf.maps.variables import Variables
+
         Variables.of_buffer(buf, spec.btf, [var])[name] = value
     return {name: bytes(buf) for name, buf in buffers.items()}
 
@@ -411,6 +423,8 @@ def _cache_options(
     """prepare()'s cache arguments: the directory, and a key covering what instructions depend on."""
     if cache is None or cache is False:
         return {}
+    from dynbpf.prepare import cache as prepare_cache  # pickle and tempfile only for those who cache
+
     if vmlinux is not None or not spec.digest:
         raise DynbpfError("a prepared cache needs the running kernel's BTF and an object read from its bytes")
     directory = prepare_cache.default_directory() if cache is True else Path(cache)

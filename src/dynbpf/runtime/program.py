@@ -13,7 +13,6 @@ import dataclasses
 import threading
 from typing import TYPE_CHECKING, Any
 
-from dynbpf.attach import Link, attach
 from dynbpf.errors import DynbpfError, StateError
 from dynbpf.prepare.prepared import PreparedProgram
 from dynbpf.runtime.load import Loaded, LoadOptions, load_program
@@ -22,6 +21,7 @@ from dynbpf.sys import commands
 from dynbpf.sys.fd import Fd
 
 if TYPE_CHECKING:
+    from dynbpf.attach import Link
     from dynbpf.runtime.collection import Collection
 
 _CLONE_OPTIONS = (*(f.name for f in dataclasses.fields(LoadOptions)), "log_buffer")
@@ -138,6 +138,8 @@ class Program:
                 raise StateError(
                     f"program {self.name!r} is {self.state.value}: only a loaded program can be attached; load() it"
                 )
+            from dynbpf.attach import attach
+
             prepared = self.prepared
             link = attach(prepared.kind, self._fd.raw, name=self.name, attach_btf_id=prepared.attach_btf_id, **target)
             self._adopt(link)
