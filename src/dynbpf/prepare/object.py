@@ -112,6 +112,11 @@ class PreparedObject(Closing):
         """Every program that cannot be prepared, with why (preparing all of them)."""
         return {n: r for n in self.spec.programs if isinstance(r := self.result(n), DynbpfError)}
 
+    @property
+    def cache(self) -> PreparedCache | None:
+        """The prepared cache programs come from and go to (``hits``, ``misses``), if one was asked for."""
+        return self.table.cache
+
     def save_cache(self) -> None:
         """Write programs prepared since the last save to the prepared cache, if there is one."""
         if self.table.cache is not None:
