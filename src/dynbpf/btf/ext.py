@@ -134,7 +134,7 @@ class ExtIndex:
             if hdr_len + off + length > len(data):
                 raise p.fail(f"{what} region runs past the end", 8 + 8 * i)
             self._blocks[kind], self._sizes[kind] = p.blocks(what, hdr_len + off, length, record)
-        self._sorted: dict[tuple[Kind, str], tuple[list[int], list[int]]] = {}
+        self._sorted: dict[tuple[Kind, str], tuple[array[int], array[int]]] = {}  # record positions, offsets
 
     def sections(self, kind: Kind) -> list[str]:
         return list(self._blocks[kind])
@@ -143,15 +143,15 @@ class ExtIndex:
         """The records of ``section`` at instruction byte offsets [start, end), by offset (file order for ties)."""
         found = self._sorted.get((kind, section))
         if found is None:
-            positions = [
+            every = [
                 at
                 for pos, count in self._blocks[kind].get(section, ())
                 for at in range(pos, pos + count * self._sizes[kind], self._sizes[kind])
             ]
             data = self._parser.data
-            positions.sort(key=lambda at: _U32.unpack_from(data, at)[0])  # stable: file order among equals
-            offsets = [_U32.unpack_from(data, at)[0] for at in positions]
-            found = self._sorted[(kind, section)] = (positions, offsets)
+            every.sort(key=lambda at: _U32.unpack_from(data, at)[0])  # stable: file order among equals
+            offsets = array("I", [_U32.unpack_from(data, at)[0] for at in every])
+            found = self._sorted[(kind, section)] = (array("I", every), offsets)
         positions, offsets = found
         lo = bisect.bisect_left(offsets, start)
         hi = len(offsets) if end is None else bisect.bisect_left(offsets, end)

@@ -14,6 +14,7 @@ built once, under a lock.
 
 from __future__ import annotations
 
+import bisect
 import struct
 import sys
 import threading
@@ -86,7 +87,7 @@ class Spec:
         self.first_id = len(base) if base is not None else 1
         self._cache: list[Type | None] | None = None  # by own index, allocated on first decode
         self._cache_lock = threading.Lock()
-        self._names: tuple[bytes, frozenset[int]] | None = None
+        self._names: tuple[bytes, array[int]] | None = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -234,7 +235,8 @@ class Spec:
         packed, used = self._name_offsets()
         ids: list[int] = []
         for offset in self.strings.offsets_of(name):
-            if offset not in used:
+            at = bisect.bisect_left(used, offset)
+            if at == len(used) or used[at] != offset:
                 continue
             needle = array("I", (offset,)).tobytes()
             at = packed.find(needle)
@@ -245,8 +247,8 @@ class Spec:
         ids.sort()
         return ids
 
-    def _name_offsets(self) -> tuple[bytes, frozenset[int]]:
-        """Own types' name offsets, packed in id order, and as a set; checked once against the string table."""
+    def _name_offsets(self) -> tuple[bytes, array[int]]:
+        """Own types' name offsets packed in id order, and sorted without repeats; checked once against the strings."""
         if self._names is None:
             with self._lock:
                 if self._names is None:
@@ -261,7 +263,7 @@ class Spec:
                             section=self.section,
                             offset=self._types_start + 4 * self._offsets[index],
                         )
-                    self._names = (offsets.tobytes(), frozenset(offsets))
+                    self._names = (offsets.tobytes(), array("I", sorted(set(offsets))))
         return self._names
 
     def encode(self) -> bytes:

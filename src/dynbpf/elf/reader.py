@@ -132,6 +132,9 @@ class _Function:
             self._decoded = (insns, SlotMap.of(insns))
         return self._decoded
 
+    def forget_decoded(self) -> None:
+        self._decoded = None
+
     def index_of(self, byte_off: int, *, where: str) -> int:
         """Position in the instructions of the one at section byte offset ``byte_off``."""
         assert self._decoded is not None
@@ -324,6 +327,7 @@ class _Reader:
                 relocs[index] = SubprogramCall(index, callee.name)
         func_type, line_words, core = self._ext_for(f)
         ordered = [relocs[i] for i in sorted(relocs)] + core
+        f.forget_decoded()  # the body keeps the instructions; decoded again only to explain a line record
         return FunctionBody(tuple(insns), tuple(ordered), func_type, line_words)
 
     def _lines(self, f: _Function) -> tuple[tuple[int, LineInfo], ...]:
