@@ -261,18 +261,13 @@ def prepare(
 
 @dataclass(frozen=True, slots=True)
 class _Relocated:
-    """One function after relocation; ``flat`` has a poisoned ldimm64 as its two replacement instructions."""
+    """One function after relocation: its bytes (a poisoned ldimm64 is two calls) and what they need."""
 
     code: bytes
-    flat: tuple[Insn, ...]
     core_failures: tuple[tuple[int, str], ...]  # (slot within the function, description)
     maps: tuple[str, ...]
     linked_by_layout: tuple[int, ...]  # positions of calls and callback loads (the linker fixes those)
-    spliced: tuple[int, ...]  # positions that became two instructions in ``flat``
     absent_maps: tuple[tuple[int, str], ...] = ()  # (slot within the function, map): poisoned references
-
-    def flat_index(self, index: int) -> int:
-        return index + sum(1 for s in self.spliced if s < index)
 
 
 class _Context:
@@ -319,7 +314,6 @@ class _Context:
         linked = link(self.obj, name)
         slots = linked.slots
         code = bytearray()
-        final: list[Insn] = []
         core_failures: list[CoreFailure] = []
         absent: list[tuple[int, str]] = []
         used: dict[str, None] = {}
@@ -328,7 +322,6 @@ class _Context:
             done = self._relocated(fn)
             base = slots.slot(start)
             code += done.code
-            final.extend(done.flat)
             core_failures.extend(CoreFailure(base + slot, text) for slot, text in done.core_failures)
             absent.extend((base + slot, m) for slot, m in done.absent_maps)
             used.update(dict.fromkeys(done.maps))
@@ -336,7 +329,6 @@ class _Context:
                 insn = linked.instructions[start + index]
                 at = 8 * slots.slot(start + index)
                 code[at : at + 8 * insn.slots] = insn.encode()
-                final[len(final) - len(done.flat) + done.flat_index(index)] = insn
         func_info, line_info = b"", b""
         if self.with_btf_info and self.obj.btf is not None:
             func_info = encode_func_info([(slots.slot(p), t) for p, t in linked.func_info])
@@ -357,7 +349,6 @@ class _Context:
             kind=prog.kind,
             license=self.obj.license,
             kernel_version=self.obj.kernel_version,
-            instructions=tuple(final),
             code=bytes(code),
             func_info=func_info,
             line_info=line_info,
@@ -447,14 +438,7 @@ class _Context:
             if insns[at] is not original[at] or at in spliced:
                 encoded = b"".join(i.encode() for i in spliced.get(at, (insns[at],)))
                 code[8 * starts[at] : 8 * starts[at] + len(encoded)] = encoded
-        flat = insns
-        if spliced:
-            flat = []
-            for at, insn in enumerate(insns):
-                flat.extend(spliced.get(at, (insn,)))
-        return _Relocated(
-            bytes(code), tuple(flat), tuple(failures), tuple(used), tuple(by_layout), tuple(spliced), tuple(absent)
-        )
+        return _Relocated(bytes(code), tuple(failures), tuple(used), tuple(by_layout), tuple(absent))
 
     def _map_ref(self, insn: Insn, r: MapReference | DataReference, where: str) -> Insn:
         if not insn.is_ldimm64:
