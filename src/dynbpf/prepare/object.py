@@ -206,10 +206,7 @@ def prepare(
     from the ELF file beyond the spec (symbol visibility); without it the
     spec's own record is used.
     """
-    target_btf = vmlinux if vmlinux is not None else kernel.vmlinux()
-    externs = resolve_externs(
-        obj, config=config, kallsyms=kallsyms, kernel=[target_btf] if target_btf is not None else None
-    )
+    externs = resolve_externs(obj, config=config, kallsyms=kallsyms, kernel=[vmlinux] if vmlinux is not None else None)
     maps = dict(obj.maps)
     if externs.kconfig_map is not None:
         maps[KCONFIG_MAP] = externs.kconfig_map
@@ -237,7 +234,7 @@ def prepare(
             map_fd,
             externs=externs,
             modules=modules,
-            vmlinux=target_btf,
+            vmlinux=vmlinux,
             with_btf_info=btf is not None,
             absent_maps=absent_maps,
         )
@@ -288,17 +285,41 @@ class _Context:
         self.map_fd = map_fd
         self.externs = externs
         self.modules = modules
-        self.vmlinux = vmlinux
+        self._vmlinux = vmlinux  # None: the running kernel's, parsed when something first needs it
         self.with_btf_info = with_btf_info
         self.absent_maps = absent_maps
         self.map_index = {name: i for i, name in enumerate(obj.maps)}
-        self.resolver = Resolver(obj.btf, [vmlinux] if vmlinux is not None else None) if obj.btf else None
+        self._resolver: Resolver | None = None
         self.fd_array: list[int] = [0]  # index 0 is vmlinux by the kernel's convention
         self.fd_index: dict[str, int] = {}
         self.fn_lines: dict[str, tuple[tuple[int, LineInfo], ...]] = {}
         self.relocated: dict[str, _Relocated | DynbpfError] = {}
         self.kernel_targets: dict[tuple[AttachType | None, AttachTarget | None], KernelTarget] = {}
-        self.struct_ops = _struct_ops_slots(obj, vmlinux)
+        self._struct_ops: dict[str, StructOpsSlot] | None = None
+
+    # Kernel BTF is parsed only when a program needs it (CO-RE, a BTF attach target, struct_ops): a warm
+    # start from the prepared cache, or an object without such programs, never parses it.
+
+    @property
+    def vmlinux(self) -> Spec | None:
+        if self._vmlinux is None:
+            self._vmlinux = kernel.vmlinux()
+        return self._vmlinux
+
+    @property
+    def resolver(self) -> Resolver:
+        if self._resolver is None:
+            assert self.obj.btf is not None  # the reader only makes CO-RE records from .BTF.ext
+            vmlinux = self.vmlinux
+            self._resolver = Resolver(self.obj.btf, [vmlinux] if vmlinux is not None else None)
+        return self._resolver
+
+    @property
+    def struct_ops(self) -> dict[str, StructOpsSlot]:
+        if self._struct_ops is None:
+            needed = any(m.type == MapType.STRUCT_OPS for m in self.obj.maps.values())
+            self._struct_ops = _struct_ops_slots(self.obj, self.vmlinux) if needed else {}
+        return self._struct_ops
 
     def fd_array_index(self, module: str) -> int:
         index = self.fd_index.get(module)
@@ -422,7 +443,6 @@ class _Context:
                 if r.extern in self.externs.kconfig_offsets:
                     used.setdefault(KCONFIG_MAP)
             else:
-                assert self.resolver is not None  # the reader only makes CO-RE records from .BTF.ext
                 result = self.resolver.resolve(r, where=where)
                 patched = patch(insn, result, where=where)
                 if result.poison:
