@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import enum
 import struct
+import sys
 from array import array
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -169,15 +170,15 @@ class ExtIndex:
         self.records("line", section, start, start)  # builds the sorted index
         positions, offsets = self._sorted[("line", section)]
         lo, hi = bisect.bisect_left(offsets, start), bisect.bisect_left(offsets, end)
-        words: array[int] = array("I")
         data, limit = self._parser.data, self._parser.btf.strings.end_offset
-        for at in positions[lo:hi]:
-            insn_off, file_off, line_off, line_col = _LINE.unpack_from(data, at)
-            if (insn_off - start) % 8 or file_off >= limit or line_off >= limit:
-                raise self._parser.fail(
-                    f"line_info record for {section}+{insn_off:#x} is misaligned or names a string outside .BTF", at
-                )
-            words.extend(((insn_off - start) // 8, file_off, line_off, line_col))
+        words: array[int] = array("I", b"".join(data[at : at + _LINE.size] for at in positions[lo:hi]))
+        if sys.byteorder != "little":
+            words.byteswap()
+        if words and (max(words[1::4]) >= limit or max(words[2::4]) >= limit):
+            raise self._parser.fail(f"a line_info record of {section} names a string outside .BTF", None)
+        if any((off - start) % 8 for off in words[0::4]):
+            raise self._parser.fail(f"a line_info record of {section} is not at an instruction", None)
+        words[0::4] = array("I", [(off - start) // 8 for off in words[0::4]])
         return words
 
     def _decoder(self, kind: Kind) -> Callable[[tuple[int, ...], int], Located]:
