@@ -267,8 +267,30 @@ class Spec:
         return self._names
 
     def encode(self) -> bytes:
-        """This blob re-encoded from its decoded types and string table (own types only for split BTF)."""
+        """This blob re-encoded from its decoded types and string table (own types only for split BTF).
+
+        A blob laid out as the encoder lays it out (header, types, strings,
+        nothing between or after) re-encodes to exactly its own bytes, so
+        those are returned without decoding a type.
+        """
+        data = self._data
+        _, _, _, hdr_len, type_off, type_len, str_off, str_len = _HEADER.unpack_from(data)
+        if (
+            hdr_len == HEADER_SIZE
+            and type_off == 0
+            and str_off == type_len
+            and len(data) == hdr_len + type_len + str_len
+        ):
+            return data
         return _encode((t for _, t in self.types()), self.strings)
+
+    def record_words(self, type_id: int) -> Sequence[int]:
+        """The raw record of one of this blob's own types, as 32-bit words (copied verbatim by rewrites)."""
+        index = type_id - self.first_id
+        if not 0 <= index < len(self._offsets):
+            raise TypeNotFound(f"no own type [{type_id}] in {self.section}")
+        end = self._offsets[index + 1] if index + 1 < len(self._offsets) else len(self._words)
+        return self._words[self._offsets[index] : end]
 
 
 def _scan(words: Sequence[int], types_start: int, section: str, first_id: int) -> array[int]:
