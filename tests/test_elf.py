@@ -316,3 +316,16 @@ def test_kernel_version_section(tmp_path: Path) -> None:
     spec = read(obj)
     assert spec.kernel_version == 0x060C00
     assert spec.license == "GPL"
+
+
+@pytest.mark.parametrize("name", [n for n in FIXTURE_NAMES if n not in LIBBPF_REFUSES])
+def test_map_indexes_are_libbpfs(name: str) -> None:
+    """A poisoned load of an uncreated map names its index in libbpf's list: the orders must agree."""
+    from dynbpf.prepare.object import _libbpf_map_order
+    from dynbpf.runtime.mapcreate import kernel_name
+
+    spec = read(build(name))
+    order = _libbpf_map_order(spec)
+    link_maps = {n for n, m in spec.maps.items() if m.section == ".struct_ops.link"}  # libbpf 1.1 ignores them
+    ours = [kernel_name(spec.name, n) for n in sorted(order, key=order.__getitem__) if n not in link_maps]
+    assert ours == [m.name[:15] for m in open_object(build(name)).maps]  # the kernel's 15 characters

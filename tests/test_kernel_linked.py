@@ -139,3 +139,15 @@ def test_inspect_lists_every_subprogram_and_section_problem() -> None:
     assert "no ':' between binary and function" in programs["lenient_uprobe"]["error"]
     assert "no program type is known" in programs["unknown_kind"]["error"]
     assert programs["first_prog"]["error"] is None
+
+
+def test_resizing_a_linked_section_finds_the_right_static() -> None:
+    """``scratch@second.bpf.c`` is BTF's ``scratch`` at its offset: the edit finds it and says why it cannot grow."""
+    with pytest.raises(dynbpf.MapEditError, match=r"last variable 'scratch@second.bpf.c' is not an array"):
+        dynbpf.open(build("twofiles"), map_edits={".bss": dynbpf.MapEdit(value_size=64)})
+
+
+def test_a_closed_collections_unprepared_program_still_has_a_repr() -> None:
+    with dynbpf.open(build("twofiles")) as coll:
+        program = coll.programs["first_prog"]
+    assert repr(program) == "<Program 'first_prog' closed>"

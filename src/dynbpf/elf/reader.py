@@ -311,6 +311,7 @@ class _Reader:
             offset=f.offset,
             code=f.code,
             global_function=f.symbol.bind != STB_LOCAL and not f.symbol.hidden,
+            hidden=f.symbol.bind != STB_LOCAL and f.symbol.hidden,
             body=LazyBody(partial(self._body, f, map_at, externs), self._lock, partial(self._lines, f)),
         )
 
@@ -334,7 +335,7 @@ class _Reader:
             target = f.offset + 8 * insns[at].jump_target(here)
             callee = self._function_starting(sec, target, where=sec.name, at=f.offset + 8 * here)
             relocs[at] = SubprogramCall(at, callee.name)
-        func_type, line_words, core = self._ext_for(f)
+        func_type, line_words, core = self._ext_for(f, slots)
         ordered = [relocs[i] for i in sorted(relocs)] + core
         f.forget_decoded()  # the body keeps the instructions; decoded again only to explain a line record
         return FunctionBody(tuple(insns), tuple(ordered), func_type, line_words)
@@ -410,7 +411,7 @@ class _Reader:
             raise fail(f"points into section {target.name!r} at {sym.value:#x}, where no map is defined")
         return MapReference(index, name)
 
-    def _ext_for(self, f: _Function) -> tuple[int, bytes, list[CoreRelocation]]:
+    def _ext_for(self, f: _Function, slots: SlotMap) -> tuple[int, bytes, list[CoreRelocation]]:
         if self.ext is None:
             return 0, b"", []
         sec, where = f.section.name, ".BTF.ext"
@@ -418,7 +419,12 @@ class _Reader:
         for fi in self.ext.records("func", sec, f.offset, f.offset + 1):
             assert isinstance(fi, FuncInfo)
             func_type = fi.type  # the last record for an offset wins, as libbpf's search does
-        lines = self.ext.line_words(sec, f.offset, f.end).tobytes()
+        words = self.ext.line_words(sec, f.offset, f.end)
+        stray = set(words[0::4]).difference(slots.starts)
+        if stray:  # the second half of an ldimm64: the kernel would refuse it, and it could name no source line
+            at = f.offset + 8 * min(stray)
+            raise ObjectFormatError(f"line_info record at {sec}+{at:#x} is not at an instruction", section=where)
+        lines = words.tobytes()
         core = []
         for r in self.ext.records("core", sec, f.offset, f.end):
             assert isinstance(r, CoreRelo)

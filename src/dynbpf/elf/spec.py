@@ -151,6 +151,7 @@ class FunctionSpec:
     offset: int
     code: bytes = field(repr=False)  # the bytes the instructions decode from
     global_function: bool = False  # a non-static function: verified on its own by the kernel
+    hidden: bool = False  # global but with hidden visibility: libbpf makes its BTF FUNC static
     body: LazyBody = field(repr=False, compare=False, kw_only=True)
 
     @property

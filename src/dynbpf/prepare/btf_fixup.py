@@ -152,7 +152,8 @@ class ElfLayout:
         for v in obj.variables.values():
             if v.section in sections:
                 variables.setdefault(v.name, Placement(v.offset, hidden=not v.is_global))
-        hidden = frozenset(f.symbol_name for f in obj.functions.values() if f.section == TEXT and not f.global_function)
+        # hidden globals only (a global's name is unique); a static of the same name in another file is not one
+        hidden = frozenset(f.name for f in obj.functions.values() if f.section == TEXT and f.hidden)
         btf = obj.btf
         if btf is not None:
             for sec_id, sec in _datasecs(btf):

@@ -18,9 +18,11 @@ from array import array
 from collections.abc import Mapping, Sequence
 
 from dynbpf.btf import records
+from dynbpf.btf.errors import EncodingError
 from dynbpf.btf.kinds import BTF_MAGIC, HEADER_SIZE
 from dynbpf.btf.spec import Spec
 from dynbpf.btf.types import Type
+from dynbpf.errors import ObjectFormatError
 
 _HEADER = struct.Struct("<HBBIIIII")
 
@@ -37,7 +39,10 @@ def rewrite(spec: Spec, replace: Mapping[int, Type], append: Sequence[Type] = ()
         if t is None:
             words.extend(spec.record_words(type_id))  # unchanged: its record as it is, nothing decoded
         else:
-            records.encode(t, writer.add, words)
+            try:
+                records.encode(t, writer.add, words)
+            except EncodingError as e:  # values the object itself led to (sizes, offsets past 32 bits)
+                raise ObjectFormatError(f"type [{type_id}] cannot be rewritten: {e}", section=spec.section) from None
     for t in append:
         records.encode(t, writer.add, words)
     if sys.byteorder != "little":

@@ -11,6 +11,7 @@ byte-identical instructions (the same kernel tags) without preparing.
 What the instructions depend on, and so what the key covers: the object's
 bytes, the running kernel's BTF (CO-RE results, attach and kfunc BTF ids),
 the kernel release and boot (kallsyms addresses of ``__ksym`` externs),
+the BTF of every loaded module, dynbpf's own code,
 whether the object's BTF is loaded (func/line info), the maps that are not
 created (their references are poisoned), the kconfig values the caller
 passed, and this module's format. ``.rodata`` constants and map sizes are
@@ -30,6 +31,7 @@ its files are unpickled.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import pickle
@@ -62,11 +64,24 @@ def default_directory() -> Path:
 
 
 def kernel_identity() -> bytes:
-    """What ties prepared instructions to this kernel: its BTF, release and boot."""
+    """What ties prepared instructions to this kernel: its BTF and its modules' BTF, release and boot."""
     h = _DIGEST()
-    for path in ("/sys/kernel/btf/vmlinux", "/proc/sys/kernel/osrelease", "/proc/sys/kernel/random/boot_id"):
+    btf = Path("/sys/kernel/btf")
+    modules = sorted(p.name for p in btf.iterdir()) if btf.is_dir() else []
+    paths = [str(btf / m) for m in modules] + ["/proc/sys/kernel/osrelease", "/proc/sys/kernel/random/boot_id"]
+    for path in paths:
         with contextlib.suppress(OSError):
             h.update(path.encode() + b"\0" + Path(path).read_bytes())
+    return h.digest()
+
+
+@functools.cache
+def code_identity() -> bytes:
+    """dynbpf's own code: a fix to how instructions are made must not be answered with old ones."""
+    h = _DIGEST()
+    package = Path(__file__).resolve().parent.parent
+    for path in sorted(package.rglob("*.py")):
+        h.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
     return h.digest()
 
 
@@ -128,6 +143,12 @@ class PreparedCache:
         code = bytearray(program.code)
         refs = []
         for offset in range(0, len(code) - 8, 8):
+            if (
+                code[offset] == LD_IMM64
+                and code[offset + 1] >> 4 == PseudoLd.BTF_ID
+                and code[offset + 12 : offset + 16] != bytes(4)
+            ):
+                return  # a typed ksym in a module's BTF: its upper half is that module's fd, this run's only
             if code[offset] == LD_IMM64 and code[offset + 1] >> 4 in (PseudoLd.MAP_FD, PseudoLd.MAP_VALUE):
                 (number,) = _IMM.unpack_from(code, offset + 4)
                 name = numbers.get(number)
@@ -142,28 +163,34 @@ class PreparedCache:
                 self._new = True
 
     def save(self) -> None:
-        """Write the entries to disk if any are new (merged with what another process saved meanwhile)."""
+        """Write the entries to disk if any are new (merged with what another process saved meanwhile).
+
+        Raises :class:`CacheError` when the directory is unsafe or the file cannot be written.
+        """
         with self._lock:
             if not self._new:
                 return
             entries = {**self._read(), **self._entries}
             self._new = False
         payload = pickle.dumps(entries, protocol=pickle.HIGHEST_PROTOCOL)
-        _secure_directory(self.directory)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
+        try:
+            _secure_directory(self.directory)
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
+        except OSError as e:
+            raise CacheError(f"cannot write the prepared cache in {self.directory}: {e.strerror}") from None
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(_MAGIC + _DIGEST(payload).digest() + payload)
             os.replace(tmp, self.path)
-        except BaseException:
+        except OSError as e:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            raise
+            raise CacheError(f"cannot write the prepared cache {self.path}: {e.strerror}") from None
 
     def _read(self) -> dict[str, _Entry]:
         try:
             _secure_directory(self.directory, create=False)
-            with open(self.path, "rb") as f:
+            with open(os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as f:
                 st = os.fstat(f.fileno())
                 if st.st_uid != os.geteuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
                     return {}
@@ -185,8 +212,8 @@ class PreparedCache:
 def _secure_directory(directory: Path, *, create: bool = True) -> None:
     if create:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = directory.stat()
-    if st.st_uid != os.geteuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+    st = directory.lstat()  # a symlink is refused, not followed: it could point writes anywhere we may write
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise CacheError(
             f"cache directory {directory} is not private (owner uid {st.st_uid}, mode {stat.filemode(st.st_mode)}); "
             "it must belong to this user and be writable by no one else, since its files are loaded as code"

@@ -27,9 +27,11 @@ from dynbpf.btf.ext import LineInfo
 from dynbpf.btf.kinds import Kind
 from dynbpf.btf.spec import Spec
 from dynbpf.btf.types import Struct
+from dynbpf.elf.reader import is_data_section
 from dynbpf.elf.sections import AttachTarget
 from dynbpf.elf.spec import (
     DataReference,
+    ExternKind,
     ExternReference,
     FunctionPointer,
     FunctionSpec,
@@ -162,10 +164,16 @@ class _Programs:
                 except DynbpfError as e:
                     got = e
                 else:
-                    if self.cache is not None:
+                    if self.cache is not None and self._cacheable(name):
                         self.cache.put(got, self._map_numbers())
             self._results[name] = got
             return got
+
+    def _cacheable(self, name: str) -> bool:
+        """Not a program using ``__ksym`` externs or kfuncs: addresses, module BTF and weak misses change with
+        modules loaded and unloaded, which nothing in a cache key sees."""
+        obj = self._context.obj
+        return all(obj.externs[e].kind is ExternKind.KCONFIG for e in obj.externs_used(name))
 
     def _map_numbers(self) -> dict[int, str]:
         if self._numbers is None:
@@ -288,7 +296,7 @@ class _Context:
         self._vmlinux = vmlinux  # None: the running kernel's, parsed when something first needs it
         self.with_btf_info = with_btf_info
         self.absent_maps = absent_maps
-        self.map_index = {name: i for i, name in enumerate(obj.maps)}
+        self.map_index = _libbpf_map_order(obj)
         self._resolver: Resolver | None = None
         self.fd_array: list[int] = [0]  # index 0 is vmlinux by the kernel's convention
         self.fd_index: dict[str, int] = {}
@@ -490,6 +498,18 @@ class _Context:
         placed = array("I", words)
         placed[0::4] = array("I", map(base.__add__, placed[0::4]))
         return placed.tobytes()
+
+
+def _libbpf_map_order(obj: ObjectSpec) -> dict[str, int]:
+    """Each map's index in libbpf's bpf_object: .maps (and legacy) maps, global data, .kconfig, then struct_ops.
+
+    The poison of a load of an absent map names that index, so it must be libbpf's for the tags to agree.
+    """
+    struct_ops = [n for n, m in obj.maps.items() if m.type == MapType.STRUCT_OPS]
+    data = [n for n, m in obj.maps.items() if m.name == m.section and is_data_section(m.section)]
+    user = [n for n in obj.maps if n not in struct_ops and n not in data]
+    kconfig = [KCONFIG_MAP] if obj.externs and any(e.kind is ExternKind.KCONFIG for e in obj.externs.values()) else []
+    return {name: i for i, name in enumerate([*user, *data, *kconfig, *struct_ops])}
 
 
 #: libbpf's poison for a load of a map that is not created: ``call 2001000000 + map index``, reported by the

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from dynbpf.asm.insn import Insn, decode
 from dynbpf.btf.ext import LineInfo
 from dynbpf.elf.sections import ProgramKind
+from dynbpf.errors import DynbpfError
 from dynbpf.sys.constants import ProgType
 
 FUNC_INFO_REC_SIZE = 8  # struct bpf_func_info: insn_off (slots), type_id
@@ -112,7 +113,10 @@ class PreparedProgram:
         at = bisect.bisect_right(self.lines, slot, key=_start) - 1
         while at >= 0:
             start, function = self.lines[at]
-            lines = self.sources(function)
+            try:
+                lines = self.sources(function)
+            except DynbpfError:  # a line record the object got wrong: no source line, not a second error
+                return None
             i = bisect.bisect_right(lines, slot - start, key=_start) - 1
             if i >= 0:
                 li = lines[i][1]

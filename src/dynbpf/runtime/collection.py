@@ -430,6 +430,8 @@ def _cache_options(
     directory = prepare_cache.default_directory() if cache is True else Path(cache)
     parts = [
         spec.digest,
+        repr([(name, p.kind) for name, p in spec.programs.items()] + list(spec.maps)).encode(),  # a spec edited
+        prepare_cache.code_identity(),
         prepare_cache.kernel_identity(),
         "\0".join(sorted(absent)).encode(),
         repr(sorted((config or {}).items())).encode(),

@@ -24,6 +24,7 @@ from dataclasses import dataclass, fields, replace
 from dynbpf.btf import graph
 from dynbpf.btf.spec import Spec
 from dynbpf.btf.types import Array, Datasec, Var, VarSecinfo
+from dynbpf.elf.names import source_name
 from dynbpf.elf.reader import is_data_section
 from dynbpf.elf.spec import MapSpec, ObjectSpec, VariableSpec
 from dynbpf.errors import DynbpfError, MapEditError, SyscallError
@@ -264,7 +265,11 @@ def _resize_section(obj: ObjectSpec, btf: Spec | None, spec: MapSpec, size: int)
     datasec = btf[datasec_id] if datasec_id else None
     if not isinstance(datasec, Datasec):
         raise fail(f"the object's BTF has no DATASEC for {name}")
-    var_id = next((vsi.type for vsi in datasec.vars if getattr(btf[vsi.type], "name", None) == last.name), 0)
+    source = source_name(last.name)  # a linked object's static may be named apart (``buf@a.c``); BTF has ``buf``
+    candidates = [vsi for vsi in datasec.vars if getattr(btf[vsi.type], "name", None) == source]
+    # a linked DATASEC has final offsets, so the place tells same-named statics apart; clang's own has none yet
+    placed = [vsi for vsi in candidates if vsi.offset == last.offset] if datasec.size else candidates
+    var_id = placed[-1].type if placed else 0
     var = btf[var_id] if var_id else None
     if not isinstance(var, Var):
         raise fail(f"no BTF VAR for its last variable {last.name!r}")

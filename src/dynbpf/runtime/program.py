@@ -42,7 +42,11 @@ class Program:
         self.seconds = 0.0  # how long the kernel took to verify the last successful load
 
     def __repr__(self) -> str:
-        return f"<Program {self.name!r} {self.state.value}>"
+        try:
+            state = self.state.value
+        except StateError:  # its collection closed before it was ever prepared
+            state = "closed"
+        return f"<Program {self.name!r} {state}>"
 
     # --- what it is -------------------------------------------------------------------
 
