@@ -437,6 +437,7 @@ def main() -> None:
         "linked": linked_agent.build(linked_agent.SMALL if args.small else linked_agent.FULL),
     }
     print(f"machine: {machine()}")
+    load_before = os.getloadavg()
     with_bytecode()
     raw: dict[str, Any] = {"objects": {name: measure_object(p, args.repeat, args.workers) for name, p in paths.items()}}
     raw["import"] = import_cost(args.import_repeat)
@@ -448,7 +449,7 @@ def main() -> None:
         raw["first_event"]["python"].append(attempt(partial(time_to_event, python)))
     sizes = [int(n) for n in args.sweep.split(",") if n.strip()]
     raw["sweep"] = sweep(sizes, args.sweep_repeat, args.workers)
-    summary = {
+    summary: dict[str, Any] = {
         "workers": args.workers,
         "described": {name: describe(p) for name, p in paths.items()},
         "objects": {name: {s: summarise(r) for s, r in runs.items()} for name, runs in raw["objects"].items()},
@@ -456,7 +457,11 @@ def main() -> None:
         "first_event": {side: summarise(r) for side, r in raw["first_event"].items()},
         "sweep": raw["sweep"],
     }
-    print(f"medians of {args.repeat} processes per scenario; {os.cpu_count()} cores")
+    summary["loadavg"] = {"before": load_before, "after": os.getloadavg()}
+    print(
+        f"medians of {args.repeat} processes per scenario; {os.cpu_count()} cores; load average "
+        f"{load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after (other work on the cores skews parallel loads)"
+    )
     table = report(summary, list(paths))
     if args.json:
         args.json.write_text(
