@@ -43,7 +43,7 @@ from functools import cache
 from pathlib import Path
 from string import Template
 
-from tests.bpfbuild import CACHE
+from tests.bpfbuild import CACHE, produce
 
 from bench.synth import compile_cached
 
@@ -135,18 +135,15 @@ $ext struct {
 	__type(key, u32);
 	__type(value, struct auxbuf);
 } auxmap SEC(".maps");
-$ext struct {
-	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(max_entries, NSYSCALLS);
-	__uint(key_size, sizeof(u32));
-	__uint(value_size, sizeof(u32));
-} syscall_enter_table SEC(".maps");
-$ext struct {
-	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(max_entries, NSYSCALLS);
-	__uint(key_size, sizeof(u32));
-	__uint(value_size, sizeof(u32));
-} syscall_exit_table SEC(".maps");
+/* Slots set by user space: the handler of syscall N goes into slot N. */
+#define SYSCALL_TABLE(name) $ext struct { \
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY); \
+	__uint(max_entries, NSYSCALLS); \
+	__uint(key_size, sizeof(u32)); \
+	__uint(value_size, sizeof(u32)); \
+} name SEC(".maps")
+SYSCALL_TABLE(syscall_enter_table);
+SYSCALL_TABLE(syscall_exit_table);
 $ext struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -634,16 +631,7 @@ def build(shape: Shape = FULL) -> Path:
         objects = list(pool.map(lambda item: compile_cached(item[1], f"la_{item[0]}"), texts.items()))
     key = hashlib.sha256("\n".join([*(str(o) for o in objects), _bpftool_version()]).encode()).hexdigest()[:24]
     out = CACHE / f"{NAME}-{key}" / f"{NAME}.bpf.o"
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(f".tmp{os.getpid()}")
-        proc = subprocess.run(
-            ["bpftool", "gen", "object", str(tmp), *map(str, objects)], capture_output=True, text=True, check=False
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"bpftool gen object failed for {out.name}:\n{proc.stderr}")
-        tmp.replace(out)
-    return out
+    return produce(out, lambda tmp: ["bpftool", "gen", "object", str(tmp), *map(str, objects)], out.name)
 
 
 def main() -> None:

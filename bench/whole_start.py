@@ -50,7 +50,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tests.bpfbuild import CACHE
+from tests.bpfbuild import CACHE, produce
 
 from bench import linked_agent, runtime_load, synth_agent
 from bench.prepare_load import _maxrss_kib, machine, median
@@ -160,19 +160,7 @@ def first_event_tool() -> Path:
     version = subprocess.run([cc, "--version"], check=True, capture_output=True, text=True).stdout
     key = hashlib.sha256(source.read_bytes() + version.encode()).hexdigest()[:24]
     out = CACHE / f"first_event_tool-{key}" / "first_event"
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(f".tmp{os.getpid()}")
-        proc = subprocess.run(
-            [cc, "-O2", "-Wall", "-Werror", str(source), "-o", str(tmp), "-lbpf"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"{cc} failed on {source}:\n{proc.stderr}")
-        tmp.replace(out)
-    return out
+    return produce(out, lambda tmp: [cc, "-O2", "-Wall", "-Werror", str(source), "-o", str(tmp), "-lbpf"], source)
 
 
 def time_to_event(command: list[str]) -> Result:

@@ -12,6 +12,7 @@ import hashlib
 import os
 import platform
 import subprocess
+from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
 
@@ -69,17 +70,23 @@ def build(name: str, extra_flags: tuple[str, ...] = ()) -> Path:
     flags = [*CFLAGS, *extra_flags, *SYSTEM_INCLUDES]
     key = _sha(src.read_bytes(), " ".join(flags).encode(), clang_version().encode(), header.read_bytes()[:4096])
     out = CACHE / f"{name}-{key}" / f"{name}.bpf.o"
+    return produce(out, lambda tmp: ["clang", *flags, "-I", str(header.parent), "-c", str(src), "-o", str(tmp)], src)
+
+
+def produce(out: Path, command: Callable[[Path], Sequence[str]], what: object) -> Path:
+    """``out``, made by running ``command(tmp)`` unless it exists (a cache hit).
+
+    The command writes a temporary file that replaces ``out`` only when it
+    succeeded, so concurrent or interrupted builds never leave a partial
+    file under a cache key. A failure raises with the tool's stderr.
+    """
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(f".tmp{os.getpid()}")
-        proc = subprocess.run(
-            ["clang", *flags, "-I", str(header.parent), "-c", str(src), "-o", str(tmp)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        argv = [*command(tmp)]
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
-            raise RuntimeError(f"clang failed on {src}:\n{proc.stderr}")
+            raise RuntimeError(f"{Path(argv[0]).name} failed on {what}:\n{proc.stderr}")
         tmp.replace(out)
     return out
 
