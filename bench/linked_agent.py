@@ -35,7 +35,6 @@ import argparse
 import hashlib
 import os
 import re
-import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ from functools import cache
 from pathlib import Path
 from string import Template
 
-from tests.bpfbuild import CACHE, produce
+from tests.bpfbuild import CACHE, bpftool_version, produce
 
 from bench.synth import compile_cached
 
@@ -619,17 +618,12 @@ def sources(shape: Shape = FULL) -> dict[str, str]:
     return out
 
 
-@cache
-def _bpftool_version() -> str:
-    return subprocess.run(["bpftool", "version"], check=True, capture_output=True, text=True).stdout
-
-
 def build(shape: Shape = FULL) -> Path:
     """Compile every file (cached each), link them with ``bpftool gen object`` (cached); the linked object's path."""
     texts = sources(shape)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         objects = list(pool.map(lambda item: compile_cached(item[1], f"la_{item[0]}"), texts.items()))
-    key = hashlib.sha256("\n".join([*(str(o) for o in objects), _bpftool_version()]).encode()).hexdigest()[:24]
+    key = hashlib.sha256("\n".join([*(str(o) for o in objects), bpftool_version()]).encode()).hexdigest()[:24]
     out = CACHE / f"{NAME}-{key}" / f"{NAME}.bpf.o"
     return produce(out, lambda tmp: ["bpftool", "gen", "object", str(tmp), *map(str, objects)], out.name)
 

@@ -58,17 +58,47 @@ def vmlinux_h() -> Path:
     return out
 
 
-def build(name: str, extra_flags: tuple[str, ...] = ()) -> Path:
-    """Compile ``tests/bpf/<name>.bpf.c``; return the cached object path.
+LINKED = FIXTURES / "linked"
 
-    The object keeps the file name ``<name>.bpf.o`` (the cache key is its
-    directory) because libbpf derives the object name, and from it the names
-    of the global-data maps (``<name>.bss``), from the file name.
+
+def fixture_names() -> list[str]:
+    """Every fixture object: ``tests/bpf/<name>.bpf.c``, and ``tests/bpf/linked/<name>/`` linked from its files."""
+    single = [p.name.removesuffix(".bpf.c") for p in FIXTURES.glob("*.bpf.c")]
+    linked = [p.name for p in LINKED.iterdir() if p.is_dir()] if LINKED.is_dir() else []
+    return sorted(single + linked)
+
+
+def build(name: str, extra_flags: tuple[str, ...] = ()) -> Path:
+    """Compile fixture ``name``; return the cached object path.
+
+    ``tests/bpf/<name>.bpf.c`` is compiled alone; a directory
+    ``tests/bpf/linked/<name>/`` has its files compiled one by one and linked
+    into one object with ``bpftool gen object`` (libbpf's static linker),
+    as large applications build theirs. The object keeps the file name
+    ``<name>.bpf.o`` (the cache key is its directory) because libbpf derives
+    the object name, and from it the names of the global-data maps
+    (``<name>.bss``), from the file name.
     """
-    src = FIXTURES / f"{name}.bpf.c"
+    parts = sorted((LINKED / name).glob("*.bpf.c")) if (LINKED / name).is_dir() else []
+    if not parts:
+        return _compile(FIXTURES / f"{name}.bpf.c", name, extra_flags)
+    objects = [_compile(src, src.name.removesuffix(".bpf.c"), extra_flags) for src in parts]
+    key = _sha(*(o.parent.name.encode() for o in objects), bpftool_version().encode())
+    out = CACHE / f"{name}-linked-{key}" / f"{name}.bpf.o"
+    return produce(out, lambda tmp: ["bpftool", "gen", "object", str(tmp), *map(str, objects)], f"the files of {name}")
+
+
+def _compile(src: Path, name: str, extra_flags: tuple[str, ...]) -> Path:
     header = vmlinux_h()
     flags = [*CFLAGS, *extra_flags, *SYSTEM_INCLUDES]
-    key = _sha(src.read_bytes(), " ".join(flags).encode(), clang_version().encode(), header.read_bytes()[:4096])
+    # the path is in the key: line_info records it, so one tree's object is not another's
+    key = _sha(
+        src.read_bytes(),
+        str(src).encode(),
+        " ".join(flags).encode(),
+        clang_version().encode(),
+        header.read_bytes()[:4096],
+    )
     out = CACHE / f"{name}-{key}" / f"{name}.bpf.o"
     return produce(out, lambda tmp: ["clang", *flags, "-I", str(header.parent), "-c", str(src), "-o", str(tmp)], src)
 
@@ -89,6 +119,11 @@ def produce(out: Path, command: Callable[[Path], Sequence[str]], what: object) -
             raise RuntimeError(f"{Path(argv[0]).name} failed on {what}:\n{proc.stderr}")
         tmp.replace(out)
     return out
+
+
+@cache
+def bpftool_version() -> str:
+    return subprocess.run(["bpftool", "version"], check=True, capture_output=True, text=True).stdout
 
 
 def section_bytes(obj: Path, section: str) -> bytes:

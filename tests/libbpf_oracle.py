@@ -42,6 +42,7 @@ LIBBPF_PATH = "/usr/lib/x86_64-linux-gnu/libbpf.so.1"
 #: Fixtures (tests/bpf/<name>.bpf.c) that libbpf 1.1 refuses to open, and why.
 LIBBPF_REFUSES: dict[str, str] = {
     "legacy_maps": 'libbpf 1.0 dropped SEC("maps") struct bpf_map_def definitions',
+    "staticmaps": 'libbpf refuses static maps in .maps ("unsupported map linkage static"); dynbpf opens them',
 }
 
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
@@ -167,6 +168,15 @@ def _lib() -> ctypes.CDLL:
         "bpf_program__fd": (i32, [vp]),
         "bpf_program__insns": (vp, [vp]),
         "bpf_map__fd": (i32, [vp]),
+        "bpf_map__set_max_entries": (i32, [vp, u32]),
+        "bpf_map__set_value_size": (i32, [vp, u32]),
+        "bpf_map__set_key_size": (i32, [vp, u32]),
+        "bpf_map__set_type": (i32, [vp, i32]),
+        "bpf_map__set_map_flags": (i32, [vp, u32]),
+        "bpf_map__set_numa_node": (i32, [vp, u32]),
+        "bpf_map__set_map_extra": (i32, [vp, ctypes.c_uint64]),
+        "bpf_map__set_autocreate": (i32, [vp, ctypes.c_bool]),
+        "bpf_map__set_inner_map_fd": (i32, [vp, i32]),
     }
     for name, (restype, argtypes) in signatures.items():
         fn = getattr(lib, name)
@@ -376,7 +386,13 @@ class LibbpfLoad:
         return f"{errno.errorcode.get(self.error, self.error)}: " + "\n".join(warnings[-12:])
 
 
-def load_one(path: str | os.PathLike[str], program: str, *, also: Iterable[str] = ()) -> LibbpfLoad:
+def load_one(
+    path: str | os.PathLike[str],
+    program: str,
+    *,
+    also: Iterable[str] = (),
+    edits: Mapping[str, Mapping[str, object]] | None = None,
+) -> LibbpfLoad:
     """Open ``path`` afresh, load only ``program`` with libbpf, describe the result, close everything.
 
     Other programs are not loaded (autoload off) except those in ``also``:
@@ -386,7 +402,8 @@ def load_one(path: str | os.PathLike[str], program: str, *, also: Iterable[str] 
     bpf_object per call: libbpf allows one load per object.
 
     Maps are named by `map_name`, which any loader's map fds can be passed
-    to, so both sides of a comparison name their maps alike.
+    to, so both sides of a comparison name their maps alike. ``edits``
+    change maps before load, as in `created_maps`.
     """
     lib = _lib()
     path = Path(path)
@@ -401,6 +418,7 @@ def load_one(path: str | os.PathLike[str], program: str, *, also: Iterable[str] 
                 target = p
         if target is None or wanted:
             raise KeyError(f"libbpf finds no program(s) {sorted(wanted | {program})} in {path}")
+        _edit_maps(lib, obj, path, edits or {})
         err = -lib.bpf_object__load(obj)
         fds = (lib.bpf_map__fd(m) for m in _iterate(lib.bpf_object__next_map, obj))
         map_fds = {fd: map_name(fd) for fd in fds if fd >= 0}
@@ -427,6 +445,83 @@ def load_one(path: str | os.PathLike[str], program: str, *, also: Iterable[str] 
         )
 
 
+#: bpf_map_info fields that describe a map's definition (not its id or BTF object).
+MAP_FACTS = ("name", "type", "key_size", "value_size", "max_entries", "map_flags", "map_extra")
+
+#: MapEdit-like field -> libbpf setter (``create`` is ``bpf_map__set_autocreate``). libbpf 1.1 cannot edit
+#: an inner map template in place (its setters dereference the template's missing object); it takes one
+#: from an existing map with ``inner_map_fd``.
+_MAP_SETTERS = {
+    "max_entries": "bpf_map__set_max_entries",
+    "value_size": "bpf_map__set_value_size",
+    "key_size": "bpf_map__set_key_size",
+    "type": "bpf_map__set_type",
+    "flags": "bpf_map__set_map_flags",
+    "numa_node": "bpf_map__set_numa_node",
+    "map_extra": "bpf_map__set_map_extra",
+    "inner_map_fd": "bpf_map__set_inner_map_fd",
+}
+
+
+def _edit_map(lib: ctypes.CDLL, m: int, name: str, edit: Mapping[str, object]) -> None:
+    for field, value in edit.items():
+        if field == "create":
+            err = lib.bpf_map__set_autocreate(m, bool(value))
+        else:
+            err = getattr(lib, _MAP_SETTERS[field])(m, int(value))  # type: ignore[call-overload]
+        if err:
+            raise LibbpfError(f"libbpf refused {field}={value!r} for map {name!r} (error {err})", tuple(_captured))
+
+
+def created_maps(
+    path: str | os.PathLike[str], edits: Mapping[str, Mapping[str, object]]
+) -> dict[str, dict[str, int | str]]:
+    """The maps libbpf creates from ``path`` after the libbpf setters ``edits`` name, as the kernel reports them.
+
+    ``edits`` maps a map name (a global-data map by its section, ``.bss``)
+    to setter arguments: ``max_entries``, ``value_size``, ``key_size``,
+    ``type``, ``flags``, ``numa_node``, ``map_extra``, ``inner_map_fd`` and
+    ``create`` (``bpf_map__set_autocreate``). No program is loaded. The result is keyed like ``edits``,
+    with the `MAP_FACTS` of each created map.
+    """
+    lib = _lib()
+    path = Path(path)
+    with _libbpf_object(path) as obj:
+        for p in _iterate(lib.bpf_object__next_program, obj):
+            lib.bpf_program__set_autoload(p, False)
+        maps = _edit_maps(lib, obj, path, edits)
+        err = -lib.bpf_object__load(obj)
+        if err:
+            raise LibbpfError(f"libbpf could not create the maps of {path}: {os.strerror(err)}", tuple(_captured))
+        out: dict[str, dict[str, int | str]] = {}
+        for name, m in maps.items():
+            fd = lib.bpf_map__fd(m)
+            if fd >= 0:
+                out[name] = map_facts(fd)
+        return out
+
+
+def _edit_maps(lib: ctypes.CDLL, obj: int, path: Path, edits: Mapping[str, Mapping[str, object]]) -> dict[str, int]:
+    """Apply ``edits`` to an opened object; its maps by name (global-data maps by section)."""
+    maps = {_section_or_name(_str(lib.bpf_map__name(m))): m for m in _iterate(lib.bpf_object__next_map, obj)}
+    unknown = sorted(set(edits) - set(maps))
+    assert not unknown, f"libbpf finds no maps {unknown} in {path} (maps: {sorted(maps)})"
+    for name, edit in edits.items():
+        _edit_map(lib, maps[name], name, edit)
+    return maps
+
+
+def map_facts(fd: int) -> dict[str, int | str]:
+    """`MAP_FACTS` of the map behind ``fd``, as bpf_map_info reports them."""
+    info = commands.map_info(fd)
+    return {f: info.name.decode() if f == "name" else int(getattr(info, f)) for f in MAP_FACTS}
+
+
+def _section_or_name(name: str) -> str:
+    dot = name.find(".")
+    return name[dot:] if dot > 0 else name
+
+
 def map_name(fd: int) -> str:
     """A map's name for comparing listings: the kernel's, a global-data map's cut back to its section.
 
@@ -434,9 +529,7 @@ def map_name(fd: int) -> str:
     map's section with part of the object name (``core_hea.bss``), each its
     own way; C identifiers have no dots, so the section starts at the first.
     """
-    name = commands.map_info(fd).name.decode(errors="replace")
-    dot = name.find(".")
-    return name[dot:] if dot > 0 else name
+    return _section_or_name(commands.map_info(fd).name.decode(errors="replace"))
 
 
 def prog_tag(prog_fd: int) -> str:

@@ -194,9 +194,10 @@ class Fixture:
         return self.kernel_map_name(name).replace(".", "_") if name.startswith(".") else name
 
     def kernel_map_name(self, name: str) -> str:
-        """libbpf's kernel name for a map: section maps get the object name, cut to fit, as a prefix."""
-        if name.startswith("."):
-            return (FIXTURE[: max(0, NAME_LEN - len(name))] + name)[:NAME_LEN]
+        """libbpf's kernel name for a map: a section map gets the object name as a prefix, cut so that
+        the section keeps at least 7 characters; a custom section (a second dot) gets none."""
+        if name.startswith(".") and "." not in name[1:]:
+            return (FIXTURE[: max(0, NAME_LEN - max(7, len(name)))] + name)[:NAME_LEN]
         return name[:NAME_LEN]
 
 

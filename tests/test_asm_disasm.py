@@ -26,7 +26,7 @@ from dynbpf.asm.opcodes import LD_IMM64, AluOp, AtomicOp, Class, JmpOp, Mode, Si
 from tests import bpfbuild
 from tests.conftest import require
 
-FIXTURES = sorted(p.name.removesuffix(".bpf.c") for p in bpfbuild.FIXTURES.glob("*.bpf.c"))
+FIXTURES = bpfbuild.fixture_names()
 CPUS = ("default", "v2", "v3")
 
 # A program that makes clang 14 emit every instruction family it has: atomics of

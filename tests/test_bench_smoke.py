@@ -120,3 +120,15 @@ def test_runtime_load_bench_runs_every_scenario(tmp_path: Path) -> None:
     later = saved["summary"]["dynbpf-later"]
     assert later["load_one"] > 0
     assert later["reload_one"] > 0
+
+
+def test_import_time_bench_reports_every_row_and_the_goal() -> None:
+    """bench/import_time.py in both bytecode states, one process per cell; nothing timed."""
+    out = _run("--runs", "1", bench="bench.import_time")
+    rows = {label: _row(out, label) for label in ("bare interpreter", "import dynbpf", "dynbpf.open ready")}
+    assert len(rows["bare interpreter"]) == 2, out  # a median per bytecode state
+    for label in ("import dynbpf", "dynbpf.open ready"):
+        assert len(rows[label]) == 4, out  # median and difference to bare, per bytecode state
+        assert min(rows[label][::2]) > 0, label
+        assert re.search(rf"^{re.escape(label)} .* \d+/\d+$", out, re.M), out  # modules added
+    assert "goal: import dynbpf <= bare interpreter + 60 ms:" in out

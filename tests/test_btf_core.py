@@ -624,7 +624,7 @@ def test_core_heavy_fixture_against_kernel_btf() -> None:
 
 
 @pytest.mark.needs_clang
-@pytest.mark.parametrize("name", sorted(p.name.removesuffix(".bpf.c") for p in bpfbuild.FIXTURES.glob("*.bpf.c")))
+@pytest.mark.parametrize("name", bpfbuild.fixture_names())
 def test_every_fixture_relocation_patches_cleanly(name: str) -> None:
     _vmlinux()
     for fn, slot, insn, _, res in _relocations(name):

@@ -48,10 +48,10 @@ from dynbpf.btf.types import (
     VarSecinfo,
     Volatile,
 )
-from tests.bpfbuild import CFLAGS, FIXTURES, build
+from tests.bpfbuild import CFLAGS, build, fixture_names
 from tests.conftest import require
 
-FIXTURE_NAMES = sorted(p.name.removesuffix(".bpf.c") for p in FIXTURES.glob("*.bpf.c"))
+FIXTURE_NAMES = fixture_names()
 VMLINUX = Path("/sys/kernel/btf/vmlinux")
 
 #: an object using the kinds the fixtures leave out; compiled by the test itself

@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from dynbpf.elf import read
 from dynbpf.elf.image import SHT_NOBITS, Image
 from dynbpf.errors import ObjectFormatError
-from tests.bpfbuild import FIXTURES, build
+from tests.bpfbuild import build, fixture_names
 
-FIXTURE_NAMES = sorted(p.name.removesuffix(".bpf.c") for p in FIXTURES.glob("*.bpf.c"))
+FIXTURE_NAMES = fixture_names()
 INTERESTING = [0, 1, 7, 8, 0x7F, 0x80, 0xFF, 0x7FFF, 0xFFFF, 0x7FFFFFFF, 0xFFFFFFFF, 1 << 40, (1 << 64) - 1]
 TARGET_SECTIONS = (".symtab", ".BTF", ".BTF.ext", ".maps", ".rel")
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from tests.bpfbuild import FIXTURES, build
+from tests.bpfbuild import FIXTURES, LINKED, build, fixture_names
 from tests.libbpf_oracle import LIBBPF_REFUSES, LibbpfError, LibbpfObject, open_object
 
-FIXTURE_NAMES = sorted(p.name.removesuffix(".bpf.c") for p in FIXTURES.glob("*.bpf.c"))
+FIXTURE_NAMES = fixture_names()
 OPENABLE = [n for n in FIXTURE_NAMES if n not in LIBBPF_REFUSES]
 
 BPF_F_NO_PREALLOC = 1 << 0
@@ -38,10 +38,12 @@ def test_fixture_compiles_to_bpf_object_with_btf(name: str) -> None:
 
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
 def test_fixture_says_what_it_covers(name: str) -> None:
-    lines = (FIXTURES / f"{name}.bpf.c").read_text().splitlines()
-    assert lines[0].startswith("// SPDX-License-Identifier:")
-    assert lines[1].startswith("// "), "line 2 should say what the fixture covers"
-    assert len(lines[1]) > 20, "line 2 should say what the fixture covers"
+    linked = sorted((LINKED / name).glob("*.bpf.c"))
+    for source in linked or [FIXTURES / f"{name}.bpf.c"]:
+        lines = source.read_text().splitlines()
+        assert lines[0].startswith("// SPDX-License-Identifier:"), source
+        assert lines[1].startswith("// "), f"line 2 of {source.name} should say what the fixture covers"
+        assert len(lines[1]) > 20, f"line 2 of {source.name} should say what the fixture covers"
 
 
 @pytest.mark.parametrize("name", OPENABLE)

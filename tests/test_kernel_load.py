@@ -278,7 +278,13 @@ def test_error_text_shows_instruction_source_and_core_failure() -> None:
 
     insns = [mov64_imm(0, 1), ld_imm64(1, 7), call(POISON_HELPER), mov64_imm(0, 2), exit_()]
     line = LineInfo(0, "/src/x.bpf.c", "    return m->gone;", 12, 5)
-    p = _xdp("x", insns, lines=((0, ((3, line),)),), core_failures=(CoreFailure(3, "<byte_off> struct m.gone (0:0)"),))
+    p = _xdp(
+        "x",
+        insns,
+        lines=((0, "x"),),
+        sources={"x": ((3, line),)}.__getitem__,
+        core_failures=(CoreFailure(3, "<byte_off> struct m.gone (0:0)"),),
+    )
     log = "3: (85) call unknown#195896080\ninvalid func unknown#195896080\n" + PROCESSED_0
     e = verifier_error(p, errno.EINVAL, log)
     assert (e.program, e.errno, e.instruction) == ("x", errno.EINVAL, 3)  # slot 3: the ldimm64 counts twice

@@ -15,12 +15,12 @@ from dynbpf.errors import RelocationError, VerifierError
 from dynbpf.prepare.linker import link
 from dynbpf.prepare.object import KCONFIG_MAP, PreparedObject, prepare
 from dynbpf.prepare.prepared import PreparedProgram
-from tests.bpfbuild import FIXTURES, build
+from tests.bpfbuild import build, fixture_names
 from tests.test_elf import compile_c
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
 
-ALL_FIXTURES = sorted(p.name.removesuffix(".bpf.c") for p in FIXTURES.glob("*.bpf.c"))
+ALL_FIXTURES = fixture_names()
 
 
 def numbers() -> Callable[[str], int]:
@@ -36,12 +36,17 @@ def prepared(name: str) -> tuple[ObjectSpec, PreparedObject, Callable[[str], int
     return obj, prepare(obj, fds), fds
 
 
+#: Programs that cannot be prepared on purpose (libbpf cannot load them either).
+UNPREPARABLE = {"twofiles": {"unknown_kind"}}
+
+
 @pytest.mark.parametrize("fixture", ALL_FIXTURES)
 def test_every_fixture_prepares_with_map_references_on_reserved_numbers(fixture: str) -> None:
     obj, prep, fds = prepared(fixture)
     with prep:
-        assert not prep.failed, {n: str(e) for n, e in prep.failed.items()}
-        assert set(prep.programs) == set(obj.programs)
+        unpreparable = UNPREPARABLE.get(fixture, set())
+        assert set(prep.failed) == unpreparable, {n: str(e) for n, e in prep.failed.items()}
+        assert set(prep.programs) == set(obj.programs) - unpreparable
         for name, p in prep.programs.items():
             expected = set(obj.maps_used(name))
             if any(e in prep.externs.kconfig_offsets for e in obj.externs_used(name)):

@@ -7,7 +7,7 @@ import os
 import pytest
 
 import dynbpf
-from dynbpf.errors import DynbpfError, StateError, SyscallError
+from dynbpf.errors import DynbpfError, StateError
 from dynbpf.sys import commands
 from dynbpf.sys.constants import MapType
 from dynbpf.sys.fd import Fd
@@ -46,7 +46,7 @@ def test_globals_written_by_a_tracepoint_program_read_back_by_name(no_fd_leak: N
 
 def test_rodata_is_frozen_and_constants_are_checked(no_fd_leak: None) -> None:
     with dynbpf.open(build("globals")) as coll:
-        with pytest.raises(SyscallError):
+        with pytest.raises(StateError, match=r"globals:\.rodata' is frozen .*constants="):
             coll.rodata.target_tgid = 5
         assert coll.rodata.target_tgid == 0
     with pytest.raises(DynbpfError, match=r"no read-only global 'hits'.*target_tgid"):

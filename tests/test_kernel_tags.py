@@ -15,8 +15,10 @@ checks the list is exact in both directions, so it cannot rot.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from elftools.elf.sections import SymbolTableSection
 
 from dynbpf.features import attach as attach_features
 from dynbpf.features.result import Support
-from tests.bpfbuild import FIXTURES, build
+from tests.bpfbuild import build, fixture_names
 from tests.libbpf_oracle import (
     LIBBPF_REFUSES,
     LibbpfError,
@@ -47,7 +49,7 @@ pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
 
 ENOTSUPP = 524  # kernel-internal "not supported", which bpf(2) returns as is
 
-FIXTURE_NAMES = sorted(p.name.removesuffix(".bpf.c") for p in FIXTURES.glob("*.bpf.c"))
+FIXTURE_NAMES = fixture_names()
 
 #: The synthetic 200-program agent object (bench/synth.py) and the programs sampled from it:
 #: each residue of the index mod 3 and mod 4 (which maps a program touches), first and last.
@@ -120,6 +122,11 @@ LIBBPF_CANNOT: dict[str, Cannot] = {
     ),
     **_kernel_refuses(attach_features.lsm(), "kinds/lsm_file_open", "kinds/lsm_s_committed_creds"),
     **_kernel_refuses(attach_features.iterator_target("bpf_map_elem"), "attach/number_lines"),
+    "twofiles/unknown_kind": Cannot(
+        "deliberately in a section no convention knows: libbpf opens the object and fails this program",
+        errno.EINVAL,
+        _UNKNOWN_SECTION,
+    ),
     "struct_ops/dyn_link_init": Cannot(
         "libbpf 1.1 does not know SEC(struct_ops.s/...) (sleepable struct_ops, newer than it)",
         errno.EINVAL,
@@ -143,7 +150,20 @@ LOAD_TOGETHER: dict[str, tuple[str, ...]] = {
     "tailcalls": ("xdp_stage_parse", "xdp_stage_count", "xdp_stage_drop"),
     "lifecycle": ("stage_drop",),
     "stress": (*(f"sx_xdp_stage{i}" for i in range(4)), "sx_sk_stage0", "sx_sk_stage1"),
+    "twofiles": ("second_stage",),
 }
+
+
+@contextlib.contextmanager
+def map_edits(fixture: str) -> Iterator[tuple[dict[str, dict[str, object]], dict[str, Any]]]:
+    """The map edits a fixture needs before load (sizes it leaves to the loader): libbpf's and dynbpf's."""
+    if fixture != "map_edits":
+        yield {}, {}
+        return
+    from tests.test_kernel_mapedits import EDITS, RING, libbpf_edits, ring_buffer
+
+    with ring_buffer(RING) as inner:
+        yield libbpf_edits(inner), EDITS
 
 
 def object_path(fixture: str) -> Path:
@@ -211,7 +231,8 @@ def test_libbpf_loads_alone(fixture: str, program: str, no_fd_leak: None) -> Non
         with pytest.raises(LibbpfError):
             load_one(object_path(fixture), program)
         return
-    lib = load_one(object_path(fixture), program, also=LOAD_TOGETHER.get(fixture, ()))
+    with map_edits(fixture) as (edits, _):
+        lib = load_one(object_path(fixture), program, also=LOAD_TOGETHER.get(fixture, ()), edits=edits)
     cannot = LIBBPF_CANNOT.get(key)
     if cannot is None:
         assert lib.loaded, f"libbpf cannot load {key}; if that is expected, list it in LIBBPF_CANNOT:\n{lib.why()}"
@@ -244,9 +265,10 @@ def test_same_tag_as_libbpf(fixture: str, program: str, no_fd_leak: None) -> Non
     import dynbpf
 
     _require_program(fixture, program)
-    lib = load_one(object_path(fixture), program, also=LOAD_TOGETHER.get(fixture, ()))
+    with map_edits(fixture) as (edits, ours):
+        lib = load_one(object_path(fixture), program, also=LOAD_TOGETHER.get(fixture, ()), edits=edits)
     assert lib.loaded, lib.why()
-    with dynbpf.open(object_path(fixture)) as coll:
+    with dynbpf.open(object_path(fixture), map_edits=ours) as coll:
         prog = coll.programs[program]
         prog.load()
         our_maps = {fd: map_name(fd) for fd in map_fds(prog.prepared.instructions)}

@@ -69,11 +69,11 @@ from dynbpf.prepare.btf_sanitize import (
 from dynbpf.sys import commands
 from dynbpf.sys.attrs import BtfInfo
 from tests import bpfbuild
+from tests.libbpf_oracle import LIBBPF_REFUSES
 
-FIXTURES = sorted(p.name.removesuffix(".bpf.c") for p in bpfbuild.FIXTURES.glob("*.bpf.c"))
+FIXTURES = bpfbuild.fixture_names()
 EDGES = "btf_edges"  # compiled here from EDGES_SOURCE: what the shared fixtures do not exercise
-#: libbpf 1.1 refuses these at open, so they are left out of the comparison (test_libbpf_refuses_legacy_maps)
-LIBBPF_REFUSES = {"legacy_maps": 'libbpf 1.0 dropped SEC("maps") struct bpf_map_def definitions'}
+#: libbpf 1.1 refuses tests.libbpf_oracle.LIBBPF_REFUSES at open, so they are left out of the comparison
 FEATURES = [f.name for f in dataclasses.fields(BtfSupport)]
 
 EDGES_SOURCE = r"""
@@ -176,7 +176,10 @@ def _libbpf() -> ctypes.CDLL:
     for fn, restype, argtypes in (
         ("bpf_object__open_file", vp, [ctypes.c_char_p, vp]),
         ("bpf_object__next_program", vp, [vp, vp]),
+        ("bpf_object__next_map", vp, [vp, vp]),
+        ("bpf_map__set_autocreate", ctypes.c_int, [vp, ctypes.c_bool]),
         ("bpf_program__set_autoload", ctypes.c_int, [vp, ctypes.c_bool]),
+        ("bpf_program__type", ctypes.c_int, [vp]),
         ("bpf_object__load", ctypes.c_int, [vp]),
         ("bpf_object__btf_fd", ctypes.c_int, [vp]),
         ("bpf_object__close", None, [vp]),
@@ -213,15 +216,22 @@ def libbpf_btf(path: Path) -> bytes:
     Programs are not loaded (autoload off), which keeps the comparison about
     BTF alone. An object whose prog arrays name programs (tail calls) cannot be
     loaded that way, since libbpf fills the slots at load; it is loaded whole
-    (each program with the object's own autoload setting).
+    (each program with the object's own autoload setting, except those whose
+    section libbpf does not know: it could not load them). An object whose
+    maps are sized by the loader (max_entries 0) is loaded without creating maps.
     """
     lib = _libbpf()
-    for whole in (False, True):
+    for whole, maps in ((False, True), (True, True), (False, False)):
         with _libbpf_object(path) as obj:
             prog = lib.bpf_object__next_program(obj, None)
-            while prog and not whole:
-                lib.bpf_program__set_autoload(prog, False)
+            while prog:
+                if not whole or lib.bpf_program__type(prog) == 0:  # BPF_PROG_TYPE_UNSPEC
+                    lib.bpf_program__set_autoload(prog, False)
                 prog = lib.bpf_object__next_program(obj, prog)
+            m = lib.bpf_object__next_map(obj, None)
+            while m and not maps:
+                lib.bpf_map__set_autocreate(m, False)
+                m = lib.bpf_object__next_map(obj, m)
             if lib.bpf_object__load(obj) == 0:
                 return _kernel_btf(lib.bpf_object__btf_fd(obj))
     raise AssertionError(f"libbpf 1.1 could not load {path} (see its messages above)")

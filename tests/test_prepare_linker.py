@@ -10,10 +10,10 @@ from dynbpf.asm.slots import SlotMap
 from dynbpf.elf import read
 from dynbpf.elf.spec import FunctionPointer, SubprogramCall
 from dynbpf.prepare.linker import link
-from tests.bpfbuild import FIXTURES, build
+from tests.bpfbuild import build, fixture_names
 from tests.test_elf import compile_c
 
-FIXTURE_NAMES = sorted(p.name.removesuffix(".bpf.c") for p in FIXTURES.glob("*.bpf.c"))
+FIXTURE_NAMES = fixture_names()
 
 pytestmark = [pytest.mark.needs_clang]
 

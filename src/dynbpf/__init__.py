@@ -1,19 +1,33 @@
-"""dynbpf: a pure-Python eBPF loader and program-lifecycle manager."""
+"""dynbpf: a pure-Python eBPF loader and program-lifecycle manager.
 
-from dynbpf.elf import ObjectSpec, read
+Only the error classes are imported with the package; every other public
+name is imported on first use (``dynbpf._lazy``), so ``import dynbpf`` stays
+cheap for code that does not load anything.
+"""
+
+from __future__ import annotations
+
+from dynbpf import _lazy
 from dynbpf.errors import (
     AttachError,
     DynbpfError,
     KernelUnsupported,
+    MapEditError,
     ObjectFormatError,
     RelocationError,
     StateError,
     SyscallError,
     VerifierError,
 )
-from dynbpf.runtime.collection import Collection, open
-from dynbpf.runtime.program import Program
-from dynbpf.runtime.state import MapPolicy, ProgramState
+
+TYPE_CHECKING = False  # not typing's: importing typing costs a bare `import dynbpf` ~20 ms; mypy knows the name
+if TYPE_CHECKING:
+    from dynbpf.elf.reader import read
+    from dynbpf.elf.spec import ObjectSpec
+    from dynbpf.runtime.collection import Collection, open
+    from dynbpf.runtime.mapedit import MapEdit
+    from dynbpf.runtime.program import Program
+    from dynbpf.runtime.state import MapPolicy, ProgramState
 
 __version__ = "0.1.0"
 
@@ -22,6 +36,8 @@ __all__ = [
     "Collection",
     "DynbpfError",
     "KernelUnsupported",
+    "MapEdit",
+    "MapEditError",
     "MapPolicy",
     "ObjectFormatError",
     "ObjectSpec",
@@ -35,3 +51,16 @@ __all__ = [
     "open",
     "read",
 ]
+
+if not TYPE_CHECKING:  # hidden from mypy, which would otherwise accept any attribute of the package
+    __getattr__, __dir__ = _lazy.exports(
+        __name__,
+        {
+            "dynbpf.elf.reader": ("read",),
+            "dynbpf.elf.spec": ("ObjectSpec",),
+            "dynbpf.runtime.collection": ("Collection", "open"),
+            "dynbpf.runtime.mapedit": ("MapEdit",),
+            "dynbpf.runtime.program": ("Program",),
+            "dynbpf.runtime.state": ("MapPolicy", "ProgramState"),
+        },
+    )

@@ -120,5 +120,18 @@ class StateError(DynbpfError):
     """An operation is illegal in the object's current state; says what is allowed."""
 
 
+class MapEditError(DynbpfError, ValueError):
+    """A map edit (``dynbpf.MapEdit``) does not fit the map it names; ``map`` and ``field`` say which.
+
+    Raised by ``dynbpf.open`` before anything is created.
+    """
+
+    def __init__(self, map_name: str, field: str | None, message: str) -> None:
+        self.map = map_name
+        self.field = field
+        where = f"map {map_name!r}" + (f", {field}" if field else "")
+        super().__init__(f"map_edits: {where}: {message}")
+
+
 class AttachError(DynbpfError):
     """Attaching a program to its hook failed."""

@@ -1,7 +1,24 @@
 """eBPF instructions: model, encoding, slot offsets, disassembly."""
 
-from dynbpf.asm.disasm import disassemble, format_listing, text
-from dynbpf.asm.insn import Insn, decode, encode
-from dynbpf.asm.slots import SlotMap, slot_offsets
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dynbpf import _lazy
+
+if TYPE_CHECKING:
+    from dynbpf.asm.disasm import disassemble, format_listing, text
+    from dynbpf.asm.insn import Insn, decode, encode
+    from dynbpf.asm.slots import SlotMap, slot_offsets
 
 __all__ = ["Insn", "SlotMap", "decode", "disassemble", "encode", "format_listing", "slot_offsets", "text"]
+
+if not TYPE_CHECKING:  # names load on first use (dynbpf._lazy); mypy sees the imports above
+    __getattr__, __dir__ = _lazy.exports(
+        __name__,
+        {
+            "dynbpf.asm.disasm": ("disassemble", "format_listing", "text"),
+            "dynbpf.asm.insn": ("Insn", "decode", "encode"),
+            "dynbpf.asm.slots": ("SlotMap", "slot_offsets"),
+        },
+    )

@@ -96,6 +96,8 @@ def attach(kind: ProgramKind, prog_fd: int, *, name: str, attach_btf_id: int = 0
     """
     prog_fd = operator.index(prog_fd)
     request = Request(name, kind_label(kind))
+    if kind.error is not None and not target:
+        raise request.error(f"{kind.error}; the program loads, but attach() needs its target passed explicitly")
     prog_type = kind.prog_type
     if prog_type == ProgType.PERF_EVENT:
         return attach_perf_event(request, prog_fd, target)

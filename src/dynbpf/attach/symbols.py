@@ -13,11 +13,11 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from elftools.elf.elffile import ELFFile
-from elftools.elf.gnuversions import GNUVerDefSection, GNUVerSymSection
-from elftools.elf.sections import Symbol, SymbolTableSection
+if TYPE_CHECKING:
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import Symbol, SymbolTableSection
 
 T = TypeVar("T")
 
@@ -52,6 +52,8 @@ def functions_matching(path: str, pattern: str) -> dict[str, int]:
 
 
 def _read(path: str, fn: Callable[[ELFFile], T]) -> T:
+    from elftools.elf.elffile import ELFFile  # pyelftools costs ~0.2 s to import: only for uprobes that need it
+
     try:
         with open(path, "rb") as f:
             return fn(ELFFile(f))
@@ -72,6 +74,8 @@ def _offset(elf: ELFFile, symbol: Symbol, path: str) -> int:
 
 
 def _glob(elf: ELFFile, path: str, pattern: str) -> dict[str, int]:
+    from elftools.elf.sections import SymbolTableSection
+
     found: dict[str, int] = {}
     for table_name in TABLES:
         table = elf.get_section_by_name(table_name)
@@ -91,6 +95,8 @@ def _glob(elf: ELFFile, path: str, pattern: str) -> dict[str, int]:
 
 
 def _find(elf: ELFFile, path: str, name: str) -> FunctionLocation:
+    from elftools.elf.sections import SymbolTableSection
+
     seen_tables = []
     not_functions: list[str] = []
     for table_name in TABLES:
@@ -145,6 +151,8 @@ def _candidate(index: int, symbol: Symbol, versions: dict[int, tuple[str | None,
 
 def _versions(elf: ELFFile, table: SymbolTableSection, indices: list[int]) -> dict[int, tuple[str | None, bool]]:
     """Symbol index -> (version name, is default) from ``.gnu.version``, for ``indices`` of ``table``."""
+    from elftools.elf.gnuversions import GNUVerDefSection, GNUVerSymSection
+
     versym = next((s for s in elf.iter_sections() if isinstance(s, GNUVerSymSection)), None)
     if not indices or versym is None or elf.get_section(versym["sh_link"]).name != table.name:
         return {}

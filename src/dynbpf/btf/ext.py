@@ -12,12 +12,14 @@ through the object's ``.BTF`` string table.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import struct
+from array import array
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from dynbpf.btf.errors import EncodingError, NameNotFound
 from dynbpf.btf.kinds import BTF_MAGIC
@@ -87,6 +89,120 @@ class ExtInfo:
 
 
 R = TypeVar("R")
+Located = FuncInfo | LineInfo | CoreRelo  # a record at an instruction offset
+Kind = Literal["func", "line", "core"]
+_REGIONS: tuple[tuple[Kind, str, struct.Struct], ...] = (
+    ("func", "func_info", _FUNC),
+    ("line", "line_info", _LINE),
+    ("core", "CO-RE relocation", _CORE),
+)
+_RECORD = {kind: record for kind, _, record in _REGIONS}
+_LAST_CORE_KIND = max(CoreReloKind)
+
+
+class ExtIndex:
+    """``.BTF.ext`` with its structure checked and its records decoded only where asked.
+
+    A large object carries a line record for every few instructions (73,000
+    in a 245-program agent); decoding them all costs more than a selective
+    load. The index checks the header and every block at once, then decodes
+    the records of one section and instruction range on request
+    (:meth:`records`), each record's strings checked as it is decoded.
+    Safe to use from several threads: the per-section indexes it builds are
+    equal whoever builds them.
+    """
+
+    def __init__(self, data: bytes, btf: Spec, *, section: str = ".BTF.ext") -> None:
+        self._parser = p = _Parser(bytes(data), btf, section)
+        data = p.data
+        if len(data) < _PREFIX.size:
+            raise p.fail(".BTF.ext shorter than its header", 0)
+        magic, version, flags, hdr_len = _PREFIX.unpack_from(data)
+        if magic != BTF_MAGIC:
+            raise p.fail(f"bad .BTF.ext magic {magic:#06x}", 0)
+        if version != 1:
+            raise p.fail(f"unsupported .BTF.ext version {version}", 2)
+        if flags:
+            raise p.fail(f"unknown .BTF.ext flags {flags:#x}", 3)
+        if hdr_len < _HEADER_V1 or hdr_len > len(data):
+            raise p.fail(f"bad .BTF.ext header length {hdr_len}", 4)
+        regions = [_REGION.unpack_from(data, 8), _REGION.unpack_from(data, 16)]
+        regions.append(_REGION.unpack_from(data, 24) if hdr_len >= _HEADER_CORE else (0, 0))
+        self._blocks: dict[Kind, dict[str, list[tuple[int, int]]]] = {}
+        self._sizes: dict[Kind, int] = {}
+        for i, ((kind, what, record), (off, length)) in enumerate(zip(_REGIONS, regions, strict=True)):
+            if hdr_len + off + length > len(data):
+                raise p.fail(f"{what} region runs past the end", 8 + 8 * i)
+            self._blocks[kind], self._sizes[kind] = p.blocks(what, hdr_len + off, length, record)
+        self._sorted: dict[tuple[Kind, str], tuple[list[int], list[int]]] = {}
+
+    def sections(self, kind: Kind) -> list[str]:
+        return list(self._blocks[kind])
+
+    def records(self, kind: Kind, section: str, start: int = 0, end: int | None = None) -> list[Located]:
+        """The records of ``section`` at instruction byte offsets [start, end), by offset (file order for ties)."""
+        found = self._sorted.get((kind, section))
+        if found is None:
+            positions = [
+                at
+                for pos, count in self._blocks[kind].get(section, ())
+                for at in range(pos, pos + count * self._sizes[kind], self._sizes[kind])
+            ]
+            data = self._parser.data
+            positions.sort(key=lambda at: _U32.unpack_from(data, at)[0])  # stable: file order among equals
+            offsets = [_U32.unpack_from(data, at)[0] for at in positions]
+            found = self._sorted[(kind, section)] = (positions, offsets)
+        positions, offsets = found
+        lo = bisect.bisect_left(offsets, start)
+        hi = len(offsets) if end is None else bisect.bisect_left(offsets, end)
+        decode, record = self._decoder(kind), _RECORD[kind]
+        return [decode(record.unpack_from(self._parser.data, at), at) for at in positions[lo:hi]]
+
+    def line_words(self, section: str, start: int, end: int) -> array[int]:
+        """The line records of ``section`` in [start, end) as the kernel's ``bpf_line_info`` words.
+
+        Instruction offsets become slots from ``start``; string offsets stay
+        the object's (its BTF keeps them), so nothing is decoded: a load
+        needs no ``LineInfo`` objects. Strings are only checked to lie in the
+        string table.
+        """
+        self.records("line", section, start, start)  # builds the sorted index
+        positions, offsets = self._sorted[("line", section)]
+        lo, hi = bisect.bisect_left(offsets, start), bisect.bisect_left(offsets, end)
+        words: array[int] = array("I")
+        data, limit = self._parser.data, self._parser.btf.strings.end_offset
+        for at in positions[lo:hi]:
+            insn_off, file_off, line_off, line_col = _LINE.unpack_from(data, at)
+            if (insn_off - start) % 8 or file_off >= limit or line_off >= limit:
+                raise self._parser.fail(
+                    f"line_info record for {section}+{insn_off:#x} is misaligned or names a string outside .BTF", at
+                )
+            words.extend(((insn_off - start) // 8, file_off, line_off, line_col))
+        return words
+
+    def _decoder(self, kind: Kind) -> Callable[[tuple[int, ...], int], Located]:
+        p = self._parser
+        if kind == "line":
+            return p.line
+        if kind == "core":
+            return p.core
+        return lambda r, at: FuncInfo(r[0], r[1])
+
+    def all(self) -> ExtInfo:
+        """Every record, by section in file order: :class:`ExtInfo`."""
+        return ExtInfo(*(MappingProxyType(self._in_file_order(kind)) for kind, _, _ in _REGIONS))  # type: ignore[arg-type]
+
+    def _in_file_order(self, kind: Kind) -> dict[str, tuple[Located, ...]]:
+        decode, size, record = self._decoder(kind), self._sizes[kind], _RECORD[kind]
+        data = self._parser.data
+        return {
+            name: tuple(
+                decode(record.unpack_from(data, at), at)
+                for pos, count in blocks
+                for at in range(pos, pos + count * size, size)
+            )
+            for name, blocks in self._blocks[kind].items()
+        }
 
 
 class _Parser:
@@ -109,12 +225,13 @@ class _Parser:
             raise self.fail(f"string offset {offset} is outside the .BTF string table", at) from None
         return found
 
-    def region(
-        self, what: str, start: int, length: int, record: struct.Struct, decode: Callable[[tuple[int, ...], int], R]
-    ) -> Mapping[str, tuple[R, ...]]:
-        out: dict[str, tuple[R, ...]] = {}
+    def blocks(
+        self, what: str, start: int, length: int, record: struct.Struct
+    ) -> tuple[dict[str, list[tuple[int, int]]], int]:
+        """Where each section's records are: ``{section: [(position, count)...]}``, and the record size."""
+        out: dict[str, list[tuple[int, int]]] = {}
         if length == 0:
-            return MappingProxyType(out)
+            return out, record.size
         end = start + length
         if length < 4:
             raise self.fail(f"{what} region shorter than its record size field", start)
@@ -132,12 +249,9 @@ class _Parser:
             pos += _SEC.size
             if count > (end - pos) // rec_size:
                 raise self.fail(f"{what} block of {count} records runs past the region", pos)
-            recs = tuple(
-                decode(record.unpack_from(self.data, at), at) for at in range(pos, pos + count * rec_size, rec_size)
-            )
-            out[name] = out.get(name, ()) + recs
+            out.setdefault(name, []).append((pos, count))  # a linked object has a block per input file
             pos += count * rec_size
-        return MappingProxyType(out)
+        return out, rec_size
 
     def line(self, rec: tuple[int, ...], at: int) -> LineInfo:
         insn_off, file_off, line_off, line_col = rec
@@ -151,37 +265,14 @@ class _Parser:
 
     def core(self, rec: tuple[int, ...], at: int) -> CoreRelo:
         insn_off, type_id, access_off, kind = rec
-        if kind > max(CoreReloKind):
+        if kind > _LAST_CORE_KIND:
             raise self.fail(f"unknown CO-RE relocation kind {kind}", at)
         return CoreRelo(insn_off, type_id, self.string(access_off, at), CoreReloKind(kind))
 
 
 def parse_ext(data: bytes, btf: Spec, *, section: str = ".BTF.ext") -> ExtInfo:
-    """Decode ``.BTF.ext``; ``btf`` is the same object's ``.BTF`` (it holds the strings)."""
-    p = _Parser(bytes(data), btf, section)
-    data = p.data
-    if len(data) < _PREFIX.size:
-        raise p.fail(".BTF.ext shorter than its header", 0)
-    magic, version, flags, hdr_len = _PREFIX.unpack_from(data)
-    if magic != BTF_MAGIC:
-        raise p.fail(f"bad .BTF.ext magic {magic:#06x}", 0)
-    if version != 1:
-        raise p.fail(f"unsupported .BTF.ext version {version}", 2)
-    if flags:
-        raise p.fail(f"unknown .BTF.ext flags {flags:#x}", 3)
-    if hdr_len < _HEADER_V1 or hdr_len > len(data):
-        raise p.fail(f"bad .BTF.ext header length {hdr_len}", 4)
-    regions = [_REGION.unpack_from(data, 8), _REGION.unpack_from(data, 16)]
-    regions.append(_REGION.unpack_from(data, 24) if hdr_len >= _HEADER_CORE else (0, 0))
-    for i, (off, length) in enumerate(regions):
-        if hdr_len + off + length > len(data):
-            raise p.fail(f"{('func_info', 'line_info', 'CO-RE relocation')[i]} region runs past the end", 8 + 8 * i)
-    (func_off, func_len), (line_off, line_len), (core_off, core_len) = regions
-    return ExtInfo(
-        func_info=p.region("func_info", hdr_len + func_off, func_len, _FUNC, lambda r, at: FuncInfo(r[0], r[1])),
-        line_info=p.region("line_info", hdr_len + line_off, line_len, _LINE, p.line),
-        core_relos=p.region("CO-RE relocation", hdr_len + core_off, core_len, _CORE, p.core),
-    )
+    """Decode all of ``.BTF.ext``; ``btf`` is the same object's ``.BTF`` (it holds the strings)."""
+    return ExtIndex(data, btf, section=section).all()
 
 
 def encode_ext(ext: ExtInfo, btf: Spec) -> bytes:

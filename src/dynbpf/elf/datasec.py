@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from dynbpf.btf.kinds import Kind
 from dynbpf.btf.spec import Spec
 from dynbpf.btf.types import Datasec, Var
-from dynbpf.elf.image import STT_FILE_OR_SECTION, Image, Section
+from dynbpf.elf.image import STT_FILE_OR_SECTION, Image, Section, Symbol
 from dynbpf.errors import ObjectFormatError
 
 
@@ -24,6 +24,7 @@ class PlacedVar:
     offset: int
     size: int
     hidden: bool = False  # the symbol has hidden visibility: libbpf makes such a variable static
+    symbol: Symbol | None = None  # the ELF symbol of the variable, where there is one
 
 
 def find_datasec(btf: Spec, name: str) -> tuple[int, Datasec] | None:
@@ -35,19 +36,31 @@ def find_datasec(btf: Spec, name: str) -> tuple[int, Datasec] | None:
 
 
 def placed_vars(image: Image, sec: Section, btf: Spec, datasec: Datasec) -> list[PlacedVar]:
-    symbols = {
-        s.name: s for s in image.symbols if s.shndx == sec.index and s.name and s.type not in STT_FILE_OR_SECTION
-    }
+    """Each variable of ``datasec`` with its place in ``sec``.
+
+    A DATASEC with a size was laid out already (libbpf's linker does it), so
+    its offsets are final and a symbol is matched by place and name: a linked
+    object may have several static variables of one name. Otherwise (clang's
+    own output) the symbol of that name gives the place.
+    """
+    symbols = [s for s in image.symbols if s.shndx == sec.index and s.name and s.type not in STT_FILE_OR_SECTION]
+    by_name = {s.name: s for s in symbols}
+    by_place = {(s.value, s.name): s for s in symbols}
+    laid_out = datasec.size != 0
     out = []
     for vsi in datasec.vars:
         var = btf[vsi.type]
         if not isinstance(var, Var):
             raise ObjectFormatError(f"DATASEC {sec.name} lists type {vsi.type}, which is not a VAR", section=".BTF")
-        sym = symbols.get(var.name)
-        offset, size = (sym.value, sym.size or vsi.size) if sym else (vsi.offset, vsi.size)
+        if laid_out:
+            sym = by_place.get((vsi.offset, var.name))
+            offset, size = vsi.offset, vsi.size
+        else:
+            sym = by_name.get(var.name)
+            offset, size = (sym.value, sym.size or vsi.size) if sym else (vsi.offset, vsi.size)
         if offset + size > sec.size:
             raise ObjectFormatError(f"variable {var.name!r} lies outside its section", section=sec.name, offset=offset)
-        out.append(PlacedVar(var, vsi.type, offset, size, sym is not None and sym.hidden))
+        out.append(PlacedVar(var, vsi.type, offset, size, sym is not None and sym.hidden, sym))
     return out
 
 

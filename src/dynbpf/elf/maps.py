@@ -14,9 +14,10 @@ from dataclasses import replace
 
 from dynbpf.btf import graph
 from dynbpf.btf.spec import Spec
-from dynbpf.btf.types import Array, Enum, Enum64, FuncProto, Member, Ptr, Struct
+from dynbpf.btf.types import Array, Enum, Enum64, FuncProto, Member, Ptr, Struct, VarLinkage
 from dynbpf.elf.datasec import placed_vars, require_datasec
 from dynbpf.elf.image import R_BPF_64_ABS64, STT_FILE_OR_SECTION, Image, Section, Symbol
+from dynbpf.elf.names import Named, file_of, unique_names
 from dynbpf.elf.spec import MapSpec, Pinning
 from dynbpf.errors import ObjectFormatError
 from dynbpf.sys.constants import MapFlags, MapType
@@ -29,14 +30,23 @@ _MAP_IN_MAP = (MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS)
 _LEGACY_DEF = struct.Struct("<IIIII")
 
 
-def read_btf_maps(image: Image, sec: Section, btf: Spec, functions: Mapping[tuple[int, int], str]) -> Found:
+def read_btf_maps(
+    image: Image, sec: Section, btf: Spec, functions: Mapping[tuple[int, int], str], files: Mapping[int, str]
+) -> Found:
+    """The maps of ``.maps``; static maps of one name (from different files of a linked object) named apart."""
     placed = placed_vars(image, sec, btf, require_datasec(btf, sec))
+    names = unique_names(
+        [
+            Named(p.var.name, p.var.linkage != VarLinkage.STATIC, file_of(files, p.symbol), sec.name, p.offset)
+            for p in placed
+        ]
+    )
     relocs = _relocs_by_offset(image, sec)
-    reader = _BtfMaps(btf, sec, functions, {p.offset: p.var.name for p in placed})
+    reader = _BtfMaps(btf, sec, functions, {p.offset: name for p, name in zip(placed, names, strict=True)})
     found: Found = []
-    for p in placed:
+    for p, name in zip(placed, names, strict=True):
         own = {off: sym for off, sym in relocs.items() if p.offset <= off < p.offset + p.size}
-        m = reader.definition(p.var.name, p.var.type, p.offset, own)
+        m = reader.definition(name, p.var.type, p.offset, own)
         found.append((sec.index, p.offset, replace(m, btf_var=p.var_id)))
     return found
 

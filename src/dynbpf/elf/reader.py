@@ -12,17 +12,21 @@ what a program needs.
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import hashlib
 import os
 import struct
+import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 from dynbpf.asm.insn import Insn, decode
 from dynbpf.asm.slots import SlotMap
 from dynbpf.btf import graph
 from dynbpf.btf.errors import TypeNotFound
-from dynbpf.btf.ext import ExtInfo, LineInfo, parse_ext
+from dynbpf.btf.ext import CoreRelo, ExtIndex, FuncInfo, LineInfo
 from dynbpf.btf.kinds import Kind
 from dynbpf.btf.spec import Spec
 from dynbpf.btf.types import Datasec, Func, FuncLinkage, Var, VarLinkage
@@ -43,16 +47,19 @@ from dynbpf.elf.image import (
     Symbol,
 )
 from dynbpf.elf.maps import read_btf_maps, read_legacy_maps, read_struct_ops
-from dynbpf.elf.sections import program_kind
+from dynbpf.elf.names import Named, file_of, source_files, unique_names
+from dynbpf.elf.sections import lenient_kind
 from dynbpf.elf.spec import (
     CoreRelocation,
     DataReference,
     ExternKind,
     ExternReference,
     ExternSpec,
+    FunctionBody,
     FunctionPointer,
     FunctionSpec,
     KfuncCall,
+    LazyBody,
     MapReference,
     MapSpec,
     ObjectSpec,
@@ -72,8 +79,15 @@ KCONFIG = ".kconfig"
 KSYMS = ".ksyms"
 
 
-def read(source: str | os.PathLike[str] | bytes, *, name: str | None = None) -> ObjectSpec:
-    """Parse a BPF object file (a path, or its bytes)."""
+def read(source: str | os.PathLike[str] | bytes, *, name: str | None = None, lazy: bool = False) -> ObjectSpec:
+    """Parse a BPF object file (a path, or its bytes).
+
+    Everything is checked and decoded now, unless ``lazy``: then each
+    function's instructions, relocations and ``.BTF.ext`` records are
+    decoded the first time they are used (``dynbpf.open`` reads lazily, so
+    a program never loaded is never decoded), and a malformed function
+    raises ``ObjectFormatError`` at that moment, for that function only.
+    """
     if isinstance(source, bytes):
         data, default_name = source, "object"
     else:
@@ -84,7 +98,13 @@ def read(source: str | os.PathLike[str] | bytes, *, name: str | None = None) -> 
             raise ObjectFormatError(f"cannot read {path}: {e.strerror}") from None
         default_name = path.name.split(".", 1)[0] or "object"
     try:
-        return _Reader(Image(data), name or default_name).spec()
+        spec = dataclasses.replace(
+            _Reader(Image(data), name or default_name).spec(), digest=hashlib.sha256(data).digest()
+        )
+        if not lazy:
+            for fn in spec.functions.values():
+                fn.body.get()
+        return spec
     except TypeNotFound as e:  # a type id stored in the object that its BTF does not define
         raise ObjectFormatError(f"dangling BTF type reference: {e}", section=".BTF") from None
 
@@ -98,18 +118,24 @@ class _Function:
     name: str
     section: Section
     offset: int
-    insns: list[Insn]
-    slots: SlotMap
     symbol: Symbol
     code: bytes
+    _decoded: tuple[list[Insn], SlotMap] | None = None
 
     @property
     def end(self) -> int:
-        return self.offset + self.slots.total_slots * 8
+        return self.offset + len(self.code)
+
+    def decoded(self, known: dict[bytes, Insn]) -> tuple[list[Insn], SlotMap]:
+        if self._decoded is None:
+            insns = decode(self.code, section=self.section.name, base=self.offset, known=known)
+            self._decoded = (insns, SlotMap.of(insns))
+        return self._decoded
 
     def index_of(self, byte_off: int, *, where: str) -> int:
-        """Position in ``insns`` of the instruction at section byte offset ``byte_off``."""
-        index = self.slots.index_at_byte(byte_off - self.offset)
+        """Position in the instructions of the one at section byte offset ``byte_off``."""
+        assert self._decoded is not None
+        index = self._decoded[1].index_at_byte(byte_off - self.offset)
         if index is None:
             raise ObjectFormatError(
                 f"offset does not start an instruction of {self.name!r}", section=where, offset=byte_off
@@ -122,8 +148,12 @@ class _Reader:
         self.image = image
         self.name = name
         self.btf = self._btf()
-        self.ext = self._ext()
+        self.ext = self._ext()  # structure checked; records decoded per function when it is
         self.functions: dict[int, list[_Function]] = {}  # by section index, sorted by offset
+        self.files = source_files(image)
+        self._relocs: dict[int, dict[int, list[Reloc]]] = {}  # section index -> function offset -> relocations
+        self._known: dict[bytes, Insn] = {}  # equal encodings share one Insn across the object
+        self._lock = threading.Lock()  # function bodies decode one at a time, each once
 
     # --- entry point ------------------------------------------------------------------
 
@@ -134,27 +164,29 @@ class _Reader:
         self._functions()
         function_names = {(f.section.index, f.offset): f.name for fs in self.functions.values() for f in fs}
         if MAPS in img.by_name:
-            self._add_maps(maps, map_at, read_btf_maps(img, img.by_name[MAPS], self._need_btf(MAPS), function_names))
+            found = read_btf_maps(img, img.by_name[MAPS], self._need_btf(MAPS), function_names, self.files)
+            self._add_maps(maps, map_at, found)
         if LEGACY_MAPS in img.by_name:
             self._add_maps(maps, map_at, read_legacy_maps(img, img.by_name[LEGACY_MAPS]))
         for sec_name in STRUCT_OPS_SECTIONS:
             if sec_name in img.by_name:
                 found = read_struct_ops(img, img.by_name[sec_name], self._need_btf(sec_name), function_names)
                 self._add_maps(maps, map_at, found)
-        variables: dict[str, VariableSpec] = {}
+        placed: list[tuple[VariableSpec, Named]] = []
         for sec in img.sections:
             if is_data_section(sec.name) and sec.size and sec.type in (SHT_PROGBITS, SHT_NOBITS):
                 data_map, sec_vars = self._data_section(sec)
                 self._add_maps(maps, map_at, [(sec.index, 0, data_map)])
-                for var in sec_vars:
-                    variables.setdefault(var.name, var)
+                placed.extend(sec_vars)
+        names = unique_names([named for _, named in placed])
+        variables = {name: replace(var, name=name) for (var, _), name in zip(placed, names, strict=True)}
         externs = self._externs()
         functions = {f.name: self._function_spec(f, map_at, externs) for fs in self.functions.values() for f in fs}
         programs = {}
         for fs in self.functions.values():
             for f in fs:
                 if f.section.name != TEXT:
-                    programs[f.name] = ProgramSpec(functions[f.name], program_kind(f.section.name))
+                    programs[f.name] = ProgramSpec(functions[f.name], lenient_kind(f.section.name))
         return ObjectSpec(
             name=self.name,
             license=self._license(),
@@ -183,11 +215,11 @@ class _Reader:
         sec = self.image.by_name.get(".BTF")
         return Spec.parse(self.image.contents(sec), section=".BTF") if sec else None
 
-    def _ext(self) -> ExtInfo | None:
+    def _ext(self) -> ExtIndex | None:
         sec = self.image.by_name.get(".BTF.ext")
         if sec is None or self.btf is None:
             return None
-        return parse_ext(self.image.contents(sec), self.btf, section=".BTF.ext")
+        return ExtIndex(self.image.contents(sec), self.btf, section=".BTF.ext")
 
     def _need_btf(self, section: str) -> Spec:
         if self.btf is None:
@@ -207,7 +239,6 @@ class _Reader:
         for sym in img.symbols:
             if sym.type == STT_FUNC and 0 < sym.shndx < len(img.sections):
                 by_section.setdefault(sym.shndx, []).append(sym)
-        known: dict[bytes, Insn] = {}  # equal encodings share one Insn across the object
         for sec in img.sections:
             if not sec.executable or not sec.size:
                 continue
@@ -232,13 +263,23 @@ class _Reader:
                     )
                 if fns and sym.value < fns[-1].end:
                     raise ObjectFormatError(f"function {sym.name!r} overlaps {fns[-1].name!r}", section=sec.name)
-                raw = code[sym.value : sym.value + sym.size]
-                insns = decode(raw, section=sec.name, base=sym.value, known=known)
-                fns.append(_Function(sym.name, sec, sym.value, insns, SlotMap.of(insns), sym, raw))
+                fns.append(_Function(sym.name, sec, sym.value, sym, code[sym.value : sym.value + sym.size]))
             self.functions[sec.index] = fns
+            by_function: dict[int, list[Reloc]] = {}
             for rel in img.relocations_for(sec):
-                if self._function_at(sec, rel.offset) is None:
+                owner = self._function_at(sec, rel.offset)
+                if owner is None:
                     raise ObjectFormatError("relocation outside any function", section=sec.name, offset=rel.offset)
+                by_function.setdefault(owner.offset, []).append(rel)
+            self._relocs[sec.index] = by_function
+        every = [f for fs in self.functions.values() for f in fs]
+        named = [self._named(f.symbol, f.section.name, f.offset) for f in every]
+        for f, name in zip(every, unique_names(named), strict=True):
+            f.name = name
+
+    def _named(self, sym: Symbol | None, section: str, offset: int, name: str = "") -> Named:
+        is_global = sym is not None and sym.bind != STB_LOCAL
+        return Named(name or (sym.name if sym else ""), is_global, file_of(self.files, sym), section, offset)
 
     def _function_at(self, sec: Section, byte_off: int) -> _Function | None:
         fns = self.functions.get(sec.index, [])
@@ -256,41 +297,57 @@ class _Reader:
     def _function_spec(
         self, f: _Function, map_at: Mapping[tuple[int, int], str], externs: Mapping[str, ExternSpec]
     ) -> FunctionSpec:
+        return FunctionSpec(
+            name=f.name,
+            section=f.section.name,
+            offset=f.offset,
+            code=f.code,
+            global_function=f.symbol.bind != STB_LOCAL and not f.symbol.hidden,
+            body=LazyBody(partial(self._body, f, map_at, externs), self._lock, partial(self._lines, f)),
+        )
+
+    def _body(
+        self, f: _Function, map_at: Mapping[tuple[int, int], str], externs: Mapping[str, ExternSpec]
+    ) -> FunctionBody:
+        """Decode ``f``: instructions, categorised relocations, its ``.BTF.ext`` records."""
+        insns, slots = f.decoded(self._known)
         relocs: dict[int, Relocation] = {}
         sec = f.section
-        for rel in self.image.relocations_for(sec):
-            if f.offset <= rel.offset < f.end:
-                index = f.index_of(rel.offset, where=sec.name)
-                relocs[index] = self._classify(f, index, rel, map_at, externs)
-        for index, insn in enumerate(f.insns):
+        for rel in self._relocs[sec.index].get(f.offset, ()):
+            index = f.index_of(rel.offset, where=sec.name)
+            relocs[index] = self._classify(f, insns[index], index, rel, map_at=map_at, externs=externs)
+        for index, insn in enumerate(insns):
             if index not in relocs and insn.is_pseudo_call:
-                here = f.slots.slot(index)
+                here = slots.slot(index)
                 target = f.offset + 8 * insn.jump_target(here)
                 callee = self._function_starting(sec, target, where=sec.name, at=f.offset + 8 * here)
                 relocs[index] = SubprogramCall(index, callee.name)
-        func_type, line_info, core = self._ext_for(f)
+        func_type, line_words, core = self._ext_for(f)
         ordered = [relocs[i] for i in sorted(relocs)] + core
-        return FunctionSpec(
-            name=f.name,
-            section=sec.name,
-            offset=f.offset,
-            instructions=tuple(f.insns),
-            code=f.code,
-            relocations=tuple(ordered),
-            func_type_id=func_type,
-            line_info=line_info,
-            global_function=f.symbol.bind != STB_LOCAL and not f.symbol.hidden,
-        )
+        return FunctionBody(tuple(insns), tuple(ordered), func_type, line_words)
+
+    def _lines(self, f: _Function) -> tuple[tuple[int, LineInfo], ...]:
+        """``f``'s line records decoded, by instruction position (for messages; loads use the raw records)."""
+        if self.ext is None:
+            return ()
+        f.decoded(self._known)
+        out = []
+        for li in self.ext.records("line", f.section.name, f.offset, f.end):
+            assert isinstance(li, LineInfo)
+            out.append((f.index_of(li.insn_off, where=".BTF.ext"), li))
+        return tuple(out)
 
     def _classify(
         self,
         f: _Function,
+        insn: Insn,
         index: int,
         rel: Reloc,
+        *,
         map_at: Mapping[tuple[int, int], str],
         externs: Mapping[str, ExternSpec],
     ) -> Relocation:
-        insn, sym, where = f.insns[index], rel.symbol, f.section.name
+        sym, where = rel.symbol, f.section.name
         at = rel.offset
 
         def fail(why: str) -> ObjectFormatError:
@@ -334,55 +391,59 @@ class _Reader:
             if not 0 <= offset <= target.size:
                 raise fail(f"points outside {target.name} (offset {offset})")
             return DataReference(index, target.name, offset)
-        name = map_at.get((target.index, sym.value))
+        # a static map is referred to through its section's symbol, its offset in the instruction
+        name = map_at.get((target.index, sym.value + (insn.imm if sym.type == STT_SECTION else 0)))
         if name is None:
             raise fail(f"points into section {target.name!r} at {sym.value:#x}, where no map is defined")
         return MapReference(index, name)
 
-    def _ext_for(self, f: _Function) -> tuple[int, tuple[tuple[int, LineInfo], ...], list[CoreRelocation]]:
+    def _ext_for(self, f: _Function) -> tuple[int, bytes, list[CoreRelocation]]:
         if self.ext is None:
-            return 0, (), []
+            return 0, b"", []
         sec, where = f.section.name, ".BTF.ext"
-        end = f.end
         func_type = 0
-        for fi in self.ext.func_info.get(sec, ()):
-            if fi.insn_off == f.offset:
-                func_type = fi.type
-        lines = tuple(
-            (f.index_of(li.insn_off, where=where), li)
-            for li in self.ext.line_info.get(sec, ())
-            if f.offset <= li.insn_off < end
-        )
-        core = [
-            CoreRelocation(f.index_of(r.insn_off, where=where), r.type, r.access, r.kind)
-            for r in self.ext.core_relos.get(sec, ())
-            if f.offset <= r.insn_off < end
-        ]
+        for fi in self.ext.records("func", sec, f.offset, f.offset + 1):
+            assert isinstance(fi, FuncInfo)
+            func_type = fi.type  # the last record for an offset wins, as libbpf's search does
+        lines = self.ext.line_words(sec, f.offset, f.end).tobytes()
+        core = []
+        for r in self.ext.records("core", sec, f.offset, f.end):
+            assert isinstance(r, CoreRelo)
+            core.append(CoreRelocation(f.index_of(r.insn_off, where=where), r.type, r.access, r.kind))
         return func_type, lines, core
 
     # --- global data -------------------------------------------------------------------
 
-    def _data_section(self, sec: Section) -> tuple[MapSpec, list[VariableSpec]]:
+    def _data_section(self, sec: Section) -> tuple[MapSpec, list[tuple[VariableSpec, Named]]]:
         data = self.image.contents(sec)
         flags = MapFlags.RDONLY_PROG if sec.name.startswith(".rodata") else 0
         found = self._datasec(sec.name)
         if found is not None and self.btf is not None:
             placed = placed_vars(self.image, sec, self.btf, found[1])
             entries = [
-                (p.var.name, p.offset, p.size, p.var.type, p.var.linkage != VarLinkage.STATIC and not p.hidden)
+                (
+                    p.var.name,
+                    p.offset,
+                    p.size,
+                    p.var.type,
+                    p.var.linkage != VarLinkage.STATIC and not p.hidden,
+                    p.symbol,
+                )
                 for p in placed
             ]
         else:  # no BTF: the symbol table is all there is
             symbols = [s for s in self.image.symbols if s.shndx == sec.index and s.type == STT_OBJECT]
-            entries = [(s.name, s.value, s.size, 0, s.bind != STB_LOCAL and not s.hidden) for s in symbols]
+            entries = [(s.name, s.value, s.size, 0, s.bind != STB_LOCAL and not s.hidden, s) for s in symbols]
         variables = []
-        for name, offset, size, type_id, is_global in entries:
+        for name, offset, size, type_id, is_global, sym in entries:
             if offset + size > sec.size:
                 raise ObjectFormatError(f"variable {name!r} lies outside its section", section=sec.name, offset=offset)
-            variables.append(
-                VariableSpec(name, sec.name, offset, size, type_id, is_global, data[offset : offset + size])
-            )
-        variables.sort(key=lambda v: v.offset)
+            var = VariableSpec(name, sec.name, offset, size, type_id, is_global, data[offset : offset + size])
+            static = sym is not None and sym.bind == STB_LOCAL
+            variables.append((var, Named(name, not static, file_of(self.files, sym), sec.name, offset)))
+        variables.sort(key=lambda v: v[0].offset)
+        if found is not None and any(v.is_global for v, _ in variables):
+            flags |= MapFlags.MMAPABLE  # libbpf's rule: a skeleton exposes at least one variable
         data_map = MapSpec(
             name=sec.name,
             type=MapType.ARRAY,

@@ -12,20 +12,20 @@ itself or ``name/<target>``; a pattern ending in ``/`` matches any name it
 prefixes; anything else must match exactly. A leading ``?`` only turns
 autoload off.
 
-Targets are parsed here, once, so that a malformed one (``tp/sched``,
-``kprobe/f+x``) is an error while reading the object rather than a surprise
-at attach time. Parsing is stricter than libbpf's scanf formats, which
-silently drop trailing junk; see docs/sections.md.
+Targets are parsed here, once. A malformed one (``tp/sched``,
+``uprobe/func``) does not stop the object, as in libbpf: the program loads
+and its kind says why it cannot be attached without an explicit target.
+Parsing is stricter than libbpf's scanf formats, which silently drop
+trailing junk; see docs/sections.md.
 """
 
 from __future__ import annotations
 
-import difflib
 import enum
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 
 from dynbpf.errors import ObjectFormatError
 from dynbpf.sys.constants import AttachType, ProgFlags, ProgType
@@ -240,6 +240,13 @@ class ProgramKind:
     with ``is None``, since ``AttachType.CGROUP_INET_INGRESS`` is also 0.
     ``target`` is None for kinds without one and for bare sections such as
     ``SEC("kprobe")``, whose target the caller supplies at attach time.
+
+    ``error`` says why the section name cannot be used as it stands, yet
+    does not stop the object from opening (libbpf's leniency): a target
+    libbpf could not auto-attach (``SEC("uprobe/func")``: no binary), so the
+    program loads and only an ``attach()`` without an explicit target
+    fails; or, with ``prog_type`` UNSPEC, a section no convention knows, so
+    that one program cannot load and the others are unaffected.
     """
 
     section: str
@@ -252,6 +259,7 @@ class ProgramKind:
     attacher: Attacher
     target: AttachTarget | None
     rule: str
+    error: str | None = None
 
     @property
     def prog_flags(self) -> ProgFlags:
@@ -398,11 +406,14 @@ SECTION_RULES: tuple[SectionRule, ...] = (
 del P, A, At, T
 
 
+@lru_cache(maxsize=1024)  # a linked agent has 150 programs in one section: match its name once
 def program_kind(section: str) -> ProgramKind:
     """Read an ELF section name the way libbpf does.
 
-    Raises ``UnknownSection`` when no convention matches and
-    ``ObjectFormatError`` when one matches but its target is malformed.
+    Raises ``UnknownSection`` when no convention matches. A known kind
+    whose target is malformed is returned without a target and with
+    ``error`` saying what is wrong, as libbpf loads such programs and only
+    fails to auto-attach them.
     """
     name = section.removeprefix("?")
     for rule in SECTION_RULES:
@@ -410,7 +421,7 @@ def program_kind(section: str) -> ProgramKind:
             break
     else:
         raise UnknownSection(f"no program type is known for this section name{_suggest(name)}", section=section)
-    target = None
+    target, error = None, None
     if rule.target is not None and name != rule.base:
         rest = name[len(rule.base) + 1 :]
         parse, forms = _SYNTAX[rule.target]
@@ -418,9 +429,7 @@ def program_kind(section: str) -> ProgramKind:
             target = parse(rest)
         except _TargetError as e:
             expected = " or ".join(f"{rule.base}/{form}" for form in forms)
-            raise ObjectFormatError(
-                f"malformed {rule.base} target {_clip(rest)!r}: {e}; expected {expected}", section=section
-            ) from None
+            error = f"section {section!r}: malformed {rule.base} target {_clip(rest)!r}: {e}; expected {expected}"
     return ProgramKind(
         section=name,
         prog_type=rule.prog_type,
@@ -432,7 +441,32 @@ def program_kind(section: str) -> ProgramKind:
         attacher=rule.attacher,
         target=target,
         rule=rule.pattern,
+        error=error,
     )
+
+
+def lenient_kind(section: str) -> ProgramKind:
+    """``program_kind``, except that a section no convention knows gives a kind that cannot load.
+
+    libbpf opens such an object and fails only that program's load
+    ("missing BPF prog type"); the kind carries the reason for that moment.
+    """
+    try:
+        return program_kind(section)
+    except UnknownSection as e:
+        return ProgramKind(
+            section=section.removeprefix("?"),
+            prog_type=ProgType.UNSPEC,
+            expected_attach_type=None,
+            attach_btf=False,
+            sleepable=False,
+            xdp_frags=False,
+            autoload=not section.startswith("?"),
+            attacher=Attacher.NONE,
+            target=None,
+            rule="",
+            error=str(e),
+        )
 
 
 class _TargetError(ValueError):
@@ -589,6 +623,8 @@ _TAKE_TARGETS = frozenset(r.base for r in SECTION_RULES if r.target is not None)
 
 def _suggest(name: str) -> str:
     """Up to four rule names close to the whole name or to its kind (the part before '/')."""
+    import difflib  # only an unknown section pays for it
+
     probes = (name[:64], name.partition("/")[0][:64])
     close = dict.fromkeys(m for p in probes for m in difflib.get_close_matches(p, _KNOWN_NAMES, n=4, cutoff=0.7))
     if not close:

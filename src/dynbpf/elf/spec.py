@@ -8,12 +8,15 @@ list, maps and variables by name. Nothing here refers to the kernel.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from dynbpf.asm.insn import Insn
 from dynbpf.btf.ext import CoreReloKind, LineInfo
 from dynbpf.btf.spec import Spec
+from dynbpf.elf.names import source_name
 from dynbpf.elf.sections import ProgramKind
 from dynbpf.sys.constants import MapType
 
@@ -82,27 +85,109 @@ Relocation = (
 )
 
 
+class FunctionBody(NamedTuple):
+    """What a function's bytes decode to: the costly part of a :class:`FunctionSpec`."""
+
+    instructions: tuple[Insn, ...]
+    relocations: tuple[Relocation, ...] = ()
+    func_type_id: int = 0  # BTF FUNC of this function (from func_info), 0 without BTF
+    line_words: bytes = b""  # bpf_line_info records, slots from the function's start, the object's string offsets
+
+
+class LazyBody:
+    """A body decoded on first use, once: a large object's unloaded programs are never decoded.
+
+    Line records are decoded into ``LineInfo`` objects separately, only when
+    someone reads them (a verifier error's source line, inspect): a load
+    needs only the raw records.
+    """
+
+    __slots__ = ("_lines", "_load", "_lock", "_value", "_value_lines")
+
+    def __init__(
+        self,
+        load: Callable[[], FunctionBody],
+        lock: threading.Lock,
+        lines: Callable[[], tuple[tuple[int, LineInfo], ...]] | None = None,
+    ) -> None:
+        self._load = load
+        self._lines = lines
+        self._lock = lock
+        self._value: FunctionBody | None = None
+        self._value_lines: tuple[tuple[int, LineInfo], ...] | None = None
+
+    def get(self) -> FunctionBody:
+        value = self._value
+        if value is None:
+            with self._lock:
+                value = self._value
+                if value is None:
+                    value = self._value = self._load()
+        return value
+
+    def lines(self) -> tuple[tuple[int, LineInfo], ...]:
+        value = self._value_lines
+        if value is None:
+            with self._lock:
+                value = self._value_lines
+                if value is None:
+                    value = self._value_lines = self._lines() if self._lines is not None else ()
+        return value
+
+
 @dataclass(frozen=True, slots=True)
 class FunctionSpec:
     """One BPF function: an entry program or a subprogram.
 
     ``offset`` is the function's byte offset in its ELF section; ``relocations``
-    and ``line_info`` use positions in ``instructions``.
+    and ``line_info`` use positions in ``instructions``. The instructions,
+    relocations and ``.BTF.ext`` records are decoded from ``code`` when first
+    used (see :func:`dynbpf.elf.read`'s ``lazy``); a malformed function then
+    raises ``ObjectFormatError`` at that moment.
     """
 
     name: str
     section: str
     offset: int
-    instructions: tuple[Insn, ...]
-    relocations: tuple[Relocation, ...] = ()
-    func_type_id: int = 0  # BTF FUNC of this function (from func_info), 0 without BTF
-    line_info: tuple[tuple[int, LineInfo], ...] = ()
+    code: bytes = field(repr=False)  # the bytes the instructions decode from
     global_function: bool = False  # a non-static function: verified on its own by the kernel
-    code: bytes = field(default=b"", repr=False, compare=False)  # the bytes ``instructions`` decode from
+    body: LazyBody = field(repr=False, compare=False, kw_only=True)
+
+    @property
+    def instructions(self) -> tuple[Insn, ...]:
+        return self.body.get().instructions
+
+    @property
+    def relocations(self) -> tuple[Relocation, ...]:
+        return self.body.get().relocations
+
+    @property
+    def func_type_id(self) -> int:
+        return self.body.get().func_type_id
+
+    @property
+    def line_info(self) -> tuple[tuple[int, LineInfo], ...]:
+        """``.BTF.ext`` line records as (instruction position, line), decoded on first use."""
+        return self.body.lines()
+
+    @property
+    def line_words(self) -> bytes:
+        """The line records as the kernel takes them, slots from the function's start."""
+        return self.body.get().line_words
+
+    @property
+    def slot_count(self) -> int:
+        """Instruction slots (8 bytes each; an ldimm64 takes two), known without decoding."""
+        return len(self.code) // 8
+
+    @property
+    def symbol_name(self) -> str:
+        """The name the object gives this function (``name`` is unique in the object, this need not be)."""
+        return source_name(self.name)
 
     def encoded(self) -> bytes:
         """The function's bytes as in the object (before any relocation): prepare copies them per program."""
-        return self.code or b"".join(i.encode() for i in self.instructions)
+        return self.code
 
     @property
     def calls(self) -> tuple[str, ...]:
@@ -222,6 +307,7 @@ class ObjectSpec:
     variables: Mapping[str, VariableSpec]
     externs: Mapping[str, ExternSpec]
     btf: Spec | None = field(default=None, repr=False)
+    digest: bytes = field(default=b"", repr=False)  # sha256 of the object file: what a prepared cache is keyed by
 
     @property
     def subprograms(self) -> Mapping[str, FunctionSpec]:

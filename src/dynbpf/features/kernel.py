@@ -60,6 +60,22 @@ def mmapable_arrays() -> Support:
 
 
 @cached
+def prog_bind_map() -> Support:
+    """BPF_PROG_BIND_MAP (5.10): a program can hold a map it does not reference (libbpf binds .rodata)."""
+    with create_map(MapType.ARRAY, 4, 8, 1) as m, load(ProgType.SOCKET_FILTER, return_imm(0)) as t:
+        if m.fd is None or t.fd is None:
+            return Support("BPF_PROG_BIND_MAP", False, f"array -> {m.result}, socket_filter -> {t.result}")
+        try:
+            commands.prog_bind_map(t.fd.raw, m.fd.raw)
+            err = 0
+        except SyscallError as e:
+            err = e.errno
+        return Support(
+            "BPF_PROG_BIND_MAP", err == 0, f"BPF_PROG_BIND_MAP of an array to a socket_filter -> {outcome(err)}"
+        )
+
+
+@cached
 def batch_ops() -> Support:
     with create_map(MapType.HASH, 4, 4, 1) as m:
         if m.fd is None:

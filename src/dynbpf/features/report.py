@@ -22,6 +22,7 @@ KERNEL_FEATURES: dict[str, Callable[[], Support]] = {
     "isa_v4": kernel.isa_v4,
     "prog_name": kernel.prog_name,
     "mmapable_arrays": kernel.mmapable_arrays,
+    "prog_bind_map": kernel.prog_bind_map,
     "batch_ops": kernel.batch_ops,
     "bpf_cookie": kernel.bpf_cookie,
     "memcg_accounting": kernel.memcg_accounting,

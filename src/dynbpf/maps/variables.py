@@ -7,8 +7,11 @@ with the codec of its BTF type, over one of two backings:
 - :meth:`Variables.of_buffer`: any writable buffer, read and written in
   place. A ``bytearray`` holding a section's initial bytes is how
   ``.rodata`` constants are set *before* the map is created (the verifier
-  sees them as constants, so they must be final at load); an ``mmap`` of a
-  ``BPF_F_MMAPABLE`` map gives direct, race-free access to a live one.
+  sees them as constants, so they must be final at load).
+- :meth:`Variables.of_mapping`: an :class:`~dynbpf.maps.mapping.ArrayMapping`
+  of a live ``BPF_F_MMAPABLE`` map (what libbpf skeletons use): every access
+  is a memory access, and once the mapping is closed (its map was freed)
+  every access raises ``StateError``.
 - :meth:`Variables.of_map`: the map fd, through lookup/update of key 0.
   Writing one variable rewrites the whole value, so it can undo a
   concurrent write by a program to *another* variable of the same section
@@ -24,12 +27,14 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from dynbpf.btf.spec import Spec
 from dynbpf.errors import DynbpfError
 from dynbpf.maps.codec import Codec, codec_for
 from dynbpf.maps.errors import CodecError
+from dynbpf.maps.mapping import ArrayMapping
 from dynbpf.sys import commands
 from dynbpf.sys.fd import Fd
 
@@ -53,7 +58,7 @@ class VariableLike(Protocol):
 class _Store(Protocol):
     size: int
 
-    def read(self) -> memoryview: ...
+    def read(self) -> AbstractContextManager[memoryview]: ...
 
     def write(self, patches: list[tuple[int, bytes]]) -> None: ...
 
@@ -76,6 +81,22 @@ class _BufferStore:
         with memoryview(self.buffer) as view, view.cast("B") as flat:
             for offset, data in patches:
                 flat[offset : offset + len(data)] = data
+
+
+class _MappedStore:
+    __slots__ = ("mapping", "size")
+
+    def __init__(self, mapping: ArrayMapping) -> None:
+        self.mapping = mapping
+        self.size = mapping.size
+
+    def read(self) -> AbstractContextManager[memoryview]:
+        return self.mapping.view()
+
+    def write(self, patches: list[tuple[int, bytes]]) -> None:
+        with self.mapping.view(write=True) as view:
+            for offset, data in patches:
+                view[offset : offset + len(data)] = data
 
 
 class _MapStore:
@@ -140,6 +161,11 @@ class Variables:
         return cls(_BufferStore(buffer), btf, variables)
 
     @classmethod
+    def of_mapping(cls, mapping: ArrayMapping, btf: Spec, variables: Iterable[VariableLike]) -> Variables:
+        """Variables of a live data section through its memory mapping (no syscall per access)."""
+        return cls(_MappedStore(mapping), btf, variables)
+
+    @classmethod
     def of_map(cls, fd: Fd | int, btf: Spec, variables: Iterable[VariableLike]) -> Variables:
         """Variables of a live data section map (``fd`` is borrowed, never closed here)."""
         return cls(_MapStore(fd), btf, variables)
@@ -188,6 +214,12 @@ class Variables:
             offset, codec = self._entry(name)
             patches.append((offset, codec.encode(value, path=name)))
         self._store.write(patches)
+
+    @property
+    def _mapping(self) -> ArrayMapping | None:
+        """The memory mapping the variables live in (None for other backings)."""
+        store = self._store
+        return store.mapping if isinstance(store, _MappedStore) else None
 
     def _type(self, name: str) -> Codec:
         """The codec of variable ``name`` (its ``name`` attribute spells the C type)."""

@@ -36,7 +36,7 @@ class KernelTarget:
 
 def needs_kernel_target(kind: ProgramKind) -> bool:
     """True for kinds whose target is a kernel BTF type (not a BPF program: freplace)."""
-    return kind.attach_btf and kind.prog_type != ProgType.EXT and isinstance(kind.target, BtfTarget)
+    return kind.attach_btf and kind.prog_type != ProgType.EXT
 
 
 def find_kernel_target(
@@ -49,7 +49,8 @@ def find_kernel_target(
     """Look ``kind``'s target up in vmlinux, then in module BTF (or only where the section says)."""
     target = kind.target
     if not isinstance(target, BtfTarget):
-        raise RelocationError(f"program {program!r}: section {kind.section!r} names no kernel attach target")
+        why = kind.error or f"section {kind.section!r} names no kernel attach target"
+        raise RelocationError(f"program {program!r}: {why} (the kernel verifies it against that target)")
     attach = kind.expected_attach_type
     prefix, btf_kind = _PREFIXES.get(attach, ("", Kind.FUNC)) if attach is not None else ("", Kind.FUNC)
     name = prefix + target.name

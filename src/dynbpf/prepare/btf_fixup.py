@@ -152,11 +152,17 @@ class ElfLayout:
         for v in obj.variables.values():
             if v.section in sections:
                 variables.setdefault(v.name, Placement(v.offset, hidden=not v.is_global))
-        hidden = frozenset(f.name for f in obj.functions.values() if f.section == TEXT and not f.global_function)
+        hidden = frozenset(f.symbol_name for f in obj.functions.values() if f.section == TEXT and not f.global_function)
         btf = obj.btf
         if btf is not None:
             for sec_id, sec in _datasecs(btf):
-                if sec.size or sec.name in sections or sec.name in (KCONFIG, KSYMS):
+                if sec.name in sections or sec.name in (KCONFIG, KSYMS):
+                    continue
+                if sec.size:  # laid out by a linker: the symbols sit where the DATASEC says
+                    for vsi in sec.vars:
+                        var = _var(btf, sec_id, vsi)
+                        if var.linkage == VarLinkage.GLOBAL_ALLOCATED:
+                            variables.setdefault(var.name, Placement(vsi.offset))
                     continue
                 end = 0
                 for vsi in sec.vars:

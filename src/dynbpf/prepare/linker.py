@@ -44,8 +44,12 @@ class LinkedProgram:
     functions: tuple[Placed, ...]
     relocations: tuple[tuple[int, Relocation], ...]
     func_info: tuple[tuple[int, int], ...]  # (position, BTF FUNC id)
-    line_info: tuple[tuple[int, LineInfo], ...]
     slots: SlotMap
+
+    @property
+    def line_info(self) -> tuple[tuple[int, LineInfo], ...]:
+        """Every function's decoded line records, by position (decoding them is left to who reads them)."""
+        return tuple((p.start + index, li) for p in self.functions for index, li in p.function.line_info)
 
 
 def link(obj: ObjectSpec, program: str) -> LinkedProgram:
@@ -62,12 +66,10 @@ def link(obj: ObjectSpec, program: str) -> LinkedProgram:
     slots = SlotMap.of(insns)
     relocations: list[tuple[int, Relocation]] = []
     func_info: list[tuple[int, int]] = []
-    line_info: list[tuple[int, LineInfo]] = []
     for fn in order:
         base = starts[fn.name]
         if fn.func_type_id:
             func_info.append((base, fn.func_type_id))
-        line_info.extend((base + index, li) for index, li in fn.line_info)
         for r in fn.relocations:
             at = base + r.index
             if isinstance(r, SubprogramCall | FunctionPointer):
@@ -79,7 +81,7 @@ def link(obj: ObjectSpec, program: str) -> LinkedProgram:
     if any(fn.func_type_id for fn in order) and len(func_info) != len(order):
         missing = [fn.name for fn in order if not fn.func_type_id]
         raise RelocationError(f"program {program!r}: no BTF func_info for {', '.join(missing)}")
-    return LinkedProgram(program, tuple(insns), placed, tuple(relocations), tuple(func_info), tuple(line_info), slots)
+    return LinkedProgram(program, tuple(insns), placed, tuple(relocations), tuple(func_info), slots)
 
 
 def _retarget(insn: Insn, r: Relocation, delta: int, where: str) -> Insn:

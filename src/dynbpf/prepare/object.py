@@ -11,11 +11,14 @@ kept and raised when someone tries to load it.
 from __future__ import annotations
 
 import dataclasses
+import os
+import threading
 from array import array
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from dynbpf.asm.insn import Insn
+from dynbpf.asm.insn import Insn, call
 from dynbpf.asm.opcodes import PseudoLd
 from dynbpf.asm.slots import slot_offsets
 from dynbpf.btf import kernel
@@ -24,6 +27,7 @@ from dynbpf.btf.ext import LineInfo
 from dynbpf.btf.kinds import Kind
 from dynbpf.btf.spec import Spec
 from dynbpf.btf.types import Struct
+from dynbpf.elf.sections import AttachTarget
 from dynbpf.elf.spec import (
     DataReference,
     ExternReference,
@@ -36,16 +40,19 @@ from dynbpf.elf.spec import (
     ProgramSpec,
     SubprogramCall,
 )
-from dynbpf.errors import DynbpfError, RelocationError
+from dynbpf.errors import DynbpfError, ObjectFormatError, RelocationError
 from dynbpf.prepare import btf_fixup, btf_sanitize
-from dynbpf.prepare.attach_target import find_kernel_target, needs_kernel_target
+from dynbpf.prepare.attach_target import KernelTarget, find_kernel_target, needs_kernel_target
 from dynbpf.prepare.externs import ResolvedExterns, relocate_extern, resolve_externs
 from dynbpf.prepare.linker import link
 from dynbpf.prepare.modules import ModuleBtf
-from dynbpf.prepare.prepared import CoreFailure, PreparedProgram, encode_func_info, encode_line_info
+from dynbpf.prepare.prepared import CoreFailure, PreparedProgram, encode_func_info
 from dynbpf.sys.closing import Closing
-from dynbpf.sys.constants import MapType
+from dynbpf.sys.constants import AttachType, MapType, ProgType
 from dynbpf.sys.fd import Fd
+
+if TYPE_CHECKING:
+    from dynbpf.prepare.cache import PreparedCache
 
 KCONFIG_MAP = ".kconfig"
 
@@ -61,28 +68,106 @@ class StructOpsSlot:
 
 @dataclass(frozen=True, slots=True)
 class PreparedObject(Closing):
-    """An object ready for loading: final programs, the maps they need, the object's BTF in the kernel.
+    """An object ready for loading: the maps programs need, the object's BTF in the kernel, final programs.
 
+    Per-object work (externs, BTF fix-up and load, the CO-RE resolver) is
+    done by :func:`prepare`; each program is made final the first time
+    someone asks for it (:meth:`program`), exactly once, and kept. So a
+    caller who loads a tenth of a large object's programs prepares a tenth
+    of them, and a parallel load prepares each program in the worker that
+    then verifies it, overlapping Python with the kernel's verifier.
+    ``programs`` and ``failed`` prepare everything (libbpf's contract).
     Owns the BTF fd and module BTF fds it opened; :meth:`close` releases
-    them. ``failed`` holds programs that could not be prepared, with why.
-    Like libbpf, an object whose BTF the kernel refuses is still loadable
-    without it (``btf_error`` says why), unless it has struct_ops maps.
+    them. Like libbpf, an object whose BTF the kernel refuses is still
+    loadable without it (``btf_error`` says why), unless it has struct_ops maps.
     """
 
     spec: ObjectSpec
-    programs: Mapping[str, PreparedProgram]
-    failed: Mapping[str, DynbpfError]
     maps: Mapping[str, MapSpec]
     btf: Spec | None
     btf_fd: Fd | None
     externs: ResolvedExterns = field(repr=False)
     modules: ModuleBtf = field(repr=False)
+    table: _Programs = field(repr=False, compare=False)
     btf_error: DynbpfError | None = None  # why the kernel refused the object's BTF, if it did
+
+    def result(self, name: str) -> PreparedProgram | DynbpfError:
+        """Program ``name`` made final, or why it cannot be (prepared now if it was not yet)."""
+        return self.table.result(name)
+
+    def program(self, name: str) -> PreparedProgram:
+        """Program ``name`` made final; raises why it cannot be."""
+        got = self.table.result(name)
+        if isinstance(got, DynbpfError):
+            raise got
+        return got
+
+    @property
+    def programs(self) -> Mapping[str, PreparedProgram]:
+        """Every program that can be prepared (preparing all of them)."""
+        return {n: r for n in self.spec.programs if not isinstance(r := self.result(n), DynbpfError)}
+
+    @property
+    def failed(self) -> Mapping[str, DynbpfError]:
+        """Every program that cannot be prepared, with why (preparing all of them)."""
+        return {n: r for n in self.spec.programs if isinstance(r := self.result(n), DynbpfError)}
+
+    def save_cache(self) -> None:
+        """Write programs prepared since the last save to the prepared cache, if there is one."""
+        if self.table.cache is not None:
+            self.table.cache.save()
 
     def close(self) -> None:
         if self.btf_fd is not None:
             self.btf_fd.close()
         self.modules.close()
+
+
+class _Programs:
+    """Programs prepared on first request, once each; any thread may ask.
+
+    Preparing is Python work that holds the GIL, so one lock serialises it
+    at no cost in parallelism; results are immutable and read without it.
+    """
+
+    def __init__(self, context: _Context, cache: PreparedCache | None = None) -> None:
+        self._context = context
+        self._results: dict[str, PreparedProgram | DynbpfError] = {}
+        self._lock = threading.Lock()
+        self.cache = cache
+        self._numbers: dict[int, str] | None = None  # reserved fd number -> map, for the cache
+
+    def done(self, name: str) -> bool:
+        return name in self._results
+
+    def result(self, name: str) -> PreparedProgram | DynbpfError:
+        got = self._results.get(name)
+        if got is not None:
+            return got
+        prog = self._context.obj.programs.get(name)
+        if prog is None:
+            raise KeyError(f"object {self._context.obj.name!r} has no program {name!r}")
+        with self._lock:
+            got = self._results.get(name)
+            if got is None:
+                got = self.cache.get(name) if self.cache is not None else None
+            if got is None:
+                try:
+                    got = self._context.program(prog)
+                except DynbpfError as e:
+                    got = e
+                else:
+                    if self.cache is not None:
+                        self.cache.put(got, self._map_numbers())
+            self._results[name] = got
+            return got
+
+    def _map_numbers(self) -> dict[int, str]:
+        if self._numbers is None:
+            context = self._context
+            names = [*context.obj.maps, *([KCONFIG_MAP] if context.externs.kconfig_map is not None else [])]
+            self._numbers = {context.map_fd(n): n for n in names}
+        return self._numbers
 
 
 def prepare(
@@ -94,8 +179,22 @@ def prepare(
     kallsyms: Mapping[str, int] | None = None,
     btf_support: btf_sanitize.BtfSupport | None = None,
     layout: btf_fixup.ElfLayout | None = None,
+    absent_maps: frozenset[str] = frozenset(),
+    lazy: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
+    cache_key: bytes = b"",
 ) -> PreparedObject:
     """Make every program of ``obj`` final; ``map_fd(name)`` gives the reserved fd number of a map.
+
+    With ``lazy``, only the per-object work is done now; each program is
+    prepared when first asked for (see :class:`PreparedObject`).
+    With ``cache_dir``, programs prepared by an earlier run under the same
+    ``cache_key`` (which must cover everything the instructions depend on
+    beyond this object's BTF; see :mod:`dynbpf.prepare.cache`) are taken
+    from there, and programs prepared now are kept for :meth:`PreparedObject.save_cache`.
+    ``absent_maps`` are maps that will not be created (libbpf's
+    ``bpf_map__set_autocreate(map, false)``): like libbpf, references to
+    them are poisoned, so a program fails to load only if one is reachable.
 
     ``vmlinux``, ``config`` and ``kallsyms`` default to the running
     kernel's; tests pass others. ``layout`` is what the BTF fix-up needs
@@ -129,21 +228,30 @@ def prepare(
                 btf_fd.close()
                 btf_fd, btf = None, None
         context = _Context(
-            obj, map_fd, externs=externs, modules=modules, vmlinux=target_btf, with_btf_info=btf is not None
+            obj,
+            map_fd,
+            externs=externs,
+            modules=modules,
+            vmlinux=target_btf,
+            with_btf_info=btf is not None,
+            absent_maps=absent_maps,
         )
-        programs: dict[str, PreparedProgram] = {}
-        failed: dict[str, DynbpfError] = {}
-        for name, prog in obj.programs.items():
-            try:
-                programs[name] = context.program(prog)
-            except DynbpfError as e:
-                failed[name] = e
+        cached = None
+        if cache_dir is not None:
+            from dynbpf.prepare.cache import PreparedCache  # pickle and tempfile only for those who cache
+
+            key = PreparedCache.key([cache_key, b"with btf info" if btf is not None else b"without btf info"])
+            cached = PreparedCache(cache_dir, key, map_fd, context.function_lines)
+        table = _Programs(context, cached)
+        if not lazy:
+            for name in obj.programs:
+                table.result(name)
     except BaseException:
         if btf_fd is not None:
             btf_fd.close()
         modules.close()
         raise
-    return PreparedObject(obj, programs, failed, maps, btf, btf_fd, externs, modules, btf_error)
+    return PreparedObject(obj, maps, btf, btf_fd, externs, modules, table, btf_error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +264,7 @@ class _Relocated:
     maps: tuple[str, ...]
     linked_by_layout: tuple[int, ...]  # positions of calls and callback loads (the linker fixes those)
     spliced: tuple[int, ...]  # positions that became two instructions in ``flat``
+    absent_maps: tuple[tuple[int, str], ...] = ()  # (slot within the function, map): poisoned references
 
     def flat_index(self, index: int) -> int:
         return index + sum(1 for s in self.spliced if s < index)
@@ -173,6 +282,7 @@ class _Context:
         modules: ModuleBtf,
         vmlinux: Spec | None,
         with_btf_info: bool,
+        absent_maps: frozenset[str] = frozenset(),
     ) -> None:
         self.obj = obj
         self.map_fd = map_fd
@@ -180,12 +290,14 @@ class _Context:
         self.modules = modules
         self.vmlinux = vmlinux
         self.with_btf_info = with_btf_info
+        self.absent_maps = absent_maps
+        self.map_index = {name: i for i, name in enumerate(obj.maps)}
         self.resolver = Resolver(obj.btf, [vmlinux] if vmlinux is not None else None) if obj.btf else None
         self.fd_array: list[int] = [0]  # index 0 is vmlinux by the kernel's convention
         self.fd_index: dict[str, int] = {}
-        self.line_records: dict[str, array[int]] = {}  # bpf_line_info words, slots from 0
         self.fn_lines: dict[str, tuple[tuple[int, LineInfo], ...]] = {}
         self.relocated: dict[str, _Relocated | DynbpfError] = {}
+        self.kernel_targets: dict[tuple[AttachType | None, AttachTarget | None], KernelTarget] = {}
         self.struct_ops = _struct_ops_slots(obj, vmlinux)
 
     def fd_array_index(self, module: str) -> int:
@@ -197,11 +309,14 @@ class _Context:
 
     def program(self, prog: ProgramSpec) -> PreparedProgram:
         name = prog.name
+        if prog.kind.prog_type == ProgType.UNSPEC:
+            raise ObjectFormatError(f"program {name!r} cannot be loaded: {prog.kind.error}")
         linked = link(self.obj, name)
         slots = linked.slots
         code = bytearray()
         final: list[Insn] = []
         core_failures: list[CoreFailure] = []
+        absent: list[tuple[int, str]] = []
         used: dict[str, None] = {}
         for placed in linked.functions:
             fn, start = placed.function, placed.start
@@ -210,6 +325,7 @@ class _Context:
             code += done.code
             final.extend(done.flat)
             core_failures.extend(CoreFailure(base + slot, text) for slot, text in done.core_failures)
+            absent.extend((base + slot, m) for slot, m in done.absent_maps)
             used.update(dict.fromkeys(done.maps))
             for index in done.linked_by_layout:  # calls and callback loads: retargeted by the linker
                 insn = linked.instructions[start + index]
@@ -220,11 +336,11 @@ class _Context:
         if self.with_btf_info and self.obj.btf is not None:
             func_info = encode_func_info([(slots.slot(p), t) for p, t in linked.func_info])
             line_info = b"".join(self._line_records(p.function, slots.slot(p.start)) for p in linked.functions)
-        lines = tuple((slots.slot(p.start), self._lines(p.function)) for p in linked.functions)
+        lines = tuple((slots.slot(p.start), p.function.name) for p in linked.functions)
         attach_btf_id, attach_obj_fd, expected = 0, 0, prog.kind.expected_attach_type
         expected_attach_type = int(expected) if expected is not None else 0
         if needs_kernel_target(prog.kind):
-            target = find_kernel_target(prog.kind, program=name, vmlinux=self.vmlinux)
+            target = self._kernel_target(prog)
             attach_btf_id = target.btf_id
             if target.module is not None:
                 attach_obj_fd = self.modules.fd(target.module)
@@ -241,13 +357,24 @@ class _Context:
             func_info=func_info,
             line_info=line_info,
             lines=lines,
+            sources=self.function_lines,
             attach_btf_id=attach_btf_id,
             attach_btf_obj_fd=attach_obj_fd,
             expected_attach_type=expected_attach_type,
             maps=tuple(used),
             fd_array=tuple(self.fd_array) if len(self.fd_array) > 1 else (),
             core_failures=tuple(core_failures),
+            absent_maps=tuple(absent),
         )
+
+    def _kernel_target(self, prog: ProgramSpec) -> KernelTarget:
+        """Looked up once per distinct target: 200 programs on one tracepoint search kernel BTF once."""
+        kind = prog.kind
+        key = (kind.expected_attach_type, kind.target)
+        found = self.kernel_targets.get(key)
+        if found is None:
+            found = self.kernel_targets[key] = find_kernel_target(kind, program=prog.name, vmlinux=self.vmlinux)
+        return found
 
     def _relocated(self, fn: FunctionSpec) -> _Relocated:
         """``fn`` with its map, extern and CO-RE relocations applied: the same in every program that links it.
@@ -271,6 +398,7 @@ class _Context:
         starts = slot_offsets(insns)
         spliced: dict[int, tuple[Insn, ...]] = {}
         failures: list[tuple[int, str]] = []
+        absent: list[tuple[int, str]] = []
         used: dict[str, None] = {}
         by_layout: list[int] = []
         for r in fn.relocations:
@@ -279,6 +407,9 @@ class _Context:
             insn = insns[at]
             if isinstance(r, SubprogramCall | FunctionPointer):
                 by_layout.append(at)
+            elif isinstance(r, MapReference | DataReference) and r.map in self.absent_maps:
+                spliced[at] = _poisoned_map_load(self.map_index[r.map])
+                absent.append((starts[at], r.map))
             elif isinstance(r, MapReference | DataReference):
                 insns[at] = self._map_ref(insn, r, where)
                 used.setdefault(r.map)
@@ -305,16 +436,20 @@ class _Context:
                 else:
                     spliced[at] = patched
         code = bytearray(fn.encoded())
-        for at, insn in enumerate(insns):
-            if insn is not fn.instructions[at] or at in spliced:
-                encoded = b"".join(i.encode() for i in spliced.get(at, (insn,)))
+        original = fn.instructions
+        for r in fn.relocations:  # only relocated positions can differ from the object's bytes
+            at = r.index
+            if insns[at] is not original[at] or at in spliced:
+                encoded = b"".join(i.encode() for i in spliced.get(at, (insns[at],)))
                 code[8 * starts[at] : 8 * starts[at] + len(encoded)] = encoded
         flat = insns
         if spliced:
             flat = []
             for at, insn in enumerate(insns):
                 flat.extend(spliced.get(at, (insn,)))
-        return _Relocated(bytes(code), tuple(flat), tuple(failures), tuple(used), tuple(by_layout), tuple(spliced))
+        return _Relocated(
+            bytes(code), tuple(flat), tuple(failures), tuple(used), tuple(by_layout), tuple(spliced), tuple(absent)
+        )
 
     def _map_ref(self, insn: Insn, r: MapReference | DataReference, where: str) -> Insn:
         if not insn.is_ldimm64:
@@ -329,43 +464,33 @@ class _Context:
     def _kconfig_fd(self, r: ExternReference | KfuncCall) -> int:
         return self.map_fd(KCONFIG_MAP) if r.extern in self.externs.kconfig_offsets else -1
 
-    def _lines(self, fn: FunctionSpec) -> tuple[tuple[int, LineInfo], ...]:
-        lines = self.fn_lines.get(fn.name)
+    def function_lines(self, name: str) -> tuple[tuple[int, LineInfo], ...]:
+        """Function ``name``'s source lines by slot within it: what a message about one of its instructions quotes."""
+        lines = self.fn_lines.get(name)
         if lines is None:
+            fn = self.obj.functions[name]
             starts = slot_offsets(fn.instructions)
-            lines = self.fn_lines[fn.name] = tuple((starts[i], li) for i, li in fn.line_info)
+            lines = self.fn_lines[name] = tuple((starts[i], li) for i, li in fn.line_info)
         return lines
 
     def _line_records(self, fn: FunctionSpec, base: int) -> bytes:
-        """``fn``'s bpf_line_info records with slots counted from ``base``.
-
-        Encoded once per function (a subprogram is placed in many programs);
-        a placement only shifts the slot column.
-        """
-        words = self.line_records.get(fn.name)
-        if words is None:
-            starts = slot_offsets(fn.instructions)
-            words = self.line_records[fn.name] = array(
-                "I",
-                encode_line_info(
-                    [
-                        (starts[i], self._string(li.file_name), self._string(li.line), li.line_num, li.column)
-                        for i, li in fn.line_info
-                    ]
-                ),
-            )
-        if not base:
-            return words.tobytes()
+        """``fn``'s bpf_line_info records with slots counted from ``base``: the object's records, shifted."""
+        words = fn.line_words
+        if not base or not words:
+            return words
         placed = array("I", words)
-        placed[0::4] = array("I", map(base.__add__, words[0::4]))
+        placed[0::4] = array("I", map(base.__add__, placed[0::4]))
         return placed.tobytes()
 
-    def _string(self, s: str) -> int:
-        assert self.obj.btf is not None
-        offset = self.obj.btf.strings.find(s)
-        if offset is None:
-            raise RelocationError(f"line_info string {s[:40]!r} is missing from the object's BTF string table")
-        return offset
+
+#: libbpf's poison for a load of a map that is not created: ``call 2001000000 + map index``, reported by the
+#: verifier as ``invalid func unknown#2001000NNN`` only if the load is reachable.
+MAP_POISON_BASE = 2001000000
+
+
+def _poisoned_map_load(map_index: int) -> tuple[Insn, Insn]:
+    """Both slots of a map's ldimm64 turned into calls of a helper that does not exist (as libbpf does)."""
+    return (call(MAP_POISON_BASE + map_index), call(MAP_POISON_BASE + map_index))
 
 
 def _struct_ops_slots(obj: ObjectSpec, vmlinux: Spec | None) -> dict[str, StructOpsSlot]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import bisect
 import struct
 from array import array
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from dynbpf.asm.insn import Insn
 from dynbpf.btf.ext import LineInfo
@@ -67,15 +68,17 @@ class PreparedProgram:
     code: bytes
     func_info: bytes = b""
     line_info: bytes = b""
-    #: Source lines for messages, per function in layout order: (first slot, ((slot within it, line), ...)).
-    #: Shared with every program that links the function, so preparing one costs nothing per line.
-    lines: tuple[tuple[int, tuple[tuple[int, LineInfo], ...]], ...] = ()
+    #: Where each function landed, in layout order: (first slot, function name); ``sources(name)`` gives its
+    #: source lines as ((slot within it, line), ...), decoded only when a message needs one.
+    lines: tuple[tuple[int, str], ...] = ()
+    sources: Callable[[str], tuple[tuple[int, LineInfo], ...]] | None = field(default=None, compare=False, repr=False)
     attach_btf_id: int = 0
     attach_btf_obj_fd: int = 0  # 0: vmlinux
     expected_attach_type: int = 0
     maps: tuple[str, ...] = ()
     fd_array: tuple[int, ...] = ()
     core_failures: tuple[CoreFailure, ...] = ()
+    absent_maps: tuple[tuple[int, str], ...] = ()  # (slot, map): poisoned loads of maps that are not created
 
     @property
     def prog_type(self) -> ProgType:
@@ -100,14 +103,24 @@ class PreparedProgram:
 
     def source_line(self, slot: int) -> SourceLine | None:
         """The source line an instruction slot was compiled from: the nearest line_info at or before it."""
+        if self.sources is None:
+            return None
         at = bisect.bisect_right(self.lines, slot, key=_start) - 1
         while at >= 0:
-            start, lines = self.lines[at]
+            start, function = self.lines[at]
+            lines = self.sources(function)
             i = bisect.bisect_right(lines, slot - start, key=_start) - 1
             if i >= 0:
                 li = lines[i][1]
                 return SourceLine(li.file_name, li.line_num, li.column, li.line)
             at -= 1
+        return None
+
+    def absent_map(self, slot: int) -> str | None:
+        """The map that is not created whose (poisoned) load sits at ``slot``, if one does."""
+        for at, name in self.absent_maps:
+            if slot in (at, at + 1):
+                return name
         return None
 
     def core_failure(self, slot: int) -> CoreFailure | None:

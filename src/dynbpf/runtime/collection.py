@@ -10,32 +10,38 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dynbpf.btf.spec import Spec
 from dynbpf.elf.reader import read
 from dynbpf.elf.spec import ObjectSpec
 from dynbpf.errors import DynbpfError, StateError
-from dynbpf.maps.codec import record_decoder
-from dynbpf.maps.map import Map
-from dynbpf.maps.perfbuf import PerfBuffer
-from dynbpf.maps.reader import EventReader
-from dynbpf.maps.ringbuf import RingBuffer
-from dynbpf.maps.variables import Variables
+from dynbpf.features import kernel
 from dynbpf.prepare.btf_sanitize import BtfSupport
 from dynbpf.prepare.object import PreparedObject, prepare
 from dynbpf.prepare.prepared import PreparedProgram
-from dynbpf.runtime import parallel
+from dynbpf.runtime import mapedit, parallel
+from dynbpf.runtime.mapedit import MapEdit
 from dynbpf.runtime.mapregistry import MapRegistry
 from dynbpf.runtime.program import Program
 from dynbpf.runtime.state import MapPolicy, ProgramState
 from dynbpf.sys.closing import Closing
+from dynbpf.sys.constants import MapFlags
+
+if TYPE_CHECKING:  # the map views and event readers load with their first use (docs/architecture.md)
+    from dynbpf.maps.map import Map
+    from dynbpf.maps.perfbuf import PerfBuffer
+    from dynbpf.maps.reader import EventReader
+    from dynbpf.maps.ringbuf import RingBuffer
+    from dynbpf.maps.variables import Variables
 
 DISABLED = ProgramState.DISABLED
-_R = TypeVar("_R", bound=EventReader)
+_R = TypeVar("_R", bound="EventReader")
 
 
 class Collection(Closing):
@@ -51,17 +57,19 @@ class Collection(Closing):
         constants: Mapping[str, Any] | None = None,
         map_policy: MapPolicy | str = MapPolicy.EAGER,
         map_policies: Mapping[str, MapPolicy | str] | None = None,
+        map_edits: Mapping[str, MapEdit] | None = None,
         pin_root: str | None = None,
         disabled: Iterable[str] = (),
         vmlinux: Spec | None = None,
         config: Mapping[str, str] | None = None,
         kallsyms: Mapping[str, int] | None = None,
         btf_support: BtfSupport | None = None,
+        cache: bool | str | os.PathLike[str] | None = None,
     ) -> None:
-        self.spec = spec
         self._lock = threading.RLock()
         self._closed = False
         self._map_views: dict[str, Map] = {}
+        self._variables: dict[str, Variables] = {}
         self._prepared: PreparedObject | None = None
         self._registry = MapRegistry(spec.name)
         self._readers: weakref.WeakSet[EventReader] = weakref.WeakSet()
@@ -75,6 +83,9 @@ class Collection(Closing):
             )
         default = MapPolicy.of(map_policy, where="map_policy")
         policies = {name: MapPolicy.of(p, where=f"map_policies[{name!r}]") for name, p in (map_policies or {}).items()}
+        edited = mapedit.apply(spec, map_edits or {})
+        self._registry.adopt(edited.reused)
+        spec = self.spec = edited.spec if kernel.mmapable_arrays() else mapedit.without_mmap(edited.spec)
         try:
             data = _constants(spec, constants or {})
             self._prepared = prepare(
@@ -84,17 +95,22 @@ class Collection(Closing):
                 config=config,
                 kallsyms=kallsyms,
                 btf_support=btf_support,
+                absent_maps=edited.absent,
+                lazy=True,
+                **_cache_options(cache, spec, edited.absent, vmlinux=vmlinux, config=config, kallsyms=kallsyms),
             )
-            self._registry.bind(self._prepared, default=default, policies=policies, pin_root=pin_root, data=data)
+            self._registry.bind(
+                self._prepared, default=default, policies=policies, pin_root=pin_root, data=data, absent=edited.absent
+            )
         except BaseException:
             self.close()
             raise
         prepared = self._prepared
+        # Like libbpf, every loaded program holds the .rodata maps (BPF_PROG_BIND_MAP), used or not.
+        rodata = [n for n, m in prepared.maps.items() if mapedit.is_global_data(m) and n.startswith(".rodata")]
+        self._bound = tuple(n for n in rodata if n not in edited.absent) if kernel.prog_bind_map() else ()
         self.programs: Mapping[str, Program] = MappingProxyType(
-            {
-                name: Program(self, name, prepared.programs.get(name), prepared.failed.get(name), disabled=name in off)
-                for name in spec.programs
-            }
+            {name: Program(self, name, disabled=name in off) for name in spec.programs}
         )
 
     # --- public -----------------------------------------------------------------------
@@ -144,14 +160,33 @@ class Collection(Closing):
         return self.variables(".rodata")
 
     def variables(self, section: str) -> Variables:
-        """The global variables of one data section (``.bss``, ``.data.foo``...), by name, typed."""
+        """The global variables of one data section (``.bss``, ``.data.foo``...), by name, typed.
+
+        A section libbpf would mmap (``BPF_F_MMAPABLE``: it has a non-static
+        variable) is read and written through its memory mapping, as a
+        skeleton does: no syscall per access. The view belongs to the map as
+        it exists now: once an on-demand map is freed, the view raises
+        ``StateError``; ask again after it is re-created. Other sections go
+        through the map fd (lookup/update of key 0). ``.rodata`` is frozen:
+        reading works, writing raises.
+        """
         prepared = self.prepared
         spec = prepared.maps.get(section)
-        if spec is None or self.spec.btf is None:
-            have = ", ".join(n for n, m in prepared.maps.items() if m.section == n) or "none"
+        btf = self.spec.btf
+        if spec is None or btf is None or not mapedit.is_global_data(spec):
+            have = ", ".join(n for n, m in prepared.maps.items() if mapedit.is_global_data(m)) or "none"
             raise KeyError(f"object {self.spec.name!r} has no data section {section!r} (data sections: {have})")
         own = [v for v in self.spec.variables.values() if v.section == section]
-        return Variables.of_map(self._registry.require(section), self.spec.btf, own)
+        from dynbpf.maps.variables import Variables
+
+        if not spec.flags & MapFlags.MMAPABLE:
+            return Variables.of_map(self._registry.require(section), btf, own)
+        mapping = self._registry.mapping(section)
+        with self._lock:
+            view = self._variables.get(section)
+            if view is None or view._mapping is not mapping:
+                view = self._variables[section] = Variables.of_mapping(mapping, btf, own)
+            return view
 
     def ring_buffer(
         self, name: str, *, record: str | int | None = None, callback: Callable[[Any], object] | None = None
@@ -162,6 +197,8 @@ class Collection(Closing):
         on-demand ring buffer is created now and outlives unloads of its
         programs while it is read (docs/events.md).
         """
+        from dynbpf.maps.ringbuf import RingBuffer
+
         return self._event_reader(name, record, lambda fd, decode: RingBuffer(fd, decode=decode, callback=callback))
 
     def perf_buffer(
@@ -174,6 +211,8 @@ class Collection(Closing):
         pages: int = 8,
     ) -> PerfBuffer:
         """A reader of perf event array ``name``, one ring of ``pages`` pages per CPU; like :meth:`ring_buffer`."""
+        from dynbpf.maps.perfbuf import PerfBuffer
+
         return self._event_reader(
             name,
             record,
@@ -187,6 +226,8 @@ class Collection(Closing):
         if record is not None:
             if self.spec.btf is None:
                 raise DynbpfError(f"object {self.spec.name!r} has no BTF: records cannot be decoded by type")
+            from dynbpf.maps.codec import record_decoder
+
             decode = record_decoder(self.spec.btf, record)
         registry = self._registry
         registry.acquire([name])
@@ -205,16 +246,16 @@ class Collection(Closing):
         """Load programs in parallel; return the failures, each with its own error and verifier log.
 
         ``programs`` defaults to every program the object marks autoload and
-        that is not disabled. Already loaded ones are left as they are.
+        that is not disabled; one that cannot be prepared is among the
+        failures. Already loaded ones are left as they are. Each worker
+        prepares the programs it loads, if that was not done yet.
         ``workers`` threads verify at once (default: one per CPU); the
         longest-expected programs start first so the workers finish
         together. A failure does not stop the others; with ``atomic=True``
         any failure unloads every program this call loaded.
         """
         if programs is None:
-            chosen = [
-                p for n, p in self.programs.items() if self.spec.programs[n].kind.autoload and p.state is not DISABLED
-            ]
+            chosen = [p for n, p in self.programs.items() if self.spec.programs[n].kind.autoload and not p._disabled]
         else:
             chosen = [self._program(name) for name in dict.fromkeys(programs)]
         self._require_open()
@@ -223,7 +264,17 @@ class Collection(Closing):
         if atomic and failures:
             for program in loaded:
                 program.unload()
+        self._save_cache()
         return failures
+
+    def prepare(self) -> dict[str, DynbpfError]:
+        """Prepare every program now (libbpf's contract) rather than each on first use; return those that cannot be.
+
+        Programs are otherwise prepared when first loaded, cloned or asked
+        about, once; preparing ahead moves that work out of the first loads.
+        """
+        self._require_open()
+        return dict(self.prepared.failed)
 
     def unload(self, programs: Iterable[str] | None = None) -> None:
         """Unload the named programs (default: all), detaching their links first."""
@@ -246,7 +297,16 @@ class Collection(Closing):
             program.unload()
         self._registry.close()
         if self._prepared is not None:
+            self._save_cache()
             self._prepared.close()
+
+    def _save_cache(self) -> None:
+        """Keep newly prepared programs in the prepared cache; a cache that cannot be written only warns."""
+        assert self._prepared is not None
+        try:
+            self._prepared.save_cache()
+        except (OSError, DynbpfError) as e:
+            warnings.warn(f"dynbpf: prepared cache not saved: {e}", RuntimeWarning, stacklevel=3)
 
     def __repr__(self) -> str:
         loaded = sum(p.loaded for p in getattr(self, "programs", {}).values())
@@ -257,6 +317,14 @@ class Collection(Closing):
     def _require_open(self) -> None:
         if self._closed:
             raise StateError(f"collection {self.spec.name!r} is closed")
+
+    def _prepared_result(self, name: str) -> PreparedProgram | DynbpfError:
+        """Program ``name`` prepared (now, if not yet); after close, only what was prepared before."""
+        prepared = self._prepared
+        assert prepared is not None
+        if self._closed and not prepared.table.done(name):
+            raise StateError(f"collection {self.spec.name!r} is closed; program {name!r} was never prepared")
+        return prepared.result(name)
 
     def _btf_fd(self) -> int:
         fd = self.prepared.btf_fd
@@ -282,16 +350,20 @@ class Collection(Closing):
             self._measured_insns += prepared.insn_count
 
     def _cost(self, program: Program) -> float:
-        """Expected verification time: the program's last, else its size at the rate measured so far."""
+        """Expected verification time: the program's last, else its size at the rate measured so far.
+
+        The size is the entry function's, read without decoding anything,
+        so scheduling prepares nothing: each worker prepares what it loads.
+        """
         if program.seconds:
             return program.seconds
-        insns = program.prepared.insn_count if program.state is not DISABLED else 0
+        insns = self.spec.programs[program.name].function.slot_count
         with self._lock:
             rate = self._measured_seconds / self._measured_insns if self._measured_insns else 1e-6
         return insns * rate
 
 
-class _MapViews(Mapping[str, Map]):
+class _MapViews(Mapping[str, "Map"]):
     def __init__(self, coll: Collection) -> None:
         self._coll = coll
 
@@ -305,6 +377,8 @@ class _MapViews(Mapping[str, Map]):
         with coll._lock:
             view = coll._map_views.get(name)
             if view is None:
+                from dynbpf.maps.map import Map
+
                 btf = prepared.btf if prepared.btf is not None else coll.spec.btf  # DATASECs sized by the fix-up
                 view = coll._map_views[name] = Map.with_btf(fd, btf, spec.key_type, spec.value_type)
             return view
@@ -331,8 +405,37 @@ def _constants(spec: ObjectSpec, constants: Mapping[str, Any]) -> dict[str, byte
             raise DynbpfError(f"object {spec.name!r}: no read-only global {name!r} to set (.rodata globals: {have})")
         section = spec.maps[var.section]
         buf = buffers.setdefault(var.section, bytearray(section.data or bytes(section.value_size)))
+        from dynbpf.maps.variables import Variables
+
         Variables.of_buffer(buf, spec.btf, [var])[name] = value
     return {name: bytes(buf) for name, buf in buffers.items()}
+
+
+def _cache_options(
+    cache: bool | str | os.PathLike[str] | None,
+    spec: ObjectSpec,
+    absent: Iterable[str],
+    *,
+    vmlinux: Spec | None,
+    config: Mapping[str, str] | None,
+    kallsyms: Mapping[str, int] | None,
+) -> dict[str, Any]:
+    """prepare()'s cache arguments: the directory, and a key covering what instructions depend on."""
+    if cache is None or cache is False:
+        return {}
+    from dynbpf.prepare import cache as prepare_cache  # pickle and tempfile only for those who cache
+
+    if vmlinux is not None or not spec.digest:
+        raise DynbpfError("a prepared cache needs the running kernel's BTF and an object read from its bytes")
+    directory = prepare_cache.default_directory() if cache is True else Path(cache)
+    parts = [
+        spec.digest,
+        prepare_cache.kernel_identity(),
+        "\0".join(sorted(absent)).encode(),
+        repr(sorted((config or {}).items())).encode(),
+        repr(sorted((kallsyms or {}).items())).encode(),
+    ]
+    return {"cache_dir": directory, "cache_key": prepare_cache.PreparedCache.key(parts)}
 
 
 def open(source: str | os.PathLike[str] | bytes, **options: Any) -> Collection:
@@ -344,8 +447,21 @@ def open(source: str | os.PathLike[str] | bytes, **options: Any) -> Collection:
     - ``map_policy``: every map's policy, ``"eager"`` (default, like libbpf),
       ``"on_demand"`` or ``"pinned"``; maps the object pins by name are pinned;
     - ``map_policies``: per-map policies, overriding the two above;
+    - ``map_edits``: ``{map name: dynbpf.MapEdit(...)}``, changes to map
+      definitions before anything is created, as libbpf's
+      ``bpf_map__set_max_entries``/``set_value_size``/``set_type``/
+      ``set_key_size``/``set_map_flags``/``set_numa_node``/
+      ``set_inner_map_fd``/``set_autocreate``/``reuse_fd`` do between open
+      and load; e.g. ``{"stacks": MapEdit(max_entries=4096, value_size=127 * 8),
+      ".data.buf": MapEdit(value_size=8 + 64 * 8)}``. An edit that does not
+      fit its map raises ``MapEditError`` (naming map and field) and
+      nothing is created (docs/maps.md);
     - ``pin_root``: the bpffs directory of pinned maps (default ``/sys/fs/bpf``);
     - ``disabled``: programs that must never load;
+    - ``cache``: keep prepared programs on disk and take them from there
+      on later opens (``True``: ``$XDG_CACHE_HOME/dynbpf``; or a directory),
+      so a restarted agent skips preparing; a stale or corrupt entry is
+      ignored, and the instructions loaded are byte-identical to a cold start's;
     - for tests, ``vmlinux``/``config``/``kallsyms``/``btf_support``.
     """
-    return Collection(read(source), **options)
+    return Collection(read(source, lazy=True), **options)

@@ -17,11 +17,9 @@ import os
 import time
 from dataclasses import dataclass
 
-from dynbpf.asm.disasm import text
 from dynbpf.asm.slots import SlotMap
 from dynbpf.btf import kernel as btf_kernel
 from dynbpf.errors import VerifierError
-from dynbpf.features import attach as attach_features
 from dynbpf.features import kernel
 from dynbpf.prepare.prepared import FUNC_INFO_REC_SIZE, LINE_INFO_REC_SIZE, PreparedProgram
 from dynbpf.runtime.verifier_log import rejection
@@ -122,6 +120,8 @@ def verifier_error(p: PreparedProgram, err: int, log: str) -> VerifierError:
     if slot is not None:
         position = SlotMap.of(p.instructions).index(slot)
         if position is not None:
+            from dynbpf.asm.disasm import text  # only a rejected load shows its instruction
+
             disassembly = text(p.instructions[position])
         line = p.source_line(slot)
         source = str(line) if line is not None else None
@@ -132,6 +132,12 @@ def verifier_error(p: PreparedProgram, err: int, log: str) -> VerifierError:
             core = f"instruction {slot} was poisoned by CO-RE, but no relocation of this program is recorded there"
     # The verifier's own words beat a generic reading of the errno (EINVAL is not an old kernel here).
     why = _REJECTED if r.message and err != errno.EPERM else hint(Cmd.PROG_LOAD, err)
+    absent = p.absent_map(slot) if slot is not None else None
+    if absent is not None:
+        why = (
+            f"map {absent!r} is not created (MapEdit(create=False)) but this program reaches a use of it; "
+            "create the map, or make that code unreachable (a .rodata constant the verifier sees)"
+        )
     if err == errno.EPERM and os.geteuid() == 0:
         if _uses_trampoline(p):
             why = _NO_TRAMPOLINES
@@ -169,6 +175,8 @@ def _refused_iterator(btf_id: int) -> str | None:
     target = str(getattr(vmlinux[btf_id], "name", "")).removeprefix("bpf_iter_")
     if not target:
         return None
+    from dynbpf.features import attach as attach_features
+
     probe = attach_features.iterator_target(target)
     if probe.supported:
         return None

@@ -7,11 +7,13 @@ name the map and say which part of its definition the kernel refused.
 from __future__ import annotations
 
 import ctypes
+import errno
 import re
 
 from dynbpf.btf.spec import Spec
+from dynbpf.elf.names import source_name
 from dynbpf.elf.spec import MapSpec
-from dynbpf.errors import SyscallError
+from dynbpf.errors import DynbpfError, SyscallError
 from dynbpf.maps.cpus import possible_cpus
 from dynbpf.sys import commands
 from dynbpf.sys.attrs import MapCreateAttr
@@ -36,18 +38,41 @@ _NO_BTF_TYPES = frozenset(
         MapType.STACK,
     }
 )
+#: Map kinds whose max_entries may be 0 (any other refuses 0 with EINVAL: the object left it to the loader).
+_ZERO_OK_ENTRIES = frozenset(
+    {
+        MapType.PERF_EVENT_ARRAY,  # 0: one slot per CPU, filled in above
+        MapType.CGROUP_STORAGE,
+        MapType.PERCPU_CGROUP_STORAGE,
+        MapType.SK_STORAGE,
+        MapType.INODE_STORAGE,
+        MapType.TASK_STORAGE,
+        MapType.CGRP_STORAGE,
+        MapType.STRUCT_OPS,
+    }
+)
+#: Map kinds without values (value_size must be 0).
+NO_VALUES = frozenset({MapType.RINGBUF, MapType.USER_RINGBUF, MapType.ARENA})
 MAP_NAME_LEN = 15  # BPF_OBJ_NAME_LEN minus the NUL
+_SUFFIX_ROOM = 7  # libbpf keeps room for a 7-character section name (".rodata") even after ".bss"
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.]")
 
 
 def kernel_name(object_name: str, map_name: str) -> str:
-    """The name the kernel shows (bpftool, /proc): libbpf's, so tools show the same names.
+    """The name the kernel shows (bpftool, /proc): libbpf's, so tools and pins agree with libbpf's.
 
-    Section maps (``.bss``) get the object's name as a prefix, cut so the
-    section survives the kernel's 15-character limit.
+    A global-data map (``.bss``) is named after the object and its section,
+    as libbpf's ``internal_map_name()`` does: the section keeps at least 7
+    of the 15 characters (``cachestat`` + ``.bss`` is ``cachesta.bss``), and
+    a custom section (a second dot: ``.data.buf``, ``.rodata.str1.1``) gets
+    no prefix at all. A static map named apart from another (``stats@a.c``)
+    shows the name its source gave it.
     """
+    map_name = source_name(map_name)
     if map_name.startswith("."):
-        prefix = object_name[: max(0, MAP_NAME_LEN - len(map_name))]
+        custom = "." in map_name[1:]
+        room = MAP_NAME_LEN - max(_SUFFIX_ROOM, len(map_name))
+        prefix = "" if custom else object_name[: max(0, room)]
         name = prefix + map_name
     else:
         name = map_name
@@ -73,9 +98,7 @@ def create(
     possible CPU, and a map the kernel refuses with BTF types is retried
     without them (older kernels check BTF types of some map kinds strictly).
     """
-    max_entries = spec.max_entries
-    if spec.type == MapType.PERF_EVENT_ARRAY and max_entries == 0:
-        max_entries = possible_cpus()
+    max_entries = entries(spec)
     attr = MapCreateAttr(
         map_type=int(spec.type),
         key_size=spec.key_size,
@@ -100,7 +123,49 @@ def create(
     try:
         return commands.map_create(attr)
     except SyscallError as e:
-        raise SyscallError("BPF_MAP_CREATE", e.errno, e.hint, detail=f"map {spec.name!r} ({_describe(spec)})") from None
+        hint = e.hint
+        unsized = [
+            field
+            for field, zero_ok in (("max_entries", _ZERO_OK_ENTRIES), ("value_size", NO_VALUES))
+            if not getattr(spec, field) and spec.type not in zero_ok
+        ]
+        if e.errno == errno.EINVAL and unsized:
+            edit = f"MapEdit({', '.join(f'{f}=...' for f in unsized)})"
+            outer = spec.name.removesuffix(".inner")
+            if outer != spec.name:  # the inner map template of a map of maps
+                edit = f"MapEdit(inner={edit})"
+            hint = (
+                f"the object leaves {' and '.join(unsized)} 0 for the loader to set: open with "
+                f"map_edits={{{outer!r}: {edit}}}"
+            )
+        raise SyscallError("BPF_MAP_CREATE", e.errno, hint, detail=f"map {spec.name!r} ({_describe(spec)})") from None
+
+
+def entries(spec: MapSpec) -> int:
+    """The max_entries the kernel gets: a perf event array left at 0 gets one slot per possible CPU (libbpf's rule)."""
+    if spec.type == MapType.PERF_EVENT_ARRAY and spec.max_entries == 0:
+        return possible_cpus()
+    return spec.max_entries
+
+
+def check_compatible(spec: MapSpec, fd: int, where: str) -> None:
+    """Raise unless the map behind ``fd`` has the definition ``spec`` declares (libbpf's check for reuse).
+
+    ``where`` names the map in the message (``the map pinned at /sys/fs/bpf/x``).
+    """
+    info = commands.map_info(fd)
+    want = {
+        "type": int(spec.type),
+        "key_size": spec.key_size,
+        "value_size": spec.value_size,
+        "max_entries": entries(spec),
+        "map_flags": spec.flags,
+        "map_extra": spec.map_extra,
+    }
+    for field, value in want.items():
+        got = int(getattr(info, field))
+        if got != value:
+            raise DynbpfError(f"map {spec.name!r}: {where} has {field} {got}, the object declares {value}")
 
 
 def initialise(fd: int, spec: MapSpec, data: bytes | None = None) -> None:

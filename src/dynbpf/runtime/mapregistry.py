@@ -21,12 +21,12 @@ from collections.abc import Iterable, Mapping
 
 from dynbpf.elf.spec import MapSpec, Pinning
 from dynbpf.errors import DynbpfError, StateError
-from dynbpf.maps.cpus import possible_cpus
+from dynbpf.maps.mapping import ArrayMapping
 from dynbpf.prepare.object import PreparedObject
 from dynbpf.runtime import mapcreate
 from dynbpf.runtime.state import MapPolicy
 from dynbpf.sys import commands, fs
-from dynbpf.sys.constants import MapType
+from dynbpf.sys.constants import MapFlags, MapType
 from dynbpf.sys.fd import Fd
 from dynbpf.sys.placeholder import FdSlot
 
@@ -50,6 +50,9 @@ class MapRegistry:
         self._pin_root = fs.DEFAULT_BPFFS
         self._tail_slots: dict[str, list[tuple[str, int]]] = {}  # program -> (prog array, index)
         self._program_fds: dict[str, int] = {}  # loaded programs that own prog-array slots
+        self._absent: frozenset[str] = frozenset()  # maps left out by MapEdit(create=False)
+        self._reused: dict[str, Fd] = {}  # maps taken from elsewhere (MapEdit(reuse_fd/reuse_pin)), owned here
+        self._mappings: dict[str, ArrayMapping] = {}  # live memory mappings of mmap-able maps
         self._closed = False
 
     # --- before prepare ---------------------------------------------------------------
@@ -64,6 +67,11 @@ class MapRegistry:
                 slot = self._slots[name] = FdSlot(f"dynbpf:{name}")
             return slot.number
 
+    def adopt(self, reused: Mapping[str, Fd]) -> None:
+        """Take ownership of the fds of maps to reuse instead of creating them (closed at :meth:`close`)."""
+        with self._lock:
+            self._reused.update(reused)
+
     # --- after prepare ----------------------------------------------------------------
 
     def bind(
@@ -74,20 +82,34 @@ class MapRegistry:
         policies: Mapping[str, MapPolicy],
         pin_root: str | None,
         data: Mapping[str, bytes],
+        absent: frozenset[str] = frozenset(),
     ) -> None:
-        """Adopt the prepared maps and create those whose policy says they always exist."""
+        """Adopt the prepared maps and create those whose policy says they always exist.
+
+        ``absent`` maps are never created; reused maps (:meth:`adopt`) exist
+        from now to close, like eager ones, and are neither initialised nor
+        pinned: they are someone else's.
+        """
+        self._absent = absent
         unknown = sorted(set(policies) - set(prepared.maps))
         if unknown:
             raise ValueError(
                 f"object {self.object_name!r}: map_policies names unknown maps {', '.join(unknown)} "
                 f"(maps: {', '.join(prepared.maps) or 'none'})"
             )
+        for name, policy in policies.items():
+            if name in absent:
+                raise ValueError(f"map {name!r} is not created (MapEdit(create=False)); it takes no policy")
+            if name in self._reused and policy != MapPolicy.EAGER:
+                raise ValueError(f"map {name!r} is reused (MapEdit(reuse_...)): it exists until close; policy {policy}")
         self._prepared, self._data = prepared, data
         if pin_root is not None:
             self._pin_root = pin_root
         for spec in prepared.maps.values():
             pinned_by_object = spec.pinning == Pinning.BY_NAME
             policy = policies.get(spec.name, MapPolicy.PINNED if pinned_by_object else default)
+            if spec.name in self._reused:
+                policy = MapPolicy.EAGER
             if spec.type in NOT_CREATED and spec.name in policies:
                 raise ValueError(f"map {spec.name!r}: {NOT_CREATED[spec.type]}; it takes no policy")
             self._policy[spec.name] = policy
@@ -160,6 +182,8 @@ class MapRegistry:
         reason = NOT_CREATED.get(spec.type)
         if reason is not None:
             raise StateError(f"map {name!r}: {reason}")
+        if name in self._absent:
+            raise StateError(f"map {name!r} is not created: the object was opened with MapEdit(create=False) for it")
         with self._lock:
             self._require_open()
             if not self._slots[name].installed:
@@ -221,12 +245,38 @@ class MapRegistry:
                 if self._slots[array].installed:
                     commands.map_delete_elem(self._slots[array].number, _u32(index))
 
+    def mapping(self, name: str) -> ArrayMapping:
+        """The memory mapping of mmap-able map ``name`` as it exists now; it ends when the map is freed.
+
+        A frozen map (``.rodata``) is mapped read-only, as the kernel allows.
+        """
+        spec = self.spec(name)
+        with self._lock:
+            number = self.require(name)
+            mapping = self._mappings.get(name)
+            if mapping is None or mapping.closed:
+                frozen = mapcreate.is_frozen_data(spec) and spec.flags & MapFlags.RDONLY_PROG
+                mapping = ArrayMapping(
+                    number,
+                    spec.value_size,
+                    spec.max_entries,
+                    writable=not frozen,
+                    name=f"{self.object_name}:{name}",
+                    read_only="set its values before it is created: dynbpf.open(..., constants={...})",
+                )
+                self._mappings[name] = mapping
+            return mapping
+
     def close(self) -> None:
         """Free every map (pins stay) and release every reserved number; idempotent."""
         with self._lock:
             self._closed = True
+            for name in list(self._mappings):
+                self._unmap(name, f"object {self.object_name!r} is closed")
             for slot in self._slots.values():
                 slot.close()
+            for fd in self._reused.values():
+                fd.close()
 
     # --- internals --------------------------------------------------------------------
 
@@ -235,7 +285,12 @@ class MapRegistry:
             raise StateError(f"object {self.object_name!r} is closed")
 
     def _creatable(self, name: str) -> bool:
-        return self.prepared.maps[name].type not in NOT_CREATED
+        return self.prepared.maps[name].type not in NOT_CREATED and name not in self._absent
+
+    def _unmap(self, name: str, why: str) -> None:
+        mapping = self._mappings.pop(name, None)
+        if mapping is not None:
+            mapping.close(f"map {name!r} of {self.object_name!r}: {why}; this view is stale")
 
     def _needs(self, name: str, path: tuple[str, ...]) -> tuple[str, ...]:
         if name in path:
@@ -264,11 +319,16 @@ class MapRegistry:
         for name in reversed(names):  # holders before what they hold
             self._users[name] -= 1
             if self._users[name] == 0 and self._policy[name] == MapPolicy.ON_DEMAND:
+                self._unmap(name, "it was freed (on demand, and no loaded program needs it now); take a new view")
                 self._slots[name].vacate()
 
     def _create(self, name: str) -> None:
         spec = self.prepared.maps[name]
         slot = self._slots[name]
+        reused = self._reused.get(name)
+        if reused is not None:
+            slot.install(reused.dup())
+            return
         if self._policy[name] == MapPolicy.PINNED:
             path = fs.pin_path(self._pin_root, self.pin_name(name))
             if os.path.exists(path):
@@ -312,25 +372,10 @@ class MapRegistry:
         """The pinned map at ``path``, if its definition is the one the object declares (libbpf's check)."""
         fd = commands.obj_get(path)
         try:
-            info = commands.map_info(fd.raw)
-            entries = spec.max_entries
-            if spec.type == MapType.PERF_EVENT_ARRAY and entries == 0:
-                entries = possible_cpus()
-            want = {
-                "type": int(spec.type),
-                "key_size": spec.key_size,
-                "value_size": spec.value_size,
-                "max_entries": entries,
-                "map_flags": spec.flags,
-                "map_extra": spec.map_extra,
-            }
-            for field, value in want.items():
-                got = int(getattr(info, field))
-                if got != value:
-                    raise DynbpfError(
-                        f"map {spec.name!r}: the map pinned at {path} has {field} {got}, the object declares "
-                        f"{value}; remove the pin (rm {path}) or give the map another pin_root"
-                    )
+            mapcreate.check_compatible(spec, fd.raw, f"the map pinned at {path}")
+        except DynbpfError as e:
+            fd.close()
+            raise DynbpfError(f"{e}; remove the pin (rm {path}) or give the map another pin_root") from None
         except BaseException:
             fd.close()
             raise

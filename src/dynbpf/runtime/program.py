@@ -13,7 +13,6 @@ import dataclasses
 import threading
 from typing import TYPE_CHECKING, Any
 
-from dynbpf.attach import Link, attach
 from dynbpf.errors import DynbpfError, StateError
 from dynbpf.prepare.prepared import PreparedProgram
 from dynbpf.runtime.load import Loaded, LoadOptions, load_program
@@ -22,6 +21,7 @@ from dynbpf.sys import commands
 from dynbpf.sys.fd import Fd
 
 if TYPE_CHECKING:
+    from dynbpf.attach import Link
     from dynbpf.runtime.collection import Collection
 
 _CLONE_OPTIONS = (*(f.name for f in dataclasses.fields(LoadOptions)), "log_buffer")
@@ -30,19 +30,9 @@ _CLONE_OPTIONS = (*(f.name for f in dataclasses.fields(LoadOptions)), "log_buffe
 class Program:
     """A program of a :class:`~dynbpf.runtime.collection.Collection`; see :attr:`state`."""
 
-    def __init__(
-        self,
-        collection: Collection,
-        name: str,
-        prepared: PreparedProgram | None,
-        failure: DynbpfError | None,
-        *,
-        disabled: bool = False,
-    ) -> None:
+    def __init__(self, collection: Collection, name: str, *, disabled: bool = False) -> None:
         self._collection = collection
         self.name = name
-        self._prepared = prepared
-        self._failure = failure
         self._disabled = disabled
         self._fd: Fd | None = None
         self._links: list[Link] = []
@@ -58,7 +48,8 @@ class Program:
 
     @property
     def state(self) -> ProgramState:
-        if self._disabled or self._prepared is None:
+        """Where the program is in its lifecycle (asking prepares it, if that was not done yet)."""
+        if self._disabled or isinstance(self._collection._prepared_result(self.name), DynbpfError):
             return ProgramState.DISABLED
         if self._fd is None:
             return ProgramState.PREPARED
@@ -66,16 +57,18 @@ class Program:
 
     @property
     def prepared(self) -> PreparedProgram:
-        """The final load request; raises the prepare error for a program that could not be prepared."""
-        if self._prepared is None:
-            assert self._failure is not None
-            raise self._failure
-        return self._prepared
+        """The final load request (made on first use); raises why, for a program that cannot be prepared."""
+        got = self._collection._prepared_result(self.name)
+        if isinstance(got, DynbpfError):
+            raise got
+        return got
 
     @property
     def maps(self) -> tuple[str, ...]:
-        """The maps this program needs loaded (directly, through subprograms and externs)."""
-        return self.prepared.maps
+        """The maps this program needs while loaded: those it uses (directly, through subprograms and
+        externs) and, as libbpf binds them to every program, the object's ``.rodata`` maps."""
+        used = self.prepared.maps
+        return used + tuple(m for m in self._collection._bound if m not in used)
 
     @property
     def loaded(self) -> bool:
@@ -145,6 +138,8 @@ class Program:
                 raise StateError(
                     f"program {self.name!r} is {self.state.value}: only a loaded program can be attached; load() it"
                 )
+            from dynbpf.attach import attach
+
             prepared = self.prepared
             link = attach(prepared.kind, self._fd.raw, name=self.name, attach_btf_id=prepared.attach_btf_id, **target)
             self._adopt(link)
@@ -193,9 +188,7 @@ class Program:
     # --- internals (callers hold self._lock) ------------------------------------------
 
     def _loadable(self) -> None:
-        if self._prepared is None:
-            assert self._failure is not None
-            raise self._failure
+        self.prepared  # noqa: B018 - raises why the program cannot be prepared
         if self._disabled:
             raise StateError(
                 f"program {self.name!r} is disabled (dynbpf.open(..., disabled=...)): it can never be loaded, "
@@ -206,17 +199,20 @@ class Program:
     def _load(self, options: LoadOptions) -> None:
         prepared = self.prepared
         coll = self._collection
-        coll._registry.acquire(prepared.maps)
+        needs = self.maps
+        coll._registry.acquire(needs)
         try:
             loaded: Loaded = load_program(prepared, btf_fd=coll._btf_fd(), options=options)
         except BaseException:
-            coll._registry.release(prepared.maps)
+            coll._registry.release(needs)
             raise
         try:
+            for bound in coll._bound:
+                commands.prog_bind_map(loaded.fd.raw, coll._registry.require(bound))
             coll._registry.program_loaded(self.name, loaded.fd.raw)
         except BaseException:
             loaded.fd.close()
-            coll._registry.release(prepared.maps)
+            coll._registry.release(needs)
             raise
         self._fd = loaded.fd
         self.log, self.seconds = loaded.log, loaded.seconds
@@ -233,7 +229,7 @@ class Program:
             registry.program_unloaded(self.name)
         finally:
             fd.close()
-            registry.release(self.prepared.maps)
+            registry.release(self.maps)
 
     def _adopt(self, link: Link) -> None:
         with self._links_lock:

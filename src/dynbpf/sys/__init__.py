@@ -5,10 +5,17 @@ nothing but the standard library (and ``dynbpf.errors``), so it can be used
 and tested on its own.
 """
 
-from dynbpf.sys import attrs, commands, constants, fs, perf, rlimit
-from dynbpf.sys.constants import AttachType, Cmd, LinkType, MapType, ProgType
-from dynbpf.sys.fd import Fd
-from dynbpf.sys.syscall import bpf, bpf_raw
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dynbpf import _lazy
+
+if TYPE_CHECKING:
+    from dynbpf.sys import attrs, commands, constants, fs, perf, rlimit
+    from dynbpf.sys.constants import AttachType, Cmd, LinkType, MapType, ProgType
+    from dynbpf.sys.fd import Fd
+    from dynbpf.sys.syscall import bpf, bpf_raw
 
 __all__ = [
     "AttachType",
@@ -26,3 +33,14 @@ __all__ = [
     "perf",
     "rlimit",
 ]
+
+if not TYPE_CHECKING:  # names load on first use (dynbpf._lazy); mypy sees the imports above
+    __getattr__, __dir__ = _lazy.exports(
+        __name__,
+        {
+            "dynbpf.sys.constants": ("AttachType", "Cmd", "LinkType", "MapType", "ProgType"),
+            "dynbpf.sys.fd": ("Fd",),
+            "dynbpf.sys.syscall": ("bpf", "bpf_raw"),
+        },
+        submodules=("attrs", "commands", "constants", "fs", "perf", "rlimit"),
+    )

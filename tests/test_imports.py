@@ -1,0 +1,141 @@
+"""What ``import dynbpf`` and the first uses of the package import, and what they must not.
+
+The rule (docs/architecture.md, "Lazy imports"): importing the package
+imports only the errors; a public name imports its own module on first use;
+pyelftools, rich, click, the attach package, the event readers and the
+disassembler wait until something needs them. Each case runs in a fresh
+interpreter, since this one has imported everything already. How long the
+imports take is bench/import_time.py's business, not this file's.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGES = (
+    "dynbpf",
+    "dynbpf.asm",
+    "dynbpf.attach",
+    "dynbpf.btf",
+    "dynbpf.elf",
+    "dynbpf.features",
+    "dynbpf.maps",
+    "dynbpf.sys",
+)
+
+THIRD_PARTY = ("elftools", "rich", "click")
+
+
+def loaded_by(code: str) -> set[str]:
+    """Modules a fresh interpreter holds after running ``code``."""
+    run = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    return set(json.loads(run.stdout.splitlines()[-1]))
+
+
+def under(modules: set[str], *packages: str) -> set[str]:
+    return {m for m in modules if any(m == p or m.startswith(p + ".") for p in packages)}
+
+
+def test_import_dynbpf_imports_only_the_errors() -> None:
+    modules = loaded_by("import dynbpf")
+    assert under(modules, "dynbpf") == {"dynbpf", "dynbpf._lazy", "dynbpf.errors"}
+    assert not under(modules, *THIRD_PARTY)
+
+
+def test_dynbpf_open_leaves_attaching_event_reading_and_the_cli_for_later() -> None:
+    modules = loaded_by("import dynbpf\ndynbpf.open")
+    assert "dynbpf.runtime.collection" in modules
+    assert not under(modules, *THIRD_PARTY)
+    assert not under(
+        modules,
+        "dynbpf.attach",
+        "dynbpf.cli",
+        "dynbpf.maps.ringbuf",
+        "dynbpf.maps.perfbuf",
+        "dynbpf.maps.reader",
+        "dynbpf.maps.events",
+        "dynbpf.maps.map",
+        "dynbpf.asm.disasm",
+        "dynbpf.features.report",
+    )
+
+
+def test_attach_package_reads_elf_symbols_only_for_a_uprobe() -> None:
+    modules = loaded_by("import dynbpf.attach")
+    assert "dynbpf.attach.symbols" in modules
+    assert not under(modules, "elftools")
+    lookup = (
+        "import sys\nfrom dynbpf.attach.symbols import SymbolError, function_offset\n"
+        "try:\n    function_offset(sys.executable, 'main')\nexcept SymbolError:\n    pass"
+    )
+    modules = loaded_by(lookup)
+    assert "elftools.elf.elffile" in modules
+
+
+def test_cli_imports_rich_only_to_render() -> None:
+    modules = loaded_by("import dynbpf.cli.main")
+    assert "click" in modules
+    assert not under(modules, "rich", "elftools", "dynbpf.runtime", "dynbpf.features")
+
+
+def test_a_subpackage_name_imports_its_module_and_not_its_siblings() -> None:
+    modules = loaded_by("from dynbpf.asm import Insn")
+    assert "dynbpf.asm.insn" in modules
+    assert "dynbpf.asm.disasm" not in modules
+    modules = loaded_by("from dynbpf.features import attach")
+    assert "dynbpf.features.attach" in modules
+    assert "dynbpf.features.report" not in modules
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_every_public_name_resolves_to_its_defining_object(package: str) -> None:
+    module = importlib.import_module(package)
+    for name in module.__all__:
+        value = getattr(module, name)
+        assert value is getattr(module, name), name
+        assert name in dir(module), name
+    star: dict[str, object] = {}
+    exec(f"from {package} import *", star)
+    assert {name: star[name] for name in module.__all__} == {name: getattr(module, name) for name in module.__all__}
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_lazy_names_are_what_the_type_checker_is_told(package: str) -> None:
+    """Each name imported under ``if TYPE_CHECKING:`` in an ``__init__`` resolves at run time to that very object."""
+    module = importlib.import_module(package)
+    tree = ast.parse(Path(module.__file__ or "").read_text())
+    blocks = [n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING"]
+    told = [(i.module, a.name) for b in blocks for i in b.body if isinstance(i, ast.ImportFrom) for a in i.names]
+    for source, name in told:
+        assert source is not None
+        assert getattr(module, name) is getattr(importlib.import_module(source), name), f"{package}.{name}"
+    eager = {a.asname or a.name for i in tree.body if isinstance(i, ast.Import | ast.ImportFrom) for a in i.names}
+    eager |= {t.id for i in tree.body if isinstance(i, ast.Assign) for t in i.targets if isinstance(t, ast.Name)}
+    eager |= {i.name for i in tree.body if isinstance(i, ast.FunctionDef | ast.ClassDef)}
+    assert set(module.__all__) <= eager | {name for _, name in told}
+
+
+def test_an_unknown_name_is_an_attribute_error_naming_it() -> None:
+    import dynbpf
+    import dynbpf.btf
+
+    with pytest.raises(AttributeError, match=r"module 'dynbpf' has no attribute 'Colection'"):
+        _ = dynbpf.Colection  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError, match=r"module 'dynbpf.btf' has no attribute 'nope'"):
+        _ = dynbpf.btf.nope  # type: ignore[attr-defined]
+    with pytest.raises(ImportError, match="Colection"):
+        exec("from dynbpf import Colection", {})
