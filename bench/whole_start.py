@@ -39,6 +39,7 @@ import datetime
 import hashlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -114,13 +115,35 @@ def _spawn_own(scenario: str, path: Path, cache: Path) -> Result:
 
 
 def attempt(run: Callable[[], Result]) -> Result:
-    """A worker's result, or ``{"error": ...}`` with its exception and what follows it: one failure ends no run."""
+    """A worker's result, or ``{"error": ...}`` with its exception and what follows it: one failure ends no run.
+
+    A result also gets the CPU time of the worker (``cpu``: user + system,
+    its whole process) and the CPU time every other process on the machine
+    used meanwhile (``others_cpu``): with two cores, a busy neighbour takes
+    the second worker's core, and this says when that happened.
+    """
+    mine, busy = _children_cpu(), _machine_busy()
     try:
-        return run()
+        result = run()
     except RuntimeError as e:
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         last = max((i for i, line in enumerate(lines) if "Error: " in line), default=max(0, len(lines) - 1))
         return {"error": " | ".join(lines[last:])[:600]}
+    cpu = _children_cpu() - mine
+    return {**result, "cpu": cpu, "others_cpu": max(0.0, _machine_busy() - busy - cpu)}
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _machine_busy() -> float:
+    """CPU seconds all cores spent not idle since boot (/proc/stat), this process's own included."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    ticks = user + nice + system + irq + softirq + steal
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 # --- import time and first event ------------------------------------------------------------
@@ -349,6 +372,11 @@ def report(summary: dict[str, Any], objects: list[str]) -> list[Row]:
     print("  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)))
     for r in table:
         print("  ".join(str(getattr(r, f)).ljust(w) for f, w in zip(COLUMNS, widths, strict=True)).rstrip())
+    print("CPU seconds of one start (its process), and of other processes meanwhile:")
+    for name in objects:
+        runs = summary["objects"][name]
+        cpu = [f"{k} {r['cpu']:.2f} (others {r['others_cpu']:.2f})" for k, r in runs.items() if "cpu" in r]
+        print(f"  {name}: " + "; ".join(cpu))
     for name in objects:
         for scenario, result in summary["objects"][name].items():
             if "error" in result:

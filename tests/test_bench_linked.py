@@ -160,7 +160,9 @@ def test_whole_start_bench_reports_every_measure(tmp_path: Path) -> None:
             assert row["verdict"] in ("met", "missed", "not available", "error"), row
     # libbpf's side of every whole start ran; both tools delivered their first event.
     for name in ("synthetic", "linked"):
-        assert saved["summary"]["objects"][name]["libbpf-full"]["total"] > 0
+        libbpf = saved["summary"]["objects"][name]["libbpf-full"]
+        assert libbpf["total"] > 0
+        assert libbpf["cpu"] > 0, "the worker's own CPU time is recorded"
     first = saved["summary"]["first_event"]
     assert first["c"]["event"] > 0
     assert first["python"]["event"] > 0
