@@ -28,7 +28,7 @@ def start(directory: Path | None, programs: list[str] = PROGRAMS, **options: obj
     with dynbpf.open(build(FIXTURE), cache=directory, **options) as coll:
         assert coll.load(programs) == {}
         tags = {name: coll.programs[name].tag for name in programs}
-        cache = coll.prepared.table.cache
+        cache = coll.prepared.cache
         counts = (cache.hits, cache.misses) if cache is not None else (0, 0)
     return tags, *counts
 
@@ -52,8 +52,8 @@ def test_a_hit_gets_this_runs_map_numbers_and_source_lines(tmp_path: Path, no_fd
     with dynbpf.open(build(FIXTURE), cache=tmp_path) as coll:
         prog = coll.programs["first_prog"]
         prepared = prog.prepared
-        assert coll.prepared.table.cache is not None
-        assert coll.prepared.table.cache.hits == 1
+        assert coll.prepared.cache is not None
+        assert coll.prepared.cache.hits == 1
         numbers = {coll.map_fd_number(m) for m in prog.maps}
         refs = {i.imm & 0xFFFFFFFF for i in prepared.instructions if i.is_ldimm64 and i.src in (1, 2)}
         assert refs <= numbers
@@ -108,8 +108,8 @@ def test_another_kernel_or_object_misses(tmp_path: Path, monkeypatch: pytest.Mon
     other = build("staticmaps")
     with dynbpf.open(other, cache=tmp_path) as coll:
         assert coll.load(["left_prog"]) == {}
-        assert coll.prepared.table.cache is not None
-        assert coll.prepared.table.cache.misses == 1
+        assert coll.prepared.cache is not None
+        assert coll.prepared.cache.misses == 1
     assert len(cache_files(tmp_path)) == 3
 
 
@@ -118,8 +118,8 @@ def test_constants_share_the_cache(tmp_path: Path, no_fd_leak: None) -> None:
     start(tmp_path, ["first_prog"])
     with dynbpf.open(build(FIXTURE), cache=tmp_path, constants={"first_bias": 5}) as coll:
         coll.programs["first_prog"].load()
-        assert coll.prepared.table.cache is not None
-        assert coll.prepared.table.cache.hits == 1
+        assert coll.prepared.cache is not None
+        assert coll.prepared.cache.hits == 1
         assert commands_run(coll, "first_prog") == 1 + 5 + 1
 
 
@@ -185,3 +185,13 @@ def test_cache_true_uses_the_xdg_cache_directory(
         coll.programs["first_prog"].load()
     assert len(cache_files(tmp_path / "dynbpf")) == 1
     assert (tmp_path / "dynbpf").stat().st_mode & 0o777 == 0o700
+
+
+def test_the_docs_example_runs(tmp_path: Path, no_fd_leak: None) -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "runtime.md").read_text()
+    section = text[text.index("## A warm start: the prepared cache") :]
+    code = section[section.index("```python\n") + len("```python\n") : section.index("```\n", 10)]
+    assert '"twofiles.bpf.o"' in code
+    code = code.replace('"twofiles.bpf.o"', repr(str(build(FIXTURE))))
+    exec(compile(code, "docs/runtime.md", "exec"), {"cache_dir": tmp_path})
+    assert len(cache_files(tmp_path)) == 1

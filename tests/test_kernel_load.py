@@ -267,7 +267,6 @@ def _xdp(name: str, insns: list[Insn], **fields: object) -> PreparedProgram:
         kind=program_kind("xdp"),
         license="GPL",
         kernel_version=0,
-        instructions=tuple(insns),
         code=encode(insns),
         **fields,  # type: ignore[arg-type]
     )
@@ -560,7 +559,6 @@ def test_trampoline_refusal_is_explained(no_fd_leak: None) -> None:
         kind=program_kind("fentry/bpf_fentry_test1"),
         license="GPL",
         kernel_version=0,
-        instructions=tuple(insns),
         code=encode(insns),
         attach_btf_id=target,
         expected_attach_type=AttachType.TRACE_FENTRY,

@@ -8,6 +8,8 @@ is the one place that converts between the two.
 
 from __future__ import annotations
 
+import bisect
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import accumulate
@@ -27,22 +29,23 @@ def slot_offsets(insns: Iterable[Insn]) -> list[int]:
 class SlotMap:
     """Both directions between list positions and slots for one instruction sequence.
 
-    Build it once per program (``SlotMap.of(insns)``); lookups are O(1). A slot
-    that falls in the second half of an ldimm64, or past the end, belongs to
-    no instruction: :meth:`index` returns ``None`` for it and the caller, who
-    knows which section and record pointed there, reports the error.
+    Build it once per program (``SlotMap.of(insns)``). Slots are kept packed
+    (4 bytes an instruction; a dictionary per function cost a large object
+    tens of megabytes) and found by binary search. A slot that falls in the
+    second half of an ldimm64, or past the end, belongs to no instruction:
+    :meth:`index` returns ``None`` for it and the caller, who knows which
+    section and record pointed there, reports the error.
     """
 
-    starts: tuple[int, ...]
+    starts: array[int] = field(compare=False)
     total_slots: int
-    _by_slot: dict[int, int] = field(repr=False, compare=False)
 
     @classmethod
     def of(cls, insns: Iterable[Insn]) -> SlotMap:
         insns = list(insns)
         starts = slot_offsets(insns)
         total = starts[-1] + insns[-1].slots if insns else 0
-        return cls(tuple(starts), total, {s: i for i, s in enumerate(starts)})
+        return cls(array("I", starts), total)
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -53,7 +56,8 @@ class SlotMap:
 
     def index(self, slot: int) -> int | None:
         """The list position of the instruction starting at ``slot``, if one does."""
-        return self._by_slot.get(slot)
+        at = bisect.bisect_left(self.starts, slot)
+        return at if at < len(self.starts) and self.starts[at] == slot else None
 
     def byte_offset(self, index: int) -> int:
         return self.starts[index] * SLOT_SIZE
@@ -62,4 +66,4 @@ class SlotMap:
         """The list position of the instruction starting at byte ``offset``, if one does."""
         if offset % SLOT_SIZE:
             return None
-        return self._by_slot.get(offset // SLOT_SIZE)
+        return self.index(offset // SLOT_SIZE)

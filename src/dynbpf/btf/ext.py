@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import enum
 import struct
+import sys
 from array import array
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -134,7 +135,7 @@ class ExtIndex:
             if hdr_len + off + length > len(data):
                 raise p.fail(f"{what} region runs past the end", 8 + 8 * i)
             self._blocks[kind], self._sizes[kind] = p.blocks(what, hdr_len + off, length, record)
-        self._sorted: dict[tuple[Kind, str], tuple[list[int], list[int]]] = {}
+        self._sorted: dict[tuple[Kind, str], tuple[array[int], array[int]]] = {}  # record positions, offsets
 
     def sections(self, kind: Kind) -> list[str]:
         return list(self._blocks[kind])
@@ -143,15 +144,15 @@ class ExtIndex:
         """The records of ``section`` at instruction byte offsets [start, end), by offset (file order for ties)."""
         found = self._sorted.get((kind, section))
         if found is None:
-            positions = [
+            every = [
                 at
                 for pos, count in self._blocks[kind].get(section, ())
                 for at in range(pos, pos + count * self._sizes[kind], self._sizes[kind])
             ]
             data = self._parser.data
-            positions.sort(key=lambda at: _U32.unpack_from(data, at)[0])  # stable: file order among equals
-            offsets = [_U32.unpack_from(data, at)[0] for at in positions]
-            found = self._sorted[(kind, section)] = (positions, offsets)
+            every.sort(key=lambda at: _U32.unpack_from(data, at)[0])  # stable: file order among equals
+            offsets = array("I", [_U32.unpack_from(data, at)[0] for at in every])
+            found = self._sorted[(kind, section)] = (array("I", every), offsets)
         positions, offsets = found
         lo = bisect.bisect_left(offsets, start)
         hi = len(offsets) if end is None else bisect.bisect_left(offsets, end)
@@ -169,15 +170,15 @@ class ExtIndex:
         self.records("line", section, start, start)  # builds the sorted index
         positions, offsets = self._sorted[("line", section)]
         lo, hi = bisect.bisect_left(offsets, start), bisect.bisect_left(offsets, end)
-        words: array[int] = array("I")
         data, limit = self._parser.data, self._parser.btf.strings.end_offset
-        for at in positions[lo:hi]:
-            insn_off, file_off, line_off, line_col = _LINE.unpack_from(data, at)
-            if (insn_off - start) % 8 or file_off >= limit or line_off >= limit:
-                raise self._parser.fail(
-                    f"line_info record for {section}+{insn_off:#x} is misaligned or names a string outside .BTF", at
-                )
-            words.extend(((insn_off - start) // 8, file_off, line_off, line_col))
+        words: array[int] = array("I", b"".join(data[at : at + _LINE.size] for at in positions[lo:hi]))
+        if sys.byteorder != "little":
+            words.byteswap()
+        if words and (max(words[1::4]) >= limit or max(words[2::4]) >= limit):
+            raise self._parser.fail(f"a line_info record of {section} names a string outside .BTF", None)
+        if any((off - start) % 8 for off in words[0::4]):
+            raise self._parser.fail(f"a line_info record of {section} is not at an instruction", None)
+        words[0::4] = array("I", [(off - start) // 8 for off in words[0::4]])
         return words
 
     def _decoder(self, kind: Kind) -> Callable[[tuple[int, ...], int], Located]:

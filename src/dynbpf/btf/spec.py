@@ -14,6 +14,7 @@ built once, under a lock.
 
 from __future__ import annotations
 
+import bisect
 import struct
 import sys
 import threading
@@ -86,7 +87,7 @@ class Spec:
         self.first_id = len(base) if base is not None else 1
         self._cache: list[Type | None] | None = None  # by own index, allocated on first decode
         self._cache_lock = threading.Lock()
-        self._names: tuple[bytes, frozenset[int]] | None = None
+        self._names: tuple[bytes, array[int]] | None = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -234,7 +235,8 @@ class Spec:
         packed, used = self._name_offsets()
         ids: list[int] = []
         for offset in self.strings.offsets_of(name):
-            if offset not in used:
+            at = bisect.bisect_left(used, offset)
+            if at == len(used) or used[at] != offset:
                 continue
             needle = array("I", (offset,)).tobytes()
             at = packed.find(needle)
@@ -245,8 +247,8 @@ class Spec:
         ids.sort()
         return ids
 
-    def _name_offsets(self) -> tuple[bytes, frozenset[int]]:
-        """Own types' name offsets, packed in id order, and as a set; checked once against the string table."""
+    def _name_offsets(self) -> tuple[bytes, array[int]]:
+        """Own types' name offsets packed in id order, and sorted without repeats; checked once against the strings."""
         if self._names is None:
             with self._lock:
                 if self._names is None:
@@ -261,12 +263,34 @@ class Spec:
                             section=self.section,
                             offset=self._types_start + 4 * self._offsets[index],
                         )
-                    self._names = (offsets.tobytes(), frozenset(offsets))
+                    self._names = (offsets.tobytes(), array("I", sorted(set(offsets))))
         return self._names
 
     def encode(self) -> bytes:
-        """This blob re-encoded from its decoded types and string table (own types only for split BTF)."""
+        """This blob re-encoded from its decoded types and string table (own types only for split BTF).
+
+        A blob laid out as the encoder lays it out (header, types, strings,
+        nothing between or after) re-encodes to exactly its own bytes, so
+        those are returned without decoding a type.
+        """
+        data = self._data
+        _, _, _, hdr_len, type_off, type_len, str_off, str_len = _HEADER.unpack_from(data)
+        if (
+            hdr_len == HEADER_SIZE
+            and type_off == 0
+            and str_off == type_len
+            and len(data) == hdr_len + type_len + str_len
+        ):
+            return data
         return _encode((t for _, t in self.types()), self.strings)
+
+    def record_words(self, type_id: int) -> Sequence[int]:
+        """The raw record of one of this blob's own types, as 32-bit words (copied verbatim by rewrites)."""
+        index = type_id - self.first_id
+        if not 0 <= index < len(self._offsets):
+            raise TypeNotFound(f"no own type [{type_id}] in {self.section}")
+        end = self._offsets[index + 1] if index + 1 < len(self._offsets) else len(self._words)
+        return self._words[self._offsets[index] : end]
 
 
 def _scan(words: Sequence[int], types_start: int, section: str, first_id: int) -> array[int]:

@@ -15,6 +15,7 @@ import bisect
 import dataclasses
 import hashlib
 import os
+import re
 import struct
 import threading
 from collections.abc import Mapping
@@ -113,6 +114,10 @@ def is_data_section(name: str) -> bool:
     return name in (".data", ".rodata", ".bss") or name.startswith((".data.", ".rodata."))
 
 
+#: The first two bytes of a BPF-to-BPF call: opcode 0x85, source register 1 (the high nibble of the second byte).
+_PSEUDO_CALL = re.compile(rb"\x85[\x10-\x1f]", re.DOTALL)
+
+
 @dataclass(slots=True)
 class _Function:
     name: str
@@ -131,6 +136,9 @@ class _Function:
             insns = decode(self.code, section=self.section.name, base=self.offset, known=known)
             self._decoded = (insns, SlotMap.of(insns))
         return self._decoded
+
+    def forget_decoded(self) -> None:
+        self._decoded = None
 
     def index_of(self, byte_off: int, *, where: str) -> int:
         """Position in the instructions of the one at section byte offset ``byte_off``."""
@@ -316,14 +324,19 @@ class _Reader:
         for rel in self._relocs[sec.index].get(f.offset, ()):
             index = f.index_of(rel.offset, where=sec.name)
             relocs[index] = self._classify(f, insns[index], index, rel, map_at=map_at, externs=externs)
-        for index, insn in enumerate(insns):
-            if index not in relocs and insn.is_pseudo_call:
-                here = slots.slot(index)
-                target = f.offset + 8 * insn.jump_target(here)
-                callee = self._function_starting(sec, target, where=sec.name, at=f.offset + 8 * here)
-                relocs[index] = SubprogramCall(index, callee.name)
+        for match in _PSEUDO_CALL.finditer(f.code):  # candidates found at C speed; the Insn decides
+            if match.start() % 8:
+                continue
+            at = slots.index(match.start() // 8)
+            if at is None or at in relocs or not insns[at].is_pseudo_call:
+                continue
+            here = slots.slot(at)
+            target = f.offset + 8 * insns[at].jump_target(here)
+            callee = self._function_starting(sec, target, where=sec.name, at=f.offset + 8 * here)
+            relocs[at] = SubprogramCall(at, callee.name)
         func_type, line_words, core = self._ext_for(f)
         ordered = [relocs[i] for i in sorted(relocs)] + core
+        f.forget_decoded()  # the body keeps the instructions; decoded again only to explain a line record
         return FunctionBody(tuple(insns), tuple(ordered), func_type, line_words)
 
     def _lines(self, f: _Function) -> tuple[tuple[int, LineInfo], ...]:

@@ -32,8 +32,12 @@ def rewrite(spec: Spec, replace: Mapping[int, Type], append: Sequence[Type] = ()
         raise ValueError(f"cannot replace types {stray}: not among this blob's own ids")
     writer = records.StringWriter(spec.strings)
     words: array[int] = array("I")
-    for type_id, t in spec.types():
-        records.encode(replace.get(type_id, t), writer.add, words)
+    for type_id in range(spec.first_id, len(spec)):
+        t = replace.get(type_id)
+        if t is None:
+            words.extend(spec.record_words(type_id))  # unchanged: its record as it is, nothing decoded
+        else:
+            records.encode(t, writer.add, words)
     for t in append:
         records.encode(t, writer.add, words)
     if sys.byteorder != "little":

@@ -41,13 +41,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from dynbpf.asm.insn import decode
 from dynbpf.asm.opcodes import LD_IMM64, PseudoLd
 from dynbpf.btf.ext import LineInfo
 from dynbpf.errors import DynbpfError
 from dynbpf.prepare.prepared import PreparedProgram
 
-FORMAT = b"dynbpf-prepared-cache-1"
+FORMAT = b"dynbpf-prepared-cache-2"
 _DIGEST = hashlib.sha256
 _MAGIC = b"DBPC"
 _IMM = struct.Struct("<i")
@@ -75,7 +74,7 @@ def kernel_identity() -> bytes:
 class _Entry:
     """A prepared program without this run's fd numbers: map references by name and byte offset."""
 
-    program: PreparedProgram  # instructions emptied, map numbers zeroed in code
+    program: PreparedProgram  # map numbers zeroed in code, no source-line resolver
     map_refs: tuple[tuple[int, str], ...]
 
 
@@ -120,7 +119,7 @@ class PreparedCache:
         for offset, map_name in entry.map_refs:
             _IMM.pack_into(code, offset + 4, self._map_fd(map_name))
         self.hits += 1
-        return replace(entry.program, code=bytes(code), instructions=tuple(decode(code)), sources=self._sources)
+        return replace(entry.program, code=bytes(code), sources=self._sources)
 
     def put(self, program: PreparedProgram, numbers: Mapping[int, str]) -> None:
         """Remember ``program``; ``numbers`` names the map behind each reserved fd number."""
@@ -136,7 +135,7 @@ class PreparedCache:
                     return  # a number that is not one of our maps: nothing to rewrite it with, so don't keep it
                 refs.append((offset, name))
                 _IMM.pack_into(code, offset + 4, 0)
-        entry = _Entry(replace(program, code=bytes(code), instructions=(), sources=None), tuple(refs))
+        entry = _Entry(replace(program, code=bytes(code), sources=None), tuple(refs))
         with self._lock:
             if program.name not in self._entries:
                 self._entries[program.name] = entry

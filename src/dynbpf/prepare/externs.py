@@ -129,7 +129,9 @@ def resolve_externs(
             section=KCONFIG_MAP,
         )
 
-    search = _KernelSearch(kernel, modules)
+    # kernel BTF only when a typed ksym or kfunc needs it: parsing vmlinux's costs a tenth of a second
+    needs_btf = any(e.kind is ExternKind.KFUNC or (e.kind is ExternKind.KSYM and e.type_id) for e in externs)
+    search = _KernelSearch(kernel, modules) if needs_btf else _KernelSearch([], {})
     ksyms: dict[str, KsymValue] = {}
     kfuncs: dict[str, KfuncTarget] = {}
     untyped = [e for e in externs if e.kind is ExternKind.KSYM and e.type_id == 0]

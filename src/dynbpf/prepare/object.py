@@ -112,6 +112,11 @@ class PreparedObject(Closing):
         """Every program that cannot be prepared, with why (preparing all of them)."""
         return {n: r for n in self.spec.programs if isinstance(r := self.result(n), DynbpfError)}
 
+    @property
+    def cache(self) -> PreparedCache | None:
+        """The prepared cache programs come from and go to (``hits``, ``misses``), if one was asked for."""
+        return self.table.cache
+
     def save_cache(self) -> None:
         """Write programs prepared since the last save to the prepared cache, if there is one."""
         if self.table.cache is not None:
@@ -201,10 +206,7 @@ def prepare(
     from the ELF file beyond the spec (symbol visibility); without it the
     spec's own record is used.
     """
-    target_btf = vmlinux if vmlinux is not None else kernel.vmlinux()
-    externs = resolve_externs(
-        obj, config=config, kallsyms=kallsyms, kernel=[target_btf] if target_btf is not None else None
-    )
+    externs = resolve_externs(obj, config=config, kallsyms=kallsyms, kernel=[vmlinux] if vmlinux is not None else None)
     maps = dict(obj.maps)
     if externs.kconfig_map is not None:
         maps[KCONFIG_MAP] = externs.kconfig_map
@@ -232,7 +234,7 @@ def prepare(
             map_fd,
             externs=externs,
             modules=modules,
-            vmlinux=target_btf,
+            vmlinux=vmlinux,
             with_btf_info=btf is not None,
             absent_maps=absent_maps,
         )
@@ -256,18 +258,13 @@ def prepare(
 
 @dataclass(frozen=True, slots=True)
 class _Relocated:
-    """One function after relocation; ``flat`` has a poisoned ldimm64 as its two replacement instructions."""
+    """One function after relocation: its bytes (a poisoned ldimm64 is two calls) and what they need."""
 
     code: bytes
-    flat: tuple[Insn, ...]
     core_failures: tuple[tuple[int, str], ...]  # (slot within the function, description)
     maps: tuple[str, ...]
     linked_by_layout: tuple[int, ...]  # positions of calls and callback loads (the linker fixes those)
-    spliced: tuple[int, ...]  # positions that became two instructions in ``flat``
     absent_maps: tuple[tuple[int, str], ...] = ()  # (slot within the function, map): poisoned references
-
-    def flat_index(self, index: int) -> int:
-        return index + sum(1 for s in self.spliced if s < index)
 
 
 class _Context:
@@ -288,17 +285,41 @@ class _Context:
         self.map_fd = map_fd
         self.externs = externs
         self.modules = modules
-        self.vmlinux = vmlinux
+        self._vmlinux = vmlinux  # None: the running kernel's, parsed when something first needs it
         self.with_btf_info = with_btf_info
         self.absent_maps = absent_maps
         self.map_index = {name: i for i, name in enumerate(obj.maps)}
-        self.resolver = Resolver(obj.btf, [vmlinux] if vmlinux is not None else None) if obj.btf else None
+        self._resolver: Resolver | None = None
         self.fd_array: list[int] = [0]  # index 0 is vmlinux by the kernel's convention
         self.fd_index: dict[str, int] = {}
         self.fn_lines: dict[str, tuple[tuple[int, LineInfo], ...]] = {}
         self.relocated: dict[str, _Relocated | DynbpfError] = {}
         self.kernel_targets: dict[tuple[AttachType | None, AttachTarget | None], KernelTarget] = {}
-        self.struct_ops = _struct_ops_slots(obj, vmlinux)
+        self._struct_ops: dict[str, StructOpsSlot] | None = None
+
+    # Kernel BTF is parsed only when a program needs it (CO-RE, a BTF attach target, struct_ops): a warm
+    # start from the prepared cache, or an object without such programs, never parses it.
+
+    @property
+    def vmlinux(self) -> Spec | None:
+        if self._vmlinux is None:
+            self._vmlinux = kernel.vmlinux()
+        return self._vmlinux
+
+    @property
+    def resolver(self) -> Resolver:
+        if self._resolver is None:
+            assert self.obj.btf is not None  # the reader only makes CO-RE records from .BTF.ext
+            vmlinux = self.vmlinux
+            self._resolver = Resolver(self.obj.btf, [vmlinux] if vmlinux is not None else None)
+        return self._resolver
+
+    @property
+    def struct_ops(self) -> dict[str, StructOpsSlot]:
+        if self._struct_ops is None:
+            needed = any(m.type == MapType.STRUCT_OPS for m in self.obj.maps.values())
+            self._struct_ops = _struct_ops_slots(self.obj, self.vmlinux) if needed else {}
+        return self._struct_ops
 
     def fd_array_index(self, module: str) -> int:
         index = self.fd_index.get(module)
@@ -314,7 +335,6 @@ class _Context:
         linked = link(self.obj, name)
         slots = linked.slots
         code = bytearray()
-        final: list[Insn] = []
         core_failures: list[CoreFailure] = []
         absent: list[tuple[int, str]] = []
         used: dict[str, None] = {}
@@ -323,7 +343,6 @@ class _Context:
             done = self._relocated(fn)
             base = slots.slot(start)
             code += done.code
-            final.extend(done.flat)
             core_failures.extend(CoreFailure(base + slot, text) for slot, text in done.core_failures)
             absent.extend((base + slot, m) for slot, m in done.absent_maps)
             used.update(dict.fromkeys(done.maps))
@@ -331,7 +350,6 @@ class _Context:
                 insn = linked.instructions[start + index]
                 at = 8 * slots.slot(start + index)
                 code[at : at + 8 * insn.slots] = insn.encode()
-                final[len(final) - len(done.flat) + done.flat_index(index)] = insn
         func_info, line_info = b"", b""
         if self.with_btf_info and self.obj.btf is not None:
             func_info = encode_func_info([(slots.slot(p), t) for p, t in linked.func_info])
@@ -352,7 +370,6 @@ class _Context:
             kind=prog.kind,
             license=self.obj.license,
             kernel_version=self.obj.kernel_version,
-            instructions=tuple(final),
             code=bytes(code),
             func_info=func_info,
             line_info=line_info,
@@ -426,7 +443,6 @@ class _Context:
                 if r.extern in self.externs.kconfig_offsets:
                     used.setdefault(KCONFIG_MAP)
             else:
-                assert self.resolver is not None  # the reader only makes CO-RE records from .BTF.ext
                 result = self.resolver.resolve(r, where=where)
                 patched = patch(insn, result, where=where)
                 if result.poison:
@@ -442,14 +458,7 @@ class _Context:
             if insns[at] is not original[at] or at in spliced:
                 encoded = b"".join(i.encode() for i in spliced.get(at, (insns[at],)))
                 code[8 * starts[at] : 8 * starts[at] + len(encoded)] = encoded
-        flat = insns
-        if spliced:
-            flat = []
-            for at, insn in enumerate(insns):
-                flat.extend(spliced.get(at, (insn,)))
-        return _Relocated(
-            bytes(code), tuple(flat), tuple(failures), tuple(used), tuple(by_layout), tuple(spliced), tuple(absent)
-        )
+        return _Relocated(bytes(code), tuple(failures), tuple(used), tuple(by_layout), tuple(absent))
 
     def _map_ref(self, insn: Insn, r: MapReference | DataReference, where: str) -> Insn:
         if not insn.is_ldimm64:

@@ -14,7 +14,7 @@ from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dynbpf.asm.insn import Insn
+from dynbpf.asm.insn import Insn, decode
 from dynbpf.btf.ext import LineInfo
 from dynbpf.elf.sections import ProgramKind
 from dynbpf.sys.constants import ProgType
@@ -64,7 +64,6 @@ class PreparedProgram:
     kind: ProgramKind
     license: str
     kernel_version: int
-    instructions: tuple[Insn, ...]
     code: bytes
     func_info: bytes = b""
     line_info: bytes = b""
@@ -79,6 +78,11 @@ class PreparedProgram:
     fd_array: tuple[int, ...] = ()
     core_failures: tuple[CoreFailure, ...] = ()
     absent_maps: tuple[tuple[int, str], ...] = ()  # (slot, map): poisoned loads of maps that are not created
+
+    @property
+    def instructions(self) -> tuple[Insn, ...]:
+        """``code`` decoded (on each call: a load sends the bytes, and only messages and tests read these)."""
+        return tuple(decode(self.code))
 
     @property
     def prog_type(self) -> ProgType:
