@@ -12,7 +12,7 @@ import hashlib
 import subprocess
 from pathlib import Path
 
-from tests.bpfbuild import CACHE, CFLAGS, clang_version, vmlinux_h
+from tests.bpfbuild import CACHE, CFLAGS, clang_version, produce, vmlinux_h
 
 _HEADER = """\
 #include "vmlinux.h"
@@ -125,18 +125,8 @@ def compile_cached(text: str, stem: str) -> Path:
     header = vmlinux_h()
     key = hashlib.sha256((text + " ".join(CFLAGS) + clang_version() + str(header)).encode()).hexdigest()[:24]
     out = CACHE / f"{stem}-{key}" / f"{stem}.bpf.o"
+    src = out.with_suffix(".c")
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
-        src = out.with_suffix(".c")
         src.write_text(text)
-        tmp = out.with_suffix(".tmp")
-        proc = subprocess.run(
-            ["clang", *CFLAGS, "-I", str(header.parent), "-c", str(src), "-o", str(tmp)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"clang failed on {src}:\n{proc.stderr}")
-        tmp.replace(out)
-    return out
+    return produce(out, lambda tmp: ["clang", *CFLAGS, "-I", str(header.parent), "-c", str(src), "-o", str(tmp)], src)

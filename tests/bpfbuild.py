@@ -12,6 +12,7 @@ import hashlib
 import os
 import platform
 import subprocess
+from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
 
@@ -84,12 +85,7 @@ def build(name: str, extra_flags: tuple[str, ...] = ()) -> Path:
     objects = [_compile(src, src.name.removesuffix(".bpf.c"), extra_flags) for src in parts]
     key = _sha(*(o.parent.name.encode() for o in objects), bpftool_version().encode())
     out = CACHE / f"{name}-linked-{key}" / f"{name}.bpf.o"
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(f".tmp{os.getpid()}")
-        _run(["bpftool", "gen", "object", str(tmp), *map(str, objects)], f"bpftool gen object for {name}")
-        tmp.replace(out)
-    return out
+    return produce(out, lambda tmp: ["bpftool", "gen", "object", str(tmp), *map(str, objects)], f"the files of {name}")
 
 
 def _compile(src: Path, name: str, extra_flags: tuple[str, ...]) -> Path:
@@ -104,18 +100,25 @@ def _compile(src: Path, name: str, extra_flags: tuple[str, ...]) -> Path:
         header.read_bytes()[:4096],
     )
     out = CACHE / f"{name}-{key}" / f"{name}.bpf.o"
+    return produce(out, lambda tmp: ["clang", *flags, "-I", str(header.parent), "-c", str(src), "-o", str(tmp)], src)
+
+
+def produce(out: Path, command: Callable[[Path], Sequence[str]], what: object) -> Path:
+    """``out``, made by running ``command(tmp)`` unless it exists (a cache hit).
+
+    The command writes a temporary file that replaces ``out`` only when it
+    succeeded, so concurrent or interrupted builds never leave a partial
+    file under a cache key. A failure raises with the tool's stderr.
+    """
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(f".tmp{os.getpid()}")
-        _run(["clang", *flags, "-I", str(header.parent), "-c", str(src), "-o", str(tmp)], f"clang on {src}")
+        argv = [*command(tmp)]
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{Path(argv[0]).name} failed on {what}:\n{proc.stderr}")
         tmp.replace(out)
     return out
-
-
-def _run(argv: list[str], what: str) -> None:
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{what} failed:\n{proc.stderr}")
 
 
 @cache
