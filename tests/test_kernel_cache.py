@@ -185,13 +185,3 @@ def test_cache_true_uses_the_xdg_cache_directory(
         coll.programs["first_prog"].load()
     assert len(cache_files(tmp_path / "dynbpf")) == 1
     assert (tmp_path / "dynbpf").stat().st_mode & 0o777 == 0o700
-
-
-def test_the_docs_example_runs(tmp_path: Path, no_fd_leak: None) -> None:
-    text = (Path(__file__).resolve().parent.parent / "docs" / "runtime.md").read_text()
-    section = text[text.index("## A warm start: the prepared cache") :]
-    code = section[section.index("```python\n") + len("```python\n") : section.index("```\n", 10)]
-    assert '"twofiles.bpf.o"' in code
-    code = code.replace('"twofiles.bpf.o"', repr(str(build(FIXTURE))))
-    exec(compile(code, "docs/runtime.md", "exec"), {"cache_dir": tmp_path})
-    assert len(cache_files(tmp_path)) == 1

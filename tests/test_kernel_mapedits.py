@@ -400,14 +400,3 @@ def _pinned_ids(directory: str) -> dict[str, int]:
         with commands.obj_get(os.path.join(directory, name)) as fd:
             out[name] = int(commands.map_info(fd.raw).id)
     return out
-
-
-# --- the example in docs/maps.md ---------------------------------------------------------------------
-
-
-def test_the_docs_example_runs(obj: Path, no_fd_leak: None) -> None:
-    text = (Path(__file__).resolve().parent.parent / "docs" / "maps.md").read_text()
-    section = text[text.index("## Editing maps before they are created") :]
-    code = section[section.index("```python\n") + len("```python\n") : section.index("```\n", 10)]
-    assert '"map_edits.bpf.o"' in code
-    exec(compile(code.replace('"map_edits.bpf.o"', repr(str(obj))), "docs/maps.md", "exec"), {})
