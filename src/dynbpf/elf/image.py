@@ -132,6 +132,10 @@ class Image:
             raise ObjectFormatError(f"reference to section index {index}, which does not exist", section=where or None)
         return self.sections[index]
 
+    def view(self, section: Section) -> memoryview:
+        """A PROGBITS section's bytes without copying them (functions keep slices of the file, not copies)."""
+        return memoryview(self.data)[section.offset : section.offset + section.size]
+
     def contents(self, section: Section) -> bytes:
         """A section's bytes (zeros for NOBITS, i.e. .bss)."""
         if section.type == SHT_NOBITS:

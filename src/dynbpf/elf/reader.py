@@ -124,7 +124,7 @@ class _Function:
     section: Section
     offset: int
     symbol: Symbol
-    code: bytes
+    code: memoryview  # a slice of the file: no copy
     _decoded: tuple[list[Insn], SlotMap] | None = None
 
     @property
@@ -253,7 +253,7 @@ class _Reader:
             syms = sorted(by_section.get(sec.index, []), key=lambda s: s.value)
             if not syms:
                 raise ObjectFormatError("executable section has no function symbols", section=sec.name)
-            code = img.contents(sec)
+            code = img.view(sec)
             fns: list[_Function] = []
             for sym in syms:
                 if sec.name != TEXT and sym.bind == STB_LOCAL:

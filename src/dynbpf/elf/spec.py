@@ -149,7 +149,7 @@ class FunctionSpec:
     name: str
     section: str
     offset: int
-    code: bytes = field(repr=False)  # the bytes the instructions decode from
+    code: bytes | memoryview = field(repr=False)  # the bytes the instructions decode from (a view of the file)
     global_function: bool = False  # a non-static function: verified on its own by the kernel
     hidden: bool = False  # global but with hidden visibility: libbpf makes its BTF FUNC static
     body: LazyBody = field(repr=False, compare=False, kw_only=True)
@@ -187,8 +187,8 @@ class FunctionSpec:
         return source_name(self.name)
 
     def encoded(self) -> bytes:
-        """The function's bytes as in the object (before any relocation): prepare copies them per program."""
-        return self.code
+        """The function's bytes as in the object (before any relocation), as a copy of their own."""
+        return bytes(self.code)
 
     @property
     def calls(self) -> tuple[str, ...]:
