@@ -98,19 +98,29 @@ def test_what_changes_instructions_misses(tmp_path: Path, change: dict[str, obje
     assert hits == len(programs)
 
 
-def test_another_kernel_or_object_misses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_fd_leak: None) -> None:
+@pytest.mark.parametrize("identity", ["kernel_identity", "code_identity"])
+def test_another_kernel_or_dynbpf_misses(
+    tmp_path: Path, identity: str, monkeypatch: pytest.MonkeyPatch, no_fd_leak: None
+) -> None:
+    """A test can neither reboot nor upgrade dynbpf: the identity functions stand in for that."""
     start(tmp_path)
-    real = prepare_cache.kernel_identity()
-    monkeypatch.setattr(prepare_cache, "kernel_identity", lambda: real + b"another boot")  # cannot reboot a test
+    real = getattr(prepare_cache, identity)()
+    monkeypatch.setattr(prepare_cache, identity, lambda: real + b"another boot, or another dynbpf")
     _, hits, misses = start(tmp_path)
     assert (hits, misses) == (0, len(PROGRAMS))
     monkeypatch.undo()
+    _, hits, _ = start(tmp_path)
+    assert hits == len(PROGRAMS)  # back on the first: its file is still valid
+
+
+def test_another_object_misses(tmp_path: Path, no_fd_leak: None) -> None:
+    start(tmp_path)
     other = build("staticmaps")
     with dynbpf.open(other, cache=tmp_path) as coll:
         assert coll.load(["left_prog"]) == {}
         assert coll.prepared.cache is not None
         assert coll.prepared.cache.misses == 1
-    assert len(cache_files(tmp_path)) == 3
+    assert len(cache_files(tmp_path)) == 2
 
 
 def test_constants_share_the_cache(tmp_path: Path, no_fd_leak: None) -> None:
