@@ -38,7 +38,7 @@ from dynbpf.maps.errors import CodecError, MapTypeError
 from dynbpf.sys import commands
 from dynbpf.sys.attrs import BtfInfo, MapBatchAttr, addr
 from dynbpf.sys.constants import Cmd, MapType, UpdateFlags
-from dynbpf.sys.fd import Fd
+from dynbpf.sys.fd import Fd, FdSource, raw_fd
 from dynbpf.sys.syscall import bpf_raw, error_for
 
 #: "this map type has no batch operations" (ENOTSUPP is kernel-internal 524); the request
@@ -138,7 +138,7 @@ class Map:
 
     def __init__(
         self,
-        fd: Fd | int,
+        fd: FdSource | int,
         *,
         key: Codec | None = None,
         value: Codec | None = None,
@@ -152,7 +152,7 @@ class Map:
         says the kernel has batch operations; ``cpus`` overrides the number
         of possible CPUs (per-CPU maps only).
         """
-        info = commands.map_info(fd.raw if isinstance(fd, Fd) else fd)
+        info = commands.map_info(raw_fd(fd))
         self._fd = fd
         try:
             self.type: MapType | int = MapType(info.type)
@@ -178,20 +178,22 @@ class Map:
                 raise CodecError(role, f"map {self.name!r} has {size}-byte {role}s, but the codec is {codec!r}")
 
     @classmethod
-    def with_btf(cls, fd: Fd | int, btf: Spec | None, key_type: int, value_type: int, *, batch: bool = False) -> Map:
+    def with_btf(
+        cls, fd: FdSource | int, btf: Spec | None, key_type: int, value_type: int, *, batch: bool = False
+    ) -> Map:
         """A map whose key and value types are BTF ids in ``btf`` (0: no BTF for that side)."""
-        info = commands.map_info(fd.raw if isinstance(fd, Fd) else fd)
+        info = commands.map_info(raw_fd(fd))
         key = codec_for(btf, key_type, size=info.key_size) if key_type else None
         value = codec_for(btf, value_type, size=info.value_size) if value_type else None
         return cls(fd, key=key, value=value, batch=batch)
 
     @classmethod
-    def with_kernel_btf(cls, fd: Fd | int, *, batch: bool = False) -> Map:
+    def with_kernel_btf(cls, fd: FdSource | int, *, batch: bool = False) -> Map:
         """A map decoded with the BTF the kernel holds for it (from its creator); raw bytes without one.
 
         Lets a tool read maps it did not create, e.g. found by id or pin.
         """
-        info = commands.map_info(fd.raw if isinstance(fd, Fd) else fd)
+        info = commands.map_info(raw_fd(fd))
         if not info.btf_id or not (info.btf_key_type_id or info.btf_value_type_id):
             return cls(fd, batch=batch)
         btf = _kernel_btf(int(info.btf_id))
@@ -208,8 +210,13 @@ class Map:
         return RawCodec(self.value_size)
 
     @property
+    def closed(self) -> bool:
+        """Whether the map behind this view is gone (its collection closed, or an on-demand map freed)."""
+        return not isinstance(self._fd, int) and self._fd.closed
+
+    @property
     def fd(self) -> int:
-        return self._fd.raw if isinstance(self._fd, Fd) else self._fd
+        return raw_fd(self._fd)
 
     @property
     def per_cpu(self) -> bool:
@@ -490,7 +497,7 @@ class Map:
         return len(raw)
 
     def __repr__(self) -> str:
-        fd = "closed" if isinstance(self._fd, Fd) and self._fd.closed else self.fd
+        fd = "closed" if not isinstance(self._fd, int) and self._fd.closed else self.fd
         return f"<Map {self._type_name} {self.name!r} id={self.id} fd={fd}>"
 
 

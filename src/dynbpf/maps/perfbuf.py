@@ -41,7 +41,7 @@ from dynbpf.maps.errors import MapTypeError
 from dynbpf.maps.reader import Decode, EventReader, Sink
 from dynbpf.sys import commands, perf
 from dynbpf.sys.constants import MapType
-from dynbpf.sys.fd import Fd
+from dynbpf.sys.fd import Fd, FdSource, raw_fd
 
 PAGE_SIZE = mmap.PAGESIZE
 ONLINE = "/sys/devices/system/cpu/online"
@@ -130,7 +130,7 @@ class PerfBuffer(EventReader):
 
     def __init__(
         self,
-        map_fd: Fd | int,
+        map_fd: FdSource | int,
         *,
         pages: int = 8,
         decode: Decode | None = None,
@@ -140,7 +140,7 @@ class PerfBuffer(EventReader):
     ) -> None:
         if pages < 1 or pages & (pages - 1):
             raise ValueError(f"pages must be a power of two, got {pages}")
-        raw = map_fd.raw if isinstance(map_fd, Fd) else map_fd
+        raw = raw_fd(map_fd)
         info = commands.map_info(raw)
         self.name = info.name.decode(errors="replace")
         self.id = int(info.id)

@@ -48,7 +48,7 @@ from dynbpf.maps.errors import MapTypeError
 from dynbpf.maps.reader import Decode, EventReader, Sink
 from dynbpf.sys import commands
 from dynbpf.sys.constants import MapType
-from dynbpf.sys.fd import Fd
+from dynbpf.sys.fd import Fd, FdSource, raw_fd
 
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
@@ -73,12 +73,12 @@ class RingBuffer(EventReader):
 
     def __init__(
         self,
-        map_fd: Fd | int,
+        map_fd: FdSource | int,
         *,
         decode: Decode | None = None,
         callback: Callable[[Any], object] | None = None,
     ) -> None:
-        raw = map_fd.raw if isinstance(map_fd, Fd) else map_fd
+        raw = raw_fd(map_fd)
         info = commands.map_info(raw)
         self.name = info.name.decode(errors="replace")
         self.id = int(info.id)

@@ -36,7 +36,7 @@ from dynbpf.maps.codec import Codec, codec_for
 from dynbpf.maps.errors import CodecError
 from dynbpf.maps.mapping import ArrayMapping
 from dynbpf.sys import commands
-from dynbpf.sys.fd import Fd
+from dynbpf.sys.fd import FdSource, raw_fd
 
 
 class VariableLike(Protocol):
@@ -102,7 +102,7 @@ class _MappedStore:
 class _MapStore:
     __slots__ = ("fd", "size")
 
-    def __init__(self, fd: Fd | int) -> None:
+    def __init__(self, fd: FdSource | int) -> None:
         self.fd = fd
         info = commands.map_info(self._raw())
         if info.max_entries != 1 or info.key_size != 4:
@@ -113,7 +113,7 @@ class _MapStore:
         self.size = int(info.value_size)
 
     def _raw(self) -> int:
-        return self.fd.raw if isinstance(self.fd, Fd) else self.fd
+        return raw_fd(self.fd)
 
     def _lookup(self) -> bytearray:
         value = bytearray(self.size)
@@ -166,7 +166,7 @@ class Variables:
         return cls(_MappedStore(mapping), btf, variables)
 
     @classmethod
-    def of_map(cls, fd: Fd | int, btf: Spec, variables: Iterable[VariableLike]) -> Variables:
+    def of_map(cls, fd: FdSource | int, btf: Spec, variables: Iterable[VariableLike]) -> Variables:
         """Variables of a live data section map (``fd`` is borrowed, never closed here)."""
         return cls(_MapStore(fd), btf, variables)
 

@@ -180,7 +180,7 @@ class Collection(Closing):
         from dynbpf.maps.variables import Variables
 
         if not spec.flags & MapFlags.MMAPABLE:
-            return Variables.of_map(self._registry.require(section), btf, own)
+            return Variables.of_map(self._registry.view(section), btf, own)
         mapping = self._registry.mapping(section)
         with self._lock:
             view = self._variables.get(section)
@@ -373,10 +373,10 @@ class _MapViews(Mapping[str, "Map"]):
         spec = prepared.maps.get(name)
         if spec is None:
             raise KeyError(f"object {coll.spec.name!r} has no map {name!r} (maps: {', '.join(prepared.maps)})")
-        fd = coll._registry.require(name)
+        fd = coll._registry.view(name)
         with coll._lock:
             view = coll._map_views.get(name)
-            if view is None:
+            if view is None or view.closed:  # never made, or made for a map since freed and re-created
                 from dynbpf.maps.map import Map
 
                 btf = prepared.btf if prepared.btf is not None else coll.spec.btf  # DATASECs sized by the fix-up

@@ -28,7 +28,7 @@ from dynbpf.runtime.state import MapPolicy
 from dynbpf.sys import commands, fs
 from dynbpf.sys.constants import MapFlags, MapType
 from dynbpf.sys.fd import Fd
-from dynbpf.sys.placeholder import FdSlot
+from dynbpf.sys.placeholder import FdSlot, SlotView
 
 #: Map kinds the registry never creates, with the reason callers are told.
 NOT_CREATED = {MapType.STRUCT_OPS: "struct_ops maps are created when registered (attach), not at open"}
@@ -175,6 +175,12 @@ class MapRegistry:
         spec = self.spec(name)
         slot = self._slots.get(spec.name)
         return slot is not None and slot.installed
+
+    def view(self, name: str) -> SlotView:
+        """The map's number as a view valid only while this very map exists: what user-facing views hold."""
+        self.require(name)
+        with self._lock:
+            return self._slots[name].view()
 
     def require(self, name: str) -> int:
         """The fd number of a map that exists now; a StateError says why it does not."""

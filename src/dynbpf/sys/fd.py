@@ -13,9 +13,30 @@ import fcntl
 import os
 import threading
 import warnings
+from typing import Protocol
 
 from dynbpf.errors import StateError
 from dynbpf.sys.closing import Closing
+
+
+class FdSource(Protocol):
+    """An fd number for as long as it is valid: ``raw`` raises ``StateError`` once it is not.
+
+    :class:`Fd` (owned) and :class:`~dynbpf.sys.placeholder.SlotView`
+    (borrowed from a collection's map slot) are both; a raw ``int`` is
+    trusted as given.
+    """
+
+    @property
+    def raw(self) -> int: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+
+def raw_fd(fd: FdSource | int) -> int:
+    """The number behind ``fd`` now (raising ``StateError`` if it is no longer valid)."""
+    return fd if isinstance(fd, int) else fd.raw
 
 
 class Fd(Closing):

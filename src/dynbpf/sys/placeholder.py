@@ -47,6 +47,19 @@ class FdSlot(Closing):
         self._lock = threading.Lock()
         self._number: int | None = _placeholder(name)
         self._installed = False
+        self._generation = 0  # changes whenever what the number names changes
+
+    def view(self) -> SlotView:
+        """The number of the object installed now, valid only while that object is: what map views hold."""
+        with self._lock:
+            number = self.number
+            if not self._installed:
+                raise StateError(f"fd slot {self.name!r} holds no object")
+            return SlotView(self, self._generation, number)
+
+    def _current(self, generation: int) -> int | None:
+        number = self._number
+        return number if self._installed and self._generation == generation else None
 
     @property
     def number(self) -> int:
@@ -68,6 +81,7 @@ class FdSlot(Closing):
             os.dup2(fd.raw, number, inheritable=False)  # dup3(..., O_CLOEXEC): atomic replacement
             fd.close()
             self._installed = True
+            self._generation += 1
 
     def vacate(self) -> None:
         """Drop the installed object (the kernel frees it if nothing else holds it); keep the number."""
@@ -76,21 +90,59 @@ class FdSlot(Closing):
             if not self._installed:
                 return
             spare = _placeholder(self.name)
+            self._installed = False  # views fail from here on, before the number names the placeholder
+            self._generation += 1
             try:
                 os.dup2(spare, number, inheritable=False)
             finally:
                 os.close(spare)
-            self._installed = False
 
     def close(self) -> None:
         """Release the number (and whatever it holds)."""
         with self._lock:
             if self._number is not None:
-                os.close(self._number)
-                self._number = None
                 self._installed = False
+                self._generation += 1
+                number, self._number = self._number, None
+                os.close(number)
 
     def __del__(self) -> None:
         if getattr(self, "_number", None) is not None:
             warnings.warn(f"fd slot {self.name!r} ({self._number}) was not closed", ResourceWarning, stacklevel=2)
             self.close()
+
+
+class SlotView:
+    """A borrowed fd number that is valid only while the object it was taken for sits in its slot.
+
+    A map view must never hold a bare number: once its map is freed (the
+    collection closed, an on-demand map destroyed) the number can name a
+    placeholder or, after close, another collection's map of another size,
+    and the kernel would copy that map's values into a buffer sized for
+    this one. So ``raw`` checks, on every use, that the slot still holds
+    the object this view was made for, and raises ``StateError`` if not.
+    """
+
+    __slots__ = ("_generation", "_number", "_slot")
+
+    def __init__(self, slot: FdSlot, generation: int, number: int) -> None:
+        self._slot = slot
+        self._generation = generation
+        self._number = number
+
+    @property
+    def raw(self) -> int:
+        number = self._slot._current(self._generation)
+        if number is None:
+            raise StateError(
+                f"fd {self._number} ({self._slot.name!r}) no longer names the map this view was made for: its "
+                "collection was closed or the map was freed (on demand); take a new view from the collection"
+            )
+        return number
+
+    @property
+    def closed(self) -> bool:
+        return self._slot._current(self._generation) is None
+
+    def __repr__(self) -> str:
+        return f"<SlotView {self._slot.name!r} {'stale' if self.closed else self._number}>"

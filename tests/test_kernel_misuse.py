@@ -1,0 +1,56 @@
+"""Misuse that must fail cleanly: views kept too long, reloads, odd paths, arguments of the wrong shape (issue 13).
+
+Each test reproduces a report and fails on the code before its fix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import dynbpf
+from dynbpf.errors import StateError
+from tests.bpfbuild import build
+
+pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
+
+
+def agent() -> Path:
+    return build("docs_agent")
+
+
+def test_a_map_view_kept_after_close_raises_instead_of_touching_the_number(no_fd_leak: None) -> None:
+    """The number a view held is reused by the next collection's larger maps: reading it crashed the interpreter."""
+    with dynbpf.open(agent()) as coll:
+        counts, rodata, bss = coll.maps["exec_count"], coll.maps[".rodata"], coll.bss
+        assert rodata[0] is not None
+        assert bss.hits == 0
+    assert counts.closed
+    assert rodata.closed
+    with dynbpf.open(build("twofiles")) as other:  # takes the freed numbers, with maps of other sizes
+        other.load(["first_prog"])
+        with pytest.raises(StateError, match="no longer names the map this view was made for"):
+            rodata[0]
+        with pytest.raises(StateError, match="no longer names the map"):
+            counts[1] = 2
+        with pytest.raises(StateError):
+            list(counts.items())
+        with pytest.raises(StateError):
+            bss.hits = 1  # through the old mapping: it is gone with its map
+
+
+def test_a_view_of_a_freed_on_demand_map_raises_and_a_new_one_works(no_fd_leak: None) -> None:
+    with dynbpf.open(agent(), map_policy="on_demand") as coll:
+        coll.programs["handle_exec"].load()
+        old = coll.maps["exec_count"]
+        old[7] = 1
+        coll.programs["handle_exec"].unload()  # its only user: the map is freed
+        with pytest.raises(StateError, match="no longer names the map"):
+            old[7]
+        coll.programs["handle_exec"].load()
+        new = coll.maps["exec_count"]
+        assert new is not old
+        assert 7 not in new  # a re-created map starts empty
+        new[7] = 3
+        assert new[7] == 3
