@@ -5,12 +5,14 @@ Each test reproduces a report and fails on the code before its fix.
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 import pytest
 
 import dynbpf
-from dynbpf.errors import StateError
+from dynbpf.errors import ObjectFormatError, StateError
 from tests.bpfbuild import build
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
@@ -54,3 +56,49 @@ def test_a_view_of_a_freed_on_demand_map_raises_and_a_new_one_works(no_fd_leak: 
         assert 7 not in new  # a re-created map starts empty
         new[7] = 3
         assert new[7] == 3
+
+
+@pytest.mark.parametrize("kind", ["/dev/zero", "fifo", "directory", "empty path", "socket"])
+def test_read_takes_regular_files_only(kind: str, tmp_path: Path) -> None:
+    """/dev/zero read until MemoryError, a FIFO or /dev/urandom hung: only a regular file is an object."""
+    if kind == "fifo":
+        path = tmp_path / "fifo"
+        os.mkfifo(path)
+    elif kind == "directory":
+        path = tmp_path
+    elif kind == "socket":
+        path = tmp_path / "sock"
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(path))
+        server.close()
+    else:
+        path = Path("" if kind == "empty path" else kind)
+    with pytest.raises(ObjectFormatError, match=r"not a regular file|empty path|cannot read"):
+        dynbpf.read(path)
+    with pytest.raises(ObjectFormatError):
+        dynbpf.open(path)
+
+
+def test_read_takes_bytes_like_objects_and_refuses_other_types() -> None:
+    data = agent().read_bytes()
+    assert set(dynbpf.read(bytearray(data)).programs) == set(dynbpf.read(memoryview(data)).programs)
+    with pytest.raises(TypeError, match="a path or the object's bytes"):
+        dynbpf.read(42)  # type: ignore[arg-type]
+
+
+def test_a_lone_program_name_is_not_read_as_letters(no_fd_leak: None) -> None:
+    with dynbpf.open(agent()) as coll:
+        with pytest.raises(TypeError, match=r"write \['handle_exec'\]"):
+            coll.load("handle_exec")
+        with pytest.raises(TypeError, match="program names"):
+            coll.load([1])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match=r"write \['dump_tasks'\]"):
+        dynbpf.open(agent(), disabled="dump_tasks")
+
+
+@pytest.mark.parametrize("workers", [0, -1, "2", 1.5, True])
+def test_workers_must_be_a_positive_whole_number(workers: object, no_fd_leak: None) -> None:
+    with dynbpf.open(agent()) as coll:
+        with pytest.raises(ValueError, match="workers must be"):
+            coll.load(["handle_exec"], workers=workers)  # type: ignore[arg-type]
+        assert coll.load(["handle_exec"], workers=None) == {}

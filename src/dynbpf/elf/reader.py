@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import os
 import re
+import stat
 import struct
 import threading
 from collections.abc import Mapping
@@ -80,7 +81,9 @@ KCONFIG = ".kconfig"
 KSYMS = ".ksyms"
 
 
-def read(source: str | os.PathLike[str] | bytes, *, name: str | None = None, lazy: bool = False) -> ObjectSpec:
+def read(
+    source: str | os.PathLike[str] | bytes | bytearray | memoryview, *, name: str | None = None, lazy: bool = False
+) -> ObjectSpec:
     """Parse a BPF object file (a path, or its bytes).
 
     Everything is checked and decoded now, unless ``lazy``: then each
@@ -89,15 +92,14 @@ def read(source: str | os.PathLike[str] | bytes, *, name: str | None = None, laz
     a program never loaded is never decoded), and a malformed function
     raises ``ObjectFormatError`` at that moment, for that function only.
     """
-    if isinstance(source, bytes):
-        data, default_name = source, "object"
-    else:
+    if isinstance(source, bytes | bytearray | memoryview):
+        data, default_name = bytes(source), "object"
+    elif isinstance(source, str | os.PathLike):
         path = Path(source)
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise ObjectFormatError(f"cannot read {path}: {e.strerror}") from None
+        data = read_object_file(path)
         default_name = path.name.split(".", 1)[0] or "object"
+    else:
+        raise TypeError(f"read() takes a path or the object's bytes, not {type(source).__name__}")
     try:
         spec = dataclasses.replace(
             _Reader(Image(data), name or default_name).spec(), digest=hashlib.sha256(data).digest()
@@ -108,6 +110,35 @@ def read(source: str | os.PathLike[str] | bytes, *, name: str | None = None, laz
         return spec
     except TypeNotFound as e:  # a type id stored in the object that its BTF does not define
         raise ObjectFormatError(f"dangling BTF type reference: {e}", section=".BTF") from None
+
+
+#: Larger than any BPF object a compiler or linker makes (the largest deployed ones are tens of MB).
+MAX_OBJECT_SIZE = 512 << 20
+
+
+def read_object_file(path: Path) -> bytes:
+    """The bytes of a regular file of a sane size: never a device, FIFO or socket that would hang or never end."""
+    if not str(path):
+        raise ObjectFormatError("no object file named (an empty path)")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO opens without waiting for a writer
+    except OSError as e:
+        raise ObjectFormatError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ObjectFormatError(f"{path} is not a regular file (a BPF object is one)")
+        if st.st_size > MAX_OBJECT_SIZE:
+            raise ObjectFormatError(f"{path} is {st.st_size} bytes, more than any BPF object ({MAX_OBJECT_SIZE})")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(MAX_OBJECT_SIZE + 1)
+        if len(data) > MAX_OBJECT_SIZE:  # it grew while we read it
+            raise ObjectFormatError(f"{path} is more than {MAX_OBJECT_SIZE} bytes, more than any BPF object")
+        return data
+    except OSError as e:
+        raise ObjectFormatError(f"cannot read {path}: {e.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def is_data_section(name: str) -> bool:

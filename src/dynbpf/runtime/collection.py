@@ -75,7 +75,7 @@ class Collection(Closing):
         self._readers: weakref.WeakSet[EventReader] = weakref.WeakSet()
         self._measured_seconds = 0.0
         self._measured_insns = 0
-        off = frozenset(disabled)
+        off = frozenset(_names(disabled, "disabled"))
         unknown = sorted(off - set(spec.programs))
         if unknown:
             raise KeyError(
@@ -257,9 +257,13 @@ class Collection(Closing):
         if programs is None:
             chosen = [p for n, p in self.programs.items() if self.spec.programs[n].kind.autoload and not p._disabled]
         else:
-            chosen = [self._program(name) for name in dict.fromkeys(programs)]
+            chosen = [self._program(name) for name in dict.fromkeys(_names(programs, "programs"))]
         self._require_open()
         todo = [p for p in chosen if not p.loaded]
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            raise ValueError(
+                f"workers must be a whole number of threads, at least 1 (or None: one per CPU), not {workers!r}"
+            )
         loaded, failures = parallel.load(todo, workers=workers or os.cpu_count() or 1, cost=self._cost)
         if atomic and failures:
             for program in loaded:
@@ -388,6 +392,17 @@ class _MapViews(Mapping[str, "Map"]):
 
     def __len__(self) -> int:
         return len(self._coll.prepared.maps)
+
+
+def _names(names: Iterable[str], what: str) -> list[str]:
+    """Program names as a list; a lone string is refused rather than read as its letters."""
+    if isinstance(names, str | bytes):
+        raise TypeError(f"{what} takes a list of program names, not the string {names!r} (write [{names!r}])")
+    out = list(names)
+    bad = [n for n in out if not isinstance(n, str)]
+    if bad:
+        raise TypeError(f"{what} takes program names (str), not {bad[0]!r}")
+    return out
 
 
 def _constants(spec: ObjectSpec, constants: Mapping[str, Any]) -> dict[str, bytes]:
