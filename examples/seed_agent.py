@@ -9,7 +9,8 @@ With libbpf it loads all of them, serially, once. This agent:
 3. later loads the file, credential and network families too — more
    programs, no restart;
 4. unloads the file family: the map only it used is freed, shared maps stay;
-5. reloads the exec family (new kernel programs from the same instructions);
+5. reloads the exec family (new kernel programs from the same instructions,
+   still attached, their maps kept);
 6. checks after each phase that events kept flowing and that exactly the maps
    loaded programs need exist; closes everything and checks the kernel freed it.
 
@@ -190,9 +191,9 @@ def main() -> int:
         reloaded = [n for n in agent.names(RELOAD) if coll.programs[n].loaded]
         ids = {n: coll.programs[n].id for n in reloaded}
         for name in reloaded:
-            coll.programs[name].reload()
-            coll.programs[name].attach()
+            coll.programs[name].reload()  # keeps its links (re-made on the new program) and its maps
         agent.check("reloaded programs are new kernel programs", all(coll.programs[n].id != ids[n] for n in reloaded))
+        agent.check("reloaded programs are still attached", all(coll.programs[n].links for n in reloaded))
         agent.check_maps()
         agent.expect_events("reload")
 

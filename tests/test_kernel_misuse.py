@@ -102,3 +102,35 @@ def test_workers_must_be_a_positive_whole_number(workers: object, no_fd_leak: No
         with pytest.raises(ValueError, match="workers must be"):
             coll.load(["handle_exec"], workers=workers)  # type: ignore[arg-type]
         assert coll.load(["handle_exec"], workers=None) == {}
+
+
+def test_reload_keeps_the_maps_and_the_links(no_fd_leak: None) -> None:
+    """reload() freed an on-demand counter map (3 -> 0) and came back detached."""
+    import subprocess
+
+    with dynbpf.open(agent(), map_policy="on_demand") as coll:
+        prog = coll.programs["handle_exec"]
+        prog.load()
+        prog.attach()  # a tracepoint: a perf link, which cannot be updated in place
+        coll.maps["exec_count"][424242] = 3
+        old_id = prog.id
+        prog.reload()
+        assert prog.id != old_id  # a new kernel program
+        assert coll.maps["exec_count"][424242] == 3  # the map was held through the swap
+        assert len(prog.links) == 1
+        before = coll.bss.hits
+        child = subprocess.run(["sh", "-c", "exec true"], check=True)
+        assert child.returncode == 0
+        assert coll.bss.hits > before  # the new program runs on the re-made link
+        prog.unload()
+        assert not coll.map_exists("exec_count")  # and the hold was given back
+
+
+def test_reload_of_an_iterator_updates_its_link_in_place(no_fd_leak: None) -> None:
+    with dynbpf.open(agent()) as coll:
+        prog = coll.programs["dump_tasks"]
+        prog.load()
+        link = prog.attach()
+        prog.reload()
+        assert prog.links == (link,)  # the same link, now running the new program
+        assert link.read()  # type: ignore[attr-defined]

@@ -36,6 +36,7 @@ class Program:
         self._disabled = disabled
         self._fd: Fd | None = None
         self._links: list[Link] = []
+        self._targets: dict[int, dict[str, Any]] = {}  # id(link) -> the attach() keywords that made it
         self._lock = threading.RLock()
         self._links_lock = threading.Lock()
         self.log = ""
@@ -125,11 +126,58 @@ class Program:
             self._unload()
 
     def reload(self, *, log_level: int = 0, log_size: int = 0) -> None:
-        """Unload (detaching its links) and load again: a fresh kernel program from the same instructions."""
+        """A fresh kernel program from the same instructions, swapped in without losing what the old one had.
+
+        The new program is loaded before the old one goes (make before
+        break): the maps stay held throughout, so an on-demand map only this
+        program uses keeps its contents; its prog-array slots move to the new
+        program; and each link moves too, updated in place where the kernel
+        can (``BPF_LINK_UPDATE``: xdp, tcx, cgroup, iterator, netns links),
+        else attached anew to the same target and only then detached
+        (tracepoints, raw tracepoints, uprobes, fentry...: for a moment both
+        programs run). A link that cannot be re-made is detached and its
+        error raised once the swap is done. Not loaded: just loads.
+        """
         with self._lock:
             self._loadable()
-            self._unload()
-            self._load(LoadOptions(log_level=log_level, log_size=log_size))
+            options = LoadOptions(log_level=log_level, log_size=log_size)
+            old = self._fd
+            if old is None:
+                self._load(options)
+                return
+            moving = [(link, self._targets.get(id(link), {})) for link in self.links]
+            self._fd = None
+            try:
+                self._load(options)  # holds the maps once more: the old program's hold keeps them meanwhile
+            except BaseException:
+                self._fd = old  # the old program, its links and slots are untouched
+                self._collection._registry.program_loaded(self.name, old.raw)
+                raise
+            failed: list[DynbpfError] = []
+            for link, target in moving:
+                failure = self._move(link, target)
+                if failure is not None:
+                    failed.append(failure)
+            old.close()
+            self._collection._registry.release(self.maps)  # the old program's hold
+            if failed:
+                raise failed[0]
+
+    def _move(self, link: Link, target: dict[str, Any]) -> DynbpfError | None:
+        """Put ``link``'s hook on the new program; the error, if it could not be re-made (the link is then gone)."""
+        assert self._fd is not None
+        try:
+            link.update(self._fd.raw)
+            return None
+        except DynbpfError:
+            pass  # this kind of link cannot be updated: make a new one, then break the old
+        try:
+            self._attach(target)
+        except DynbpfError as e:
+            return e
+        finally:
+            link.detach()
+        return None
 
     def attach(self, **target: Any) -> Link:
         """Attach to the hook the section names (``target`` completes or overrides it); see docs/attach.md.
@@ -142,12 +190,17 @@ class Program:
                 raise StateError(
                     f"program {self.name!r} is {self.state.value}: only a loaded program can be attached; load() it"
                 )
-            from dynbpf.attach import attach
+            return self._attach(target)
 
-            prepared = self.prepared
-            link = attach(prepared.kind, self._fd.raw, name=self.name, attach_btf_id=prepared.attach_btf_id, **target)
-            self._adopt(link)
-            return link
+    def _attach(self, target: dict[str, Any]) -> Link:
+        from dynbpf.attach import attach
+
+        assert self._fd is not None
+        prepared = self.prepared
+        link = attach(prepared.kind, self._fd.raw, name=self.name, attach_btf_id=prepared.attach_btf_id, **target)
+        self._targets[id(link)] = dict(target)  # what reload() re-attaches it to
+        self._adopt(link)
+        return link
 
     def detach(self) -> None:
         """Detach every link of this program (pinned links stay in bpffs); it stays loaded."""
@@ -245,10 +298,13 @@ class Program:
         with self._links_lock:
             if link in self._links:
                 self._links.remove(link)
+        target = self._targets.pop(id(link), None)
         if event == "update" and new_prog_fd is not None:
             owner = self._collection._program_by_fd(new_prog_fd)
             if owner is not None:
                 owner._adopt(link)
+                if target is not None:
+                    owner._targets[id(link)] = target
 
 
 class ClonedProgram(Fd):
