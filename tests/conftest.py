@@ -84,6 +84,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 @pytest.fixture
+def pin_root() -> Iterator[str]:
+    """A private directory on bpffs for a test's pins, removed (with its pins) afterwards."""
+    from tests import stress_driver
+
+    root = stress_driver.new_pin_root(0)
+    yield root
+    stress_driver.remove_pins(root)
+
+
+@pytest.fixture
 def no_fd_leak() -> Iterator[None]:
     """Fail the test if it leaves file descriptors open."""
     before = set(os.listdir("/proc/self/fd"))

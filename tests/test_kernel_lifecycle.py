@@ -226,17 +226,6 @@ def test_prog_array_slots_follow_programs_also_for_on_demand_arrays(no_fd_leak: 
 # --- pinned maps ----------------------------------------------------------------------
 
 
-@pytest.fixture
-def pin_root() -> Iterator[str]:
-    root = fs.ensure_bpffs(mount_if_missing=True)
-    path = os.path.join(root, f"dynbpf-test-{os.getpid()}")
-    os.makedirs(path, exist_ok=True)
-    yield path
-    for name in os.listdir(path):
-        os.unlink(os.path.join(path, name))
-    os.rmdir(path)
-
-
 def test_pinned_maps_are_reused_across_collections_and_outlive_them(pin_root: str, no_fd_leak: None) -> None:
     with open_lifecycle(map_policies={"shared": "pinned"}, pin_root=pin_root) as first:
         assert os.path.exists(os.path.join(pin_root, "shared"))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -240,13 +239,6 @@ def test_invalid_edits_name_map_and_field_and_create_nothing(
 
 
 # --- reuse ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def pin_root() -> Iterator[str]:
-    root = sd.new_pin_root(0)
-    yield root
-    sd.remove_pins(root)
 
 
 def test_reuse_fd_and_reuse_pin_share_one_map(obj: Path, pin_root: str, no_fd_leak: None) -> None:

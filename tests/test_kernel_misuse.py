@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import dynbpf
-from dynbpf.errors import ObjectFormatError, StateError
+from dynbpf.errors import DynbpfError, ObjectFormatError, StateError
 from tests.bpfbuild import build
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
@@ -134,3 +134,43 @@ def test_reload_of_an_iterator_updates_its_link_in_place(no_fd_leak: None) -> No
         prog.reload()
         assert prog.links == (link,)  # the same link, now running the new program
         assert link.read()  # type: ignore[attr-defined]
+
+
+def test_processes_opening_one_object_with_pinned_maps_at_once_share_them(pin_root: str) -> None:
+    """8 of 20 simultaneous opens failed with BPF_OBJ_PIN EEXIST (check, then create): the loser reuses the pin."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, dynbpf\n"
+        "from dynbpf.sys import commands\n"
+        "with dynbpf.open(sys.argv[1], map_policy='pinned', pin_root=sys.argv[2]) as coll:\n"
+        "    print(commands.map_info(coll.map_fd_number('exec_count')).id)\n"
+        "    sys.stdin.read()\n"  # hold the collection until every process has opened
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(agent()), pin_root],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
+    ]
+    ids = [p.stdout.readline().strip() for p in procs if p.stdout is not None]
+    results = [p.communicate(input="") for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in results if err]
+    assert len(set(ids)) == 1  # one map, shared by all
+
+
+def test_a_symlink_in_a_pin_path_is_refused(pin_root: str, no_fd_leak: None) -> None:
+    """A planted link to another application's pin made root reuse (and write into) that map."""
+    from dynbpf.sys import commands
+
+    with dynbpf.open(build("twofiles")) as other:  # "another application" with a pinned map
+        foreign = os.path.join(pin_root, "foreign")
+        commands.obj_pin(other.map_fd_number("shared_counts"), foreign)
+    os.symlink(foreign, os.path.join(pin_root, "exec_count"))
+    with pytest.raises(DynbpfError, match="symbolic link, not a pin"):
+        dynbpf.open(agent(), map_policies={"exec_count": "pinned"}, pin_root=pin_root)

@@ -15,12 +15,14 @@ when the array is created, and as each loads or unloads afterwards.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import threading
 from collections.abc import Iterable, Mapping
 
 from dynbpf.elf.spec import MapSpec, Pinning
-from dynbpf.errors import DynbpfError, StateError
+from dynbpf.errors import DynbpfError, StateError, SyscallError
 from dynbpf.maps.mapping import ArrayMapping
 from dynbpf.prepare.object import PreparedObject
 from dynbpf.runtime import mapcreate
@@ -337,13 +339,19 @@ class MapRegistry:
             return
         if self._policy[name] == MapPolicy.PINNED:
             path = fs.pin_path(self._pin_root, self.pin_name(name))
-            if os.path.exists(path):
+            if _pinned(path):
                 slot.install(self._reuse(spec, path))
                 return
             self._create_new(spec, slot)
             fs.make_pin_dirs(path)
             try:
                 commands.obj_pin(slot.number, path)
+            except SyscallError as e:
+                slot.vacate()
+                if e.errno != errno.EEXIST:
+                    raise
+                # another process opening the same object pinned it first: use theirs, as if it had been there
+                slot.install(self._reuse(spec, path))
             except BaseException:
                 slot.vacate()
                 raise
@@ -386,6 +394,23 @@ class MapRegistry:
             fd.close()
             raise
         return fd
+
+
+def _pinned(path: str) -> bool:
+    """Whether something is pinned at ``path``; a symlink there is refused, never followed.
+
+    bpffs directories are often world-writable and sticky: a user could plant
+    a link to another application's pin and have root write into that map.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        raise DynbpfError(f"cannot look at the pin {path}: {e.strerror}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise DynbpfError(f"{path} is a symbolic link, not a pin; dynbpf does not follow links in pin paths")
+    return True
 
 
 def _u32(value: int) -> bytes:
