@@ -174,3 +174,37 @@ def test_a_symlink_in_a_pin_path_is_refused(pin_root: str, no_fd_leak: None) -> 
     os.symlink(foreign, os.path.join(pin_root, "exec_count"))
     with pytest.raises(DynbpfError, match="symbolic link, not a pin"):
         dynbpf.open(agent(), map_policies={"exec_count": "pinned"}, pin_root=pin_root)
+
+
+@pytest.mark.parametrize("atomic", [False, True])
+def test_ctrl_c_stops_a_parallel_load_and_atomic_rolls_back(atomic: bool) -> None:
+    """Ctrl-C took effect only after all 200 programs had loaded, and atomic=True kept them."""
+    import subprocess
+    import sys
+
+    from bench.synth_agent import build as build_agent
+
+    script = (
+        "import os, signal, sys, threading, dynbpf\n"
+        "coll = dynbpf.open(sys.argv[1])\n"
+        "coll.prepare()\n"  # so the interrupt lands during verification, not before it
+        "threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()\n"
+        "try:\n"
+        "    coll.load(workers=2, atomic=sys.argv[2] == 'atomic')\n"
+        "    print('finished')\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', sum(p.loaded for p in coll.programs.values()), len(coll.programs))\n"
+        "coll.close()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(build_agent(200)), "atomic" if atomic else "keep"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout.split()
+    assert out[0] == "interrupted", out
+    loaded, total = int(out[1]), int(out[2])
+    assert loaded < total  # scheduling stopped: the rest never started
+    if atomic:
+        assert loaded == 0  # and what this call had loaded was unloaded again

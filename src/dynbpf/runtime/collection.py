@@ -252,7 +252,10 @@ class Collection(Closing):
         ``workers`` threads verify at once (default: one per CPU); the
         longest-expected programs start first so the workers finish
         together. A failure does not stop the others; with ``atomic=True``
-        any failure unloads every program this call loaded.
+        any failure unloads every program this call loaded. An interrupt
+        (Ctrl-C) stops scheduling at once: loads under way finish, the rest
+        never start, ``atomic=True`` unloads what this call loaded, and the
+        ``KeyboardInterrupt`` is re-raised.
         """
         if programs is None:
             chosen = [p for n, p in self.programs.items() if self.spec.programs[n].kind.autoload and not p._disabled]
@@ -264,7 +267,14 @@ class Collection(Closing):
             raise ValueError(
                 f"workers must be a whole number of threads, at least 1 (or None: one per CPU), not {workers!r}"
             )
-        loaded, failures = parallel.load(todo, workers=workers or os.cpu_count() or 1, cost=self._cost)
+        loaded: list[Program] = []
+        try:
+            _, failures = parallel.load(todo, workers=workers or os.cpu_count() or 1, cost=self._cost, loaded=loaded)
+        except BaseException:
+            if atomic:  # an interrupt rolls back like a failure: nothing this call loaded stays
+                for program in loaded:
+                    program.unload()
+            raise
         if atomic and failures:
             for program in loaded:
                 program.unload()

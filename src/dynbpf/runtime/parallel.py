@@ -19,16 +19,22 @@ if TYPE_CHECKING:
 
 
 def load(
-    programs: Sequence[Program], *, workers: int, cost: Callable[[Program], float]
+    programs: Sequence[Program],
+    *,
+    workers: int,
+    cost: Callable[[Program], float],
+    loaded: list[Program] | None = None,
 ) -> tuple[list[Program], dict[str, DynbpfError]]:
     """Load each program; return those this call loaded and the failures by name.
 
-    A program another thread loaded first counts as neither.
+    A program another thread loaded first counts as neither. ``loaded``, if
+    given, is filled as programs load, so that a caller interrupted
+    (``KeyboardInterrupt``) still knows what this call loaded.
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
     order = sorted(programs, key=cost, reverse=True)
-    loaded: list[Program] = []
+    loaded = [] if loaded is None else loaded
     failures: dict[str, DynbpfError] = {}
 
     def one(program: Program) -> None:
@@ -41,8 +47,15 @@ def load(
     if workers == 1 or len(order) <= 1:
         for program in order:
             one(program)
-    else:
-        with ThreadPoolExecutor(max_workers=min(workers, len(order)), thread_name_prefix="dynbpf-load") as pool:
-            for future in [pool.submit(one, p) for p in order]:
-                future.result()
+        return loaded, failures
+    pool = ThreadPoolExecutor(max_workers=min(workers, len(order)), thread_name_prefix="dynbpf-load")
+    try:
+        for future in [pool.submit(one, p) for p in order]:
+            future.result()
+    except BaseException:
+        # Ctrl-C (or any error here): schedule nothing more, wait only for the loads under way, and let
+        # the caller see what they loaded (attached to the exception) so it can roll back
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return loaded, failures
