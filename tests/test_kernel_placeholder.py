@@ -50,3 +50,25 @@ def test_instructions_written_before_the_map_existed_use_it(no_fd_leak: None) ->
             with view:
                 assert read_u64(view) == 3, f"round {round_}"
             slot.vacate()
+
+
+def test_an_interrupt_inside_vacate_leaves_the_slot_usable(monkeypatch: pytest.MonkeyPatch, no_fd_leak: None) -> None:
+    """Ctrl-C inside vacate left the slot marked installed while it held a placeholder (issue 13 item 9)."""
+    from dynbpf.sys import placeholder
+
+    with FdSlot("interrupted") as slot:
+        slot.install(new_map(MapType.ARRAY))
+        real = os.dup2
+
+        def interrupted(*args: object, **kwargs: object) -> int:
+            monkeypatch.setattr(placeholder.os, "dup2", real)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(placeholder.os, "dup2", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            slot.vacate()
+        assert not slot.installed  # views made before now fail; nothing claims a map is there
+        slot.install(new_map(MapType.ARRAY))  # the next load's map goes in, and replaces what was left
+        assert commands.map_info(slot.number).type == MapType.ARRAY
+        slot.vacate()
+        assert os.readlink(f"/proc/self/fd/{slot.number}").startswith("/memfd:interrupted")
