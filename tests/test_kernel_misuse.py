@@ -208,3 +208,37 @@ def test_ctrl_c_stops_a_parallel_load_and_atomic_rolls_back(atomic: bool) -> Non
     assert loaded < total  # scheduling stopped: the rest never started
     if atomic:
         assert loaded == 0  # and what this call had loaded was unloaded again
+
+
+@pytest.mark.parametrize("where", ["outside bpffs", "dotdot", "relative", "through a symlink"])
+def test_link_pin_checks_the_path_before_creating_anything(
+    where: str, tmp_path: Path, pin_root: str, no_fd_leak: None
+) -> None:
+    """Link.pin created directories (as root) wherever it was pointed, then noticed they were not on bpffs."""
+    if where == "outside bpffs":
+        path = str(tmp_path / "made" / "by" / "pin")
+    elif where == "dotdot":
+        path = os.path.join(pin_root, "..", "..", "..", str(tmp_path).lstrip("/"), "escaped", "pin")
+    elif where == "relative":
+        path = "relative/dir/pin"
+    else:
+        os.symlink(tmp_path, os.path.join(pin_root, "elsewhere"))
+        path = os.path.join(pin_root, "elsewhere", "made", "pin")
+    with dynbpf.open(agent()) as coll:
+        prog = coll.programs["dump_tasks"]
+        prog.load()
+        with prog.attach() as link, pytest.raises(DynbpfError, match="cannot pin at"):
+            link.pin(path)
+    assert not (tmp_path / "made").exists()
+    assert not (tmp_path / "escaped").exists()
+    assert not os.path.exists("relative")
+
+
+def test_link_pin_still_makes_directories_on_bpffs(pin_root: str, no_fd_leak: None) -> None:
+    with dynbpf.open(agent()) as coll:
+        prog = coll.programs["dump_tasks"]
+        prog.load()
+        with prog.attach() as link:
+            link.pin(os.path.join(pin_root, "a", "b", "link"))
+            assert os.path.exists(os.path.join(pin_root, "a", "b", "link"))
+            link.unpin()

@@ -87,14 +87,26 @@ def pin_path(root: str, *parts: str) -> str:
 
 
 def make_pin_dirs(path: str) -> None:
-    """Create the directories leading to pin ``path`` (bpffs supports mkdir)."""
+    """Create the directories leading to pin ``path``, once it is known they would be on bpffs.
+
+    Checked before anything is created (root creating directories outside
+    bpffs is the harm): the path is absolute, has no ``..``, and the deepest
+    directory that exists already is on bpffs and reached without symlinks.
+    """
+    if not os.path.isabs(path) or ".." in path.split("/"):
+        raise DynbpfError(f"cannot pin at {path!r}: give an absolute path without '..' on a BPF filesystem")
     parent = os.path.dirname(path)
+    existing = parent
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if os.path.realpath(existing) != os.path.normpath(existing):
+        raise DynbpfError(f"cannot pin at {path}: {existing} is reached through a symbolic link")
+    if not is_bpffs(existing):
+        raise DynbpfError(f"cannot pin at {path}: {existing} is not on a BPF filesystem (mount one, e.g. /sys/fs/bpf)")
     try:
         os.makedirs(parent, exist_ok=True)
     except OSError as e:
         raise SyscallError("mkdir", e.errno or errno.EIO, "cannot create the pin directory", parent) from None
-    if not is_bpffs(parent):
-        raise DynbpfError(f"cannot pin at {path}: {parent} is not on a BPF filesystem")
 
 
 # --- tracefs ---------------------------------------------------------------------
