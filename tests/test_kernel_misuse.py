@@ -242,3 +242,14 @@ def test_link_pin_still_makes_directories_on_bpffs(pin_root: str, no_fd_leak: No
             link.pin(os.path.join(pin_root, "a", "b", "link"))
             assert os.path.exists(os.path.join(pin_root, "a", "b", "link"))
             link.unpin()
+
+
+def test_a_pinned_rodata_with_other_constants_is_refused(pin_root: str, no_fd_leak: None) -> None:
+    """The program saw 0 where the caller asked 12345: the reused pin held an earlier run's .rodata."""
+    policies = {".rodata": "pinned"}
+    with dynbpf.open(agent(), map_policies=policies, pin_root=pin_root, constants={"target_tgid": 7}) as first:
+        assert first.rodata.target_tgid == 7
+    with dynbpf.open(agent(), map_policies=policies, pin_root=pin_root, constants={"target_tgid": 7}) as same:
+        assert same.rodata.target_tgid == 7  # the same constants: the pin is reused
+    with pytest.raises(DynbpfError, match="holds other values than this open's constants"):
+        dynbpf.open(agent(), map_policies=policies, pin_root=pin_root, constants={"target_tgid": 12345})

@@ -15,6 +15,7 @@ when the array is created, and as each loads or unloads afterwards.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import stat
@@ -330,6 +331,22 @@ class MapRegistry:
                 self._unmap(name, "it was freed (on demand, and no loaded program needs it now); take a new view")
                 self._slots[name].vacate()
 
+    def _check_constants(self, spec: MapSpec, map_fd: int, path: str) -> None:
+        """A pinned read-only data section must hold what this open asks for: its values are frozen there.
+
+        Writable sections keep their state when reused (that is what pinning
+        them is for); a ``.rodata`` pinned by an earlier run with other
+        ``constants=`` would silently give the programs other values.
+        """
+        if not (spec.flags & MapFlags.RDONLY_PROG and spec.name == spec.section):
+            return
+        expected = self._data.get(spec.name, spec.data)
+        if expected is not None and not _read_only_data_matches(expected, map_fd):
+            raise DynbpfError(
+                f"map {spec.name!r}: the read-only data pinned at {path} holds other values than this open's "
+                "constants= (frozen there by an earlier run)"
+            )
+
     def _create(self, name: str) -> None:
         spec = self.prepared.maps[name]
         slot = self._slots[name]
@@ -387,6 +404,7 @@ class MapRegistry:
         fd = commands.obj_get(path)
         try:
             mapcreate.check_compatible(spec, fd.raw, f"the map pinned at {path}")
+            self._check_constants(spec, fd.raw, path)
         except DynbpfError as e:
             fd.close()
             raise DynbpfError(f"{e}; remove the pin (rm {path}) or give the map another pin_root") from None
@@ -394,6 +412,12 @@ class MapRegistry:
             fd.close()
             raise
         return fd
+
+
+def _read_only_data_matches(expected: bytes, map_fd: int) -> bool:
+    value = bytearray(len(expected))
+    found = commands.map_lookup_elem(map_fd, _u32(0), (ctypes.c_char * len(value)).from_buffer(value))
+    return found and bytes(value) == expected
 
 
 def _pinned(path: str) -> bool:
