@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -253,3 +254,36 @@ def test_a_pinned_rodata_with_other_constants_is_refused(pin_root: str, no_fd_le
         assert same.rodata.target_tgid == 7  # the same constants: the pin is reused
     with pytest.raises(DynbpfError, match="holds other values than this open's constants"):
         dynbpf.open(agent(), map_policies=policies, pin_root=pin_root, constants={"target_tgid": 12345})
+
+
+def test_close_waits_for_a_clone_under_way(monkeypatch: pytest.MonkeyPatch, no_fd_leak: None) -> None:
+    """A clone that passed the open check loaded after close freed the map numbers (and others reused them)."""
+    import dynbpf.runtime.program as program_module
+
+    entered, closing = threading.Event(), threading.Event()
+    real = program_module.load_program
+
+    def slow_load(*args: object, **kwargs: object) -> object:
+        entered.set()
+        closing.wait(5)  # the collection is being closed now
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(program_module, "load_program", slow_load)
+    coll = dynbpf.open(agent())
+    clones: list[object] = []
+    cloner = threading.Thread(target=lambda: clones.append(coll.programs["handle_exec"].clone()))
+    cloner.start()
+    assert entered.wait(5)
+    closer = threading.Thread(target=coll.close)
+    closer.start()
+    closer.join(0.3)
+    assert closer.is_alive()  # close waits for the clone's load, rather than freeing its maps under it
+    closing.set()
+    cloner.join(5)
+    closer.join(5)
+    assert not closer.is_alive()
+    (clone,) = clones
+    with clone:  # type: ignore[attr-defined]
+        from dynbpf.sys import commands
+
+        assert commands.prog_info(clone.raw).nr_map_ids >= 1  # type: ignore[attr-defined]

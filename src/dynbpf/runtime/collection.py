@@ -8,6 +8,7 @@ and reload one by one or many in parallel, and nothing is re-prepared.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import warnings
@@ -68,6 +69,8 @@ class Collection(Closing):
     ) -> None:
         self._lock = threading.RLock()
         self._closed = False
+        self._in_flight = 0  # calls using reserved map numbers right now; close() waits for them
+        self._idle = threading.Condition(threading.Lock())
         self._map_views: dict[str, Map] = {}
         self._variables: dict[str, Variables] = {}
         self._prepared: PreparedObject | None = None
@@ -305,6 +308,8 @@ class Collection(Closing):
             if self._closed:
                 return
             self._closed = True
+        with self._idle:  # calls already under way (a clone's load) finish with the maps they were given
+            self._idle.wait_for(lambda: self._in_flight == 0)
         for reader in list(self._readers):
             reader.close()
         for program in getattr(self, "programs", {}).values():
@@ -331,6 +336,20 @@ class Collection(Closing):
     def _require_open(self) -> None:
         if self._closed:
             raise StateError(f"collection {self.spec.name!r} is closed")
+
+    @contextlib.contextmanager
+    def _using_numbers(self) -> Iterator[None]:
+        """Hold off close() while a call uses reserved map numbers (a number freed mid-call names another map)."""
+        with self._lock:
+            self._require_open()
+            with self._idle:
+                self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
 
     def _prepared_result(self, name: str) -> PreparedProgram | DynbpfError:
         """Program ``name`` prepared (now, if not yet); after close, only what was prepared before."""

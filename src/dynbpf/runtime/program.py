@@ -231,12 +231,13 @@ class Program:
         self._loadable()
         prepared = self.prepared
         registry = self._collection._registry
-        registry.acquire(prepared.maps)
-        try:
-            loaded = load_program(prepared, btf_fd=self._collection._btf_fd(), options=LoadOptions(**overrides))
-        except BaseException:
-            registry.release(prepared.maps)
-            raise
+        with self._collection._using_numbers():  # close() waits for this load rather than freeing its maps under it
+            registry.acquire(prepared.maps)
+            try:
+                loaded = load_program(prepared, btf_fd=self._collection._btf_fd(), options=LoadOptions(**overrides))
+            except BaseException:
+                registry.release(prepared.maps)
+                raise
         if buffer is not None:
             text = loaded.log.encode()[: max(0, len(buffer) - 1)] + b"\0"
             buffer[: len(text)] = text
