@@ -287,3 +287,32 @@ def test_close_waits_for_a_clone_under_way(monkeypatch: pytest.MonkeyPatch, no_f
         from dynbpf.sys import commands
 
         assert commands.prog_info(clone.raw).nr_map_ids >= 1  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("option", "error"),
+    [
+        ({"prog_flags": 2**40}, ValueError),
+        ({"expected_attach_type": "x"}, TypeError),
+        ({"ifindex": -1}, ValueError),
+        ({"log_level": True}, TypeError),
+    ],
+)
+def test_clone_options_of_the_wrong_type_or_size_are_refused(
+    option: dict[str, object], error: type[Exception], no_fd_leak: None
+) -> None:
+    """prog_flags=2**40 was silently truncated; a string reached ctypes as a TypeError of its own."""
+    with dynbpf.open(agent()) as coll, pytest.raises(error, match="load option"):
+        coll.programs["handle_exec"].clone(**option)
+
+
+def test_a_perf_buffer_on_no_cpu_and_a_reader_added_twice_are_refused(no_fd_leak: None) -> None:
+    from dynbpf.maps.events import EventLoop
+    from dynbpf.maps.perfbuf import PerfBuffer
+
+    with dynbpf.open(agent()) as coll:
+        with pytest.raises(ValueError, match="would read no CPU"):
+            PerfBuffer(coll.map_fd_number("samples"), cpus=[])
+        reader = PerfBuffer(coll.map_fd_number("samples"), pages=2, callback=lambda cpu, r: None)
+        with EventLoop([reader]) as loop, pytest.raises(ValueError, match="polled by this loop already"):
+            loop.add(reader)

@@ -59,7 +59,7 @@ class EventLoop(Closing):
         reader._require_callback()
         with self._life.use(), self._lock:
             if id(reader) in self._readers:
-                return
+                raise ValueError(f"{reader!r} is polled by this loop already: each reader is added once")
             fd = reader.fileno()
             self._waiter.epoll.register(fd, select.EPOLLIN)
             self._readers[id(reader)] = (reader, fd)

@@ -155,6 +155,8 @@ class PerfBuffer(EventReader):
         self._rings: list[_CpuRing] = []
         self._map: Fd | None = None
         chosen = usable_cpus(int(info.max_entries)) if cpus is None else sorted(set(cpus))
+        if not chosen:
+            raise ValueError(f"perf buffer {self.name!r} would read no CPU (cpus={cpus!r}): give at least one")
         for cpu in chosen:
             if not 0 <= cpu < info.max_entries:
                 raise ValueError(f"CPU {cpu} has no slot in perf event array {self.name!r} ({info.max_entries} slots)")

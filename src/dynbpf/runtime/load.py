@@ -12,6 +12,7 @@ at once without sharing anything but the immutable ``PreparedProgram``.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import errno
 import os
 import time
@@ -57,6 +58,18 @@ class LoadOptions:
     attach_prog_fd: int = 0
     prog_flags: int | None = None
     ifindex: int = 0
+
+    def __post_init__(self) -> None:
+        # each lands in a 32-bit field of the kernel's request: a wrong type or size is the caller's error,
+        # said here rather than truncated (2**40 became 0) or left to ctypes
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.default is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"load option {f.name} takes an int, not {type(value).__name__} {value!r}")
+            if not 0 <= value < 1 << 32:
+                raise ValueError(f"load option {f.name}={value} does not fit the kernel's 32-bit field")
 
 
 @dataclass(frozen=True, slots=True)
