@@ -123,3 +123,30 @@ def test_errors_are_one_line_and_exit_nonzero(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert proc.stderr.startswith("dynbpf: error:")
     assert "Traceback" not in proc.stderr
+
+
+def test_what_the_object_says_is_escaped_before_it_reaches_the_terminal(tmp_path: Path) -> None:
+    """A Latin-1 byte in a source line stopped a strict UTF-8 terminal; an escape sequence drove the terminal."""
+    from tests.bpfbuild import CFLAGS, SYSTEM_INCLUDES, vmlinux_h
+
+    src = tmp_path / "odd.bpf.c"
+    src.write_bytes(
+        b'#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\nchar LICENSE[] SEC("license") = "GPL";\n'
+        b'SEC("xdp") int odd(void *ctx) { return 2; /* \x1b[31mred\x1b[0m caf\xe9 */ }\n'
+    )
+    obj = tmp_path / "odd.bpf.o"
+    flags = [f for f in CFLAGS if f != "-Werror"]  # the comment's byte is not UTF-8: clang may warn
+    cmd = ["clang", *flags, *SYSTEM_INCLUDES, "-I", str(vmlinux_h().parent), "-c", str(src), "-o", str(obj)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    env = {"PYTHONIOENCODING": "utf-8:strict", "PATH": "/usr/bin:/bin"}
+    for args in (["--disasm", "odd"], []):
+        run = subprocess.run(
+            [sys.executable, "-c", "from dynbpf.cli.main import main; main()", "inspect", *args, str(obj)],
+            capture_output=True,
+            env=env,
+            check=False,
+        )
+        assert run.returncode == 0, run.stderr.decode(errors="replace")
+        assert b"\x1b[31m" not in run.stdout  # the object's escape sequence is shown, not sent
+        if args:
+            assert b"\\x1b[31mred\\x1b[0m caf\\xe9" in run.stdout

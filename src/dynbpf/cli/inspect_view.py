@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from dynbpf.asm.disasm import format_listing
@@ -113,6 +114,7 @@ def _type_name(spec: ObjectSpec, type_id: int) -> str | None:
 
 def render(info: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
+    info = _safe(info)  # every string here came from the object: no markup, no escapes, printable
     console.print(
         f"[bold]{info['name']}[/bold]  license {info['license'] or '(none)'}  "
         f"{len(info['programs'])} programs, {len(info['subprograms'])} subprograms, {len(info['maps'])} maps"
@@ -213,4 +215,25 @@ def disassembly(spec: ObjectSpec, program: str) -> str:
 
         parts.append(f"{fn.name} ({fn.section}+{fn.offset:#x}):")
         parts.append(format_listing(list(fn.instructions), annotate=annotate, source=source))
-    return "\n".join(parts)
+    return shown("\n".join(parts))
+
+
+def _safe(value: Any) -> Any:
+    if isinstance(value, str):
+        return escape(shown(value))
+    if isinstance(value, dict):
+        return {k: _safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_safe(v) for v in value]
+    return value
+
+
+def shown(text: str) -> str:
+    """Text from the object made safe to print: bytes that are not UTF-8 and control characters escaped.
+
+    Names and source lines come from the object, so from whoever wrote it:
+    a byte that is not UTF-8 would stop a strict UTF-8 terminal with
+    UnicodeEncodeError, and an escape sequence would drive the terminal.
+    """
+    raw = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() or c in "\n\t" else f"\\x{ord(c):02x}" for c in raw)
