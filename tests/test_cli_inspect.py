@@ -150,3 +150,11 @@ def test_what_the_object_says_is_escaped_before_it_reaches_the_terminal(tmp_path
         assert b"\x1b[31m" not in run.stdout  # the object's escape sequence is shown, not sent
         if args:
             assert b"\\x1b[31mred\\x1b[0m caf\\xe9" in run.stdout
+
+
+def test_the_readmes_disassembly_is_what_inspect_prints() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("$ ./run.sh inspect tailcalls.bpf.o --disasm xdp_dispatch\n")
+    shown = readme[start:].split("\n", 1)[1].split("```", 1)[0]
+    result = CliRunner().invoke(cli, ["inspect", str(build("tailcalls")), "--disasm", "xdp_dispatch"])
+    assert result.output.rstrip("\n") == shown.rstrip("\n")
