@@ -316,3 +316,28 @@ def test_a_perf_buffer_on_no_cpu_and_a_reader_added_twice_are_refused(no_fd_leak
         reader = PerfBuffer(coll.map_fd_number("samples"), pages=2, callback=lambda cpu, r: None)
         with EventLoop([reader]) as loop, pytest.raises(ValueError, match="polled by this loop already"):
             loop.add(reader)
+
+
+def test_runtime_failures_are_dynbpf_errors_and_wrong_arguments_type_or_value_errors(no_fd_leak: None) -> None:
+    """Raw OSError, MemoryError, ValueError and AttributeError escaped public calls (issue 13 item 11)."""
+    from dynbpf.attach.binaries import BinaryNotFoundError
+    from dynbpf.attach.symbols import SymbolError
+    from dynbpf.sys.constants import MapType
+
+    assert issubclass(SymbolError, DynbpfError)
+    assert issubclass(BinaryNotFoundError, DynbpfError)
+    with pytest.raises(TypeError, match="constants= takes a mapping"):
+        dynbpf.open(agent(), constants=[("target_tgid", 1)])  # type: ignore[arg-type]
+    with dynbpf.open(agent()) as coll:
+        with pytest.raises(DynbpfError, match="mmap"):
+            coll.perf_buffer("samples", pages=2**20)  # far past what the kernel maps: its refusal, as an error
+        counts = coll.maps["exec_count"]
+        assert counts.type == MapType.HASH
+        counts.batch = True
+        assert list(counts.lookup_batch(chunk=2**40)) == []  # the chunk is capped by the map's size
+        with pytest.raises(ValueError, match="chunk must be"):
+            list(counts.lookup_batch(chunk=0))
+        reader = coll.ring_buffer("events")
+        reader.close()
+        with pytest.raises(StateError, match="is closed"):
+            reader.fileno()

@@ -17,6 +17,7 @@ import sys
 from functools import cache
 
 from dynbpf.attach import ldcache
+from dynbpf.errors import DynbpfError
 
 _MULTIARCH = f"{platform.machine()}-linux-gnu"
 LIBRARY_DIRS = (
@@ -30,7 +31,7 @@ LIBRARY_DIRS = (
 )
 
 
-class BinaryNotFoundError(LookupError):
+class BinaryNotFoundError(DynbpfError, LookupError):
     """The binary is not where it was looked for; the message lists where that was."""
 
 

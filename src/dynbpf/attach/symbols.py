@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
+from dynbpf.errors import DynbpfError
+
 if TYPE_CHECKING:
     from elftools.elf.elffile import ELFFile
     from elftools.elf.sections import Symbol, SymbolTableSection
@@ -25,7 +27,7 @@ FUNCTION_TYPES = ("STT_FUNC", "STT_GNU_IFUNC", "STT_LOOS")  # pyelftools names G
 TABLES = (".symtab", ".dynsym")
 
 
-class SymbolError(LookupError):
+class SymbolError(DynbpfError, LookupError):
     """The function is not (unambiguously) in the file, or the file is not readable ELF."""
 
 

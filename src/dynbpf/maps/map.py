@@ -399,7 +399,9 @@ class Map:
     def _walk_batches(self, cmd: Cmd, chunk: int, fallback: Iterator[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
         """Batch lookups from the start to the end of the map; ``fallback`` if the map type has none."""
         vsize, ksize = self._value_buf_size, self.key_size
-        chunk = max(1, chunk)
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise ValueError(f"chunk must be a whole number of elements, at least 1, not {chunk!r}")
+        chunk = min(chunk, max(1, self.max_entries))  # no batch returns more than the map holds
         keys, values = bytearray(chunk * ksize), bytearray(chunk * vsize)
         cursor: bytearray | None = None
         out = bytearray(max(ksize, 4))  # the position token: a key, or a u32 bucket for hash maps

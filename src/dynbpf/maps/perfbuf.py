@@ -84,9 +84,12 @@ class _CpuRing:
         self.data: memoryview | None = None
         self.event = perf.perf_event_open(perf.bpf_output_attr(), pid=-1, cpu=cpu, what=f"BPF output on CPU {cpu}")
         try:
-            self.mapping = mmap.mmap(
-                self.event.raw, (pages + 1) * PAGE_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
-            )
+            try:
+                self.mapping = mmap.mmap(
+                    self.event.raw, (pages + 1) * PAGE_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
+                )
+            except OSError as e:  # pages beyond the perf mlock limit, or memory: the kernel's refusal, said so
+                raise SyscallError("mmap", e.errno or 0, detail=f"perf ring of {pages} pages on CPU {cpu}") from None
             whole = memoryview(self.mapping)
             self.meta = whole[:PAGE_SIZE].cast("Q")
             offset = self.meta[_DATA_OFFSET] or PAGE_SIZE  # kernels before 4.1 leave them zero

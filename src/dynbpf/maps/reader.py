@@ -198,6 +198,8 @@ class EventReader(Closing, abc.ABC):
 
         For selectors and asyncio: ``loop.add_reader(rb.fileno(), rb.consume)``.
         """
+        if self._waiter.epoll.closed:
+            raise StateError(f"{self._life.what} is closed")
         return self._waiter.epoll.fileno()
 
     def poll(self, timeout: float | None = None) -> int:

@@ -43,7 +43,7 @@ import select
 from collections.abc import Callable
 from typing import Any
 
-from dynbpf.errors import DynbpfError
+from dynbpf.errors import DynbpfError, SyscallError
 from dynbpf.maps.errors import MapTypeError
 from dynbpf.maps.reader import Decode, EventReader, Sink
 from dynbpf.sys import commands
@@ -95,10 +95,15 @@ class RingBuffer(EventReader):
         super().__init__(f"ring buffer {self.name!r}", decode)
         try:
             self._map = Fd(fcntl.fcntl(raw, fcntl.F_DUPFD_CLOEXEC, 3), "ring buffer map")
-            self._consumer_map = mmap.mmap(self._map.raw, PAGE_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-            self._producer_map = mmap.mmap(
-                self._map.raw, PAGE_SIZE + 2 * self.size, mmap.MAP_SHARED, mmap.PROT_READ, offset=PAGE_SIZE
-            )
+            try:
+                self._consumer_map = mmap.mmap(
+                    self._map.raw, PAGE_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
+                )
+                self._producer_map = mmap.mmap(
+                    self._map.raw, PAGE_SIZE + 2 * self.size, mmap.MAP_SHARED, mmap.PROT_READ, offset=PAGE_SIZE
+                )
+            except OSError as e:
+                raise SyscallError("mmap", e.errno or 0, detail=f"ring buffer {self.name!r}") from None
             keep = self._keep
             self._consumer_pos = keep(keep(memoryview(self._consumer_map)).cast("Q"))
             producer = keep(memoryview(self._producer_map))

@@ -436,6 +436,8 @@ def _names(names: Iterable[str], what: str) -> list[str]:
 
 def _constants(spec: ObjectSpec, constants: Mapping[str, Any]) -> dict[str, bytes]:
     """Initial bytes of read-only data sections with the caller's constants written in."""
+    if not isinstance(constants, Mapping):
+        raise TypeError(f"constants= takes a mapping of .rodata names to values, not {type(constants).__name__}")
     if not constants:
         return {}
     if spec.btf is None:
