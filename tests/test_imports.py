@@ -139,3 +139,37 @@ def test_an_unknown_name_is_an_attribute_error_naming_it() -> None:
         _ = dynbpf.btf.nope  # type: ignore[attr-defined]
     with pytest.raises(ImportError, match="Colection"):
         exec("from dynbpf import Colection", {})
+
+
+#: The public API, pinned: a change here is a deliberate change of what users may rely on (issue 13 §5).
+PUBLIC = {
+    # entry points and the three stages: spec -> prepared -> collection
+    "open", "read", "ObjectSpec", "PreparedProgram", "Collection", "Program", "ClonedProgram",
+    "MapPolicy", "ProgramState", "MapEdit",
+    # what a collection hands out
+    "Map", "Variables", "Record", "Link", "IterLink", "LinkGroup", "RingBuffer", "PerfBuffer", "EventLoop",
+    # errors
+    "DynbpfError", "AttachError", "CacheError", "KernelUnsupported", "MapEditError", "ObjectFormatError",
+    "RelocationError", "StateError", "SyscallError", "VerifierError",
+    "__version__",
+}  # fmt: skip
+
+
+def test_the_public_api_is_pinned() -> None:
+    import dynbpf
+
+    assert set(dynbpf.__all__) == PUBLIC
+    for name in PUBLIC:
+        assert getattr(dynbpf, name) is not None, name
+
+
+def test_what_a_collection_hands_out_is_public(tmp_path: Path) -> None:
+    """A user can name (type-annotate, isinstance) everything the API returns, from dynbpf itself."""
+    import dynbpf
+    from dynbpf.attach.link import Link
+    from dynbpf.maps.map import Map
+
+    assert dynbpf.Map is Map
+    assert dynbpf.Link is Link
+    assert issubclass(dynbpf.IterLink, dynbpf.Link)
+    assert issubclass(dynbpf.CacheError, dynbpf.DynbpfError)
