@@ -163,7 +163,7 @@ def test_the_public_api_is_pinned() -> None:
         assert getattr(dynbpf, name) is not None, name
 
 
-def test_what_a_collection_hands_out_is_public(tmp_path: Path) -> None:
+def test_what_a_collection_hands_out_is_public() -> None:
     """A user can name (type-annotate, isinstance) everything the API returns, from dynbpf itself."""
     import dynbpf
     from dynbpf.attach.link import Link
@@ -173,3 +173,12 @@ def test_what_a_collection_hands_out_is_public(tmp_path: Path) -> None:
     assert dynbpf.Link is Link
     assert issubclass(dynbpf.IterLink, dynbpf.Link)
     assert issubclass(dynbpf.CacheError, dynbpf.DynbpfError)
+
+
+def test_the_version_has_one_source() -> None:
+    import importlib.metadata
+
+    import dynbpf
+
+    assert importlib.metadata.version("dynbpf") == dynbpf.__version__
+    assert f"## {dynbpf.__version__}" in (Path(__file__).resolve().parent.parent / "CHANGELOG.md").read_text()
