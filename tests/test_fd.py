@@ -85,3 +85,17 @@ def test_garbage_collected_fd_warns_and_is_closed() -> None:
 def test_negative_fd_rejected() -> None:
     with pytest.raises(ValueError, match="invalid file descriptor"):
         Fd(-1)
+
+
+def test_a_forgotten_fd_is_closed_even_when_its_warning_is_an_error() -> None:
+    """The suite turns ResourceWarning into an error: the finaliser must close first, then warn (issue 13 §7)."""
+    import warnings
+
+    raw = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    fd = Fd(raw, "test")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        with pytest.raises(ResourceWarning, match="unclosed test fd"):
+            fd.__del__()
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(raw)

@@ -100,6 +100,6 @@ class Fd(Closing):
         raw = getattr(self, "_raw", -1)
         if raw >= 0:
             self._raw = -1
-            warnings.warn(f"unclosed {self.kind} fd {raw} was garbage-collected", ResourceWarning, stacklevel=2)
             with contextlib.suppress(OSError):
-                os.close(raw)
+                os.close(raw)  # first: a warning turned into an error must not keep the fd open
+            warnings.warn(f"unclosed {self.kind} fd {raw} was garbage-collected", ResourceWarning, stacklevel=2)

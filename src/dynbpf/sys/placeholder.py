@@ -73,8 +73,10 @@ class FdSlot(Closing):
         return self._installed
 
     def install(self, fd: Fd) -> None:
-        """Put the object behind ``fd`` at this slot's number; ``fd`` itself is closed."""
+        """Put the object behind ``fd`` at this slot's number; ``fd`` itself is closed (refused, too: it is ours)."""
         with self._lock:
+            if self._number is None or self._installed:
+                fd.close()
             number = self.number
             if self._installed:
                 raise StateError(f"fd slot {self.name!r} already holds an object; vacate it first")
