@@ -341,3 +341,26 @@ def test_runtime_failures_are_dynbpf_errors_and_wrong_arguments_type_or_value_er
         reader.close()
         with pytest.raises(StateError, match="is closed"):
             reader.fileno()
+
+
+def test_errno_hints_fit_the_command() -> None:
+    """E2BIG on a full map said "the kernel is older than the feature"; EBADF at load said the verifier rejected it."""
+    import errno
+
+    from dynbpf.sys.constants import Cmd
+    from dynbpf.sys.syscall import hint
+
+    assert "full" in hint(Cmd.MAP_UPDATE_ELEM, errno.E2BIG)
+    assert "older" not in hint(Cmd.MAP_UPDATE_ELEM, errno.E2BIG)
+    assert "not open" in hint(Cmd.PROG_LOAD, errno.EBADF)
+    assert "RLIMIT_NOFILE" in hint(Cmd.PROG_LOAD, errno.EMFILE)
+    assert "permissions" in hint(Cmd.OBJ_GET, errno.EACCES)
+    assert "older" in hint(Cmd.MAP_CREATE, errno.E2BIG)  # where it is the likely reason, it still says so
+
+
+def test_a_full_hash_map_says_it_is_full(no_fd_leak: None) -> None:
+    with dynbpf.open(agent(), map_edits={"exec_count": dynbpf.MapEdit(max_entries=1)}) as coll:
+        counts = coll.maps["exec_count"]
+        counts[1] = 1
+        with pytest.raises(DynbpfError, match="the map is full"):
+            counts[2] = 2

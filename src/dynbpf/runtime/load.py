@@ -144,7 +144,8 @@ def verifier_error(p: PreparedProgram, err: int, log: str) -> VerifierError:
         elif r.core_poisoned:
             core = f"instruction {slot} was poisoned by CO-RE, but no relocation of this program is recorded there"
     # The verifier's own words beat a generic reading of the errno (EINVAL is not an old kernel here).
-    why = _REJECTED if r.message and err != errno.EPERM else hint(Cmd.PROG_LOAD, err)
+    # Only these come from the verifier; EBADF, EMFILE, ENOMEM... are the request's or the process's
+    why = _REJECTED if r.message and err in _VERIFIER_ERRNOS else hint(Cmd.PROG_LOAD, err)
     absent = p.absent_map(slot) if slot is not None else None
     if absent is not None:
         why = (
@@ -170,6 +171,7 @@ def verifier_error(p: PreparedProgram, err: int, log: str) -> VerifierError:
 
 
 _REJECTED = "the verifier rejected the program"
+_VERIFIER_ERRNOS = frozenset({errno.EACCES, errno.EINVAL, errno.E2BIG, errno.ENOSPC, errno.EFAULT})
 _TRAMPOLINE_ATTACH = frozenset(
     {AttachType.TRACE_FENTRY, AttachType.TRACE_FEXIT, AttachType.MODIFY_RETURN, AttachType.LSM_MAC}
 )

@@ -127,8 +127,19 @@ _HINTS: dict[int, str] = {
 }
 
 
+#: Where an errno means something else for one command than in general (the general hints mislead there).
+_COMMAND_HINTS: dict[tuple[Cmd, int], str] = {
+    (Cmd.MAP_UPDATE_ELEM, errno.E2BIG): "the map is full (max_entries) or the index is past an array's end",
+    (Cmd.MAP_UPDATE_ELEM, errno.EINVAL): "the key or value is not the map's size, or the flags do not suit it",
+    (Cmd.OBJ_GET, errno.EACCES): "the pin's permissions do not allow this process to open it",
+    (Cmd.OBJ_PIN, errno.EACCES): "this process may not create a pin there (directory permissions)",
+    (Cmd.PROG_LOAD, errno.EBADF): "a map, BTF or program fd the program refers to is not open (closed or freed)",
+    (Cmd.PROG_LOAD, errno.EMFILE): "this process has too many open files (raise RLIMIT_NOFILE)",
+}
+
+
 def hint(cmd: Cmd, err: int) -> str:
     """Plain-language meaning of ``err`` for ``cmd``."""
     if err == errno.EPERM:
         return _eperm_hint(cmd)
-    return _HINTS.get(err, "")
+    return _COMMAND_HINTS.get((cmd, err)) or _HINTS.get(err, "")
