@@ -364,3 +364,32 @@ def test_a_full_hash_map_says_it_is_full(no_fd_leak: None) -> None:
         counts[1] = 1
         with pytest.raises(DynbpfError, match="the map is full"):
             counts[2] = 2
+
+
+def test_a_busy_hook_does_not_make_a_probe_say_unsupported(no_fd_leak: None) -> None:
+    """An XDP program already on lo made the xdp-link probe answer "unsupported", cached for the process."""
+    from dynbpf.features import attach as attach_features
+    from dynbpf.features.result import Support, cached, clear_cache
+
+    with dynbpf.open(build("twofiles")) as coll:
+        prog = coll.programs["first_stage"]  # an XDP program
+        prog.load()
+        if attach_features.xdp():  # the probe decides; on a kernel without xdp links only the part below runs
+            with prog.attach(interface="lo"):
+                clear_cache()
+                busy = attach_features.xdp()
+                assert busy.supported, busy.how
+                assert "busy" in busy.how
+    clear_cache()
+
+    calls: list[int] = []
+
+    @cached
+    def flaky() -> Support:
+        calls.append(1)
+        return Support("flaky", False, "EAGAIN", transient=len(calls) == 1)
+
+    assert not flaky().supported
+    flaky()
+    flaky()
+    assert len(calls) == 2  # the transient refusal was asked again; the lasting answer was kept

@@ -49,7 +49,13 @@ def _link(name: str, prog: Trial, prog_desc: str, attach: Callable[[Fd], Fd], at
             err = e.errno
         except DynbpfError as e:
             return Support(name, False, f"{prog_desc} -> ok; {attach_desc}: {e}")
-    return Support(name, err == 0, f"{prog_desc} -> ok; {attach_desc} -> {outcome(err)}")
+    if err in _BUSY:  # the kernel knows the link type; the hook is taken by someone else right now
+        return Support(name, True, f"{prog_desc} -> ok; {attach_desc} -> {outcome(err)} (a known link type, busy now)")
+    transient = err in (errno.EAGAIN, errno.EINTR, errno.ENOMEM)
+    return Support(name, err == 0, f"{prog_desc} -> ok; {attach_desc} -> {outcome(err)}", transient=transient)
+
+
+_BUSY = (errno.EBUSY, errno.EEXIST)
 
 
 def _link_create(prog: Fd, target: int, attach_type: AttachType, **union: object) -> Fd:

@@ -26,6 +26,7 @@ class Support:
     name: str
     supported: bool
     how: str
+    transient: bool = False  # a refusal that may not hold a moment later (EAGAIN, ENOMEM): never cached
 
     def __bool__(self) -> bool:
         return self.supported
@@ -67,9 +68,12 @@ def cached(fn: Callable[P, R]) -> Callable[P, R]:
         with guard:
             lock = key_locks.setdefault(key, threading.Lock())
         with lock:
-            if key not in cache:
-                cache[key] = fn(*args, **kwargs)
-            return cache[key]
+            if key in cache:
+                return cache[key]
+            result = fn(*args, **kwargs)
+            if not getattr(result, "transient", False):  # a passing refusal is asked again next time
+                cache[key] = result
+            return result
 
     def clear() -> None:
         with guard:
