@@ -393,3 +393,11 @@ def test_a_busy_hook_does_not_make_a_probe_say_unsupported(no_fd_leak: None) -> 
     flaky()
     flaky()
     assert len(calls) == 2  # the transient refusal was asked again; the lasting answer was kept
+
+
+def test_attach_after_close_says_closed(no_fd_leak: None) -> None:
+    with dynbpf.open(agent()) as coll:
+        prog = coll.programs["handle_exec"]
+        prog.load()
+    with pytest.raises(StateError, match="collection 'docs_agent' is closed"):
+        prog.attach()

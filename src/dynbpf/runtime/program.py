@@ -186,6 +186,7 @@ class Program:
         is live; :meth:`detach` or :meth:`unload` ends them.
         """
         with self._lock:
+            self._collection._require_open()  # after close, "load() it" would be the wrong advice
             if self._fd is None:
                 raise StateError(
                     f"program {self.name!r} is {self.state.value}: only a loaded program can be attached; load() it"
