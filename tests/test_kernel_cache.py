@@ -15,6 +15,7 @@ import pytest
 
 import dynbpf
 from dynbpf.prepare import cache as prepare_cache
+from dynbpf.runtime.collection import KernelView
 from tests.bpfbuild import build
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
@@ -83,8 +84,8 @@ def test_programs_prepared_later_are_added(tmp_path: Path, no_fd_leak: None) -> 
     "change",
     [
         {"map_edits": {"shared_counts": dynbpf.MapEdit(create=False)}},
-        {"config": {"CONFIG_DYNBPF_TEST": "y"}},
-        {"kallsyms": {"dynbpf_test_symbol": 0xFFFF0000}},
+        {"kernel": KernelView(config={"CONFIG_DYNBPF_TEST": "y"})},
+        {"kernel": KernelView(kallsyms={"dynbpf_test_symbol": 0xFFFF0000})},
     ],
     ids=["absent map", "kconfig values", "kallsyms"],
 )

@@ -401,3 +401,11 @@ def test_attach_after_close_says_closed(no_fd_leak: None) -> None:
         prog.load()
     with pytest.raises(StateError, match="collection 'docs_agent' is closed"):
         prog.attach()
+
+
+def test_open_takes_typed_keyword_options_only() -> None:
+    """Unknown option names raised KeyError, DynbpfError or ValueError depending on the option (issue 13 §5)."""
+    with pytest.raises(TypeError, match="unexpected keyword argument 'map_polcy'"):
+        dynbpf.open(agent(), map_polcy="on_demand")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="positional"):
+        dynbpf.open(agent(), {"target_tgid": 1})  # type: ignore[misc]

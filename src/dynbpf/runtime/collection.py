@@ -14,6 +14,7 @@ import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -22,7 +23,7 @@ from dynbpf.btf.spec import Spec
 from dynbpf.elf.reader import read
 from dynbpf.elf.spec import ObjectSpec
 from dynbpf.errors import DynbpfError, StateError
-from dynbpf.features import kernel
+from dynbpf.features import kernel as kernel_features
 from dynbpf.prepare.btf_sanitize import BtfSupport
 from dynbpf.prepare.object import PreparedObject, prepare
 from dynbpf.prepare.prepared import PreparedProgram
@@ -61,12 +62,11 @@ class Collection(Closing):
         map_edits: Mapping[str, MapEdit] | None = None,
         pin_root: str | None = None,
         disabled: Iterable[str] = (),
-        vmlinux: Spec | None = None,
-        config: Mapping[str, str] | None = None,
-        kallsyms: Mapping[str, int] | None = None,
-        btf_support: BtfSupport | None = None,
         cache: bool | str | os.PathLike[str] | None = None,
+        kernel: KernelView | None = None,
     ) -> None:
+        view = kernel if kernel is not None else KernelView()
+        vmlinux, config, kallsyms, btf_support = view.vmlinux, view.config, view.kallsyms, view.btf_support
         self._lock = threading.RLock()
         self._closed = False
         self._in_flight = 0  # calls using reserved map numbers right now; close() waits for them
@@ -88,7 +88,7 @@ class Collection(Closing):
         policies = {name: MapPolicy.of(p, where=f"map_policies[{name!r}]") for name, p in (map_policies or {}).items()}
         edited = mapedit.apply(spec, map_edits or {})
         self._registry.adopt(edited.reused)
-        spec = self.spec = edited.spec if kernel.mmapable_arrays() else mapedit.without_mmap(edited.spec)
+        spec = self.spec = edited.spec if kernel_features.mmapable_arrays() else mapedit.without_mmap(edited.spec)
         try:
             data = _constants(spec, constants or {})
             self._prepared = prepare(
@@ -111,7 +111,7 @@ class Collection(Closing):
         prepared = self._prepared
         # Like libbpf, every loaded program holds the .rodata maps (BPF_PROG_BIND_MAP), used or not.
         rodata = [n for n, m in prepared.maps.items() if mapedit.is_global_data(m) and n.startswith(".rodata")]
-        self._bound = tuple(n for n in rodata if n not in edited.absent) if kernel.prog_bind_map() else ()
+        self._bound = tuple(n for n in rodata if n not in edited.absent) if kernel_features.prog_bind_map() else ()
         self.programs: Mapping[str, Program] = MappingProxyType(
             {name: Program(self, name, disabled=name in off) for name in spec.programs}
         )
@@ -486,30 +486,56 @@ def _cache_options(
     return {"cache_dir": directory, "cache_key": prepare_cache.PreparedCache.key(parts)}
 
 
-def open(source: str | os.PathLike[str] | bytes, **options: Any) -> Collection:
-    """Read and prepare a BPF object for this kernel; create the maps that always exist. Programs load on demand.
+@dataclass(frozen=True, slots=True)
+class KernelView:
+    """What the running kernel would otherwise tell, given instead (tests; preparing for another kernel).
 
-    Options:
+    ``vmlinux``: its BTF; ``config``: its kconfig values; ``kallsyms``:
+    its symbol addresses; ``btf_support``: which BTF kinds it loads.
+    """
+
+    vmlinux: Spec | None = None
+    config: Mapping[str, str] | None = None
+    kallsyms: Mapping[str, int] | None = None
+    btf_support: BtfSupport | None = None
+
+
+def open(
+    source: str | os.PathLike[str] | bytes | bytearray | memoryview,
+    *,
+    constants: Mapping[str, Any] | None = None,
+    map_policy: MapPolicy | str = MapPolicy.EAGER,
+    map_policies: Mapping[str, MapPolicy | str] | None = None,
+    map_edits: Mapping[str, MapEdit] | None = None,
+    pin_root: str | None = None,
+    disabled: Iterable[str] = (),
+    cache: bool | str | os.PathLike[str] | None = None,
+    kernel: KernelView | None = None,
+) -> Collection:
+    """Read a BPF object and prepare it for this kernel; create the maps that always exist. Programs load on demand.
 
     - ``constants``: ``.rodata`` values by name, set before the section is frozen;
     - ``map_policy``: every map's policy, ``"eager"`` (default, like libbpf),
       ``"on_demand"`` or ``"pinned"``; maps the object pins by name are pinned;
     - ``map_policies``: per-map policies, overriding the two above;
-    - ``map_edits``: ``{map name: dynbpf.MapEdit(...)}``, changes to map
-      definitions before anything is created, as libbpf's
-      ``bpf_map__set_max_entries``/``set_value_size``/``set_type``/
-      ``set_key_size``/``set_map_flags``/``set_numa_node``/
-      ``set_inner_map_fd``/``set_autocreate``/``reuse_fd`` do between open
-      and load; e.g. ``{"stacks": MapEdit(max_entries=4096, value_size=127 * 8),
-      ".data.buf": MapEdit(value_size=8 + 64 * 8)}``. An edit that does not
-      fit its map raises ``MapEditError`` (naming map and field) and
-      nothing is created (docs/maps.md);
+    - ``map_edits``: ``{map: MapEdit(...)}``, libbpf's ``bpf_map__set_*`` before creation (docs/maps.md);
     - ``pin_root``: the bpffs directory of pinned maps (default ``/sys/fs/bpf``);
     - ``disabled``: programs that must never load;
     - ``cache``: keep prepared programs on disk and take them from there
       on later opens (``True``: ``$XDG_CACHE_HOME/dynbpf``; or a directory),
       so a restarted agent skips preparing; a stale or corrupt entry is
       ignored, and the instructions loaded are byte-identical to a cold start's;
-    - for tests, ``vmlinux``/``config``/``kallsyms``/``btf_support``.
+    - ``kernel``: a :class:`KernelView` standing in for what the running
+      kernel would tell (tests).
     """
-    return Collection(read(source, lazy=True), **options)
+    return Collection(
+        read(source, lazy=True),
+        constants=constants,
+        map_policy=map_policy,
+        map_policies=map_policies,
+        map_edits=map_edits,
+        pin_root=pin_root,
+        disabled=disabled,
+        cache=cache,
+        kernel=kernel,
+    )
