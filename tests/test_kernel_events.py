@@ -115,12 +115,15 @@ def test_discarded_records_are_skipped_but_consumed(coll: Collection) -> None:
 @pytest.mark.usefixtures("no_fd_leak")
 def test_a_record_still_being_written_holds_back_the_committed_ones_after_it(coll: Collection) -> None:
     with RingBuffer(coll.map_fd_number("events"), decode=decoder(coll)) as rb:
-        producer, result = in_thread(lambda: run(coll, "emit_held", 800))  # ~0.5 s between the two commits
+        coll.bss.release_held = 0
+        # the first record stays busy until we release it (or ~5 s at most), however fast the machine
+        producer, result = in_thread(lambda: run(coll, "emit_held", 8000))
         deadline = time.monotonic() + 5
         while rb.pending < 2 * RECORD_SPAN and time.monotonic() < deadline:
             pass
         assert rb.read(0) == []  # the first is busy: the second, committed, must wait behind it
         assert rb.pending == 2 * RECORD_SPAN
+        coll.bss.release_held = 1
         start = time.monotonic()
         records = rb.read(5)  # both, in order, once the first is committed
         assert time.monotonic() - start < 5

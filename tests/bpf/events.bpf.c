@@ -135,14 +135,18 @@ static long spin(u64 i, void *unused)
 	return 0;
 }
 
+u32 release_held = 0;	/* user space: "I have looked, submit the first record" */
+
 static long spin_more(u64 i, void *unused)
 {
+	if (*(volatile u32 *)&release_held)
+		return 1;	/* released: stop spinning */
 	bpf_loop(1 << 16, spin, NULL, 0);
 	return 0;
 }
 
-/* Test run: two records reserved, the second submitted, then ctx[0] * 65536 idle loop
- * rounds before the first is submitted: meanwhile the first is busy and holds back the second. */
+/* Test run: two records reserved, the second submitted, then idle loop rounds (at most ctx[0] * 65536)
+ * until user space sets release_held: meanwhile the first is busy and holds back the second. */
 SEC("raw_tp")
 int emit_held(u64 *ctx)
 {
