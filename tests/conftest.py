@@ -96,6 +96,19 @@ def pin_root() -> Iterator[str]:
 @pytest.fixture
 def no_fd_leak() -> Iterator[None]:
     """Fail the test if it leaves file descriptors open."""
+    yield from _fd_leak_check()
+
+
+@pytest.fixture(autouse=True)
+def _kernel_tests_leak_no_fd(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every kernel test is checked for leaked fds, whether or not it asks (it may ask, once)."""
+    if request.node.get_closest_marker("kernel") is None or "no_fd_leak" in request.fixturenames:
+        yield
+        return
+    yield from _fd_leak_check()
+
+
+def _fd_leak_check() -> Iterator[None]:
     before = set(os.listdir("/proc/self/fd"))
     yield
     after = set(os.listdir("/proc/self/fd"))
