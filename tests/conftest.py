@@ -109,12 +109,21 @@ def _kernel_tests_leak_no_fd(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 def _fd_leak_check() -> Iterator[None]:
-    before = set(os.listdir("/proc/self/fd"))
+    before = _open_fds()
     yield
-    after = set(os.listdir("/proc/self/fd"))
-    leaked = {fd: _describe(fd) for fd in after - before}
-    leaked = {fd: what for fd, what in leaked.items() if what is not None}
+    leaked = {fd: what for fd, what in _open_fds().items() if before.get(fd) != what}
     assert not leaked, f"file descriptors leaked: {leaked}"
+
+
+def _open_fds() -> dict[str, str]:
+    """Open fds and what they name; not the one listing the directory (it is closed by the time it is read),
+    which would otherwise hide a leak that reuses its number."""
+    out = {}
+    for fd in os.listdir("/proc/self/fd"):
+        what = _describe(fd)
+        if what is not None:
+            out[fd] = what
+    return out
 
 
 def _describe(fd: str) -> str | None:

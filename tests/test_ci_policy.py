@@ -52,3 +52,19 @@ def test_any_skip_fails_a_ci_run(pytester: pytest.Pytester, monkeypatch: pytest.
     result = pytester.runpytest_subprocess()
     assert result.ret == 1
     result.stdout.fnmatch_lines(["*1 test(s) were skipped; failing the run*"])
+
+
+def test_the_fd_leak_check_sees_a_leak_even_at_the_number_the_listing_used() -> None:
+    """The check listed /proc/self/fd with an fd of its own; a leak reusing that number went unseen."""
+    import os
+
+    from tests.conftest import _fd_leak_check
+
+    check = _fd_leak_check()
+    next(check)
+    fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)  # the lowest free number: the listing's, just freed
+    try:
+        with pytest.raises(AssertionError, match="file descriptors leaked"):
+            next(check)
+    finally:
+        os.close(fd)
