@@ -161,3 +161,17 @@ def test_iterator_targets_are_probed_one_by_one() -> None:
     elem = attach.iterator_target("bpf_map_elem")
     # what the kernel says for this target is what a real program gets (tests/test_kernel_attach.py)
     assert elem.how.endswith("-> ok") == elem.supported
+
+
+def test_probe_says_when_it_is_not_privileged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As non-root every row read "no" with nothing saying why (issue 13 item 12)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from dynbpf.cli.main import cli
+
+    monkeypatch.setattr("dynbpf.cli.main.os.geteuid", lambda: 1000)
+    result = CliRunner().invoke(cli, ["probe", "--json", "--no-helpers"], catch_exceptions=False)
+    assert "not running as root (uid 1000)" in result.stderr
+    assert json.loads(result.stdout)["privileged"] is False

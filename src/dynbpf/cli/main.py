@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -27,8 +28,15 @@ def probe(as_json: bool, helpers: bool, no_helpers: bool) -> None:
     from dynbpf.features import collect
 
     report = collect(helpers=not no_helpers)
+    unprivileged = os.geteuid() != 0
+    if unprivileged:  # every "no" below may mean "not allowed", not "not supported": say so once, first
+        click.echo(
+            f"dynbpf: not running as root (uid {os.geteuid()}): probes that need CAP_BPF, CAP_PERFMON or "
+            "CAP_NET_ADMIN answer no for lack of privilege, not of kernel support; run as root to probe the kernel",
+            err=True,
+        )
     if as_json:
-        json.dump(report.to_json(), sys.stdout, indent=2)
+        json.dump({**report.to_json(), "privileged": not unprivileged}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         render(report, show_helpers=helpers)
