@@ -218,6 +218,11 @@ def plot(summary: dict[str, dict[str, float]], out: Path) -> None:
     right.set(xlabel="% of programs loaded", ylabel="wall time, s", title="By programs loaded", ylim=(0, None))
     right.set_xticks(percents)
     right.legend(fontsize=8)
+    save_figure(fig, out)
+
+
+def save_figure(fig: Any, out: Path) -> None:
+    """Lay out and write a benchmark's plot (every bench plot is saved the same way)."""
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

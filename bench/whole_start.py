@@ -422,9 +422,7 @@ def plot(saved: dict[str, Any], out: Path) -> None:
     right.set_xticks([j + 0.4 - width / 2 for j in range(len(objects))], objects)
     right.set(ylabel="wall time, s", title="Start of each object (0: failed or n/a)")
     right.legend(fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    runtime_load.save_figure(fig, out)
 
 
 def main() -> None:

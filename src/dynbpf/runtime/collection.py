@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from dynbpf.btf.spec import Spec
 from dynbpf.elf.reader import read
@@ -65,6 +65,22 @@ class Collection(Closing):
         cache: bool | str | os.PathLike[str] | None = None,
         kernel: KernelView | None = None,
     ) -> None:
+        """Prepare ``spec`` for this kernel and create the maps that always exist (``dynbpf.open`` reads it first).
+
+        - ``constants``: ``.rodata`` values by name, set before the section is frozen;
+        - ``map_policy``: every map's policy, ``"eager"`` (default, like libbpf),
+          ``"on_demand"`` or ``"pinned"``; maps the object pins by name are pinned;
+        - ``map_policies``: per-map policies, overriding the two above;
+        - ``map_edits``: ``{map: MapEdit(...)}``, libbpf's ``bpf_map__set_*`` before creation (docs/maps.md);
+        - ``pin_root``: the bpffs directory of pinned maps (default ``/sys/fs/bpf``);
+        - ``disabled``: programs that must never load;
+        - ``cache``: keep prepared programs on disk and take them from there
+          on later opens (``True``: ``$XDG_CACHE_HOME/dynbpf``; or a directory),
+          so a restarted agent skips preparing; a stale or corrupt entry is
+          ignored, and the instructions loaded are byte-identical to a cold start's;
+        - ``kernel``: a :class:`KernelView` standing in for what the running
+          kernel would tell (tests).
+        """
         view = kernel if kernel is not None else KernelView()
         vmlinux, config, kallsyms, btf_support = view.vmlinux, view.config, view.kallsyms, view.btf_support
         self._lock = threading.RLock()
@@ -500,42 +516,22 @@ class KernelView:
     btf_support: BtfSupport | None = None
 
 
-def open(
-    source: str | os.PathLike[str] | bytes | bytearray | memoryview,
-    *,
-    constants: Mapping[str, Any] | None = None,
-    map_policy: MapPolicy | str = MapPolicy.EAGER,
-    map_policies: Mapping[str, MapPolicy | str] | None = None,
-    map_edits: Mapping[str, MapEdit] | None = None,
-    pin_root: str | None = None,
-    disabled: Iterable[str] = (),
-    cache: bool | str | os.PathLike[str] | None = None,
-    kernel: KernelView | None = None,
-) -> Collection:
-    """Read a BPF object and prepare it for this kernel; create the maps that always exist. Programs load on demand.
+Source = str | os.PathLike[str] | bytes | bytearray | memoryview
+_P = ParamSpec("_P")
 
-    - ``constants``: ``.rodata`` values by name, set before the section is frozen;
-    - ``map_policy``: every map's policy, ``"eager"`` (default, like libbpf),
-      ``"on_demand"`` or ``"pinned"``; maps the object pins by name are pinned;
-    - ``map_policies``: per-map policies, overriding the two above;
-    - ``map_edits``: ``{map: MapEdit(...)}``, libbpf's ``bpf_map__set_*`` before creation (docs/maps.md);
-    - ``pin_root``: the bpffs directory of pinned maps (default ``/sys/fs/bpf``);
-    - ``disabled``: programs that must never load;
-    - ``cache``: keep prepared programs on disk and take them from there
-      on later opens (``True``: ``$XDG_CACHE_HOME/dynbpf``; or a directory),
-      so a restarted agent skips preparing; a stale or corrupt entry is
-      ignored, and the instructions loaded are byte-identical to a cold start's;
-    - ``kernel``: a :class:`KernelView` standing in for what the running
-      kernel would tell (tests).
-    """
-    return Collection(
-        read(source, lazy=True),
-        constants=constants,
-        map_policy=map_policy,
-        map_policies=map_policies,
-        map_edits=map_edits,
-        pin_root=pin_root,
-        disabled=disabled,
-        cache=cache,
-        kernel=kernel,
-    )
+
+def _reading(make: Callable[Concatenate[ObjectSpec, _P], Collection]) -> Callable[Concatenate[Source, _P], Collection]:
+    """``make`` taking a path or an object's bytes (read lazily) where it takes a spec; its options stay typed."""
+
+    def from_source(source: Source, /, *args: _P.args, **options: _P.kwargs) -> Collection:
+        return make(read(source, lazy=True), *args, **options)
+
+    return from_source
+
+
+open = _reading(Collection)
+open.__name__ = open.__qualname__ = "open"
+open.__doc__ = """Read a BPF object (a path, or its bytes) and prepare it for this kernel; programs load on demand.
+
+The options are :class:`Collection`'s, keyword-only and typed; see its constructor.
+"""
