@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dynbpf.btf import Kind, Spec
+from dynbpf._btf import Kind, Spec
 
 PAGE = os.sysconf("SC_PAGESIZE")
 MiB = 1024 * 1024

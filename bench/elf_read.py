@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.synth import build
-from dynbpf.elf import read
-from dynbpf.elf.image import Image
+from dynbpf._elf import read
+from dynbpf._elf.image import Image
 
 LIBBPF = "/usr/lib/x86_64-linux-gnu/libbpf.so.1"
 

@@ -13,10 +13,10 @@ import os
 import threading
 import time
 
-from dynbpf.asm.insn import R0, Insn, alu64_imm, jmp_imm, mov64_imm, return_imm
-from dynbpf.asm.opcodes import AluOp, JmpOp
-from dynbpf.features.trial import load
-from dynbpf.sys.constants import ProgType
+from dynbpf._asm.insn import R0, Insn, alu64_imm, jmp_imm, mov64_imm, return_imm
+from dynbpf._asm.opcodes import AluOp, JmpOp
+from dynbpf._probes.trial import load
+from dynbpf._sys.constants import ProgType
 
 
 def busy_program(iterations: int) -> list[Insn]:

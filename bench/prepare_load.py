@@ -156,8 +156,8 @@ def libbpf_stats(path: Path) -> dict[str, dict[str, int]]:
 def dynbpf_prepare(path: Path) -> Timings:
     """dynbpf.read + prepare onto reserved fd numbers, no map created: the issue's 300 ms goal."""
     import dynbpf
-    from dynbpf.prepare.object import prepare
-    from dynbpf.sys.placeholder import FdSlot
+    from dynbpf._prepare.object import prepare
+    from dynbpf._sys.placeholder import FdSlot
 
     slots: dict[str, FdSlot] = {}
 
@@ -270,8 +270,8 @@ def worker(scenario: str, path: Path, runs: int) -> dict[str, Any]:
     if scenario in LIBBPF_SCENARIOS:
         run = functools.partial(LIBBPF_SCENARIOS[scenario], Libbpf())
     else:
-        import dynbpf.prepare.object
-        import dynbpf.runtime.collection  # noqa: F401
+        import dynbpf._prepare.object
+        import dynbpf._runtime.collection  # noqa: F401
 
         run = DYNBPF_SCENARIOS[scenario]
     baseline = _maxrss_kib()

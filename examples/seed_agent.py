@@ -37,8 +37,8 @@ from collections.abc import Iterable
 from bench.synth_agent import build
 
 import dynbpf
+from dynbpf._sys import commands
 from dynbpf.errors import AttachError, KernelUnsupported
-from dynbpf.sys import commands
 
 #: The events' BTF type; the object must mention it in a global, a map or a signature for it to be in BTF.
 RECORD = "struct event"

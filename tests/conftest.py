@@ -22,9 +22,9 @@ def _bpf_usable() -> str | None:
     if os.geteuid() != 0:
         return "kernel tests need root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN)"
     try:
-        from dynbpf.asm.insn import return_imm
-        from dynbpf.features.trial import load
-        from dynbpf.sys.constants import ProgType
+        from dynbpf._asm.insn import return_imm
+        from dynbpf._probes.trial import load
+        from dynbpf._sys.constants import ProgType
 
         trial = load(ProgType.SOCKET_FILTER, return_imm(0))
     except Exception as e:  # any failure to even try means "unusable", with the reason
@@ -37,7 +37,7 @@ def _bpf_usable() -> str | None:
 
 def _mount_pseudo_filesystems() -> None:
     """Tests pin objects and look up tracepoint ids: mount bpffs and tracefs if absent."""
-    from dynbpf.sys import fs
+    from dynbpf._sys import fs
 
     fs.ensure_bpffs(mount_if_missing=True)
     fs.tracefs_root(mount_if_missing=True)

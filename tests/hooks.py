@@ -1,13 +1,13 @@
-"""Hooking a loaded program up by hand, below dynbpf.attach: tests of the layers under it use these."""
+"""Hooking a loaded program up by hand, below dynbpf._attach: tests of the layers under it use these."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from dynbpf.sys import commands, fs, perf
-from dynbpf.sys.attrs import LinkCreateAttr
-from dynbpf.sys.constants import AttachType
+from dynbpf._sys import commands, fs, perf
+from dynbpf._sys.attrs import LinkCreateAttr
+from dynbpf._sys.constants import AttachType
 
 
 @contextmanager

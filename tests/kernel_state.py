@@ -5,7 +5,7 @@ which maps exist) with these answers, so none of them may come from the
 runtime: file descriptors are read from ``/proc/self/fd`` and
 ``/proc/self/fdinfo``, kernel objects are enumerated by id (GET_NEXT_ID)
 and described by ``OBJ_GET_INFO_BY_FD`` through the bare syscall wrappers
-of ``dynbpf.sys.commands``.
+of ``dynbpf._sys.commands``.
 
 Everything here reads a moment's state; callers use it where nothing else
 in the process is opening or closing fds (a quiescent point), and allow the
@@ -22,10 +22,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from dynbpf._sys import commands
+from dynbpf._sys.attrs import MapInfo, ProgInfo
+from dynbpf._sys.commands import ObjKind
 from dynbpf.errors import SyscallError
-from dynbpf.sys import commands
-from dynbpf.sys.attrs import MapInfo, ProgInfo
-from dynbpf.sys.commands import ObjKind
 
 #: What ``readlink /proc/self/fd/N`` shows for each kind of BPF object fd.
 BPF_INODES: Mapping[str, str] = MappingProxyType(

@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from dynbpf.asm.disasm import text
-from dynbpf.asm.insn import Insn, decode
-from dynbpf.asm.opcodes import PseudoLd
-from dynbpf.sys import commands
-from dynbpf.sys.attrs import ProgInfo
+from dynbpf._asm.disasm import text
+from dynbpf._asm.insn import Insn, decode
+from dynbpf._asm.opcodes import PseudoLd
+from dynbpf._sys import commands
+from dynbpf._sys.attrs import ProgInfo
 
 LIBBPF_PATH = "/usr/lib/x86_64-linux-gnu/libbpf.so.1"
 

@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dynbpf
-from dynbpf.elf.reader import read
+from dynbpf._elf.reader import read
+from dynbpf._sys import commands, fs
+from dynbpf._sys.commands import ObjKind
+from dynbpf._sys.constants import MapType
 from dynbpf.errors import AttachError, StateError, SyscallError
-from dynbpf.sys import commands, fs
-from dynbpf.sys.commands import ObjKind
-from dynbpf.sys.constants import MapType
 from tests import kernel_state as ks
 from tests.bpfbuild import build
 

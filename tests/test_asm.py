@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dynbpf.asm.disasm import UNKNOWN, text
-from dynbpf.asm.insn import (
+from dynbpf._asm.disasm import UNKNOWN, text
+from dynbpf._asm.insn import (
     LD_IMM64,
     R0,
     R1,
@@ -26,7 +26,7 @@ from dynbpf.asm.insn import (
     return_imm,
     stx_mem,
 )
-from dynbpf.asm.opcodes import (
+from dynbpf._asm.opcodes import (
     MAY_GOTO,
     SIGNED_DIV,
     AluOp,
@@ -40,7 +40,7 @@ from dynbpf.asm.opcodes import (
     Size,
     Source,
 )
-from dynbpf.asm.slots import SlotMap, slot_offsets
+from dynbpf._asm.slots import SlotMap, slot_offsets
 from dynbpf.errors import ObjectFormatError
 
 

@@ -19,10 +19,10 @@ import pytest
 from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
 
-from dynbpf.asm import Insn, SlotMap, decode, encode
-from dynbpf.asm.disasm import UNKNOWN, disassemble, format_listing, text
-from dynbpf.asm.insn import R0, R1, R2, R3, R10, call, exit_, jmp_imm, ld_imm64, mov64_imm
-from dynbpf.asm.opcodes import LD_IMM64, AluOp, AtomicOp, Class, JmpOp, Mode, Size, Source
+from dynbpf._asm import Insn, SlotMap, decode, encode
+from dynbpf._asm.disasm import UNKNOWN, disassemble, format_listing, text
+from dynbpf._asm.insn import R0, R1, R2, R3, R10, call, exit_, jmp_imm, ld_imm64, mov64_imm
+from dynbpf._asm.opcodes import LD_IMM64, AluOp, AtomicOp, Class, JmpOp, Mode, Size, Source
 from tests import bpfbuild
 from tests.conftest import require
 

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dynbpf.attach import binaries, ldcache
-from dynbpf.attach.symbols import SymbolError, function_offset
+from dynbpf._attach import binaries, ldcache
+from dynbpf._attach.symbols import SymbolError, function_offset
 
 LIBC = binaries.resolve("libc.so.6")
 

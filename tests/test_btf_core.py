@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from dynbpf.asm.insn import Insn, ld_imm64, mov64_imm
-from dynbpf.asm.opcodes import AluOp, Class, JmpOp, Mode, Size, Source
-from dynbpf.asm.slots import slot_offsets
-from dynbpf.btf import Kind, Spec, graph, kernel
-from dynbpf.btf.core import POISON_HELPER, CoreResult, Resolver, essential_name, patch, resolve
-from dynbpf.btf.ext import CoreReloKind as K
-from dynbpf.btf.types import (
+from dynbpf._asm.insn import Insn, ld_imm64, mov64_imm
+from dynbpf._asm.opcodes import AluOp, Class, JmpOp, Mode, Size, Source
+from dynbpf._asm.slots import slot_offsets
+from dynbpf._btf import Kind, Spec, graph, kernel
+from dynbpf._btf.core import POISON_HELPER, CoreResult, Resolver, essential_name, patch, resolve
+from dynbpf._btf.ext import CoreReloKind as K
+from dynbpf._btf.types import (
     Array,
     Enum,
     Enum64,
@@ -40,7 +40,7 @@ from dynbpf.btf.types import (
     Typedef,
     Union,
 )
-from dynbpf.elf import read
+from dynbpf._elf import read
 from dynbpf.errors import ObjectFormatError, RelocationError
 from tests import bpfbuild
 from tests.libbpf_oracle import OpenOpts

@@ -10,7 +10,7 @@ import pytest
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
-from dynbpf.btf import (
+from dynbpf._btf import (
     CoreRelo,
     CoreReloKind,
     ExtInfo,
@@ -21,7 +21,7 @@ from dynbpf.btf import (
     encode_ext,
     parse_ext,
 )
-from dynbpf.btf.types import Func, Struct, Union
+from dynbpf._btf.types import Func, Struct, Union
 from dynbpf.errors import ObjectFormatError
 from tests.bpfbuild import build
 from tests.test_btf_oracle import FIXTURE_NAMES, sections

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dynbpf.btf import Spec, format_type, parse_ext, resolve, size_of, skip_qualifiers
+from dynbpf._btf import Spec, format_type, parse_ext, resolve, size_of, skip_qualifiers
 from dynbpf.errors import ObjectFormatError
 from tests.bpfbuild import build
 from tests.test_btf_oracle import ALL_KINDS, sections

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from dynbpf.btf import NameNotFound, Spec, TypeNotFound, format_type, member, resolve, size_of, skip_qualifiers
-from dynbpf.btf.types import (
+from dynbpf._btf import NameNotFound, Spec, TypeNotFound, format_type, member, resolve, size_of, skip_qualifiers
+from dynbpf._btf.types import (
     Array,
     Const,
     Enum,

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from dynbpf.btf import Kind, NameNotFound, Spec, format_type, kernel, member, resolve, size_of
-from dynbpf.btf.types import Member, Ptr, Struct
+from dynbpf._btf import Kind, NameNotFound, Spec, format_type, kernel, member, resolve, size_of
+from dynbpf._btf.types import Member, Ptr, Struct
 from tests.conftest import require
 from tests.test_btf_oracle import VMLINUX, bpftool_types
 

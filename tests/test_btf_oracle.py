@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from dynbpf.btf import Spec, encode_ext, kernel, parse_ext
-from dynbpf.btf.types import (
+from dynbpf._btf import Spec, encode_ext, kernel, parse_ext
+from dynbpf._btf.types import (
     Array,
     Const,
     Datasec,

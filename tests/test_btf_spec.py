@@ -7,10 +7,10 @@ import threading
 
 import pytest
 
-from dynbpf.btf import EncodingError, Kind, NameNotFound, Spec, TypeNotFound, member
-from dynbpf.btf.types import Enum, EnumValue, Int, IntEncoding, Member, Ptr, Struct, Type, Typedef
+from dynbpf._btf import EncodingError, Kind, NameNotFound, Spec, TypeNotFound, member
+from dynbpf._btf.types import Enum, EnumValue, Int, IntEncoding, Member, Ptr, Struct, Type, Typedef
+from dynbpf._probes.maps import local_storage_btf, raw_btf
 from dynbpf.errors import ObjectFormatError
-from dynbpf.features.maps import local_storage_btf, raw_btf
 
 
 def test_small_blob_types_and_names() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from dynbpf.cli.main import cli
+from dynbpf._cli.main import cli
 from tests.bpfbuild import build
 
 DYNBPF = str(Path(sys.executable).parent / "dynbpf")
@@ -141,7 +141,7 @@ def test_what_the_object_says_is_escaped_before_it_reaches_the_terminal(tmp_path
     env = {"PYTHONIOENCODING": "utf-8:strict", "PATH": "/usr/bin:/bin"}
     for args in (["--disasm", "odd"], []):
         run = subprocess.run(
-            [sys.executable, "-c", "from dynbpf.cli.main import main; main()", "inspect", *args, str(obj)],
+            [sys.executable, "-c", "from dynbpf._cli.main import main; main()", "inspect", *args, str(obj)],
             capture_output=True,
             env=env,
             check=False,

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from dynbpf.btf.types import Struct
-from dynbpf.elf import read
-from dynbpf.elf.reader import is_data_section
-from dynbpf.elf.spec import (
+from dynbpf._btf.types import Struct
+from dynbpf._elf import read
+from dynbpf._elf.reader import is_data_section
+from dynbpf._elf.spec import (
     DataReference,
     ExternKind,
     FunctionPointer,
@@ -18,9 +18,9 @@ from dynbpf.elf.spec import (
     ObjectSpec,
     SubprogramCall,
 )
+from dynbpf._runtime.mapcreate import kernel_name
+from dynbpf._sys.constants import MapFlags, MapType, ProgType
 from dynbpf.errors import ObjectFormatError
-from dynbpf.runtime.mapcreate import kernel_name
-from dynbpf.sys.constants import MapFlags, MapType, ProgType
 from tests.bpfbuild import CFLAGS, build, fixture_names, vmlinux_h
 from tests.libbpf_oracle import LIBBPF_REFUSES, LibbpfError, open_object
 
@@ -321,8 +321,8 @@ def test_kernel_version_section(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", [n for n in FIXTURE_NAMES if n not in LIBBPF_REFUSES])
 def test_map_indexes_are_libbpfs(name: str) -> None:
     """A poisoned load of an uncreated map names its index in libbpf's list: the orders must agree."""
-    from dynbpf.prepare.object import _libbpf_map_order
-    from dynbpf.runtime.mapcreate import kernel_name
+    from dynbpf._prepare.object import _libbpf_map_order
+    from dynbpf._runtime.mapcreate import kernel_name
 
     spec = read(build(name))
     order = _libbpf_map_order(spec)

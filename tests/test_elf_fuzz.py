@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dynbpf.elf import read
-from dynbpf.elf.image import SHT_NOBITS, Image
+from dynbpf._elf import read
+from dynbpf._elf.image import SHT_NOBITS, Image
 from dynbpf.errors import ObjectFormatError
 from tests.bpfbuild import build, fixture_names
 

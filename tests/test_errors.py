@@ -6,9 +6,9 @@ import errno
 
 import pytest
 
+from dynbpf._sys import syscall
+from dynbpf._sys.constants import ENOTSUPP, Cmd
 from dynbpf.errors import KernelUnsupported, ObjectFormatError, SyscallError, VerifierError
-from dynbpf.sys import syscall
-from dynbpf.sys.constants import ENOTSUPP, Cmd
 
 
 def test_syscall_error_text() -> None:

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
+from dynbpf._sys.fd import Fd
 from dynbpf.errors import StateError
-from dynbpf.sys.fd import Fd
 
 
 def pipe_fd() -> tuple[Fd, int]:

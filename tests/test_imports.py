@@ -21,13 +21,13 @@ import pytest
 
 PACKAGES = (
     "dynbpf",
-    "dynbpf.asm",
-    "dynbpf.attach",
-    "dynbpf.btf",
-    "dynbpf.elf",
-    "dynbpf.features",
-    "dynbpf.maps",
-    "dynbpf.sys",
+    "dynbpf._asm",
+    "dynbpf._attach",
+    "dynbpf._btf",
+    "dynbpf._elf",
+    "dynbpf._probes",
+    "dynbpf._maps",
+    "dynbpf._sys",
 )
 
 THIRD_PARTY = ("elftools", "rich", "click")
@@ -58,28 +58,28 @@ def test_import_dynbpf_imports_only_the_errors() -> None:
 
 def test_dynbpf_open_leaves_attaching_event_reading_and_the_cli_for_later() -> None:
     modules = loaded_by("import dynbpf\ndynbpf.open")
-    assert "dynbpf.runtime.collection" in modules
+    assert "dynbpf._runtime.collection" in modules
     assert not under(modules, *THIRD_PARTY)
     assert not under(
         modules,
-        "dynbpf.attach",
-        "dynbpf.cli",
-        "dynbpf.maps.ringbuf",
-        "dynbpf.maps.perfbuf",
-        "dynbpf.maps.reader",
-        "dynbpf.maps.events",
-        "dynbpf.maps.map",
-        "dynbpf.asm.disasm",
-        "dynbpf.features.report",
+        "dynbpf._attach",
+        "dynbpf._cli",
+        "dynbpf._maps.ringbuf",
+        "dynbpf._maps.perfbuf",
+        "dynbpf._maps.reader",
+        "dynbpf._maps.events",
+        "dynbpf._maps.map",
+        "dynbpf._asm.disasm",
+        "dynbpf._probes.report",
     )
 
 
 def test_attach_package_reads_elf_symbols_only_for_a_uprobe() -> None:
-    modules = loaded_by("import dynbpf.attach")
-    assert "dynbpf.attach.symbols" in modules
+    modules = loaded_by("import dynbpf._attach")
+    assert "dynbpf._attach.symbols" in modules
     assert not under(modules, "elftools")
     lookup = (
-        "import sys\nfrom dynbpf.attach.symbols import SymbolError, function_offset\n"
+        "import sys\nfrom dynbpf._attach.symbols import SymbolError, function_offset\n"
         "try:\n    function_offset(sys.executable, 'main')\nexcept SymbolError:\n    pass"
     )
     modules = loaded_by(lookup)
@@ -87,18 +87,18 @@ def test_attach_package_reads_elf_symbols_only_for_a_uprobe() -> None:
 
 
 def test_cli_imports_rich_only_to_render() -> None:
-    modules = loaded_by("import dynbpf.cli.main")
+    modules = loaded_by("import dynbpf._cli.main")
     assert "click" in modules
-    assert not under(modules, "rich", "elftools", "dynbpf.runtime", "dynbpf.features")
+    assert not under(modules, "rich", "elftools", "dynbpf._runtime", "dynbpf._probes")
 
 
 def test_a_subpackage_name_imports_its_module_and_not_its_siblings() -> None:
-    modules = loaded_by("from dynbpf.asm import Insn")
-    assert "dynbpf.asm.insn" in modules
-    assert "dynbpf.asm.disasm" not in modules
-    modules = loaded_by("from dynbpf.features import attach")
-    assert "dynbpf.features.attach" in modules
-    assert "dynbpf.features.report" not in modules
+    modules = loaded_by("from dynbpf._asm import Insn")
+    assert "dynbpf._asm.insn" in modules
+    assert "dynbpf._asm.disasm" not in modules
+    modules = loaded_by("from dynbpf._probes import attach")
+    assert "dynbpf._probes.attach" in modules
+    assert "dynbpf._probes.report" not in modules
 
 
 @pytest.mark.parametrize("package", PACKAGES)
@@ -131,12 +131,12 @@ def test_lazy_names_are_what_the_type_checker_is_told(package: str) -> None:
 
 def test_an_unknown_name_is_an_attribute_error_naming_it() -> None:
     import dynbpf
-    import dynbpf.btf
+    import dynbpf._btf
 
     with pytest.raises(AttributeError, match=r"module 'dynbpf' has no attribute 'Colection'"):
         _ = dynbpf.Colection  # type: ignore[attr-defined]
-    with pytest.raises(AttributeError, match=r"module 'dynbpf.btf' has no attribute 'nope'"):
-        _ = dynbpf.btf.nope  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError, match=r"module 'dynbpf._btf' has no attribute 'nope'"):
+        _ = dynbpf._btf.nope  # type: ignore[attr-defined]
     with pytest.raises(ImportError, match="Colection"):
         exec("from dynbpf import Colection", {})
 
@@ -166,8 +166,8 @@ def test_the_public_api_is_pinned() -> None:
 def test_what_a_collection_hands_out_is_public() -> None:
     """A user can name (type-annotate, isinstance) everything the API returns, from dynbpf itself."""
     import dynbpf
-    from dynbpf.attach.link import Link
-    from dynbpf.maps.map import Map
+    from dynbpf._attach.link import Link
+    from dynbpf._maps.map import Map
 
     assert dynbpf.Map is Map
     assert dynbpf.Link is Link

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from dynbpf.sys import attrs, constants, perf
+from dynbpf._sys import attrs, constants, perf
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_bpftool]
 

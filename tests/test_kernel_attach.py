@@ -1,4 +1,4 @@
-"""dynbpf.attach on the real kernel: every kind this kernel runs fires, stops on detach, and fails clearly.
+"""dynbpf._attach on the real kernel: every kind this kernel runs fires, stops on detach, and fails clearly.
 
 Each test attaches a program of tests/bpf/attach.bpf.c, triggers its hook from
 this process (syscalls filtered by our pid, libc calls, a test binary, the
@@ -23,22 +23,22 @@ import pytest
 
 import dynbpf
 from dynbpf import ProgramState
-from dynbpf.asm.insn import return_imm
-from dynbpf.attach import IoctlPerfLink, IterLink, Link, LinkGroup, attach
-from dynbpf.attach.linkinfo import FIELDS, UNION
-from dynbpf.attach.perf_event import online_cpus
-from dynbpf.attach.perf_link import link_perf_event
-from dynbpf.attach.request import Request
-from dynbpf.attach.symbols import function_offset
-from dynbpf.elf.sections import program_kind
+from dynbpf._asm.insn import return_imm
+from dynbpf._attach import IoctlPerfLink, IterLink, Link, LinkGroup, attach
+from dynbpf._attach.linkinfo import FIELDS, UNION
+from dynbpf._attach.perf_event import online_cpus
+from dynbpf._attach.perf_link import link_perf_event
+from dynbpf._attach.request import Request
+from dynbpf._attach.symbols import function_offset
+from dynbpf._elf.sections import program_kind
+from dynbpf._maps import Variables
+from dynbpf._probes import attach as attach_features
+from dynbpf._probes import kernel as kernel_features
+from dynbpf._probes.result import Support
+from dynbpf._probes.trial import load as load_trial
+from dynbpf._sys import attrs, commands, fs, perf
+from dynbpf._sys.constants import ProgType
 from dynbpf.errors import AttachError, DynbpfError, KernelUnsupported, StateError
-from dynbpf.features import attach as attach_features
-from dynbpf.features import kernel as kernel_features
-from dynbpf.features.result import Support
-from dynbpf.features.trial import load as load_trial
-from dynbpf.maps import Variables
-from dynbpf.sys import attrs, commands, fs, perf
-from dynbpf.sys.constants import ProgType
 from tests.bpfbuild import FIXTURES, build
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 import dynbpf
-from dynbpf.prepare import cache as prepare_cache
-from dynbpf.runtime.collection import KernelView
+from dynbpf._prepare import cache as prepare_cache
+from dynbpf._runtime.collection import KernelView
 from tests.bpfbuild import build
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
@@ -67,7 +67,7 @@ def test_a_hit_gets_this_runs_map_numbers_and_source_lines(tmp_path: Path, no_fd
 
 
 def commands_run(coll: dynbpf.Collection, program: str) -> int:
-    from dynbpf.sys import commands
+    from dynbpf._sys import commands
 
     return commands.prog_test_run(coll.programs[program].fd, repeat=0).retval
 

@@ -18,15 +18,15 @@ from typing import Any
 import pytest
 
 import dynbpf
+from dynbpf._maps import CodecError
+from dynbpf._maps.codec import record_decoder
+from dynbpf._maps.errors import MapTypeError
+from dynbpf._maps.events import EventLoop
+from dynbpf._maps.perfbuf import PerfBuffer
+from dynbpf._maps.ringbuf import RingBuffer
+from dynbpf._runtime.collection import Collection
+from dynbpf._sys import commands
 from dynbpf.errors import StateError
-from dynbpf.maps import CodecError
-from dynbpf.maps.codec import record_decoder
-from dynbpf.maps.errors import MapTypeError
-from dynbpf.maps.events import EventLoop
-from dynbpf.maps.perfbuf import PerfBuffer
-from dynbpf.maps.ringbuf import RingBuffer
-from dynbpf.runtime.collection import Collection
-from dynbpf.sys import commands
 from tests.bpfbuild import build
 from tests.hooks import on_tracepoint
 

@@ -15,10 +15,10 @@ import pytest
 
 import dynbpf
 from dynbpf import MapPolicy, ProgramState
+from dynbpf._sys import commands, fs, perf
+from dynbpf._sys.attrs import LinkCreateAttr
+from dynbpf._sys.constants import AttachType
 from dynbpf.errors import DynbpfError, StateError, VerifierError
-from dynbpf.sys import commands, fs, perf
-from dynbpf.sys.attrs import LinkCreateAttr
-from dynbpf.sys.constants import AttachType
 from tests.bpfbuild import build
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
@@ -295,7 +295,7 @@ def test_clone_overrides_reach_the_kernel(no_fd_leak: None) -> None:
 
 def test_clone_retargets_attach_btf_id_and_passes_prog_flags(no_fd_leak: None) -> None:
     """A tp_btf program cloned onto another tracepoint of the same shape; flags reach the kernel as given."""
-    from dynbpf.btf import Kind, kernel
+    from dynbpf._btf import Kind, kernel
 
     vmlinux = kernel.vmlinux()
     assert vmlinux is not None

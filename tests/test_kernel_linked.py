@@ -16,10 +16,10 @@ import pytest
 from click.testing import CliRunner
 
 import dynbpf
-from dynbpf.cli.main import cli
+from dynbpf._cli.main import cli
+from dynbpf._sys import commands
+from dynbpf._sys.constants import ProgType
 from dynbpf.errors import AttachError, ObjectFormatError
-from dynbpf.sys import commands
-from dynbpf.sys.constants import ProgType
 from tests.bpfbuild import build
 from tests.libbpf_oracle import LibbpfError, open_object
 

@@ -18,23 +18,23 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import dynbpf
-from dynbpf.asm.insn import Insn, call, encode, exit_, ld_imm64, mov64_imm, return_imm
-from dynbpf.asm.opcodes import Class, Mode, PseudoLd
-from dynbpf.asm.slots import SlotMap
-from dynbpf.btf.core import POISON_HELPER
-from dynbpf.btf.kinds import Kind
-from dynbpf.elf.sections import program_kind
+from dynbpf._asm.insn import Insn, call, encode, exit_, ld_imm64, mov64_imm, return_imm
+from dynbpf._asm.opcodes import Class, Mode, PseudoLd
+from dynbpf._asm.slots import SlotMap
+from dynbpf._btf.core import POISON_HELPER
+from dynbpf._btf.kinds import Kind
+from dynbpf._elf.sections import program_kind
+from dynbpf._prepare.prepared import CoreFailure, PreparedProgram
+from dynbpf._probes import attach
+from dynbpf._probes.trial import kernel_btf_id
+from dynbpf._runtime import verifier_log
+from dynbpf._runtime.collection import Collection
+from dynbpf._runtime.load import MIN_LOG_SIZE, LoadOptions, load_program, prog_name, verifier_error
+from dynbpf._sys import commands
+from dynbpf._sys.attrs import MapCreateAttr
+from dynbpf._sys.constants import OBJ_NAME_LEN, AttachType, MapType, ProgType
+from dynbpf._sys.fd import Fd
 from dynbpf.errors import VerifierError
-from dynbpf.features import attach
-from dynbpf.features.trial import kernel_btf_id
-from dynbpf.prepare.prepared import CoreFailure, PreparedProgram
-from dynbpf.runtime import verifier_log
-from dynbpf.runtime.collection import Collection
-from dynbpf.runtime.load import MIN_LOG_SIZE, LoadOptions, load_program, prog_name, verifier_error
-from dynbpf.sys import commands
-from dynbpf.sys.attrs import MapCreateAttr
-from dynbpf.sys.constants import OBJ_NAME_LEN, AttachType, MapType, ProgType
-from dynbpf.sys.fd import Fd
 from tests.bpfbuild import FIXTURES, build
 
 # --- logs captured from the kernel -------------------------------------------------------------------------
@@ -273,7 +273,7 @@ def _xdp(name: str, insns: list[Insn], **fields: object) -> PreparedProgram:
 
 
 def test_error_text_shows_instruction_source_and_core_failure() -> None:
-    from dynbpf.btf.ext import LineInfo
+    from dynbpf._btf.ext import LineInfo
 
     insns = [mov64_imm(0, 1), ld_imm64(1, 7), call(POISON_HELPER), mov64_imm(0, 2), exit_()]
     line = LineInfo(0, "/src/x.bpf.c", "    return m->gone;", 12, 5)

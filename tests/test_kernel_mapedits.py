@@ -19,14 +19,14 @@ import pytest
 
 import dynbpf
 from dynbpf import MapEdit, MapEditError
-from dynbpf.btf.types import Array, Datasec, Var
+from dynbpf._btf.types import Array, Datasec, Var
+from dynbpf._maps import Map, possible_cpus
+from dynbpf._runtime.mapcreate import kernel_name
+from dynbpf._sys import commands
+from dynbpf._sys.attrs import MapCreateAttr
+from dynbpf._sys.constants import MapFlags, MapType
+from dynbpf._sys.fd import Fd
 from dynbpf.errors import StateError, SyscallError, VerifierError
-from dynbpf.maps import Map, possible_cpus
-from dynbpf.runtime.mapcreate import kernel_name
-from dynbpf.sys import commands
-from dynbpf.sys.attrs import MapCreateAttr
-from dynbpf.sys.constants import MapFlags, MapType
-from dynbpf.sys.fd import Fd
 from tests import kernel_state as ks
 from tests import stress_driver as sd
 from tests.bpfbuild import build

@@ -1,4 +1,4 @@
-"""dynbpf.maps.Map against real kernel maps: every dict operation, batches, per-CPU values, maps of maps."""
+"""dynbpf._maps.Map against real kernel maps: every dict operation, batches, per-CPU values, maps of maps."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from dynbpf import elf
-from dynbpf.asm.insn import (
+from dynbpf import _elf as elf
+from dynbpf._asm.insn import (
     R1,
     R2,
     R3,
@@ -29,18 +29,18 @@ from dynbpf.asm.insn import (
     st_mem,
     stx_mem,
 )
-from dynbpf.asm.opcodes import AluOp, Class, Size, Source
-from dynbpf.btf import Spec
-from dynbpf.btf.types import Array, Enum, EnumValue, Int, IntEncoding, Member, Struct, Type, Typedef
-from dynbpf.elf import ObjectSpec, VariableSpec
+from dynbpf._asm.opcodes import AluOp, Class, Size, Source
+from dynbpf._btf import Spec
+from dynbpf._btf.types import Array, Enum, EnumValue, Int, IntEncoding, Member, Struct, Type, Typedef
+from dynbpf._elf import ObjectSpec, VariableSpec
+from dynbpf._maps import CodecError, Map, MapTypeError, Variables, codec_for, possible_cpus
+from dynbpf._maps import map as map_module
+from dynbpf._probes.trial import load
+from dynbpf._sys import commands
+from dynbpf._sys.attrs import MapCreateAttr
+from dynbpf._sys.constants import MapFlags, MapType, ProgType, UpdateFlags
+from dynbpf._sys.fd import Fd
 from dynbpf.errors import DynbpfError, StateError, SyscallError
-from dynbpf.features.trial import load
-from dynbpf.maps import CodecError, Map, MapTypeError, Variables, codec_for, possible_cpus
-from dynbpf.maps import map as map_module
-from dynbpf.sys import commands
-from dynbpf.sys.attrs import MapCreateAttr
-from dynbpf.sys.constants import MapFlags, MapType, ProgType, UpdateFlags
-from dynbpf.sys.fd import Fd
 from tests import bpfbuild
 
 pytestmark = pytest.mark.kernel
@@ -246,7 +246,7 @@ def test_per_cpu_values_are_lists_one_per_possible_cpu_8_byte_strided(map_type: 
 
 
 def test_possible_cpus_parsing() -> None:
-    from dynbpf.maps.cpus import parse_cpu_list
+    from dynbpf._maps.cpus import parse_cpu_list
 
     assert parse_cpu_list("0-3,8,10-11\n") == [0, 1, 2, 3, 8, 10, 11]
     assert parse_cpu_list("0") == [0]

@@ -144,7 +144,7 @@ def test_processes_opening_one_object_with_pinned_maps_at_once_share_them(pin_ro
 
     script = (
         "import sys, dynbpf\n"
-        "from dynbpf.sys import commands\n"
+        "from dynbpf._sys import commands\n"
         "with dynbpf.open(sys.argv[1], map_policy='pinned', pin_root=sys.argv[2]) as coll:\n"
         "    print(commands.map_info(coll.map_fd_number('exec_count')).id)\n"
         "    sys.stdin.read()\n"  # hold the collection until every process has opened
@@ -167,7 +167,7 @@ def test_processes_opening_one_object_with_pinned_maps_at_once_share_them(pin_ro
 
 def test_a_symlink_in_a_pin_path_is_refused(pin_root: str, no_fd_leak: None) -> None:
     """A planted link to another application's pin made root reuse (and write into) that map."""
-    from dynbpf.sys import commands
+    from dynbpf._sys import commands
 
     with dynbpf.open(build("twofiles")) as other:  # "another application" with a pinned map
         foreign = os.path.join(pin_root, "foreign")
@@ -258,7 +258,7 @@ def test_a_pinned_rodata_with_other_constants_is_refused(pin_root: str, no_fd_le
 
 def test_close_waits_for_a_clone_under_way(monkeypatch: pytest.MonkeyPatch, no_fd_leak: None) -> None:
     """A clone that passed the open check loaded after close freed the map numbers (and others reused them)."""
-    import dynbpf.runtime.program as program_module
+    import dynbpf._runtime.program as program_module
 
     entered, closing = threading.Event(), threading.Event()
     real = program_module.load_program
@@ -284,7 +284,7 @@ def test_close_waits_for_a_clone_under_way(monkeypatch: pytest.MonkeyPatch, no_f
     assert not closer.is_alive()
     (clone,) = clones
     with clone:  # type: ignore[attr-defined]
-        from dynbpf.sys import commands
+        from dynbpf._sys import commands
 
         assert commands.prog_info(clone.raw).nr_map_ids >= 1  # type: ignore[attr-defined]
 
@@ -307,8 +307,8 @@ def test_clone_options_of_the_wrong_type_or_size_are_refused(
 
 
 def test_a_perf_buffer_on_no_cpu_and_a_reader_added_twice_are_refused(no_fd_leak: None) -> None:
-    from dynbpf.maps.events import EventLoop
-    from dynbpf.maps.perfbuf import PerfBuffer
+    from dynbpf._maps.events import EventLoop
+    from dynbpf._maps.perfbuf import PerfBuffer
 
     with dynbpf.open(agent()) as coll:
         with pytest.raises(ValueError, match="would read no CPU"):
@@ -320,9 +320,9 @@ def test_a_perf_buffer_on_no_cpu_and_a_reader_added_twice_are_refused(no_fd_leak
 
 def test_runtime_failures_are_dynbpf_errors_and_wrong_arguments_type_or_value_errors(no_fd_leak: None) -> None:
     """Raw OSError, MemoryError, ValueError and AttributeError escaped public calls (issue 13 item 11)."""
-    from dynbpf.attach.binaries import BinaryNotFoundError
-    from dynbpf.attach.symbols import SymbolError
-    from dynbpf.sys.constants import MapType
+    from dynbpf._attach.binaries import BinaryNotFoundError
+    from dynbpf._attach.symbols import SymbolError
+    from dynbpf._sys.constants import MapType
 
     assert issubclass(SymbolError, DynbpfError)
     assert issubclass(BinaryNotFoundError, DynbpfError)
@@ -347,8 +347,8 @@ def test_errno_hints_fit_the_command() -> None:
     """E2BIG on a full map said "the kernel is older than the feature"; EBADF at load said the verifier rejected it."""
     import errno
 
-    from dynbpf.sys.constants import Cmd
-    from dynbpf.sys.syscall import hint
+    from dynbpf._sys.constants import Cmd
+    from dynbpf._sys.syscall import hint
 
     assert "full" in hint(Cmd.MAP_UPDATE_ELEM, errno.E2BIG)
     assert "older" not in hint(Cmd.MAP_UPDATE_ELEM, errno.E2BIG)
@@ -368,8 +368,8 @@ def test_a_full_hash_map_says_it_is_full(no_fd_leak: None) -> None:
 
 def test_a_busy_hook_does_not_make_a_probe_say_unsupported(no_fd_leak: None) -> None:
     """An XDP program already on lo made the xdp-link probe answer "unsupported", cached for the process."""
-    from dynbpf.features import attach as attach_features
-    from dynbpf.features.result import Support, cached, clear_cache
+    from dynbpf._probes import attach as attach_features
+    from dynbpf._probes.result import Support, cached, clear_cache
 
     with dynbpf.open(build("twofiles")) as coll:
         prog = coll.programs["first_stage"]  # an XDP program

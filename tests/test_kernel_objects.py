@@ -9,14 +9,14 @@ import socket
 import pytest
 
 from dynbpf import DynbpfError
-from dynbpf.asm.insn import return_imm
-from dynbpf.btf import Kind, vmlinux
-from dynbpf.features import kernel as kernel_probes
-from dynbpf.features.maps import local_storage_btf
-from dynbpf.features.result import Support
-from dynbpf.sys import commands, fs, perf
-from dynbpf.sys.attrs import LinkCreateAttr
-from dynbpf.sys.constants import AttachType, LinkType, MapType, ProgType
+from dynbpf._asm.insn import return_imm
+from dynbpf._btf import Kind, vmlinux
+from dynbpf._probes import kernel as kernel_probes
+from dynbpf._probes.maps import local_storage_btf
+from dynbpf._probes.result import Support
+from dynbpf._sys import commands, fs, perf
+from dynbpf._sys.attrs import LinkCreateAttr
+from dynbpf._sys.constants import AttachType, LinkType, MapType, ProgType
 from tests.test_kernel_syscall import getppid_counter, load_ok, new_map, read_u64
 
 pytestmark = pytest.mark.kernel

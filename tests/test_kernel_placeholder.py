@@ -6,11 +6,11 @@ import os
 
 import pytest
 
+from dynbpf._sys import commands
+from dynbpf._sys.constants import MapType, ProgType
+from dynbpf._sys.fd import Fd
+from dynbpf._sys.placeholder import FdSlot
 from dynbpf.errors import StateError
-from dynbpf.sys import commands
-from dynbpf.sys.constants import MapType, ProgType
-from dynbpf.sys.fd import Fd
-from dynbpf.sys.placeholder import FdSlot
 from tests.test_kernel_syscall import counter_prog, load_ok, new_map, read_u64
 
 pytestmark = pytest.mark.kernel
@@ -54,7 +54,7 @@ def test_instructions_written_before_the_map_existed_use_it(no_fd_leak: None) ->
 
 def test_an_interrupt_inside_vacate_leaves_the_slot_usable(monkeypatch: pytest.MonkeyPatch, no_fd_leak: None) -> None:
     """Ctrl-C inside vacate left the slot marked installed while it held a placeholder (issue 13 item 9)."""
-    from dynbpf.sys import placeholder
+    from dynbpf._sys import placeholder
 
     with FdSlot("interrupted") as slot:
         slot.install(new_map(MapType.ARRAY))

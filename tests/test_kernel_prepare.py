@@ -1,4 +1,4 @@
-"""dynbpf.prepare on every fixture: instructions final, map fds reserved, dependency sets exact."""
+"""dynbpf._prepare on every fixture: instructions final, map fds reserved, dependency sets exact."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 import dynbpf
-from dynbpf.asm.opcodes import PseudoLd
-from dynbpf.elf.spec import ObjectSpec
+from dynbpf._asm.opcodes import PseudoLd
+from dynbpf._elf.spec import ObjectSpec
+from dynbpf._prepare.linker import link
+from dynbpf._prepare.object import KCONFIG_MAP, PreparedObject, prepare
+from dynbpf._prepare.prepared import PreparedProgram
 from dynbpf.errors import RelocationError, VerifierError
-from dynbpf.prepare.linker import link
-from dynbpf.prepare.object import KCONFIG_MAP, PreparedObject, prepare
-from dynbpf.prepare.prepared import PreparedProgram
 from tests.bpfbuild import build, fixture_names
 from tests.test_elf import compile_c
 

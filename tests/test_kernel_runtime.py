@@ -7,10 +7,10 @@ import os
 import pytest
 
 import dynbpf
+from dynbpf._sys import commands
+from dynbpf._sys.constants import MapType
+from dynbpf._sys.fd import Fd
 from dynbpf.errors import DynbpfError, StateError
-from dynbpf.sys import commands
-from dynbpf.sys.constants import MapType
-from dynbpf.sys.fd import Fd
 from tests.bpfbuild import build
 from tests.hooks import on_tracepoint
 

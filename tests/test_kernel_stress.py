@@ -15,13 +15,13 @@ from collections.abc import Iterator
 import pytest
 
 import dynbpf
-from dynbpf.asm.insn import return_imm
-from dynbpf.features.trial import create_map, load
-from dynbpf.sys import commands
-from dynbpf.sys.commands import ObjKind
-from dynbpf.sys.constants import MapType, ProgType
-from dynbpf.sys.fd import Fd
-from dynbpf.sys.placeholder import FdSlot
+from dynbpf._asm.insn import return_imm
+from dynbpf._probes.trial import create_map, load
+from dynbpf._sys import commands
+from dynbpf._sys.commands import ObjKind
+from dynbpf._sys.constants import MapType, ProgType
+from dynbpf._sys.fd import Fd
+from dynbpf._sys.placeholder import FdSlot
 from tests import kernel_state as ks
 from tests import stress_driver as sd
 

@@ -17,20 +17,20 @@ from ctypes import c_uint32 as u32_t
 import pytest
 from bench.gil_release import busy_program
 
-from dynbpf.asm import decode, encode
-from dynbpf.asm.insn import R1, R2, Insn, ld_map_value, mov64_imm, return_imm, st_mem
-from dynbpf.asm.opcodes import AluOp, Class, Mode, Size
-from dynbpf.btf import Kind, size_of
-from dynbpf.btf import kernel as btf_kernel
+from dynbpf._asm import decode, encode
+from dynbpf._asm.insn import R1, R2, Insn, ld_map_value, mov64_imm, return_imm, st_mem
+from dynbpf._asm.opcodes import AluOp, Class, Mode, Size
+from dynbpf._btf import Kind, size_of
+from dynbpf._btf import kernel as btf_kernel
+from dynbpf._probes import attach as attach_probes
+from dynbpf._probes.maps import local_storage_btf
+from dynbpf._probes.trial import load
+from dynbpf._sys import commands, fs, perf
+from dynbpf._sys.attrs import LinkCreateAttr, MapCreateAttr
+from dynbpf._sys.constants import AttachType, Cmd, MapType, ProgType, UpdateFlags
+from dynbpf._sys.fd import Fd
+from dynbpf._sys.syscall import bpf
 from dynbpf.errors import StateError, SyscallError
-from dynbpf.features import attach as attach_probes
-from dynbpf.features.maps import local_storage_btf
-from dynbpf.features.trial import load
-from dynbpf.sys import commands, fs, perf
-from dynbpf.sys.attrs import LinkCreateAttr, MapCreateAttr
-from dynbpf.sys.constants import AttachType, Cmd, MapType, ProgType, UpdateFlags
-from dynbpf.sys.fd import Fd
-from dynbpf.sys.syscall import bpf
 from tests import bpfbuild
 
 pytestmark = pytest.mark.kernel
@@ -327,7 +327,7 @@ def test_clang_fixture_runs_and_matches_libbpf_tag(no_fd_leak: None) -> None:
     assert code
     buf = ctypes.create_string_buffer(code, len(code))
     lic = ctypes.create_string_buffer(b"GPL")
-    from dynbpf.sys.attrs import ProgLoadAttr
+    from dynbpf._sys.attrs import ProgLoadAttr
 
     attr = ProgLoadAttr(
         prog_type=ProgType.XDP,

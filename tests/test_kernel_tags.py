@@ -27,8 +27,8 @@ import pytest
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
-from dynbpf.features import attach as attach_features
-from dynbpf.features.result import Support
+from dynbpf._probes import attach as attach_features
+from dynbpf._probes.result import Support
 from tests.bpfbuild import build, fixture_names
 from tests.libbpf_oracle import (
     LIBBPF_REFUSES,
@@ -303,7 +303,7 @@ def mismatch(prog: Any, our_maps: dict[int, str], lib: LibbpfLoad) -> str:
 
 
 def _ids(maps: dict[int, str]) -> dict[int, str]:
-    from dynbpf.sys import commands
+    from dynbpf._sys import commands
 
     return {commands.map_info(fd).id: name for fd, name in maps.items()}
 
@@ -327,7 +327,7 @@ def test_a_mismatch_is_shown_as_an_instruction_diff() -> None:
 
 def test_listing_names_maps() -> None:
     """The normalisation the diff relies on: fds and ids become names, value offsets stay."""
-    from dynbpf.asm.insn import ld_map_fd, ld_map_value
+    from dynbpf._asm.insn import ld_map_fd, ld_map_value
 
     insns = [ld_map_fd(1, 7), ld_map_value(2, 9, 16)]
     assert listing(insns, {7: "events", 9: ".bss"}) == [(0, "r1 = map[events] ll"), (2, "r2 = map[.bss]+16 ll")]

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dynbpf import elf
-from dynbpf.btf import Spec
-from dynbpf.btf.types import (
+from dynbpf import _elf as elf
+from dynbpf._btf import Spec
+from dynbpf._btf.types import (
     Array,
     Const,
     Datasec,
@@ -39,9 +39,9 @@ from dynbpf.btf.types import (
     VarSecinfo,
     Volatile,
 )
+from dynbpf._maps import Codec, CodecError, RawCodec, Record, codec_for
+from dynbpf._maps.codec import ArrayCodec, BytesCodec, EnumCodec, StructCodec
 from dynbpf.errors import DynbpfError, ObjectFormatError
-from dynbpf.maps import Codec, CodecError, RawCodec, Record, codec_for
-from dynbpf.maps.codec import ArrayCodec, BytesCodec, EnumCodec, StructCodec
 from tests import bpfbuild
 
 S = IntEncoding.SIGNED
@@ -788,7 +788,7 @@ def test_maps_fixture_event_and_globals() -> None:
 
 def test_kernel_types_build_quickly() -> None:
     """The running kernel's biggest structs: unions, bitfields, anonymous members, nested arrays."""
-    from dynbpf.btf import Kind, vmlinux
+    from dynbpf._btf import Kind, vmlinux
 
     spec = vmlinux()
     for name in ("task_struct", "sk_buff", "bpf_attr", "perf_event_attr"):
@@ -813,7 +813,7 @@ def section_vars(obj: elf.ObjectSpec, section: str) -> list[elf.VariableSpec]:
 
 @pytest.mark.needs_clang
 def test_rodata_set_before_the_map_exists(globals_obj: elf.ObjectSpec) -> None:
-    from dynbpf.maps import Variables
+    from dynbpf._maps import Variables
 
     assert globals_obj.btf is not None
     rodata = globals_obj.maps[".rodata"]
@@ -847,7 +847,7 @@ def test_rodata_set_before_the_map_exists(globals_obj: elf.ObjectSpec) -> None:
 
 @pytest.mark.needs_clang
 def test_variable_errors_leave_the_buffer_untouched(globals_obj: elf.ObjectSpec) -> None:
-    from dynbpf.maps import Variables
+    from dynbpf._maps import Variables
 
     assert globals_obj.btf is not None
     data = globals_obj.maps[".data"].data
@@ -870,7 +870,7 @@ def test_variable_errors_leave_the_buffer_untouched(globals_obj: elf.ObjectSpec)
 
 
 def test_variables_need_a_writable_buffer_that_holds_them() -> None:
-    from dynbpf.maps import Variables
+    from dynbpf._maps import Variables
 
     types = datasec_types(16)
     spec = spec_of(*types)

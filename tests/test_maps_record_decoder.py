@@ -6,10 +6,10 @@ import struct
 
 import pytest
 
-from dynbpf.btf import Spec
-from dynbpf.btf.types import Int, IntEncoding, Member, Struct, Typedef, Union
-from dynbpf.maps import CodecError
-from dynbpf.maps.codec import record_decoder, record_type_id
+from dynbpf._btf import Spec
+from dynbpf._btf.types import Int, IntEncoding, Member, Struct, Typedef, Union
+from dynbpf._maps import CodecError
+from dynbpf._maps.codec import record_decoder, record_type_id
 
 U32 = Int("unsigned int", 4, IntEncoding.NONE, 0, 32)
 

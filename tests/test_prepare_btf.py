@@ -24,9 +24,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dynbpf.btf.kinds import Kind
-from dynbpf.btf.spec import Spec
-from dynbpf.btf.types import (
+from dynbpf._btf.kinds import Kind
+from dynbpf._btf.spec import Spec
+from dynbpf._btf.types import (
     Const,
     Datasec,
     DeclTag,
@@ -51,12 +51,11 @@ from dynbpf.btf.types import (
     VarLinkage,
     VarSecinfo,
 )
-from dynbpf.elf import read
-from dynbpf.elf.spec import ObjectSpec
-from dynbpf.errors import ObjectFormatError, SyscallError
-from dynbpf.prepare.btf_fixup import DUMMY_KSYM, ElfLayout, Placement, fixup
-from dynbpf.prepare.btf_rewrite import rewrite
-from dynbpf.prepare.btf_sanitize import (
+from dynbpf._elf import read
+from dynbpf._elf.spec import ObjectSpec
+from dynbpf._prepare.btf_fixup import DUMMY_KSYM, ElfLayout, Placement, fixup
+from dynbpf._prepare.btf_rewrite import rewrite
+from dynbpf._prepare.btf_sanitize import (
     ENUM64_PLACEHOLDER,
     UNNAMED_PARAM,
     BtfLoadError,
@@ -66,8 +65,9 @@ from dynbpf.prepare.btf_sanitize import (
     qmark_datasec,
     sanitize,
 )
-from dynbpf.sys import commands
-from dynbpf.sys.attrs import BtfInfo
+from dynbpf._sys import commands
+from dynbpf._sys.attrs import BtfInfo
+from dynbpf.errors import ObjectFormatError, SyscallError
 from tests import bpfbuild
 from tests.libbpf_oracle import LIBBPF_REFUSES
 

@@ -27,19 +27,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dynbpf.asm.insn import R0, R1, Insn, exit_, jmp_imm, mov64_imm
-from dynbpf.asm.opcodes import LD_IMM64, Class, JmpOp, PseudoCall, PseudoLd
-from dynbpf.asm.slots import SlotMap
-from dynbpf.btf import kernel as kernel_btf
-from dynbpf.btf.errors import NameNotFound
-from dynbpf.btf.spec import Spec
-from dynbpf.btf.types import Func, FuncLinkage, FuncProto, Int, IntEncoding, Param, Ptr, Struct, Var, VarLinkage
-from dynbpf.elf import read
-from dynbpf.elf.spec import ExternKind, ExternReference, ExternSpec, KfuncCall, ObjectSpec
-from dynbpf.errors import KernelUnsupported, RelocationError, StateError
-from dynbpf.features.trial import load
-from dynbpf.prepare import kconfig
-from dynbpf.prepare.externs import (
+from dynbpf._asm.insn import R0, R1, Insn, exit_, jmp_imm, mov64_imm
+from dynbpf._asm.opcodes import LD_IMM64, Class, JmpOp, PseudoCall, PseudoLd
+from dynbpf._asm.slots import SlotMap
+from dynbpf._btf import kernel as kernel_btf
+from dynbpf._btf.errors import NameNotFound
+from dynbpf._btf.spec import Spec
+from dynbpf._btf.types import Func, FuncLinkage, FuncProto, Int, IntEncoding, Param, Ptr, Struct, Var, VarLinkage
+from dynbpf._elf import read
+from dynbpf._elf.spec import ExternKind, ExternReference, ExternSpec, KfuncCall, ObjectSpec
+from dynbpf._prepare import kconfig
+from dynbpf._prepare.externs import (
     KCONFIG_MAP_FLAGS,
     KfuncTarget,
     KsymValue,
@@ -47,11 +45,13 @@ from dynbpf.prepare.externs import (
     relocate_extern,
     resolve_externs,
 )
-from dynbpf.prepare.kallsyms import parse_kallsyms, read_kallsyms
-from dynbpf.prepare.kconfig import KconfigSlot, KconfigType
-from dynbpf.prepare.modules import ModuleBtf
-from dynbpf.sys import commands
-from dynbpf.sys.constants import MapType, ProgType
+from dynbpf._prepare.kallsyms import parse_kallsyms, read_kallsyms
+from dynbpf._prepare.kconfig import KconfigSlot, KconfigType
+from dynbpf._prepare.modules import ModuleBtf
+from dynbpf._probes.trial import load
+from dynbpf._sys import commands
+from dynbpf._sys.constants import MapType, ProgType
+from dynbpf.errors import KernelUnsupported, RelocationError, StateError
 from tests.bpfbuild import build
 from tests.libbpf_oracle import LIBBPF_PATH, OpenOpts
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from dynbpf.asm.slots import SlotMap
-from dynbpf.elf import read
-from dynbpf.elf.spec import FunctionPointer, SubprogramCall
-from dynbpf.prepare.linker import link
+from dynbpf._asm.slots import SlotMap
+from dynbpf._elf import read
+from dynbpf._elf.spec import FunctionPointer, SubprogramCall
+from dynbpf._prepare.linker import link
 from tests.bpfbuild import build, fixture_names
 from tests.test_elf import compile_c
 

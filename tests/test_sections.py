@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dynbpf.elf.sections import (
+from dynbpf._elf.sections import (
     SECTION_RULES,
     Attacher,
     BtfTarget,
@@ -38,8 +38,8 @@ from dynbpf.elf.sections import (
     lenient_kind,
     program_kind,
 )
+from dynbpf._sys.constants import AttachType, ProgFlags, ProgType
 from dynbpf.errors import ObjectFormatError
-from dynbpf.sys.constants import AttachType, ProgFlags, ProgType
 
 # pattern, prog type, expected attach type, flags, auto-attach family
 EXPECTED = """

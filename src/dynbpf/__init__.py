@@ -22,21 +22,21 @@ from dynbpf.errors import (
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a bare `import dynbpf` ~20 ms; mypy knows the name
 if TYPE_CHECKING:
-    from dynbpf.attach.link import IterLink, Link, LinkGroup
-    from dynbpf.elf.reader import read
-    from dynbpf.elf.spec import ObjectSpec
-    from dynbpf.maps.events import EventLoop
-    from dynbpf.maps.map import Map
-    from dynbpf.maps.perfbuf import PerfBuffer
-    from dynbpf.maps.record import Record
-    from dynbpf.maps.ringbuf import RingBuffer
-    from dynbpf.maps.variables import Variables
-    from dynbpf.prepare.cache import CacheError
-    from dynbpf.prepare.prepared import PreparedProgram
-    from dynbpf.runtime.collection import Collection, open
-    from dynbpf.runtime.mapedit import MapEdit
-    from dynbpf.runtime.program import ClonedProgram, Program
-    from dynbpf.runtime.state import MapPolicy, ProgramState
+    from dynbpf._attach.link import IterLink, Link, LinkGroup
+    from dynbpf._elf.reader import read
+    from dynbpf._elf.spec import ObjectSpec
+    from dynbpf._maps.events import EventLoop
+    from dynbpf._maps.map import Map
+    from dynbpf._maps.perfbuf import PerfBuffer
+    from dynbpf._maps.record import Record
+    from dynbpf._maps.ringbuf import RingBuffer
+    from dynbpf._maps.variables import Variables
+    from dynbpf._prepare.cache import CacheError
+    from dynbpf._prepare.prepared import PreparedProgram
+    from dynbpf._runtime.collection import Collection, open
+    from dynbpf._runtime.mapedit import MapEdit
+    from dynbpf._runtime.program import ClonedProgram, Program
+    from dynbpf._runtime.state import MapPolicy, ProgramState
 
 __version__ = "0.1.0"
 
@@ -77,20 +77,20 @@ if not TYPE_CHECKING:  # hidden from mypy, which would otherwise accept any attr
     __getattr__, __dir__ = _lazy.exports(
         __name__,
         {
-            "dynbpf.attach.link": ("IterLink", "Link", "LinkGroup"),
-            "dynbpf.elf.reader": ("read",),
-            "dynbpf.elf.spec": ("ObjectSpec",),
-            "dynbpf.maps.events": ("EventLoop",),
-            "dynbpf.maps.map": ("Map",),
-            "dynbpf.maps.perfbuf": ("PerfBuffer",),
-            "dynbpf.maps.record": ("Record",),
-            "dynbpf.maps.ringbuf": ("RingBuffer",),
-            "dynbpf.maps.variables": ("Variables",),
-            "dynbpf.prepare.cache": ("CacheError",),
-            "dynbpf.prepare.prepared": ("PreparedProgram",),
-            "dynbpf.runtime.collection": ("Collection", "open"),
-            "dynbpf.runtime.mapedit": ("MapEdit",),
-            "dynbpf.runtime.program": ("ClonedProgram", "Program"),
-            "dynbpf.runtime.state": ("MapPolicy", "ProgramState"),
+            "dynbpf._attach.link": ("IterLink", "Link", "LinkGroup"),
+            "dynbpf._elf.reader": ("read",),
+            "dynbpf._elf.spec": ("ObjectSpec",),
+            "dynbpf._maps.events": ("EventLoop",),
+            "dynbpf._maps.map": ("Map",),
+            "dynbpf._maps.perfbuf": ("PerfBuffer",),
+            "dynbpf._maps.record": ("Record",),
+            "dynbpf._maps.ringbuf": ("RingBuffer",),
+            "dynbpf._maps.variables": ("Variables",),
+            "dynbpf._prepare.cache": ("CacheError",),
+            "dynbpf._prepare.prepared": ("PreparedProgram",),
+            "dynbpf._runtime.collection": ("Collection", "open"),
+            "dynbpf._runtime.mapedit": ("MapEdit",),
+            "dynbpf._runtime.program": ("ClonedProgram", "Program"),
+            "dynbpf._runtime.state": ("MapPolicy", "ProgramState"),
         },
     )

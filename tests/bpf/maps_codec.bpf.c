@@ -2,7 +2,7 @@
 // Values whose byte layout clang decides: bitfields (signed, unsigned, enum, bool,
 // straddling bytes), anonymous unions and structs, nested arrays, enums (negative,
 // 64-bit, packed), floats, 128-bit integers. Each global's initial bytes in .data
-// are the oracle for dynbpf.maps codecs.
+// are the oracle for dynbpf._maps codecs.
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 

@@ -1,0 +1,68 @@
+"""``dynbpf`` command line: one subcommand per job, built on the public API only."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+import dynbpf
+from dynbpf.errors import DynbpfError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(dynbpf.__version__, prog_name="dynbpf")
+def cli() -> None:
+    """dynbpf: load, attach and manage BPF programs one at a time, in parallel, on demand."""
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON (every probe with its evidence).")
+@click.option("--helpers", is_flag=True, help="List helper support per program type in the table.")
+@click.option("--no-helpers", is_flag=True, help="Skip the (program type, helper) matrix: a much faster report.")
+def probe(as_json: bool, helpers: bool, no_helpers: bool) -> None:
+    """Report what the running kernel supports, and how each answer was decided."""
+    from dynbpf._cli.probe_view import render
+    from dynbpf._probes import collect
+
+    report = collect(helpers=not no_helpers)
+    unprivileged = os.geteuid() != 0
+    if unprivileged:  # every "no" below may mean "not allowed", not "not supported": say so once, first
+        click.echo(
+            f"dynbpf: not running as root (uid {os.geteuid()}): probes that need CAP_BPF, CAP_PERFMON or "
+            "CAP_NET_ADMIN answer no for lack of privilege, not of kernel support; run as root to probe the kernel",
+            err=True,
+        )
+    if as_json:
+        json.dump({**report.to_json(), "privileged": not unprivileged}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        render(report, show_helpers=helpers)
+
+
+@cli.command()
+@click.argument("obj", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
+@click.option("--disasm", "program", metavar="PROG", help="Disassemble one program (with the subprograms it calls).")
+def inspect(obj: str, as_json: bool, program: str | None) -> None:
+    """Show what a BPF object contains: programs, maps, global variables, externs."""
+    from dynbpf._cli.inspect_view import disassembly, render, summary
+
+    spec = dynbpf.read(obj)
+    if program is not None:
+        click.echo(disassembly(spec, program))
+    elif as_json:
+        json.dump(summary(spec), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        render(summary(spec))
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except DynbpfError as e:
+        click.echo(f"dynbpf: error: {e}", err=True)
+        sys.exit(1)

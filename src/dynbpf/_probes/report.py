@@ -1,0 +1,114 @@
+"""The full capability report behind ``dynbpf probe``."""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from dynbpf._probes import attach, kernel
+from dynbpf._probes.btf_kinds import BLOBS, btf_kind
+from dynbpf._probes.maps import map_type
+from dynbpf._probes.programs import helper, helper_name, probeable_for_helpers, prog_type
+from dynbpf._probes.result import Support
+from dynbpf._sys.constants import HELPER_NAMES, MapType, ProgType
+
+KERNEL_FEATURES: dict[str, Callable[[], Support]] = {
+    "global_data": kernel.global_data,
+    "bounded_loops": kernel.bounded_loops,
+    "isa_v4": kernel.isa_v4,
+    "prog_name": kernel.prog_name,
+    "mmapable_arrays": kernel.mmapable_arrays,
+    "prog_bind_map": kernel.prog_bind_map,
+    "batch_ops": kernel.batch_ops,
+    "bpf_cookie": kernel.bpf_cookie,
+    "memcg_accounting": kernel.memcg_accounting,
+    "ringbuf": lambda: map_type(MapType.RINGBUF),
+}
+
+ATTACH_KINDS: dict[str, Callable[[], Support]] = {
+    "raw_tp": attach.raw_tracepoint,
+    "tracing": attach.tracing,
+    "trampolines": attach.trampolines,
+    "lsm": attach.lsm,
+    "iter": attach.iterators,
+    "iter_map_elem": lambda: attach.iterator_target("bpf_map_elem"),
+    "perf_event": kernel.perf_link,
+    "tracepoint": attach.tracepoints,
+    "kprobe": attach.kprobes,
+    "kprobe_multi": attach.kprobe_multi,
+    "uprobe": attach.uprobes,
+    "uprobe_multi": attach.uprobe_multi,
+    "tcx": attach.tcx,
+    "netfilter": attach.netfilter,
+    "cgroup": attach.cgroup,
+    "xdp": attach.xdp,
+    "struct_ops": attach.struct_ops,
+    "struct_ops_link": attach.struct_ops_link,
+    "struct_ops_assoc": attach.struct_ops_assoc,
+}
+
+
+def _distinct(enum: type[ProgType] | type[MapType]) -> list[Any]:
+    """Enumerators without aliases or UNSPEC."""
+    return [m for m in enum if m.value != 0]
+
+
+@dataclass(frozen=True)
+class Report:
+    kernel: dict[str, str]
+    program_types: dict[str, Support]
+    map_types: dict[str, Support]
+    btf: dict[str, Support]
+    kernel_features: dict[str, Support]
+    attach: dict[str, Support]
+    helpers: dict[str, dict[str, Support]] = field(default_factory=dict)
+
+    def sections(self) -> dict[str, dict[str, Support]]:
+        return {
+            "program_types": self.program_types,
+            "map_types": self.map_types,
+            "btf": self.btf,
+            "kernel_features": self.kernel_features,
+            "attach": self.attach,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        def entry(s: Support) -> dict[str, Any]:
+            return {"supported": s.supported, "how": s.how}
+
+        out: dict[str, Any] = {"kernel": self.kernel}
+        for name, section in self.sections().items():
+            out[name] = {k: entry(v) for k, v in section.items()}
+        out["helpers"] = {pt: {h: entry(s) for h, s in hs.items()} for pt, hs in self.helpers.items()}
+        return out
+
+
+def collect(*, helpers: bool = True, workers: int | None = None) -> Report:
+    """Run every probe (each at most once per process) and gather the results.
+
+    Helper probes are ~6,000 program loads; they run on a thread pool because
+    bpf(2) releases the GIL.
+    """
+    uname = platform.uname()
+    info = {"release": uname.release, "version": uname.version, "machine": uname.machine}
+    helper_matrix: dict[str, dict[str, Support]] = {}
+    if helpers:
+        types = [pt for pt in _distinct(ProgType) if probeable_for_helpers(pt)]
+        pairs = [(pt, h) for pt in types for h in range(1, len(HELPER_NAMES))]
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+            results = list(pool.map(lambda p: helper(*p), pairs))
+        for (pt, h), res in zip(pairs, results, strict=True):
+            helper_matrix.setdefault(pt.name.lower(), {})[helper_name(h)] = res
+    return Report(
+        kernel=info,
+        program_types={pt.name.lower(): prog_type(pt) for pt in _distinct(ProgType)},
+        map_types={mt.name.lower(): map_type(mt) for mt in _distinct(MapType)},
+        btf={kind: btf_kind(kind) for kind in BLOBS},
+        kernel_features={name: fn() for name, fn in KERNEL_FEATURES.items()},
+        attach={name: fn() for name, fn in ATTACH_KINDS.items()},
+        helpers=helper_matrix,
+    )

@@ -1,0 +1,537 @@
+"""A prepared object with its kernel state: maps, loaded programs. ``dynbpf.open`` returns one.
+
+Every map gets a reserved fd number before prepare runs, so prepared
+instructions stay valid whatever happens to the maps later: maps come and
+go with their policy (the ``MapRegistry``), programs load, attach, unload
+and reload one by one or many in parallel, and nothing is re-prepared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import warnings
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+
+from dynbpf._btf.spec import Spec
+from dynbpf._elf.reader import read
+from dynbpf._elf.spec import ObjectSpec
+from dynbpf._prepare.btf_sanitize import BtfSupport
+from dynbpf._prepare.object import PreparedObject, prepare
+from dynbpf._prepare.prepared import PreparedProgram
+from dynbpf._probes import kernel as kernel_features
+from dynbpf._runtime import mapedit, parallel
+from dynbpf._runtime.mapedit import MapEdit
+from dynbpf._runtime.mapregistry import MapRegistry
+from dynbpf._runtime.program import Program
+from dynbpf._runtime.state import MapPolicy, ProgramState
+from dynbpf._sys.closing import Closing
+from dynbpf._sys.constants import MapFlags
+from dynbpf.errors import DynbpfError, StateError
+
+if TYPE_CHECKING:  # the map views and event readers load with their first use (docs/architecture.md)
+    from dynbpf._maps.map import Map
+    from dynbpf._maps.perfbuf import PerfBuffer
+    from dynbpf._maps.reader import EventReader
+    from dynbpf._maps.ringbuf import RingBuffer
+    from dynbpf._maps.variables import Variables
+
+DISABLED = ProgramState.DISABLED
+_R = TypeVar("_R", bound="EventReader")
+
+
+class Collection(Closing):
+    """Programs and maps of one BPF object, prepared for the running kernel; a context manager.
+
+    Thread-safe: any thread may load, unload, attach or read maps at any time.
+    """
+
+    def __init__(
+        self,
+        spec: ObjectSpec,
+        *,
+        constants: Mapping[str, Any] | None = None,
+        map_policy: MapPolicy | str = MapPolicy.EAGER,
+        map_policies: Mapping[str, MapPolicy | str] | None = None,
+        map_edits: Mapping[str, MapEdit] | None = None,
+        pin_root: str | None = None,
+        disabled: Iterable[str] = (),
+        cache: bool | str | os.PathLike[str] | None = None,
+        kernel: KernelView | None = None,
+    ) -> None:
+        """Prepare ``spec`` for this kernel and create the maps that always exist (``dynbpf.open`` reads it first).
+
+        - ``constants``: ``.rodata`` values by name, set before the section is frozen;
+        - ``map_policy``: every map's policy, ``"eager"`` (default, like libbpf),
+          ``"on_demand"`` or ``"pinned"``; maps the object pins by name are pinned;
+        - ``map_policies``: per-map policies, overriding the two above;
+        - ``map_edits``: ``{map: MapEdit(...)}``, libbpf's ``bpf_map__set_*`` before creation (docs/maps.md);
+        - ``pin_root``: the bpffs directory of pinned maps (default ``/sys/fs/bpf``);
+        - ``disabled``: programs that must never load;
+        - ``cache``: keep prepared programs on disk and take them from there
+          on later opens (``True``: ``$XDG_CACHE_HOME/dynbpf``; or a directory),
+          so a restarted agent skips preparing; a stale or corrupt entry is
+          ignored, and the instructions loaded are byte-identical to a cold start's;
+        - ``kernel``: a :class:`KernelView` standing in for what the running
+          kernel would tell (tests).
+        """
+        view = kernel if kernel is not None else KernelView()
+        vmlinux, config, kallsyms, btf_support = view.vmlinux, view.config, view.kallsyms, view.btf_support
+        self._lock = threading.RLock()
+        self._closed = False
+        self._in_flight = 0  # calls using reserved map numbers right now; close() waits for them
+        self._idle = threading.Condition(threading.Lock())
+        self._map_views: dict[str, Map] = {}
+        self._variables: dict[str, Variables] = {}
+        self._prepared: PreparedObject | None = None
+        self._registry = MapRegistry(spec.name)
+        self._readers: weakref.WeakSet[EventReader] = weakref.WeakSet()
+        self._measured_seconds = 0.0
+        self._measured_insns = 0
+        off = frozenset(_names(disabled, "disabled"))
+        unknown = sorted(off - set(spec.programs))
+        if unknown:
+            raise KeyError(
+                f"disabled= names unknown programs {', '.join(unknown)} (programs: {', '.join(spec.programs)})"
+            )
+        default = MapPolicy.of(map_policy, where="map_policy")
+        policies = {name: MapPolicy.of(p, where=f"map_policies[{name!r}]") for name, p in (map_policies or {}).items()}
+        edited = mapedit.apply(spec, map_edits or {})
+        self._registry.adopt(edited.reused)
+        spec = self.spec = edited.spec if kernel_features.mmapable_arrays() else mapedit.without_mmap(edited.spec)
+        try:
+            data = _constants(spec, constants or {})
+            self._prepared = prepare(
+                spec,
+                self._registry.number,
+                vmlinux=vmlinux,
+                config=config,
+                kallsyms=kallsyms,
+                btf_support=btf_support,
+                absent_maps=edited.absent,
+                lazy=True,
+                **_cache_options(cache, spec, edited.absent, vmlinux=vmlinux, config=config, kallsyms=kallsyms),
+            )
+            self._registry.bind(
+                self._prepared, default=default, policies=policies, pin_root=pin_root, data=data, absent=edited.absent
+            )
+        except BaseException:
+            self.close()
+            raise
+        prepared = self._prepared
+        # Like libbpf, every loaded program holds the .rodata maps (BPF_PROG_BIND_MAP), used or not.
+        rodata = [n for n, m in prepared.maps.items() if mapedit.is_global_data(m) and n.startswith(".rodata")]
+        self._bound = tuple(n for n in rodata if n not in edited.absent) if kernel_features.prog_bind_map() else ()
+        self.programs: Mapping[str, Program] = MappingProxyType(
+            {name: Program(self, name, disabled=name in off) for name in spec.programs}
+        )
+
+    # --- public -----------------------------------------------------------------------
+
+    @property
+    def prepared(self) -> PreparedObject:
+        self._require_open()
+        assert self._prepared is not None
+        return self._prepared
+
+    @property
+    def maps(self) -> Mapping[str, Map]:
+        """Dict-like views of the object's maps, decoded with their BTF types.
+
+        Only maps that exist now can be viewed: an on-demand map no loaded
+        program needs raises ``StateError``.
+        """
+        return _MapViews(self)
+
+    def map_exists(self, name: str) -> bool:
+        """Whether a kernel map sits behind ``name``'s reserved fd number now."""
+        return self._registry.exists(name)
+
+    def map_fd_number(self, name: str) -> int:
+        """The fd number reserved for map ``name``: what the prepared instructions hold, stable until close."""
+        self._registry.spec(name)
+        return self._registry.number(name)
+
+    def map_policy(self, name: str) -> MapPolicy:
+        return self._registry.policy(name)
+
+    def map_pin_path(self, name: str) -> str | None:
+        """The bpffs path of a pinned map (libbpf's file name: ``.`` becomes ``_``); None for other policies."""
+        return self._registry.pin_path(name)
+
+    @property
+    def bss(self) -> Variables:
+        return self.variables(".bss")
+
+    @property
+    def data(self) -> Variables:
+        return self.variables(".data")
+
+    @property
+    def rodata(self) -> Variables:
+        """Read-only once open (frozen): set values with ``dynbpf.open(..., constants=...)``."""
+        return self.variables(".rodata")
+
+    def variables(self, section: str) -> Variables:
+        """The global variables of one data section (``.bss``, ``.data.foo``...), by name, typed.
+
+        A section libbpf would mmap (``BPF_F_MMAPABLE``: it has a non-static
+        variable) is read and written through its memory mapping, as a
+        skeleton does: no syscall per access. The view belongs to the map as
+        it exists now: once an on-demand map is freed, the view raises
+        ``StateError``; ask again after it is re-created. Other sections go
+        through the map fd (lookup/update of key 0). ``.rodata`` is frozen:
+        reading works, writing raises.
+        """
+        prepared = self.prepared
+        spec = prepared.maps.get(section)
+        btf = self.spec.btf
+        if spec is None or btf is None or not mapedit.is_global_data(spec):
+            have = ", ".join(n for n, m in prepared.maps.items() if mapedit.is_global_data(m)) or "none"
+            raise KeyError(f"object {self.spec.name!r} has no data section {section!r} (data sections: {have})")
+        own = [v for v in self.spec.variables.values() if v.section == section]
+        from dynbpf._maps.variables import Variables
+
+        if not spec.flags & MapFlags.MMAPABLE:
+            return Variables.of_map(self._registry.view(section), btf, own)
+        mapping = self._registry.mapping(section)
+        with self._lock:
+            view = self._variables.get(section)
+            if view is None or view._mapping is not mapping:
+                view = self._variables[section] = Variables.of_mapping(mapping, btf, own)
+            return view
+
+    def ring_buffer(
+        self, name: str, *, record: str | int | None = None, callback: Callable[[Any], object] | None = None
+    ) -> RingBuffer:
+        """A reader of ring buffer map ``name``; records decoded as BTF type ``record`` (e.g. ``"struct event"``).
+
+        The reader counts as a user of the map until it is closed, so an
+        on-demand ring buffer is created now and outlives unloads of its
+        programs while it is read (docs/events.md).
+        """
+        from dynbpf._maps.ringbuf import RingBuffer
+
+        return self._event_reader(name, record, lambda fd, decode: RingBuffer(fd, decode=decode, callback=callback))
+
+    def perf_buffer(
+        self,
+        name: str,
+        *,
+        record: str | int | None = None,
+        callback: Callable[[int, Any], object] | None = None,
+        lost_callback: Callable[[int, int], object] | None = None,
+        pages: int = 8,
+    ) -> PerfBuffer:
+        """A reader of perf event array ``name``, one ring of ``pages`` pages per CPU; like :meth:`ring_buffer`."""
+        from dynbpf._maps.perfbuf import PerfBuffer
+
+        return self._event_reader(
+            name,
+            record,
+            lambda fd, decode: PerfBuffer(
+                fd, decode=decode, callback=callback, lost_callback=lost_callback, pages=pages
+            ),
+        )
+
+    def _event_reader(self, name: str, record: str | int | None, make: Callable[[int, Any], _R]) -> _R:
+        decode = None
+        if record is not None:
+            if self.spec.btf is None:
+                raise DynbpfError(f"object {self.spec.name!r} has no BTF: records cannot be decoded by type")
+            from dynbpf._maps.codec import record_decoder
+
+            decode = record_decoder(self.spec.btf, record)
+        registry = self._registry
+        registry.acquire([name])
+        try:
+            reader = make(registry.require(name), decode)
+        except BaseException:
+            registry.release([name])
+            raise
+        reader.on_close(lambda: registry.release([name]))
+        self._readers.add(reader)
+        return reader
+
+    def load(
+        self, programs: Iterable[str] | None = None, *, workers: int | None = None, atomic: bool = False
+    ) -> dict[str, DynbpfError]:
+        """Load programs in parallel; return the failures, each with its own error and verifier log.
+
+        ``programs`` defaults to every program the object marks autoload and
+        that is not disabled; one that cannot be prepared is among the
+        failures. Already loaded ones are left as they are. Each worker
+        prepares the programs it loads, if that was not done yet.
+        ``workers`` threads verify at once (default: one per CPU); the
+        longest-expected programs start first so the workers finish
+        together. A failure does not stop the others; with ``atomic=True``
+        any failure unloads every program this call loaded. An interrupt
+        (Ctrl-C) stops scheduling at once: loads under way finish, the rest
+        never start, ``atomic=True`` unloads what this call loaded, and the
+        ``KeyboardInterrupt`` is re-raised.
+        """
+        if programs is None:
+            chosen = [p for n, p in self.programs.items() if self.spec.programs[n].kind.autoload and not p._disabled]
+        else:
+            chosen = [self._program(name) for name in dict.fromkeys(_names(programs, "programs"))]
+        self._require_open()
+        todo = [p for p in chosen if not p.loaded]
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            raise ValueError(
+                f"workers must be a whole number of threads, at least 1 (or None: one per CPU), not {workers!r}"
+            )
+        loaded: list[Program] = []
+        try:
+            _, failures = parallel.load(todo, workers=workers or os.cpu_count() or 1, cost=self._cost, loaded=loaded)
+        except BaseException:
+            if atomic:  # an interrupt rolls back like a failure: nothing this call loaded stays
+                for program in loaded:
+                    program.unload()
+            raise
+        if atomic and failures:
+            for program in loaded:
+                program.unload()
+        self._save_cache()
+        return failures
+
+    def prepare(self) -> dict[str, DynbpfError]:
+        """Prepare every program now (libbpf's contract) rather than each on first use; return those that cannot be.
+
+        Programs are otherwise prepared when first loaded, cloned or asked
+        about, once; preparing ahead moves that work out of the first loads.
+        """
+        self._require_open()
+        return dict(self.prepared.failed)
+
+    def unload(self, programs: Iterable[str] | None = None) -> None:
+        """Unload the named programs (default: all), detaching their links first."""
+        chosen = self.programs.values() if programs is None else [self._program(n) for n in programs]
+        for program in chosen:
+            program.unload()
+
+    def close(self) -> None:
+        """Close its event readers, detach and unload every program, free every map and number; idempotent.
+
+        Pins stay (pinned maps and links).
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        with self._idle:  # calls already under way (a clone's load) finish with the maps they were given
+            self._idle.wait_for(lambda: self._in_flight == 0)
+        for reader in list(self._readers):
+            reader.close()
+        for program in getattr(self, "programs", {}).values():
+            program.unload()
+        self._registry.close()
+        if self._prepared is not None:
+            self._save_cache()
+            self._prepared.close()
+
+    def _save_cache(self) -> None:
+        """Keep newly prepared programs in the prepared cache; a cache that cannot be written only warns."""
+        assert self._prepared is not None
+        try:
+            self._prepared.save_cache()
+        except (OSError, DynbpfError) as e:
+            warnings.warn(f"dynbpf: prepared cache not saved: {e}", RuntimeWarning, stacklevel=3)
+
+    def __repr__(self) -> str:
+        loaded = sum(p.loaded for p in getattr(self, "programs", {}).values())
+        return f"<Collection {self.spec.name!r}: {len(self.spec.programs)} programs, {loaded} loaded>"
+
+    # --- for Program ------------------------------------------------------------------
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise StateError(f"collection {self.spec.name!r} is closed")
+
+    @contextlib.contextmanager
+    def _using_numbers(self) -> Iterator[None]:
+        """Hold off close() while a call uses reserved map numbers (a number freed mid-call names another map)."""
+        with self._lock:
+            self._require_open()
+            with self._idle:
+                self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def _prepared_result(self, name: str) -> PreparedProgram | DynbpfError:
+        """Program ``name`` prepared (now, if not yet); after close, only what was prepared before."""
+        prepared = self._prepared
+        assert prepared is not None
+        if self._closed and not prepared.table.done(name):
+            raise StateError(f"collection {self.spec.name!r} is closed; program {name!r} was never prepared")
+        return prepared.result(name)
+
+    def _btf_fd(self) -> int:
+        fd = self.prepared.btf_fd
+        return fd.raw if fd is not None else 0
+
+    def _program(self, name: str) -> Program:
+        program = self.programs.get(name)
+        if program is None:
+            have = ", ".join(self.programs)
+            raise KeyError(f"object {self.spec.name!r} has no program {name!r} (programs: {have})")
+        return program
+
+    def _program_by_fd(self, fd: int) -> Program | None:
+        for program in self.programs.values():
+            own = program._fd
+            if own is not None and not own.closed and own.raw == fd:
+                return program
+        return None
+
+    def _measured(self, prepared: PreparedProgram, seconds: float) -> None:
+        with self._lock:
+            self._measured_seconds += seconds
+            self._measured_insns += prepared.insn_count
+
+    def _cost(self, program: Program) -> float:
+        """Expected verification time: the program's last, else its size at the rate measured so far.
+
+        The size is the entry function's, read without decoding anything,
+        so scheduling prepares nothing: each worker prepares what it loads.
+        """
+        if program.seconds:
+            return program.seconds
+        insns = self.spec.programs[program.name].function.slot_count
+        with self._lock:
+            rate = self._measured_seconds / self._measured_insns if self._measured_insns else 1e-6
+        return insns * rate
+
+
+class _MapViews(Mapping[str, "Map"]):
+    def __init__(self, coll: Collection) -> None:
+        self._coll = coll
+
+    def __getitem__(self, name: str) -> Map:
+        coll = self._coll
+        prepared = coll.prepared
+        spec = prepared.maps.get(name)
+        if spec is None:
+            raise KeyError(f"object {coll.spec.name!r} has no map {name!r} (maps: {', '.join(prepared.maps)})")
+        fd = coll._registry.view(name)
+        with coll._lock:
+            view = coll._map_views.get(name)
+            if view is None or view.closed:  # never made, or made for a map since freed and re-created
+                from dynbpf._maps.map import Map
+
+                btf = prepared.btf if prepared.btf is not None else coll.spec.btf  # DATASECs sized by the fix-up
+                view = coll._map_views[name] = Map.with_btf(fd, btf, spec.key_type, spec.value_type)
+            return view
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._coll.prepared.maps)
+
+    def __len__(self) -> int:
+        return len(self._coll.prepared.maps)
+
+
+def _names(names: Iterable[str], what: str) -> list[str]:
+    """Program names as a list; a lone string is refused rather than read as its letters."""
+    if isinstance(names, str | bytes):
+        raise TypeError(f"{what} takes a list of program names, not the string {names!r} (write [{names!r}])")
+    out = list(names)
+    bad = [n for n in out if not isinstance(n, str)]
+    if bad:
+        raise TypeError(f"{what} takes program names (str), not {bad[0]!r}")
+    return out
+
+
+def _constants(spec: ObjectSpec, constants: Mapping[str, Any]) -> dict[str, bytes]:
+    """Initial bytes of read-only data sections with the caller's constants written in."""
+    if not isinstance(constants, Mapping):
+        raise TypeError(f"constants= takes a mapping of .rodata names to values, not {type(constants).__name__}")
+    if not constants:
+        return {}
+    if spec.btf is None:
+        raise DynbpfError(f"object {spec.name!r} has no BTF, so its constants cannot be set by name")
+    readonly = {v.name: v for v in spec.variables.values() if v.section.startswith(".rodata")}
+    buffers: dict[str, bytearray] = {}
+    for name, value in constants.items():
+        var = readonly.get(name)
+        if var is None:
+            have = ", ".join(sorted(readonly)) or "none"
+            raise DynbpfError(f"object {spec.name!r}: no read-only global {name!r} to set (.rodata globals: {have})")
+        section = spec.maps[var.section]
+        buf = buffers.setdefault(var.section, bytearray(section.data or bytes(section.value_size)))
+        from dynbpf._maps.variables import Variables
+
+        Variables.of_buffer(buf, spec.btf, [var])[name] = value
+    return {name: bytes(buf) for name, buf in buffers.items()}
+
+
+def _cache_options(
+    cache: bool | str | os.PathLike[str] | None,
+    spec: ObjectSpec,
+    absent: Iterable[str],
+    *,
+    vmlinux: Spec | None,
+    config: Mapping[str, str] | None,
+    kallsyms: Mapping[str, int] | None,
+) -> dict[str, Any]:
+    """prepare()'s cache arguments: the directory, and a key covering what instructions depend on."""
+    if cache is None or cache is False:
+        return {}
+    from dynbpf._prepare import cache as prepare_cache  # pickle and tempfile only for those who cache
+
+    if vmlinux is not None or not spec.digest:
+        raise DynbpfError("a prepared cache needs the running kernel's BTF and an object read from its bytes")
+    directory = prepare_cache.default_directory() if cache is True else Path(cache)
+    parts = [
+        spec.digest,
+        repr([(name, p.kind) for name, p in spec.programs.items()] + list(spec.maps)).encode(),  # a spec edited
+        prepare_cache.code_identity(),
+        prepare_cache.kernel_identity(),
+        "\0".join(sorted(absent)).encode(),
+        repr(sorted((config or {}).items())).encode(),
+        repr(sorted((kallsyms or {}).items())).encode(),
+    ]
+    return {"cache_dir": directory, "cache_key": prepare_cache.PreparedCache.key(parts)}
+
+
+@dataclass(frozen=True, slots=True)
+class KernelView:
+    """What the running kernel would otherwise tell, given instead (tests; preparing for another kernel).
+
+    ``vmlinux``: its BTF; ``config``: its kconfig values; ``kallsyms``:
+    its symbol addresses; ``btf_support``: which BTF kinds it loads.
+    """
+
+    vmlinux: Spec | None = None
+    config: Mapping[str, str] | None = None
+    kallsyms: Mapping[str, int] | None = None
+    btf_support: BtfSupport | None = None
+
+
+Source = str | os.PathLike[str] | bytes | bytearray | memoryview
+_P = ParamSpec("_P")
+
+
+def _reading(make: Callable[Concatenate[ObjectSpec, _P], Collection]) -> Callable[Concatenate[Source, _P], Collection]:
+    """``make`` taking a path or an object's bytes (read lazily) where it takes a spec; its options stay typed."""
+
+    def from_source(source: Source, /, *args: _P.args, **options: _P.kwargs) -> Collection:
+        return make(read(source, lazy=True), *args, **options)
+
+    return from_source
+
+
+open = _reading(Collection)
+open.__name__ = open.__qualname__ = "open"
+open.__doc__ = """Read a BPF object (a path, or its bytes) and prepare it for this kernel; programs load on demand.
+
+The options are :class:`Collection`'s, keyword-only and typed; see its constructor.
+"""

@@ -1,0 +1,441 @@
+"""Which maps exist, for whom, on which fd number: the collection's map registry.
+
+Every map owns one reserved fd number (an ``FdSlot``) from before prepare
+to close; prepared instructions hold that number. Whether a real map sits
+behind it follows the map's policy: always (eager, pinned) or exactly while
+a loaded program needs it (on demand). Programs acquire their maps before
+their load and release them after their unload; the counts and the kernel
+objects change together under one short lock, never across a verification.
+
+A map also needs what it holds: a map of maps its declared inner maps, so
+acquiring one acquires those first. Prog arrays hold programs, not maps:
+their declared slots are filled with whichever of those programs is loaded
+when the array is created, and as each loads or unloads afterwards.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import stat
+import threading
+from collections.abc import Iterable, Mapping
+
+from dynbpf._elf.spec import MapSpec, Pinning
+from dynbpf._maps.mapping import ArrayMapping
+from dynbpf._prepare.object import PreparedObject
+from dynbpf._runtime import mapcreate
+from dynbpf._runtime.state import MapPolicy
+from dynbpf._sys import commands, fs
+from dynbpf._sys.constants import MapFlags, MapType
+from dynbpf._sys.fd import Fd
+from dynbpf._sys.placeholder import FdSlot, SlotView
+from dynbpf.errors import DynbpfError, StateError, SyscallError
+
+#: Map kinds the registry never creates, with the reason callers are told.
+NOT_CREATED = {MapType.STRUCT_OPS: "struct_ops maps are created when registered (attach), not at open"}
+_MAPS_OF_MAPS = (MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS)
+
+
+class MapRegistry:
+    """The maps of one collection: reserved numbers, policies, users, kernel objects."""
+
+    def __init__(self, object_name: str) -> None:
+        self.object_name = object_name
+        self._lock = threading.RLock()
+        self._slots: dict[str, FdSlot] = {}
+        self._prepared: PreparedObject | None = None
+        self._policy: dict[str, MapPolicy] = {}
+        self._users: dict[str, int] = {}
+        self._closure: dict[str, tuple[str, ...]] = {}  # map -> maps it needs (itself last)
+        self._data: Mapping[str, bytes] = {}
+        self._pin_root = fs.DEFAULT_BPFFS
+        self._tail_slots: dict[str, list[tuple[str, int]]] = {}  # program -> (prog array, index)
+        self._program_fds: dict[str, int] = {}  # loaded programs that own prog-array slots
+        self._absent: frozenset[str] = frozenset()  # maps left out by MapEdit(create=False)
+        self._reused: dict[str, Fd] = {}  # maps taken from elsewhere (MapEdit(reuse_fd/reuse_pin)), owned here
+        self._mappings: dict[str, ArrayMapping] = {}  # live memory mappings of mmap-able maps
+        self._closed = False
+
+    # --- before prepare ---------------------------------------------------------------
+
+    def number(self, name: str) -> int:
+        """The fd number reserved for map ``name``; reserved on first ask, stable until close."""
+        with self._lock:
+            slot = self._slots.get(name)
+            if slot is None:
+                if self._closed:
+                    raise StateError(f"object {self.object_name!r} is closed")
+                slot = self._slots[name] = FdSlot(f"dynbpf:{name}")
+            return slot.number
+
+    def adopt(self, reused: Mapping[str, Fd]) -> None:
+        """Take ownership of the fds of maps to reuse instead of creating them (closed at :meth:`close`)."""
+        with self._lock:
+            self._reused.update(reused)
+
+    # --- after prepare ----------------------------------------------------------------
+
+    def bind(
+        self,
+        prepared: PreparedObject,
+        *,
+        default: MapPolicy,
+        policies: Mapping[str, MapPolicy],
+        pin_root: str | None,
+        data: Mapping[str, bytes],
+        absent: frozenset[str] = frozenset(),
+    ) -> None:
+        """Adopt the prepared maps and create those whose policy says they always exist.
+
+        ``absent`` maps are never created; reused maps (:meth:`adopt`) exist
+        from now to close, like eager ones, and are neither initialised nor
+        pinned: they are someone else's.
+        """
+        self._absent = absent
+        unknown = sorted(set(policies) - set(prepared.maps))
+        if unknown:
+            raise ValueError(
+                f"object {self.object_name!r}: map_policies names unknown maps {', '.join(unknown)} "
+                f"(maps: {', '.join(prepared.maps) or 'none'})"
+            )
+        for name, policy in policies.items():
+            if name in absent:
+                raise ValueError(f"map {name!r} is not created (MapEdit(create=False)); it takes no policy")
+            if name in self._reused and policy != MapPolicy.EAGER:
+                raise ValueError(f"map {name!r} is reused (MapEdit(reuse_...)): it exists until close; policy {policy}")
+        self._prepared, self._data = prepared, data
+        if pin_root is not None:
+            self._pin_root = pin_root
+        for spec in prepared.maps.values():
+            pinned_by_object = spec.pinning == Pinning.BY_NAME
+            policy = policies.get(spec.name, MapPolicy.PINNED if pinned_by_object else default)
+            if spec.name in self._reused:
+                policy = MapPolicy.EAGER
+            if spec.type in NOT_CREATED and spec.name in policies:
+                raise ValueError(f"map {spec.name!r}: {NOT_CREATED[spec.type]}; it takes no policy")
+            self._policy[spec.name] = policy
+            self._users[spec.name] = 0
+            self.number(spec.name)
+        for name in prepared.maps:
+            self._closure[name] = self._needs(name, ())
+        for spec in prepared.maps.values():
+            if spec.type == MapType.PROG_ARRAY:
+                for index, program in spec.contents:
+                    self._tail_slots.setdefault(program, []).append((spec.name, index))
+        if any(p == MapPolicy.PINNED for p in self._policy.values()):
+            fs.ensure_bpffs(self._pin_root)
+        with self._lock:
+            for name, policy in self._policy.items():
+                if policy != MapPolicy.ON_DEMAND and self._creatable(name):
+                    for needed in self._closure[name]:
+                        if not self._slots[needed].installed:
+                            self._create(needed)
+                        if needed != name:
+                            self._users[needed] += 1  # held for as long as the map that holds it: until close
+
+    @property
+    def prepared(self) -> PreparedObject:
+        if self._prepared is None:
+            raise StateError(f"object {self.object_name!r}: maps are not prepared yet")
+        return self._prepared
+
+    def spec(self, name: str) -> MapSpec:
+        spec = self.prepared.maps.get(name)
+        if spec is None:
+            have = ", ".join(self.prepared.maps) or "none"
+            raise KeyError(f"object {self.object_name!r} has no map {name!r} (maps: {have})")
+        return spec
+
+    def pin_name(self, name: str) -> str:
+        """The file name of a pinned map in ``pin_root``: libbpf's, so both find each other's pins.
+
+        Like libbpf, global-data maps use the name the kernel shows
+        (``<object>.data``, shortened) with ``.`` replaced by ``_``, which
+        bpffs accepts in names; other maps use their own name.
+        """
+        if not name.startswith("."):
+            return name
+        return mapcreate.kernel_name(self.object_name, name).replace(".", "_")
+
+    def pin_path(self, name: str) -> str | None:
+        """Where map ``name`` is pinned, if its policy is ``pinned``."""
+        if self.policy(name) != MapPolicy.PINNED:
+            return None
+        return fs.pin_path(self._pin_root, self.pin_name(name))
+
+    def policy(self, name: str) -> MapPolicy:
+        self.spec(name)
+        return self._policy[name]
+
+    def users(self, name: str) -> int:
+        """How many loaded programs (and held acquisitions) need this map."""
+        self.spec(name)
+        return self._users[name]
+
+    def exists(self, name: str) -> bool:
+        spec = self.spec(name)
+        slot = self._slots.get(spec.name)
+        return slot is not None and slot.installed
+
+    def view(self, name: str) -> SlotView:
+        """The map's number as a view valid only while this very map exists: what user-facing views hold."""
+        self.require(name)
+        with self._lock:
+            return self._slots[name].view()
+
+    def require(self, name: str) -> int:
+        """The fd number of a map that exists now; a StateError says why it does not."""
+        spec = self.spec(name)
+        reason = NOT_CREATED.get(spec.type)
+        if reason is not None:
+            raise StateError(f"map {name!r}: {reason}")
+        if name in self._absent:
+            raise StateError(f"map {name!r} is not created: the object was opened with MapEdit(create=False) for it")
+        with self._lock:
+            self._require_open()
+            if not self._slots[name].installed:
+                raise StateError(
+                    f"map {name!r} is on demand and no loaded program needs it now; load a program that uses it, "
+                    f"or open with map_policies={{{name!r}: 'eager'}}"
+                )
+            return self._slots[name].number
+
+    # --- programs ---------------------------------------------------------------------
+
+    def acquire(self, names: Iterable[str]) -> None:
+        """Count one more user of each map (and what it holds), creating those that did not exist.
+
+        All or nothing: if one map cannot be created, the counts and maps
+        of this call are rolled back before the error propagates.
+        """
+        wanted = self._expand(names)
+        with self._lock:
+            self._require_open()
+            done: list[str] = []
+            try:
+                for name in wanted:
+                    if self._users[name] == 0 and not self._slots[name].installed:
+                        self._create(name)
+                    self._users[name] += 1
+                    done.append(name)
+            except BaseException:
+                self._drop(done)
+                raise
+
+    def release(self, names: Iterable[str]) -> None:
+        """Count one user fewer of each map; on-demand maps nobody needs any more are freed."""
+        wanted = self._expand(names)
+        with self._lock:
+            if not self._closed:
+                self._drop(wanted)
+
+    def program_loaded(self, name: str, fd: int) -> None:
+        """Fill the prog-array slots the object declares for this program, in arrays that exist."""
+        slots = self._tail_slots.get(name)
+        if not slots:
+            return
+        with self._lock:
+            self._program_fds[name] = fd
+            for array, index in slots:
+                if self._slots[array].installed:
+                    commands.map_update_elem(self._slots[array].number, _u32(index), _u32(fd))
+
+    def program_unloaded(self, name: str) -> None:
+        slots = self._tail_slots.get(name)
+        if not slots:
+            return
+        with self._lock:
+            self._program_fds.pop(name, None)
+            if self._closed:
+                return
+            for array, index in slots:
+                if self._slots[array].installed:
+                    commands.map_delete_elem(self._slots[array].number, _u32(index))
+
+    def mapping(self, name: str) -> ArrayMapping:
+        """The memory mapping of mmap-able map ``name`` as it exists now; it ends when the map is freed.
+
+        A frozen map (``.rodata``) is mapped read-only, as the kernel allows.
+        """
+        spec = self.spec(name)
+        with self._lock:
+            number = self.require(name)
+            mapping = self._mappings.get(name)
+            if mapping is None or mapping.closed:
+                frozen = mapcreate.is_frozen_data(spec) and spec.flags & MapFlags.RDONLY_PROG
+                mapping = ArrayMapping(
+                    number,
+                    spec.value_size,
+                    spec.max_entries,
+                    writable=not frozen,
+                    name=f"{self.object_name}:{name}",
+                    read_only="set its values before it is created: dynbpf.open(..., constants={...})",
+                )
+                self._mappings[name] = mapping
+            return mapping
+
+    def close(self) -> None:
+        """Free every map (pins stay) and release every reserved number; idempotent."""
+        with self._lock:
+            self._closed = True
+            for name in list(self._mappings):
+                self._unmap(name, f"object {self.object_name!r} is closed")
+            for slot in self._slots.values():
+                slot.close()
+            for fd in self._reused.values():
+                fd.close()
+
+    # --- internals --------------------------------------------------------------------
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise StateError(f"object {self.object_name!r} is closed")
+
+    def _creatable(self, name: str) -> bool:
+        return self.prepared.maps[name].type not in NOT_CREATED and name not in self._absent
+
+    def _unmap(self, name: str, why: str) -> None:
+        mapping = self._mappings.pop(name, None)
+        if mapping is not None:
+            mapping.close(f"map {name!r} of {self.object_name!r}: {why}; this view is stale")
+
+    def _needs(self, name: str, path: tuple[str, ...]) -> tuple[str, ...]:
+        if name in path:
+            raise DynbpfError(f"object {self.object_name!r}: maps of maps hold each other: {' -> '.join(path)}")
+        spec = self.prepared.maps[name]
+        out: list[str] = []
+        if spec.type in _MAPS_OF_MAPS:
+            for _, inner in spec.contents:
+                for needed in self._needs(inner, (*path, name)):
+                    if needed not in out:
+                        out.append(needed)
+        out.append(name)
+        return tuple(out)
+
+    def _expand(self, names: Iterable[str]) -> list[str]:
+        out: list[str] = []
+        seen: set[str] = set()
+        for name in names:
+            for needed in self._closure[name]:
+                if needed not in seen and self._creatable(needed):
+                    seen.add(needed)
+                    out.append(needed)
+        return out
+
+    def _drop(self, names: list[str]) -> None:
+        for name in reversed(names):  # holders before what they hold
+            self._users[name] -= 1
+            if self._users[name] == 0 and self._policy[name] == MapPolicy.ON_DEMAND:
+                self._unmap(name, "it was freed (on demand, and no loaded program needs it now); take a new view")
+                self._slots[name].vacate()
+
+    def _check_constants(self, spec: MapSpec, map_fd: int, path: str) -> None:
+        """A pinned read-only data section must hold what this open asks for: its values are frozen there.
+
+        Writable sections keep their state when reused (that is what pinning
+        them is for); a ``.rodata`` pinned by an earlier run with other
+        ``constants=`` would silently give the programs other values.
+        """
+        if not (spec.flags & MapFlags.RDONLY_PROG and spec.name == spec.section):
+            return
+        expected = self._data.get(spec.name, spec.data)
+        if expected is not None and not _read_only_data_matches(expected, map_fd):
+            raise DynbpfError(
+                f"map {spec.name!r}: the read-only data pinned at {path} holds other values than this open's "
+                "constants= (frozen there by an earlier run)"
+            )
+
+    def _create(self, name: str) -> None:
+        spec = self.prepared.maps[name]
+        slot = self._slots[name]
+        reused = self._reused.get(name)
+        if reused is not None:
+            slot.install(reused.dup())
+            return
+        if self._policy[name] == MapPolicy.PINNED:
+            path = fs.pin_path(self._pin_root, self.pin_name(name))
+            if _pinned(path):
+                slot.install(self._reuse(spec, path))
+                return
+            self._create_new(spec, slot)
+            fs.make_pin_dirs(path)
+            try:
+                commands.obj_pin(slot.number, path)
+            except SyscallError as e:
+                slot.vacate()
+                if e.errno != errno.EEXIST:
+                    raise
+                # another process opening the same object pinned it first: use theirs, as if it had been there
+                slot.install(self._reuse(spec, path))
+            except BaseException:
+                slot.vacate()
+                raise
+            return
+        self._create_new(spec, slot)
+
+    def _create_new(self, spec: MapSpec, slot: FdSlot) -> None:
+        slot.install(self._kernel_map(spec))
+        try:
+            mapcreate.initialise(slot.number, spec, self._data.get(spec.name))
+            if spec.type in _MAPS_OF_MAPS:
+                for index, inner in spec.contents:
+                    commands.map_update_elem(slot.number, _u32(index), _u32(self._slots[inner].number))
+            if spec.type == MapType.PROG_ARRAY:
+                for program, fd in self._program_fds.items():
+                    for array, index in self._tail_slots[program]:
+                        if array == spec.name:
+                            commands.map_update_elem(slot.number, _u32(index), _u32(fd))
+        except BaseException:
+            slot.vacate()
+            raise
+
+    def _kernel_map(self, spec: MapSpec) -> Fd:
+        prepared = self.prepared
+        btf, btf_fd = prepared.btf, prepared.btf_fd
+        if spec.inner is None:
+            return mapcreate.create(spec, object_name=self.object_name, btf=btf, btf_fd=btf_fd)
+        with mapcreate.create(spec.inner, object_name=self.object_name, btf=btf, btf_fd=btf_fd) as template:
+            return mapcreate.create(spec, object_name=self.object_name, btf=btf, btf_fd=btf_fd, inner_fd=template.raw)
+
+    def _reuse(self, spec: MapSpec, path: str) -> Fd:
+        """The pinned map at ``path``, if its definition is the one the object declares (libbpf's check)."""
+        fd = commands.obj_get(path)
+        try:
+            mapcreate.check_compatible(spec, fd.raw, f"the map pinned at {path}")
+            self._check_constants(spec, fd.raw, path)
+        except DynbpfError as e:
+            fd.close()
+            raise DynbpfError(f"{e}; remove the pin (rm {path}) or give the map another pin_root") from None
+        except BaseException:
+            fd.close()
+            raise
+        return fd
+
+
+def _read_only_data_matches(expected: bytes, map_fd: int) -> bool:
+    value = bytearray(len(expected))
+    found = commands.map_lookup_elem(map_fd, _u32(0), (ctypes.c_char * len(value)).from_buffer(value))
+    return found and bytes(value) == expected
+
+
+def _pinned(path: str) -> bool:
+    """Whether something is pinned at ``path``; a symlink there is refused, never followed.
+
+    bpffs directories are often world-writable and sticky: a user could plant
+    a link to another application's pin and have root write into that map.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        raise DynbpfError(f"cannot look at the pin {path}: {e.strerror}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise DynbpfError(f"{path} is a symbolic link, not a pin; dynbpf does not follow links in pin paths")
+    return True
+
+
+def _u32(value: int) -> bytes:
+    return value.to_bytes(4, "little")
