@@ -9,7 +9,6 @@ import pytest
 
 from dynbpf._btf.types import Struct
 from dynbpf._elf import read
-from dynbpf._elf.reader import is_data_section
 from dynbpf._elf.spec import (
     DataReference,
     ExternKind,
@@ -19,6 +18,7 @@ from dynbpf._elf.spec import (
     SubprogramCall,
 )
 from dynbpf._runtime.mapcreate import kernel_name
+from dynbpf._section_names import is_data_section
 from dynbpf._sys.constants import MapFlags, MapType, ProgType
 from dynbpf.errors import ObjectFormatError
 from tests.bpfbuild import CFLAGS, build, fixture_names, vmlinux_h

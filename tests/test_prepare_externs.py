@@ -283,6 +283,7 @@ _FITTING: dict[str, st.SearchStrategy[str]] = {
     "CONFIG_LSM": _string_text(10),
 }
 #: Anything at all, mostly wrong for the extern it lands on.
+_STRINGS = {"CONFIG_DEFAULT_HOSTNAME", "CONFIG_CC_VERSION_TEXT", "CONFIG_DEFAULT_INIT", "CONFIG_LSM"}
 _ANY = st.one_of(
     st.sampled_from(["y", "n", "m", "yes", '"', '""', "0x", "08", "1 ", "-", "18446744073709551616"]),
     _int_text(-(2**64) + 1, 2**64 - 1),
@@ -301,6 +302,12 @@ def test_kconfig_values_agree_with_libbpf_for_any_config(config: dict[str, str])
     """Whatever the config says, libbpf and dynbpf store the same bytes, or both refuse the same extern."""
     path, spec = fixture("externs_kconfig")
     ours = resolve_externs(spec, config={**system_config(), **config})
+    lone = [k for k, v in config.items() if v == '"' and k in _STRINGS]
+    if lone:
+        # libbpf takes a lone quote for an empty string's two, and its length 1 - 2 wraps: it copies
+        # the bytes after the value (set_kcfg_value_str reads past the string). dynbpf refuses it.
+        assert set(lone) <= ours.failures.keys(), ours.failures
+        return
     text = "".join(f"{k}={v}\n" for k, v in config.items())
     with libbpf_loaded(path, config=text) as lib:
         assert lib.ok == (not ours.failures), (ours.failures, lib.log[-3:])

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal, TypeVar
 
+from dynbpf import _section_names as section_names
 from dynbpf._btf.errors import EncodingError, NameNotFound
 from dynbpf._btf.kinds import BTF_MAGIC
 from dynbpf._btf.spec import Spec
@@ -113,7 +114,7 @@ class ExtIndex:
     equal whoever builds them.
     """
 
-    def __init__(self, data: bytes, btf: Spec, *, section: str = ".BTF.ext") -> None:
+    def __init__(self, data: bytes, btf: Spec, *, section: str = section_names.BTF_EXT) -> None:
         self._parser = p = _Parser(bytes(data), btf, section)
         data = p.data
         if len(data) < _PREFIX.size:
@@ -271,7 +272,7 @@ class _Parser:
         return CoreRelo(insn_off, type_id, self.string(access_off, at), CoreReloKind(kind))
 
 
-def parse_ext(data: bytes, btf: Spec, *, section: str = ".BTF.ext") -> ExtInfo:
+def parse_ext(data: bytes, btf: Spec, *, section: str = section_names.BTF_EXT) -> ExtInfo:
     """Decode all of ``.BTF.ext``; ``btf`` is the same object's ``.BTF`` (it holds the strings)."""
     return ExtIndex(data, btf, section=section).all()
 

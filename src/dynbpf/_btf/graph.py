@@ -115,6 +115,39 @@ def size_of(spec: Spec, type_id: int) -> int:
     raise _fail(spec, start, f"type chain longer than {MAX_DEPTH} (a loop?)")
 
 
+def align_of(spec: Spec, type_id: int) -> int:
+    """Alignment of a value of ``type_id`` as libbpf computes it (``btf__align_of``).
+
+    A struct with a member off its natural alignment is packed and aligns
+    to 1; so does one whose size is not a multiple of its widest member's.
+    """
+    return _align(spec, type_id, type_id, 0)
+
+
+def _align(spec: Spec, start: int, type_id: int, depth: int) -> int:
+    for hops in range(depth, MAX_DEPTH):
+        t = _follow(spec, start, type_id)
+        match t:
+            case Int() | Enum() | Enum64() | Float():
+                return min(t.size, POINTER_SIZE) or 1
+            case Ptr():
+                return POINTER_SIZE
+            case Typedef() | Volatile() | Const() | Restrict() | TypeTag() | Var() | Array():
+                type_id = t.type
+            case Struct() | Union():
+                widest = 1
+                for m in t.members:
+                    align = _align(spec, type_id, m.type, hops + 1)
+                    if m.bit_offset % (8 * align):
+                        return 1
+                    widest = max(widest, align)
+                return 1 if t.size % widest else widest
+            case _:
+                what = "void" if t is None else t.kind.name
+                raise _fail(spec, start, f"has no alignment (reaches {what} [{type_id}])")
+    raise _fail(spec, start, f"types nested deeper than {MAX_DEPTH} (a loop?)")
+
+
 def member(spec: Spec, struct_id: int, name: str) -> Member:
     """The direct member ``name`` of the struct or union ``struct_id`` (typedefs and qualifiers looked through)."""
     resolved = resolve(spec, struct_id)

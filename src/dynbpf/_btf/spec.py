@@ -21,6 +21,7 @@ import threading
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 
+from dynbpf import _section_names as section_names
 from dynbpf._btf import records
 from dynbpf._btf.errors import TypeNotFound
 from dynbpf._btf.kinds import BTF_MAGIC, HEADER_SIZE, Kind
@@ -91,7 +92,7 @@ class Spec:
         self._lock = threading.Lock()
 
     @classmethod
-    def parse(cls, data: bytes, *, base: Spec | None = None, section: str = ".BTF") -> Spec:
+    def parse(cls, data: bytes, *, base: Spec | None = None, section: str = section_names.BTF) -> Spec:
         """Check the header and index record offsets; types are decoded on first use."""
         if not isinstance(data, bytes):
             data = bytes(data)
@@ -133,7 +134,7 @@ class Spec:
         return cls(data, words, offsets, types_start, strings, base=base, section=section)
 
     @classmethod
-    def from_types(cls, types: Iterable[Type], *, base: Spec | None = None, section: str = ".BTF") -> Spec:
+    def from_types(cls, types: Iterable[Type], *, base: Spec | None = None, section: str = section_names.BTF) -> Spec:
         """Encode ``types`` (ids ``first_id``, ``first_id + 1``, ...) into a new blob and parse it."""
         seed = b"" if base is not None else b"\0"
         table = StringTable(seed, 0, len(seed), base=base.strings if base is not None else None, section=section)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dynbpf import _section_names as section_names
 from dynbpf._btf.kinds import Kind
 from dynbpf._btf.spec import Spec
 from dynbpf._btf.types import Datasec, Var
@@ -51,7 +52,9 @@ def placed_vars(image: Image, sec: Section, btf: Spec, datasec: Datasec) -> list
     for vsi in datasec.vars:
         var = btf[vsi.type]
         if not isinstance(var, Var):
-            raise ObjectFormatError(f"DATASEC {sec.name} lists type {vsi.type}, which is not a VAR", section=".BTF")
+            raise ObjectFormatError(
+                f"DATASEC {sec.name} lists type {vsi.type}, which is not a VAR", section=section_names.BTF
+            )
         if laid_out:
             sym = by_place.get((vsi.offset, var.name))
             offset, size = vsi.offset, vsi.size
@@ -67,5 +70,5 @@ def placed_vars(image: Image, sec: Section, btf: Spec, datasec: Datasec) -> list
 def require_datasec(btf: Spec, sec: Section) -> Datasec:
     found = find_datasec(btf, sec.name)
     if found is None:
-        raise ObjectFormatError(f"no BTF DATASEC describes section {sec.name}", section=".BTF")
+        raise ObjectFormatError(f"no BTF DATASEC describes section {sec.name}", section=section_names.BTF)
     return found[1]

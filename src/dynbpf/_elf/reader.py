@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
+from dynbpf import _section_names as section_names
 from dynbpf._asm.insn import Insn, decode
 from dynbpf._asm.slots import SlotMap
 from dynbpf._btf import graph
@@ -73,13 +74,6 @@ from dynbpf._elf.spec import (
 from dynbpf._sys.constants import MapFlags, MapType
 from dynbpf.errors import ObjectFormatError
 
-TEXT = ".text"
-MAPS = ".maps"
-LEGACY_MAPS = "maps"
-STRUCT_OPS_SECTIONS = (".struct_ops", ".struct_ops.link")
-KCONFIG = ".kconfig"
-KSYMS = ".ksyms"
-
 
 def read(
     source: str | os.PathLike[str] | bytes | bytearray | memoryview, *, name: str | None = None, lazy: bool = False
@@ -109,7 +103,7 @@ def read(
                 fn.body.get()
         return spec
     except TypeNotFound as e:  # a type id stored in the object that its BTF does not define
-        raise ObjectFormatError(f"dangling BTF type reference: {e}", section=".BTF") from None
+        raise ObjectFormatError(f"dangling BTF type reference: {e}", section=section_names.BTF) from None
 
 
 #: Larger than any BPF object a compiler or linker makes (the largest deployed ones are tens of MB).
@@ -139,10 +133,6 @@ def read_object_file(path: Path) -> bytes:
         raise ObjectFormatError(f"cannot read {path}: {e.strerror}") from None
     finally:
         os.close(fd)
-
-
-def is_data_section(name: str) -> bool:
-    return name in (".data", ".rodata", ".bss") or name.startswith((".data.", ".rodata."))
 
 
 #: The first two bytes of a BPF-to-BPF call: opcode 0x85, source register 1 (the high nibble of the second byte).
@@ -202,18 +192,20 @@ class _Reader:
         map_at: dict[tuple[int, int], str] = {}  # (section index, offset) -> map name, for relocations
         self._functions()
         function_names = {(f.section.index, f.offset): f.name for fs in self.functions.values() for f in fs}
-        if MAPS in img.by_name:
-            found = read_btf_maps(img, img.by_name[MAPS], self._need_btf(MAPS), function_names, self.files)
+        if section_names.MAPS in img.by_name:
+            found = read_btf_maps(
+                img, img.by_name[section_names.MAPS], self._need_btf(section_names.MAPS), function_names, self.files
+            )
             self._add_maps(maps, map_at, found)
-        if LEGACY_MAPS in img.by_name:
-            self._add_maps(maps, map_at, read_legacy_maps(img, img.by_name[LEGACY_MAPS]))
-        for sec_name in STRUCT_OPS_SECTIONS:
+        if section_names.LEGACY_MAPS in img.by_name:
+            self._add_maps(maps, map_at, read_legacy_maps(img, img.by_name[section_names.LEGACY_MAPS]))
+        for sec_name in section_names.STRUCT_OPS:
             if sec_name in img.by_name:
                 found = read_struct_ops(img, img.by_name[sec_name], self._need_btf(sec_name), function_names)
                 self._add_maps(maps, map_at, found)
         placed: list[tuple[VariableSpec, Named]] = []
         for sec in img.sections:
-            if is_data_section(sec.name) and sec.size and sec.type in (SHT_PROGBITS, SHT_NOBITS):
+            if section_names.is_data_section(sec.name) and sec.size and sec.type in (SHT_PROGBITS, SHT_NOBITS):
                 data_map, sec_vars = self._data_section(sec)
                 self._add_maps(maps, map_at, [(sec.index, 0, data_map)])
                 placed.extend(sec_vars)
@@ -224,7 +216,7 @@ class _Reader:
         programs = {}
         for fs in self.functions.values():
             for f in fs:
-                if f.section.name != TEXT:
+                if f.section.name != section_names.TEXT:
                     programs[f.name] = ProgramSpec(functions[f.name], lenient_kind(f.section.name))
         return ObjectSpec(
             name=self.name,
@@ -251,14 +243,14 @@ class _Reader:
     # --- BTF ----------------------------------------------------------------------------
 
     def _btf(self) -> Spec | None:
-        sec = self.image.by_name.get(".BTF")
-        return Spec.parse(self.image.contents(sec), section=".BTF") if sec else None
+        sec = self.image.by_name.get(section_names.BTF)
+        return Spec.parse(self.image.contents(sec), section=section_names.BTF) if sec else None
 
     def _ext(self) -> ExtIndex | None:
-        sec = self.image.by_name.get(".BTF.ext")
+        sec = self.image.by_name.get(section_names.BTF_EXT)
         if sec is None or self.btf is None:
             return None
-        return ExtIndex(self.image.contents(sec), self.btf, section=".BTF.ext")
+        return ExtIndex(self.image.contents(sec), self.btf, section=section_names.BTF_EXT)
 
     def _need_btf(self, section: str) -> Spec:
         if self.btf is None:
@@ -287,7 +279,7 @@ class _Reader:
             code = img.view(sec)
             fns: list[_Function] = []
             for sym in syms:
-                if sec.name != TEXT and sym.bind == STB_LOCAL:
+                if sec.name != section_names.TEXT and sym.bind == STB_LOCAL:
                     raise ObjectFormatError(
                         f"program {sym.name!r} is static; programs must be global functions "
                         "(static functions belong in .text as subprograms)",
@@ -379,7 +371,7 @@ class _Reader:
         out = []
         for li in self.ext.records("line", f.section.name, f.offset, f.end):
             assert isinstance(li, LineInfo)
-            out.append((f.index_of(li.insn_off, where=".BTF.ext"), li))
+            out.append((f.index_of(li.insn_off, where=section_names.BTF_EXT), li))
         return tuple(out)
 
     def _classify(
@@ -418,18 +410,18 @@ class _Reader:
         if is_call:
             if not insn.is_pseudo_call:
                 raise fail("is on a helper or kfunc call (expected a BPF-to-BPF call)")
-            if target.name != TEXT:
+            if target.name != section_names.TEXT:
                 raise fail(f"calls into section {target.name!r}; subprograms must be in .text")
             callee = self._function_starting(target, sym.value + 8 * (insn.imm + 1), where=where, at=at)
             return SubprogramCall(index, callee.name)
         if not insn.is_ldimm64:
             raise fail("is on an instruction that is neither ldimm64 nor call")
         if target.executable:
-            if target.name != TEXT:
+            if target.name != section_names.TEXT:
                 raise fail(f"takes the address of code in {target.name!r}; callbacks must be in .text")
             callee = self._function_starting(target, sym.value + insn.imm, where=where, at=at)
             return FunctionPointer(index, callee.name)
-        if is_data_section(target.name):
+        if section_names.is_data_section(target.name):
             if sym.type not in (STT_SECTION, STT_OBJECT, 0):
                 raise fail("has an unexpected symbol type")
             offset = sym.value + insn.imm
@@ -445,7 +437,7 @@ class _Reader:
     def _ext_for(self, f: _Function, slots: SlotMap) -> tuple[int, bytes, list[CoreRelocation]]:
         if self.ext is None:
             return 0, b"", []
-        sec, where = f.section.name, ".BTF.ext"
+        sec, where = f.section.name, section_names.BTF_EXT
         func_type = 0
         for fi in self.ext.records("func", sec, f.offset, f.offset + 1):
             assert isinstance(fi, FuncInfo)
@@ -466,7 +458,7 @@ class _Reader:
 
     def _data_section(self, sec: Section) -> tuple[MapSpec, list[tuple[VariableSpec, Named]]]:
         data = self.image.contents(sec)
-        flags = MapFlags.RDONLY_PROG if sec.name.startswith(".rodata") else 0
+        flags = MapFlags.RDONLY_PROG if section_names.is_read_only_data(sec.name) else 0
         found = self._datasec(sec.name)
         if found is not None and self.btf is not None:
             placed = placed_vars(self.image, sec, self.btf, found[1])
@@ -517,7 +509,7 @@ class _Reader:
             return {}
         btf = self._need_btf("externs")
         declared: dict[str, tuple[str, int]] = {}
-        for sec_name in (KCONFIG, KSYMS):
+        for sec_name in (section_names.KCONFIG, section_names.KSYMS):
             found = self._datasec(sec_name)
             for vsi in found[1].vars if found else ():
                 t = btf[vsi.type]
@@ -537,17 +529,23 @@ class _Reader:
             t = btf[btf_id]
             if isinstance(t, Func):
                 if t.linkage != FuncLinkage.EXTERN:
-                    raise ObjectFormatError(f"extern function {sym.name!r} has non-extern linkage", section=".BTF")
+                    raise ObjectFormatError(
+                        f"extern function {sym.name!r} has non-extern linkage", section=section_names.BTF
+                    )
                 kind, type_id = ExternKind.KFUNC, t.type
             elif isinstance(t, Var):
                 if t.linkage != VarLinkage.GLOBAL_EXTERN:
-                    raise ObjectFormatError(f"extern {sym.name!r} has non-extern BTF linkage", section=".BTF")
-                kind = ExternKind.KCONFIG if sec_name == KCONFIG else ExternKind.KSYM
+                    raise ObjectFormatError(
+                        f"extern {sym.name!r} has non-extern BTF linkage", section=section_names.BTF
+                    )
+                kind = ExternKind.KCONFIG if sec_name == section_names.KCONFIG else ExternKind.KSYM
                 type_id = graph.skip_qualifiers(btf, t.type)
             else:
-                raise ObjectFormatError(f"extern {sym.name!r} has BTF type {btf_id}, not VAR or FUNC", section=".BTF")
+                raise ObjectFormatError(
+                    f"extern {sym.name!r} has BTF type {btf_id}, not VAR or FUNC", section=section_names.BTF
+                )
             if kind is ExternKind.KCONFIG and type_id == 0:
-                raise ObjectFormatError(f"kconfig extern {sym.name!r} cannot be void", section=KCONFIG)
+                raise ObjectFormatError(f"kconfig extern {sym.name!r} cannot be void", section=section_names.KCONFIG)
             externs[sym.name] = ExternSpec(sym.name, kind, type_id, sym.bind == STB_WEAK, btf_id)
         return externs
 
@@ -557,7 +555,7 @@ class _Reader:
         for type_id in self.btf.find(name, Kind.FUNC):
             t = self.btf[type_id]
             if isinstance(t, Func) and t.linkage == FuncLinkage.EXTERN:
-                return KSYMS, type_id
+                return section_names.KSYMS, type_id
         return None
 
     # --- license and version -------------------------------------------------------------
@@ -579,4 +577,4 @@ class _Reader:
         return int(struct.unpack("<I", raw)[0])
 
 
-__all__ = ["is_data_section", "read"]
+__all__ = ["read"]

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from dynbpf import _section_names as section_names
 from dynbpf._asm.insn import Insn
 from dynbpf._btf.ext import CoreReloKind, LineInfo
 from dynbpf._btf.spec import Spec
@@ -250,7 +251,7 @@ class MapSpec:
     inner: MapSpec | None = None
     contents: tuple[tuple[int, str], ...] = ()
     data: bytes | None = None
-    section: str = ".maps"
+    section: str = section_names.MAPS
     program_slots: tuple[tuple[str, str], ...] = ()
     btf_var: int = 0  # the BTF VAR declaring the map (BTF-defined maps and data sections)
 

@@ -36,39 +36,25 @@ from dynbpf._btf.errors import TypeNotFound
 from dynbpf._btf.kinds import Kind
 from dynbpf._btf.spec import Spec
 from dynbpf._btf.types import (
-    Array,
-    Const,
     Datasec,
-    Enum,
-    Enum64,
-    Float,
     Func,
     FuncLinkage,
     FuncProto,
     Int,
     Param,
-    Ptr,
-    Restrict,
-    Struct,
     Type,
-    Typedef,
-    TypeTag,
-    Union,
     Var,
     VarLinkage,
     VarSecinfo,
-    Volatile,
 )
 from dynbpf._elf.datasec import find_datasec
 from dynbpf._elf.image import SHT_SYMTAB, STB_GLOBAL, STB_LOCAL, STB_WEAK, STT_FUNC, STT_OBJECT, Image
-from dynbpf._elf.reader import is_data_section
 from dynbpf._elf.spec import ObjectSpec
+from dynbpf._prepare import kconfig
 from dynbpf._prepare.btf_rewrite import rewrite
+from dynbpf._section_names import BTF, KCONFIG, KSYMS, TEXT, is_data_section
 from dynbpf.errors import ObjectFormatError
 
-KCONFIG = ".kconfig"
-KSYMS = ".ksyms"
-TEXT = ".text"
 #: the VAR libbpf puts in ``.ksyms`` in place of FUNCs, and the name unnamed kfunc parameters borrow
 DUMMY_KSYM = "dummy_ksym"
 KSYM_SLOT = 4  # bytes per .ksyms entry, as libbpf lays them out
@@ -169,7 +155,7 @@ class ElfLayout:
                 for vsi in sec.vars:
                     var = _var(btf, sec_id, vsi)
                     if var.linkage == VarLinkage.GLOBAL_ALLOCATED:
-                        offset = _align_up(end, align_of(btf, var.type))
+                        offset = _align_up(end, graph.align_of(btf, var.type))
                         variables.setdefault(var.name, Placement(offset))
                         end = offset + vsi.size
                     else:
@@ -190,13 +176,16 @@ def fixup(
     ``layout`` defaults to :meth:`ElfLayout.of` the object. ``kconfig_offsets``
     gives each ``.kconfig`` variable's offset in the loader's kconfig map and
     ``kconfig_size`` that map's size; without them libbpf's own layout is
-    computed (by descending alignment, ascending size, then name).
+    computed (:func:`dynbpf._prepare.kconfig.layout`).
     """
     btf = obj.btf
     if btf is None:
-        raise ObjectFormatError(f"object {obj.name!r} has no BTF to fix up", section=".BTF")
+        raise ObjectFormatError(f"object {obj.name!r} has no BTF to fix up", section=BTF)
     fix = _Fixup(btf, layout if layout is not None else ElfLayout.of(obj))
     fix.ksyms()
+    if kconfig_offsets is None:
+        placed = kconfig.layout(btf, obj.externs.values())
+        kconfig_offsets, kconfig_size = placed.offsets, placed.size
     fix.kconfig(kconfig_offsets, kconfig_size)
     fix.datasecs()
     fix.hidden_functions()
@@ -254,7 +243,7 @@ class _Fixup:
             params = tuple(Param(DUMMY_KSYM, p.type) if p.type and not p.name else p for p in proto.params)
             self.replace[func.type] = replace(proto, params=params)
 
-    def kconfig(self, offsets: Mapping[str, int] | None, size: int) -> None:
+    def kconfig(self, offsets: Mapping[str, int], size: int) -> None:
         found = find_datasec(self.btf, KCONFIG)
         if found is None:
             return
@@ -263,8 +252,6 @@ class _Fixup:
         for vsi, var in variables:
             if self.current(var.type) is None:
                 raise self.fail(vsi.type, f"kconfig extern {var.name!r} is void")
-        if offsets is None:
-            offsets, size = kconfig_layout(self.btf, [v.type for _, v in variables], [v.name for _, v in variables])
         slots = []
         end = 0
         for vsi, var in variables:
@@ -316,56 +303,6 @@ class _Fixup:
                 t = self.current(type_id)
                 if isinstance(t, Func) and t.linkage == FuncLinkage.EXTERN:
                     self.globalize(type_id, t)
-
-
-def kconfig_layout(btf: Spec, type_ids: list[int], names: list[str]) -> tuple[dict[str, int], int]:
-    """libbpf's layout of the kconfig map: offsets by name, and the map's size.
-
-    Values go by descending alignment, then ascending size, then name (as
-    bytes), each at the next offset its alignment allows.
-    """
-    entries = []
-    for type_id, name in zip(type_ids, names, strict=True):
-        entries.append((-align_of(btf, type_id), _size(btf, type_id), name.encode("utf-8", "surrogateescape"), name))
-    entries.sort()
-    offsets: dict[str, int] = {}
-    end = 0
-    for neg_align, size, _, name in entries:
-        offsets[name] = _align_up(end, -neg_align)
-        end = offsets[name] + size
-    return offsets, end
-
-
-def align_of(btf: Spec, type_id: int) -> int:
-    """Alignment of ``type_id`` as libbpf computes it (``btf__align_of``); a packed struct aligns to 1."""
-    return _align(btf, type_id, 0)
-
-
-def _align(btf: Spec, type_id: int, depth: int) -> int:
-    for hops in range(depth, graph.MAX_DEPTH):
-        t = _type(btf, type_id)
-        match t:
-            case Int() | Enum() | Enum64() | Float():
-                return min(t.size, graph.POINTER_SIZE) or 1
-            case Ptr():
-                return graph.POINTER_SIZE
-            case Typedef() | Volatile() | Const() | Restrict() | TypeTag() | Var() | Array():
-                type_id = t.type
-            case Struct() | Union():
-                widest = 1
-                for m in t.members:
-                    align = _align(btf, m.type, hops + 1)
-                    if m.bit_offset % (8 * align):
-                        return 1  # a member off its natural alignment: the struct is packed
-                    widest = max(widest, align)
-                return 1 if t.size % widest else widest
-            case _:
-                what = "void" if t is None else t.kind.name
-                section, offset = btf.locate(type_id)
-                raise ObjectFormatError(f"type [{type_id}]: {what} has no alignment", section=section, offset=offset)
-    section, offset = btf.locate(type_id)
-    message = f"type [{type_id}]: types nested deeper than {graph.MAX_DEPTH} (a loop?)"
-    raise ObjectFormatError(message, section=section, offset=offset)
 
 
 def _type(btf: Spec, type_id: int) -> Type | None:

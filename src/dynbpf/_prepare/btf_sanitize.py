@@ -39,6 +39,7 @@ import struct
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
+from dynbpf import _section_names as section_names
 from dynbpf._btf.errors import TypeNotFound
 from dynbpf._btf.kinds import Kind, info
 from dynbpf._btf.spec import Spec
@@ -185,7 +186,7 @@ def _rewrite(spec: Spec, t: Type, support: BtfSupport) -> Type | None:
                 raise ObjectFormatError(
                     f"DATASEC {t.name!r}: a variable at offset {v.offset} cannot become a struct member "
                     f"(member bit offsets are 32-bit) for a kernel without DATASEC",
-                    section=".BTF",
+                    section=section_names.BTF,
                 )
         members = tuple(Member(_name(spec, v.type), v.type, v.offset * 8) for v in t.vars)
         return Struct(t.name.replace(".", "_").replace("?", "_"), t.size, members)

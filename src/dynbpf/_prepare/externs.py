@@ -25,6 +25,7 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from dynbpf import _section_names as section_names
 from dynbpf._asm.insn import Insn
 from dynbpf._asm.opcodes import PseudoCall, PseudoLd
 from dynbpf._btf import graph
@@ -40,7 +41,7 @@ from dynbpf._prepare.kallsyms import Kallsyms, read_kallsyms
 from dynbpf._sys.constants import MapFlags, MapType
 from dynbpf.errors import DynbpfError, KernelUnsupported, RelocationError
 
-KCONFIG_MAP = ".kconfig"
+KCONFIG_MAP = section_names.KCONFIG  # the map is named after the section
 #: libbpf creates ``.kconfig`` read-only for programs and mmap-able (its value is written before freezing).
 KCONFIG_MAP_FLAGS = MapFlags.RDONLY_PROG | MapFlags.MMAPABLE
 _FD_ARRAY_MAX = 0x7FFF  # a kfunc call's fd_array index travels in the s16 ``off``

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from dynbpf._btf import graph
 from dynbpf._btf.spec import Spec
-from dynbpf._btf.types import Array, Const, Enum, Enum64, Int, IntEncoding, Restrict, Typedef, TypeTag, Volatile
+from dynbpf._btf.types import Array, Enum, Enum64, Int, IntEncoding
 from dynbpf._elf.spec import ExternKind, ExternSpec
 from dynbpf._probes.kernel import bpf_cookie
 from dynbpf._sys import fs, perf
@@ -122,7 +122,7 @@ def layout(btf: Spec, externs: Iterable[ExternSpec]) -> KconfigLayout:
             continue
         kind, signed = classify(btf, ext.type_id, ext.name)
         size = graph.size_of(btf, ext.type_id)
-        placed.append((-_align_of(btf, ext.type_id), size, ext.name, kind, signed, ext.weak))
+        placed.append((-graph.align_of(btf, ext.type_id), size, ext.name, kind, signed, ext.weak))
     placed.sort(key=lambda p: (p[0], p[1], p[2].encode("utf-8", "surrogateescape")))
     slots, end = [], 0
     for neg_align, size, name, kind, signed, weak in placed:
@@ -155,20 +155,6 @@ def classify(btf: Spec, type_id: int, name: str) -> tuple[KconfigType, bool]:
         f"kconfig extern {name!r}: type {graph.format_type(btf, type_id)!r} is not supported "
         "(libbpf fills bool, char, 1/2/4/8-byte integers, enum libbpf_tristate and char arrays)"
     )
-
-
-def _align_of(btf: Spec, type_id: int) -> int:
-    """btf__align_of for the types :func:`classify` accepts (checked before, so nothing else arrives)."""
-    for _ in range(graph.MAX_DEPTH):
-        t = btf[type_id]
-        match t:
-            case Int() | Enum() | Enum64():
-                return min(graph.POINTER_SIZE, t.size)
-            case Typedef() | Const() | Volatile() | Restrict() | TypeTag() | Array():
-                type_id = t.type
-            case _:
-                break
-    raise RelocationError(f"cannot determine the alignment of type [{type_id}]")
 
 
 # --- values ----------------------------------------------------------------------------------

@@ -27,7 +27,6 @@ from dynbpf._btf.ext import LineInfo
 from dynbpf._btf.kinds import Kind
 from dynbpf._btf.spec import Spec
 from dynbpf._btf.types import Struct
-from dynbpf._elf.reader import is_data_section
 from dynbpf._elf.sections import AttachTarget
 from dynbpf._elf.spec import (
     DataReference,
@@ -48,6 +47,7 @@ from dynbpf._prepare.externs import ResolvedExterns, relocate_extern, resolve_ex
 from dynbpf._prepare.linker import link
 from dynbpf._prepare.modules import ModuleBtf
 from dynbpf._prepare.prepared import CoreFailure, PreparedProgram, encode_func_info
+from dynbpf._section_names import KCONFIG, is_data_section
 from dynbpf._sys.closing import Closing
 from dynbpf._sys.constants import AttachType, MapType, ProgType
 from dynbpf._sys.fd import Fd
@@ -56,7 +56,7 @@ from dynbpf.errors import DynbpfError, ObjectFormatError, RelocationError
 if TYPE_CHECKING:
     from dynbpf._prepare.cache import PreparedCache
 
-KCONFIG_MAP = ".kconfig"
+KCONFIG_MAP = KCONFIG  # the map is named after the section
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
+from dynbpf import _section_names as section_names
 from dynbpf._btf.spec import Spec
 from dynbpf._elf.reader import read
 from dynbpf._elf.spec import ObjectSpec
@@ -126,7 +127,9 @@ class Collection(Closing):
             raise
         prepared = self._prepared
         # Like libbpf, every loaded program holds the .rodata maps (BPF_PROG_BIND_MAP), used or not.
-        rodata = [n for n, m in prepared.maps.items() if mapedit.is_global_data(m) and n.startswith(".rodata")]
+        rodata = [
+            n for n, m in prepared.maps.items() if mapedit.is_global_data(m) and section_names.is_read_only_data(n)
+        ]
         self._bound = tuple(n for n in rodata if n not in edited.absent) if kernel_features.prog_bind_map() else ()
         self.programs: Mapping[str, Program] = MappingProxyType(
             {name: Program(self, name, disabled=name in off) for name in spec.programs}
@@ -167,16 +170,16 @@ class Collection(Closing):
 
     @property
     def bss(self) -> Variables:
-        return self.variables(".bss")
+        return self.variables(section_names.BSS)
 
     @property
     def data(self) -> Variables:
-        return self.variables(".data")
+        return self.variables(section_names.DATA)
 
     @property
     def rodata(self) -> Variables:
         """Read-only once open (frozen): set values with ``dynbpf.open(..., constants=...)``."""
-        return self.variables(".rodata")
+        return self.variables(section_names.RODATA)
 
     def variables(self, section: str) -> Variables:
         """The global variables of one data section (``.bss``, ``.data.foo``...), by name, typed.
@@ -458,7 +461,7 @@ def _constants(spec: ObjectSpec, constants: Mapping[str, Any]) -> dict[str, byte
         return {}
     if spec.btf is None:
         raise DynbpfError(f"object {spec.name!r} has no BTF, so its constants cannot be set by name")
-    readonly = {v.name: v for v in spec.variables.values() if v.section.startswith(".rodata")}
+    readonly = {v.name: v for v in spec.variables.values() if section_names.is_read_only_data(v.section)}
     buffers: dict[str, bytearray] = {}
     for name, value in constants.items():
         var = readonly.get(name)

@@ -10,6 +10,7 @@ import ctypes
 import errno
 import re
 
+from dynbpf import _section_names as section_names
 from dynbpf._btf.spec import Spec
 from dynbpf._elf.names import source_name
 from dynbpf._elf.spec import MapSpec
@@ -81,7 +82,7 @@ def kernel_name(object_name: str, map_name: str) -> str:
 
 def is_frozen_data(spec: MapSpec) -> bool:
     """Read-only global data (``.rodata*``, ``.kconfig``): frozen once its initial value is written."""
-    return spec.section.startswith(".rodata") or spec.section == ".kconfig"
+    return section_names.is_read_only_data(spec.section) or spec.section == section_names.KCONFIG
 
 
 def create(

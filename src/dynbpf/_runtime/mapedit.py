@@ -25,10 +25,10 @@ from dynbpf._btf import graph
 from dynbpf._btf.spec import Spec
 from dynbpf._btf.types import Array, Datasec, Var, VarSecinfo
 from dynbpf._elf.names import source_name
-from dynbpf._elf.reader import is_data_section
 from dynbpf._elf.spec import MapSpec, ObjectSpec, VariableSpec
 from dynbpf._prepare.btf_rewrite import rewrite
 from dynbpf._runtime import mapcreate
+from dynbpf._section_names import is_data_section
 from dynbpf._sys import commands
 from dynbpf._sys.constants import MapFlags, MapType
 from dynbpf._sys.fd import Fd
