@@ -161,7 +161,7 @@ def test_missing_tracepoint_names_program_kind_and_path(no_fd_leak: None) -> Non
             prog.attach(category="syscalls", event="sys_enter_nope")
         assert str(exc.value) == (
             "cannot attach program 'tp_any' (tracepoint syscalls/sys_enter_nope): no tracepoint "
-            f"syscalls/sys_enter_nope: {root}/events/syscalls/sys_enter_nope missing"
+            f"syscalls/sys_enter_nope on this kernel ({root}/events/syscalls/sys_enter_nope/id does not exist)"
         )
         with pytest.raises(AttachError, match="no tracepoint given"):
             prog.attach()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Iterable, Mapping
 
-from dynbpf._asm.insn import Insn
+from dynbpf._asm.insn import Insn, s16, s32
 from dynbpf._asm.opcodes import (
     ADDR_SPACE_CAST,
     SIGNED_DIV,
@@ -171,16 +171,6 @@ def _label(target: int, names: Mapping[int, str], marks: list[int]) -> str:
     return names[base] if delta == 0 else f"{names[base]}+{delta:#x}"
 
 
-def _s16(v: int) -> int:
-    v &= 0xFFFF
-    return v - (1 << 16) if v & 0x8000 else v
-
-
-def _s32(v: int) -> int:
-    v &= 0xFFFFFFFF
-    return v - (1 << 32) if v & 0x80000000 else v
-
-
 def _s64(v: int) -> int:
     v &= 0xFFFFFFFFFFFFFFFF
     return v - (1 << 64) if v & (1 << 63) else v
@@ -191,13 +181,13 @@ def _rel(v: int) -> str:
 
 
 def _mem(base: int, off: int) -> str:
-    off = _s16(off)
+    off = s16(off)
     return f"r{base} - {-off}" if off < 0 else f"r{base} + {off}"
 
 
 def _alu(insn: Insn) -> str | None:
     p = "w" if insn.cls == Class.ALU else "r"
-    op, x, off, imm = insn.op, insn.source == Source.X, _s16(insn.off), _s32(insn.imm)
+    op, x, off, imm = insn.op, insn.source == Source.X, s16(insn.off), s32(insn.imm)
     d = f"{p}{insn.dst}"
     s = f"{p}{insn.src}"
     if op == AluOp.MOV:
@@ -238,21 +228,21 @@ def _jmp(insn: Insn) -> str | None:
     op, x = insn.op, insn.source == Source.X
     if op == JmpOp.JA:
         if long_form:
-            return None if x else f"gotol {_rel(_s32(insn.imm))}"
-        return f"gotox r{insn.dst}" if x else f"goto {_rel(_s16(insn.off))}"
+            return None if x else f"gotol {_rel(s32(insn.imm))}"
+        return f"gotox r{insn.dst}" if x else f"goto {_rel(s16(insn.off))}"
     if op in (JmpOp.CALL, JmpOp.EXIT, JmpOp.JCOND) and long_form:
         return None
     if op == JmpOp.CALL:
-        return f"callx r{insn.dst}" if x else f"call {_s32(insn.imm)}"
+        return f"callx r{insn.dst}" if x else f"call {s32(insn.imm)}"
     if op == JmpOp.EXIT:
-        return "exit" if not x and _s32(insn.imm) == 0 else None
+        return "exit" if not x and s32(insn.imm) == 0 else None
     if op == JmpOp.JCOND:
-        return None if x else f"may_goto {_rel(_s16(insn.off))}"
+        return None if x else f"may_goto {_rel(s16(insn.off))}"
     sym = _COND.get(op)
     if sym is None:
         return None
-    rhs = f"{p}{insn.src}" if x else str(_s32(insn.imm))
-    return f"if {p}{insn.dst} {sym} {rhs} goto {_rel(_s16(insn.off))}"
+    rhs = f"{p}{insn.src}" if x else str(s32(insn.imm))
+    return f"if {p}{insn.dst} {sym} {rhs} goto {_rel(s16(insn.off))}"
 
 
 def _ld(insn: Insn) -> str | None:
@@ -262,7 +252,7 @@ def _ld(insn: Insn) -> str | None:
         return None
     bits = _BITS[insn.size]
     if insn.mode == Mode.ABS:
-        return f"r0 = *(u{bits} *)skb[{_s32(insn.imm)}]"
+        return f"r0 = *(u{bits} *)skb[{s32(insn.imm)}]"
     if insn.mode == Mode.IND:
         return f"r0 = *(u{bits} *)skb[r{insn.src}]"
     return None
@@ -270,7 +260,7 @@ def _ld(insn: Insn) -> str | None:
 
 def _ldimm64(insn: Insn) -> str:
     d = f"r{insn.dst}"
-    lo, hi = _s32(insn.imm), _s32(insn.imm >> 32)
+    lo, hi = s32(insn.imm), s32(insn.imm >> 32)
     src = insn.src
     if src == 0:
         return f"{d} = {_s64(insn.imm)} ll"
@@ -301,7 +291,7 @@ def _ldx(insn: Insn, alu32: bool) -> str | None:
 def _st(insn: Insn) -> str | None:
     if insn.mode != Mode.MEM:
         return None
-    return f"*(u{_BITS[insn.size]} *)({_mem(insn.dst, insn.off)}) = {_s32(insn.imm)}"
+    return f"*(u{_BITS[insn.size]} *)({_mem(insn.dst, insn.off)}) = {s32(insn.imm)}"
 
 
 def _stx(insn: Insn, alu32: bool) -> str | None:

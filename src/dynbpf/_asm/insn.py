@@ -121,7 +121,7 @@ class Insn:
         the indirect ``gotox``) has no static target and raises ``ValueError``.
         """
         if self.is_gotol or self.is_pseudo_call or self.is_pseudo_func:
-            return slot + 1 + _s32(self.imm & 0xFFFFFFFF)
+            return slot + 1 + s32(self.imm & 0xFFFFFFFF)
         if self.is_jump and not self.is_gotox:
             return slot + 1 + self.off
         raise ValueError(f"{self} has no static jump target")
@@ -129,12 +129,12 @@ class Insn:
     def encode(self) -> bytes:
         _check_fields(self)
         regs = (self.src << 4) | self.dst
-        off = _s16(self.off)
+        off = s16(self.off)
         if self.is_ldimm64:
             lo = self.imm & 0xFFFFFFFF
             hi = (self.imm >> 32) & 0xFFFFFFFF
-            return _SLOT.pack(self.opcode, regs, off, _s32(lo)) + _SLOT.pack(0, 0, 0, _s32(hi))
-        return _SLOT.pack(self.opcode, regs, off, _s32(self.imm & 0xFFFFFFFF))
+            return _SLOT.pack(self.opcode, regs, off, s32(lo)) + _SLOT.pack(0, 0, 0, s32(hi))
+        return _SLOT.pack(self.opcode, regs, off, s32(self.imm & 0xFFFFFFFF))
 
     def __str__(self) -> str:
         from dynbpf._asm.disasm import text
@@ -160,12 +160,15 @@ def _check_fields(insn: Insn) -> None:
             raise ValueError(f"{name}={value} does not fit its field ({lo}..{hi}) in {insn!r}")
 
 
-def _s16(v: int) -> int:
+def s16(v: int) -> int:
+    """The low 16 bits of ``v`` read as a signed number (an instruction's offset field)."""
     v &= 0xFFFF
     return v - (1 << 16) if v & 0x8000 else v
 
 
-def _s32(v: int) -> int:
+def s32(v: int) -> int:
+    """The low 32 bits of ``v`` read as a signed number (an instruction's immediate field)."""
+    v &= 0xFFFFFFFF
     return v - (1 << 32) if v & 0x80000000 else v
 
 

@@ -8,7 +8,6 @@ mounted (``dynbpf._sys.fs.tracefs_root(mount_if_missing=True)`` does it).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from dynbpf._attach.link import Link
@@ -16,6 +15,7 @@ from dynbpf._attach.perf_link import link_perf_event
 from dynbpf._attach.request import Request, integer, take, text
 from dynbpf._elf.sections import ProgramKind, TracepointTarget
 from dynbpf._sys import fs, perf
+from dynbpf.errors import DynbpfError
 
 ACCEPTED = ("tracepoint", "category", "event", "cookie")
 
@@ -54,19 +54,8 @@ def _target(request: Request, kind: ProgramKind, options: dict[str, Any]) -> tup
 
 
 def tracepoint_id(request: Request, category: str, event: str) -> int:
-    """The perf config id of ``category/event``, read from tracefs."""
-    root = fs.tracefs_root()
-    if root is None:
-        raise request.error(
-            "tracefs is not mounted (looked in " + ", ".join(fs.TRACEFS_CANDIDATES) + "); mount it with "
-            "`mount -t tracefs nodev /sys/kernel/tracing` or dynbpf._sys.fs.tracefs_root(mount_if_missing=True)"
-        )
-    directory = os.path.join(root, "events", category, event)
-    if not os.path.isdir(directory):
-        raise request.error(f"no tracepoint {category}/{event}: {directory} missing")
-    path = os.path.join(directory, "id")
+    """The perf config id of ``category/event``, read from tracefs; a failure is this attach's error."""
     try:
-        with open(path) as f:
-            return int(f.read())
-    except (OSError, ValueError) as e:
-        raise request.error(f"cannot read the tracepoint id from {path}: {e}") from None
+        return fs.tracepoint_id(category, event)
+    except DynbpfError as e:
+        raise request.error(str(e)) from None

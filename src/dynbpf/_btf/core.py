@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from dynbpf._asm.insn import Insn
+from dynbpf._asm.insn import Insn, s16, s32
 from dynbpf._asm.opcodes import Class, JmpOp, Size, Source
 from dynbpf._btf import graph
 from dynbpf._btf.core_access import ENUMVAL_KINDS, FIELD_KINDS, Access, match, parse, size
@@ -419,11 +419,11 @@ def patch(insn: Insn, result: CoreResult, *, where: str) -> tuple[Insn, ...]:
     if cls in (Class.ALU, Class.ALU64):
         if insn.source != Source.K:
             raise fail(f"expected an ALU instruction with an immediate, found {insn}")
-        if result.validate and _s32(insn.imm) & _U64 != orig:
-            raise fail(f"unexpected instruction value: got {_s32(insn.imm)}, expected {orig} -> {new}")
-        return (replace(insn, imm=_s32(new)),)
+        if result.validate and s32(insn.imm) & _U64 != orig:
+            raise fail(f"unexpected instruction value: got {s32(insn.imm)}, expected {orig} -> {new}")
+        return (replace(insn, imm=s32(new)),)
     if cls in (Class.LDX, Class.ST, Class.STX):
-        if result.validate and _s16(insn.off) & _U64 != orig:
+        if result.validate and s16(insn.off) & _U64 != orig:
             raise fail(f"unexpected offset: got {insn.off}, expected {orig} -> {new}")
         if new > _S16_MAX:
             raise fail(f"offset {new} does not fit a load or store (at most {_S16_MAX})")
@@ -446,13 +446,3 @@ def patch(insn: Insn, result: CoreResult, *, where: str) -> tuple[Insn, ...]:
             raise fail(f"unexpected instruction value: got {insn.imm & _U64}, expected {orig} -> {new}")
         return (replace(insn, imm=new & _U64),)
     raise fail(f"cannot relocate {insn} (opcode {insn.opcode:#04x})")
-
-
-def _s16(value: int) -> int:
-    value &= 0xFFFF
-    return value - (1 << 16) if value & 0x8000 else value
-
-
-def _s32(value: int) -> int:
-    value &= _U32
-    return value - (1 << 32) if value & 0x80000000 else value

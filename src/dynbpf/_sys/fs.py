@@ -129,8 +129,12 @@ def tracepoint_id(category: str, name: str, *, root: str | None = None) -> int:
     if root is None:
         raise DynbpfError(
             "tracefs is not mounted (looked in " + ", ".join(TRACEFS_CANDIDATES) + "); "
-            "mount it with `mount -t tracefs nodev /sys/kernel/tracing`"
+            "mount it with `mount -t tracefs nodev /sys/kernel/tracing` or "
+            "dynbpf._sys.fs.tracefs_root(mount_if_missing=True)"
         )
+    for part in (category, name):
+        if not part or "/" in part or part in (".", ".."):
+            raise DynbpfError(f"{part!r} is not a tracepoint category or event name")
     path = os.path.join(root, "events", category, name, "id")
     try:
         with open(path) as f:
