@@ -409,3 +409,55 @@ def test_open_takes_typed_keyword_options_only() -> None:
         dynbpf.open(agent(), map_polcy="on_demand")  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="positional"):
         dynbpf.open(agent(), {"target_tgid": 1})  # type: ignore[misc]
+
+
+def _pin_shapes() -> Path:
+    return build("pin_shapes")
+
+
+def test_a_pin_root_others_may_write_is_refused_unless_the_caller_accepts_it(pin_root: str, no_fd_leak: None) -> None:
+    """With /sys/fs/bpf mode 1777, anyone could pin a map of their own under a name root then reuses."""
+    os.chmod(pin_root, 0o1777)
+    with pytest.raises(DynbpfError, match=r"writable by others \(mode 1777\).*allow_shared_pin_root=True"):
+        dynbpf.open(_pin_shapes(), map_policy="pinned", pin_root=pin_root)
+    assert os.listdir(pin_root) == []  # refused before anything was pinned
+    with dynbpf.open(_pin_shapes(), map_policy="pinned", pin_root=pin_root, allow_shared_pin_root=True) as coll:
+        assert coll.maps["pairs"] is not None
+    assert sorted(os.listdir(pin_root)) == ["pairs", "stamps"]
+
+
+def test_a_missing_pin_root_is_made_private(pin_root: str, no_fd_leak: None) -> None:
+    root = os.path.join(pin_root, "app", "maps")
+    with dynbpf.open(_pin_shapes(), map_policy="pinned", pin_root=root):
+        pass
+    assert os.stat(os.path.join(pin_root, "app")).st_mode & 0o777 == 0o700
+    assert os.stat(root).st_mode & 0o777 == 0o700
+    assert sorted(os.listdir(root)) == ["pairs", "stamps"]
+
+
+def test_a_pin_root_owned_by_another_user_is_refused(pin_root: str, no_fd_leak: None) -> None:
+    os.chown(pin_root, 65534, 65534)
+    with pytest.raises(DynbpfError, match="belongs to uid 65534"):
+        dynbpf.open(_pin_shapes(), map_policy="pinned", pin_root=pin_root)
+
+
+def test_a_pin_another_user_owns_is_not_reused(pin_root: str, no_fd_leak: None) -> None:
+    with dynbpf.open(_pin_shapes(), map_policy="pinned", pin_root=pin_root):
+        pass
+    os.chown(os.path.join(pin_root, "stamps"), 65534, 65534)  # as if planted by nobody
+    with pytest.raises(DynbpfError, match="pinned by uid 65534"):
+        dynbpf.open(_pin_shapes(), map_policy="pinned", pin_root=pin_root)
+
+
+def test_a_pin_with_equal_sizes_but_other_btf_types_is_not_reused(pin_root: str, no_fd_leak: None) -> None:
+    """libbpf compares sizes only: a u64 map's pin passed for a map of struct pair (8 bytes too)."""
+    from dynbpf._sys import commands
+
+    with dynbpf.open(_pin_shapes()) as other:
+        commands.obj_pin(other.map_fd_number("stamps"), os.path.join(pin_root, "pairs"))
+    with pytest.raises(DynbpfError, match=r"value type 'u64', the object declares 'struct pair'"):
+        dynbpf.open(_pin_shapes(), map_policies={"pairs": "pinned"}, pin_root=pin_root)
+    with dynbpf.open(_pin_shapes(), map_policies={"stamps": "pinned"}, pin_root=pin_root) as coll:
+        coll.maps["stamps"][1] = 5  # the same shape is reused as before
+    with dynbpf.open(_pin_shapes(), map_policies={"stamps": "pinned"}, pin_root=pin_root) as coll:
+        assert coll.maps["stamps"][1] == 5

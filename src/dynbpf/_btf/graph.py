@@ -25,6 +25,7 @@ from dynbpf._btf.types import (
     FuncProto,
     Fwd,
     Int,
+    IntEncoding,
     Member,
     Ptr,
     Restrict,
@@ -146,6 +147,37 @@ def _align(spec: Spec, start: int, type_id: int, depth: int) -> int:
                 what = "void" if t is None else t.kind.name
                 raise _fail(spec, start, f"has no alignment (reaches {what} [{type_id}])")
     raise _fail(spec, start, f"types nested deeper than {MAX_DEPTH} (a loop?)")
+
+
+Shape = tuple[object, ...]
+
+
+def shape(spec: Spec, type_id: int, depth: int = 3) -> Shape:
+    """What a value of ``type_id`` looks like, for comparing types of two BTF blobs.
+
+    Typedefs and qualifiers are looked through and integers compared by size
+    and signedness only (``__u32`` and ``unsigned int`` are the same value);
+    structs, unions and enums keep their names, members and layout down to
+    ``depth`` levels. Two types with equal shapes hold the same bytes.
+    """
+    type_id = resolve(spec, type_id)
+    t = spec[type_id]
+    match t:
+        case None:
+            return ("void",)
+        case Int():
+            return ("int", t.size, bool(t.encoding & IntEncoding.SIGNED), bool(t.encoding & IntEncoding.BOOL))
+        case Ptr():
+            return ("ptr",)
+        case Array():
+            return ("array", t.nelems, shape(spec, t.type, depth))
+        case Struct() | Union():
+            members = tuple((m.name, m.bit_offset, m.bitfield_size, shape(spec, m.type, depth - 1)) for m in t.members)
+            return (t.kind.name.lower(), t.name, t.size, members if depth > 0 else ())
+        case Enum() | Enum64():
+            return ("enum", t.name, t.size)
+        case _:
+            return (t.kind.name.lower(), getattr(t, "name", ""))
 
 
 def member(spec: Spec, struct_id: int, name: str) -> Member:

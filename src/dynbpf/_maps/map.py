@@ -100,7 +100,7 @@ def _cbuf(buf: bytearray) -> ctypes.Array[ctypes.c_char]:
     return (ctypes.c_char * len(buf)).from_buffer(buf)
 
 
-def _kernel_btf(btf_id: int) -> Spec:
+def btf_by_id(btf_id: int) -> Spec:
     """The BTF object ``btf_id`` as the kernel holds it (a map's creator loaded it; it is standalone)."""
     with commands.fd_by_id(commands.ObjKind.BTF, btf_id) as btf_fd:
         size = commands.btf_info(btf_fd.raw).btf_size
@@ -196,7 +196,7 @@ class Map:
         info = commands.map_info(raw_fd(fd))
         if not info.btf_id or not (info.btf_key_type_id or info.btf_value_type_id):
             return cls(fd, batch=batch)
-        btf = _kernel_btf(int(info.btf_id))
+        btf = btf_by_id(int(info.btf_id))
         return cls.with_btf(fd, btf, int(info.btf_key_type_id), int(info.btf_value_type_id), batch=batch)
 
     def _default_key(self) -> Codec:

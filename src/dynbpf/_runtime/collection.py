@@ -62,6 +62,7 @@ class Collection(Closing):
         map_policies: Mapping[str, MapPolicy | str] | None = None,
         map_edits: Mapping[str, MapEdit] | None = None,
         pin_root: str | None = None,
+        allow_shared_pin_root: bool = False,
         disabled: Iterable[str] = (),
         cache: bool | str | os.PathLike[str] | None = None,
         kernel: KernelView | None = None,
@@ -73,7 +74,9 @@ class Collection(Closing):
           ``"on_demand"`` or ``"pinned"``; maps the object pins by name are pinned;
         - ``map_policies``: per-map policies, overriding the two above;
         - ``map_edits``: ``{map: MapEdit(...)}``, libbpf's ``bpf_map__set_*`` before creation (docs/maps.md);
-        - ``pin_root``: the bpffs directory of pinned maps (default ``/sys/fs/bpf``);
+        - ``pin_root``: the bpffs directory of pinned maps (default ``/sys/fs/bpf``),
+          created with mode 0700 if missing; one that others may write is refused
+          unless ``allow_shared_pin_root`` (docs/runtime.md, "Pins you can trust");
         - ``disabled``: programs that must never load;
         - ``cache``: keep prepared programs on disk and take them from there
           on later opens (``True``: ``$XDG_CACHE_HOME/dynbpf``; or a directory),
@@ -120,7 +123,13 @@ class Collection(Closing):
                 **_cache_options(cache, spec, edited.absent, vmlinux=vmlinux, config=config, kallsyms=kallsyms),
             )
             self._registry.bind(
-                self._prepared, default=default, policies=policies, pin_root=pin_root, data=data, absent=edited.absent
+                self._prepared,
+                default=default,
+                policies=policies,
+                pin_root=pin_root,
+                shared_pin_root=allow_shared_pin_root,
+                data=data,
+                absent=edited.absent,
             )
         except BaseException:
             self.close()

@@ -22,6 +22,7 @@ import stat
 import threading
 from collections.abc import Iterable, Mapping
 
+from dynbpf._btf import graph
 from dynbpf._elf.spec import MapSpec, Pinning
 from dynbpf._maps.mapping import ArrayMapping
 from dynbpf._prepare.object import PreparedObject
@@ -85,6 +86,7 @@ class MapRegistry:
         policies: Mapping[str, MapPolicy],
         pin_root: str | None,
         data: Mapping[str, bytes],
+        shared_pin_root: bool = False,
         absent: frozenset[str] = frozenset(),
     ) -> None:
         """Adopt the prepared maps and create those whose policy says they always exist.
@@ -125,6 +127,8 @@ class MapRegistry:
                 for index, program in spec.contents:
                     self._tail_slots.setdefault(program, []).append((spec.name, index))
         if any(p == MapPolicy.PINNED for p in self._policy.values()):
+            fs.check_pin_root(self._pin_root, shared=shared_pin_root)
+            fs.make_pin_dir(self._pin_root, what=f"use pin_root {self._pin_root}")
             fs.ensure_bpffs(self._pin_root)
         with self._lock:
             for name, policy in self._policy.items():
@@ -347,6 +351,27 @@ class MapRegistry:
                 "constants= (frozen there by an earlier run)"
             )
 
+    def _check_btf(self, spec: MapSpec, map_fd: int, path: str) -> None:
+        btf = self.prepared.btf
+        info = commands.map_info(map_fd)
+        if btf is None or not info.btf_id:
+            return  # a side without types: only sizes can be compared, as libbpf does
+        from dynbpf._maps.map import btf_by_id  # the map views' module: imported only when a pin is reused
+
+        theirs = btf_by_id(int(info.btf_id))
+        for what, mine, their_id in (
+            ("key", spec.key_type, int(info.btf_key_type_id)),
+            ("value", spec.value_type, int(info.btf_value_type_id)),
+        ):
+            if not mine or not their_id:
+                continue
+            if graph.shape(btf, mine) != graph.shape(theirs, their_id):
+                raise DynbpfError(
+                    f"map {spec.name!r}: the map pinned at {path} has {what} type "
+                    f"{graph.format_type(theirs, their_id)!r}, the object declares {graph.format_type(btf, mine)!r} "
+                    "(same sizes, other fields)"
+                )
+
     def _create(self, name: str) -> None:
         spec = self.prepared.maps[name]
         slot = self._slots[name]
@@ -400,10 +425,18 @@ class MapRegistry:
             return mapcreate.create(spec, object_name=self.object_name, btf=btf, btf_fd=btf_fd, inner_fd=template.raw)
 
     def _reuse(self, spec: MapSpec, path: str) -> Fd:
-        """The pinned map at ``path``, if its definition is the one the object declares (libbpf's check)."""
+        """The pinned map at ``path``, if it is the map the object declares.
+
+        libbpf's check (type, sizes, flags), and more: the pin belongs to root
+        or this user, and where both sides have BTF, key and value types have
+        the same shape (a pin of another program's map with equal sizes is
+        not reused).
+        """
+        _check_owner(path)
         fd = commands.obj_get(path)
         try:
             mapcreate.check_compatible(spec, fd.raw, f"the map pinned at {path}")
+            self._check_btf(spec, fd.raw, path)
             self._check_constants(spec, fd.raw, path)
         except DynbpfError as e:
             fd.close()
@@ -412,6 +445,15 @@ class MapRegistry:
             fd.close()
             raise
         return fd
+
+
+def _check_owner(path: str) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return  # gone since it was seen: BPF_OBJ_GET says so
+    if st.st_uid not in (0, os.geteuid()):
+        raise DynbpfError(f"{path} is pinned by uid {st.st_uid}; dynbpf reuses only pins of root or this user")
 
 
 def _read_only_data_matches(expected: bytes, map_fd: int) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import stat
 import sys
 
 from dynbpf._sys.syscall import libc
@@ -86,27 +87,86 @@ def pin_path(root: str, *parts: str) -> str:
     return os.path.join(root, *parts)
 
 
+def check_pin_root(root: str, *, shared: bool = False) -> None:
+    """Refuse a pin root where somebody else could put pins dynbpf would then trust.
+
+    Every directory on the way must be reached without symbolic links and
+    owned by root or this process's user; one writable by others must be
+    sticky (so nobody else can rename what dynbpf creates in it). The root
+    itself must not be writable by others at all: anyone could plant a pin
+    under a name dynbpf is about to use (``/sys/fs/bpf`` is often mode
+    1777) — unless ``shared`` says the caller accepts that.
+    """
+    path = os.path.normpath(root)
+    if not os.path.isabs(path):
+        raise DynbpfError(f"pin_root {root!r} is not an absolute path")
+    euid = os.geteuid()
+    parts = path.split("/")[1:]
+    for depth in range(len(parts) + 1):
+        here = "/" + "/".join(parts[:depth])
+        try:
+            st = os.lstat(here)
+        except FileNotFoundError:
+            return  # the rest is created by make_pin_dirs, mode 0700
+        except OSError as e:
+            raise SyscallError("lstat", e.errno or errno.EIO, "cannot check the pin root", here) from None
+        if stat.S_ISLNK(st.st_mode):
+            raise DynbpfError(f"pin_root {root}: {here} is a symbolic link; dynbpf does not follow links in pin paths")
+        if st.st_uid not in (0, euid):
+            raise DynbpfError(
+                f"pin_root {root}: {here} belongs to uid {st.st_uid}, who could replace the pins in it; "
+                "use a directory owned by root"
+            )
+        open_to_others = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if here == path and open_to_others and not shared:
+            raise DynbpfError(
+                f"pin_root {root} is writable by others (mode {stat.S_IMODE(st.st_mode):04o}): anyone could pin a "
+                "map of their own under a name dynbpf then reuses. Use a directory only root can write "
+                f"(dynbpf creates a missing one with mode 0700, e.g. pin_root='{os.path.join(path, 'myapp')}'), "
+                "or pass allow_shared_pin_root=True to accept the risk"
+            )
+        if here != path and open_to_others and not st.st_mode & stat.S_ISVTX:
+            raise DynbpfError(
+                f"pin_root {root}: {here} is writable by others and not sticky (mode {stat.S_IMODE(st.st_mode):04o}): "
+                "anyone could replace the directories below it"
+            )
+
+
 def make_pin_dirs(path: str) -> None:
-    """Create the directories leading to pin ``path``, once it is known they would be on bpffs.
+    """Create the directories leading to pin ``path`` (see :func:`make_pin_dir`)."""
+    if not os.path.isabs(path) or ".." in path.split("/"):
+        raise DynbpfError(f"cannot pin at {path!r}: give an absolute path without '..' on a BPF filesystem")
+    make_pin_dir(os.path.dirname(path), what=f"pin at {path}")
+
+
+def make_pin_dir(directory: str, *, what: str = "") -> None:
+    """Create ``directory`` (mode 0700, parents too), once it is known it would be on bpffs.
 
     Checked before anything is created (root creating directories outside
     bpffs is the harm): the path is absolute, has no ``..``, and the deepest
     directory that exists already is on bpffs and reached without symlinks.
     """
-    if not os.path.isabs(path) or ".." in path.split("/"):
-        raise DynbpfError(f"cannot pin at {path!r}: give an absolute path without '..' on a BPF filesystem")
-    parent = os.path.dirname(path)
-    existing = parent
+    what = what or f"create {directory}"
+    if not os.path.isabs(directory) or ".." in directory.split("/"):
+        raise DynbpfError(f"cannot {what}: give an absolute path without '..' on a BPF filesystem")
+    existing = directory
     while not os.path.lexists(existing):
         existing = os.path.dirname(existing)
     if os.path.realpath(existing) != os.path.normpath(existing):
-        raise DynbpfError(f"cannot pin at {path}: {existing} is reached through a symbolic link")
+        raise DynbpfError(f"cannot {what}: {existing} is reached through a symbolic link")
     if not is_bpffs(existing):
-        raise DynbpfError(f"cannot pin at {path}: {existing} is not on a BPF filesystem (mount one, e.g. /sys/fs/bpf)")
-    try:
-        os.makedirs(parent, exist_ok=True)
-    except OSError as e:
-        raise SyscallError("mkdir", e.errno or errno.EIO, "cannot create the pin directory", parent) from None
+        raise DynbpfError(f"cannot {what}: {existing} is not on a BPF filesystem (mount one, e.g. /sys/fs/bpf)")
+    missing = []
+    while directory != existing:
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)  # libbpf's mode for the directories it makes (os.makedirs gives parents 0777)
+        except FileExistsError:
+            pass  # made meanwhile by another process opening the same object
+        except OSError as e:
+            raise SyscallError("mkdir", e.errno or errno.EIO, "cannot create the pin directory", d) from None
 
 
 # --- tracefs ---------------------------------------------------------------------
