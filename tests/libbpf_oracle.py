@@ -140,6 +140,7 @@ def _lib() -> ctypes.CDLL:
         "libbpf_bpf_map_type_str": (cp, [i32]),
         "bpf_object__open_file": (vp, [cp, vp]),
         "bpf_object__close": (None, [vp]),
+        "bpf_object__unpin_maps": (i32, [vp, cp]),
         "bpf_object__name": (cp, [vp]),
         "bpf_object__next_program": (vp, [vp, vp]),
         "bpf_object__next_map": (vp, [vp, vp]),
@@ -333,6 +334,7 @@ def _libbpf_object(path: Path) -> Iterator[int]:
             try:
                 yield obj
             finally:
+                lib.bpf_object__unpin_maps(obj, None)  # by-name pins (LIBBPF_PIN_BY_NAME) must not outlive the test
                 lib.bpf_object__close(obj)
         finally:
             lib.libbpf_set_print(previous)

@@ -87,8 +87,8 @@ def test_tail_calls_follow_prog_array_slots_as_programs_load_and_unload(no_fd_le
         assert coll.bss.packets == 2
 
 
-def test_maps_of_maps_hold_their_declared_inner_maps(no_fd_leak: None) -> None:
-    with dynbpf.open(build("maps")) as coll:
+def test_maps_of_maps_hold_their_declared_inner_maps(pin_root: str, no_fd_leak: None) -> None:
+    with dynbpf.open(build("maps"), pin_root=pin_root) as coll:
         prog = coll.programs["count_syscalls"]
         prog.load()
         inner_b = coll.maps["inner_b"]

@@ -261,14 +261,14 @@ def test_cannot_list_names_real_programs() -> None:
 
 
 @pytest.mark.parametrize(("fixture", "program"), COMPARABLE)
-def test_same_tag_as_libbpf(fixture: str, program: str, no_fd_leak: None) -> None:
+def test_same_tag_as_libbpf(fixture: str, program: str, pin_root: str, no_fd_leak: None) -> None:
     import dynbpf
 
     _require_program(fixture, program)
     with map_edits(fixture) as (edits, ours):
         lib = load_one(object_path(fixture), program, also=LOAD_TOGETHER.get(fixture, ()), edits=edits)
     assert lib.loaded, lib.why()
-    with dynbpf.open(object_path(fixture), map_edits=ours) as coll:
+    with dynbpf.open(object_path(fixture), map_edits=ours, pin_root=pin_root) as coll:
         prog = coll.programs[program]
         prog.load()
         our_maps = {fd: map_name(fd) for fd in map_fds(prog.prepared.instructions)}
