@@ -135,3 +135,15 @@ class MapEditError(DynbpfError, ValueError):
 
 class AttachError(DynbpfError):
     """Attaching a program to its hook failed."""
+
+
+class FeatureMapError(DynbpfError, ValueError):
+    """A feature declaration (features, hooks, variants) is inconsistent; ``where`` says where it was declared.
+
+    ``where`` is a file and line (``features.toml:12``), a BTF decl tag
+    (``decl tag 'dynbpf:hook=exec' on handle_exec``) or empty for Python.
+    """
+
+    def __init__(self, message: str, where: str = "") -> None:
+        self.where = where
+        super().__init__(f"{where}: {message}" if where else message)
