@@ -195,6 +195,22 @@ SEC("tp/syscalls/sys_enter_getppid") int b(void *ctx) { u32 k = 0; return bpf_ma
     assert set(spec.subprograms) == {"mid", "leaf"}
 
 
+def test_graph_queries_take_names_not_specs() -> None:
+    """docs/elf.md passed a program where a name is expected: a KeyError quoting the whole spec, and
+    ``users`` given a spec instead of a map's name quietly answered "no program" (issue 13 §6)."""
+    spec = read_fixture("docs_agent")
+    program, table = spec.programs["handle_exec"], spec.maps["exec_count"]
+    for query in (spec.reachable, spec.maps_used, spec.externs_used):
+        with pytest.raises(TypeError, match=r"^a function's name \(str\), not ProgramSpec: pass its \.name$"):
+            query(program)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^a map's name \(str\), not MapSpec: pass its \.name$"):
+        spec.users(table)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^a function's name \(str\), not int$"):
+        spec.reachable(3)  # type: ignore[arg-type]
+    assert spec.reachable(program.name)[0] is program.function
+    assert list(spec.users(table.name)) == ["handle_exec"]
+
+
 def test_static_program_is_refused(tmp_path: Path) -> None:
     obj = compile_c(tmp_path, 'static __attribute__((used)) SEC("xdp") int p(void *ctx) { return 2; }')
     with pytest.raises(ObjectFormatError, match="static") as e:
