@@ -39,7 +39,9 @@ from dynbpf._probes.trial import load as load_trial
 from dynbpf._sys import attrs, commands, fs, perf
 from dynbpf._sys.constants import ProgType
 from dynbpf.errors import AttachError, DynbpfError, KernelUnsupported, StateError
+from tests import kernel_state
 from tests.bpfbuild import FIXTURES, build
+from tests.helpers import ctypes_offsets, kernel_offsets, kernel_type
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
 
@@ -580,10 +582,8 @@ def test_pinned_link_outlives_the_process_that_made_it(no_fd_leak: None) -> None
     finally:
         link.unpin()
         link.detach()
-    deadline = time.monotonic() + 5
-    while link_id in commands.ids(commands.ObjKind.LINK) and time.monotonic() < deadline:
-        time.sleep(0.01)  # the kernel frees a link from a work queue
-    assert link_id not in commands.ids(commands.ObjKind.LINK)
+    # the kernel frees a link from a work queue
+    assert kernel_state.eventually(lambda: link_id not in commands.ids(commands.ObjKind.LINK))
 
 
 # --- kinds this kernel refuses -------------------------------------------------------------------
@@ -646,14 +646,12 @@ def test_kinds_without_an_attacher_say_so() -> None:
 
 @pytest.mark.needs_bpftool
 def test_link_info_fields_and_iter_info_match_kernel_btf() -> None:
-    from tests.test_kernel_abi import by_name, flatten, ours
-
-    kernel = flatten(by_name("STRUCT", "bpf_link_info"))
+    kernel = kernel_offsets(kernel_type("STRUCT", "bpf_link_info"))
     for field, offset in FIELDS.items():
         assert kernel[field] == UNION + offset, field
-    iter_info = flatten(by_name("UNION", "bpf_iter_link_info"))
-    assert ours(attrs.IterLinkInfo) == {k: v for k, v in iter_info.items() if "." in k}
-    assert ctypes.sizeof(attrs.IterLinkInfo) == by_name("UNION", "bpf_iter_link_info")["size"]
+    iter_info = kernel_offsets(kernel_type("UNION", "bpf_iter_link_info"))
+    assert ctypes_offsets(attrs.IterLinkInfo) == {k: v for k, v in iter_info.items() if "." in k}
+    assert ctypes.sizeof(attrs.IterLinkInfo) == kernel_type("UNION", "bpf_iter_link_info")["size"]
 
 
 # --- interfaces, cgroups, netfilter, uprobe.multi (programs of the kinds fixture) --------------------

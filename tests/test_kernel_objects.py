@@ -17,11 +17,9 @@ from dynbpf._probes.result import Support
 from dynbpf._sys import commands, fs, perf
 from dynbpf._sys.attrs import LinkCreateAttr
 from dynbpf._sys.constants import AttachType, LinkType, MapType, ProgType
-from tests.test_kernel_syscall import getppid_counter, load_ok, new_map, read_u64
+from tests.helpers import XDP_PASS, getppid_counter, load_ok, new_map, read_u64
 
 pytestmark = pytest.mark.kernel
-
-XDP_PASS = 2
 
 
 def test_xdp_link_update_swaps_program_then_detach(no_fd_leak: None) -> None:

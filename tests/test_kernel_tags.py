@@ -30,6 +30,7 @@ from elftools.elf.sections import SymbolTableSection
 from dynbpf._probes import attach as attach_features
 from dynbpf._probes.result import Support
 from tests.bpfbuild import build, fixture_names
+from tests.helpers import EDITS, RING, libbpf_edits, ring_buffer
 from tests.libbpf_oracle import (
     LIBBPF_REFUSES,
     LibbpfError,
@@ -160,8 +161,6 @@ def map_edits(fixture: str) -> Iterator[tuple[dict[str, dict[str, object]], dict
     if fixture != "map_edits":
         yield {}, {}
         return
-    from tests.test_kernel_mapedits import EDITS, RING, libbpf_edits, ring_buffer
-
     with ring_buffer(RING) as inner:
         yield libbpf_edits(inner), EDITS
 
