@@ -76,3 +76,30 @@ def test_the_fd_leak_check_sees_a_leak_even_at_the_number_the_listing_used() -> 
             next(check)
     finally:
         os.close(fd)
+
+
+def test_a_capability_the_kernel_lacks_is_checked_not_skipped() -> None:
+    """Under CI=true any skip fails the run, so a test of a capability some kernels lack (tcx on 6.1)
+    checks the refusal there instead: kernel_lacks says whether to go on, after checking it."""
+    from dynbpf._probes.result import Support
+    from dynbpf.errors import KernelUnsupported
+    from tests.helpers import kernel_lacks
+
+    lacking = Support("frobnication", False, "BPF_FROB -> EINVAL")
+    attempts: list[str] = []
+
+    def refused() -> None:
+        attempts.append("refused")
+        lacking.require()
+
+    assert kernel_lacks(lacking, refused)
+    assert not kernel_lacks(Support("frobnication", True, "BPF_FROB -> ok"), refused)
+    assert attempts == ["refused"]  # a kernel with the capability goes on to the test itself
+    with pytest.raises(pytest.fail.Exception, match="DID NOT RAISE"):
+        kernel_lacks(lacking, lambda: None)  # the probe said no, yet it worked: a wrong probe fails the test
+
+    def refused_for_another_reason() -> None:
+        raise KernelUnsupported("frobnication", "BPF_FROB -> EPERM")
+
+    with pytest.raises(AssertionError):
+        kernel_lacks(lacking, refused_for_another_reason)  # dynbpf's refusal must carry the probe's evidence

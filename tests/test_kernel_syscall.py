@@ -26,7 +26,7 @@ from dynbpf._probes.maps import local_storage_btf
 from dynbpf._probes.trial import load
 from dynbpf._sys import commands, fs
 from dynbpf._sys.attrs import LinkCreateAttr, MapCreateAttr
-from dynbpf._sys.constants import AttachType, Cmd, MapType, ProgType, UpdateFlags
+from dynbpf._sys.constants import AttachType, Cmd, MapFlags, MapType, ProgType, UpdateFlags
 from dynbpf._sys.syscall import bpf
 from dynbpf.errors import StateError, SyscallError
 from tests import bpfbuild
@@ -212,9 +212,15 @@ def test_struct_ops_maps_need_a_btf_fd_and_the_probe_supplies_one(no_fd_leak: No
         commands.map_create(MapCreateAttr(**attr, btf_vmlinux_value_type_id=value_type))
     assert exc.value.errno == errno.EINVAL
     with commands.btf_load(local_storage_btf()) as btf:
-        commands.map_create(MapCreateAttr(**attr, btf_vmlinux_value_type_id=value_type, btf_fd=btf.raw)).close()
-    assert attach_probes.struct_ops().supported
-    assert attach_probes.struct_ops_link().supported
+        ops = {**attr, "btf_vmlinux_value_type_id": value_type, "btf_fd": btf.raw}
+        commands.map_create(MapCreateAttr(**ops)).close()
+        if attach_probes.struct_ops_link():  # BPF_F_LINK (6.4): the map is registered through a link
+            commands.map_create(MapCreateAttr(**ops, map_flags=MapFlags.LINK)).close()
+        else:  # a kernel before it refuses the flag
+            with pytest.raises(SyscallError) as refused:
+                commands.map_create(MapCreateAttr(**ops, map_flags=MapFlags.LINK))
+            assert refused.value.errno == errno.EINVAL
+    assert attach_probes.struct_ops().supported  # what was just done
 
 
 def test_closed_fd_cannot_be_used() -> None:

@@ -53,6 +53,7 @@ from dynbpf._sys import commands
 from dynbpf._sys.constants import MapType, ProgType
 from dynbpf.errors import KernelUnsupported, RelocationError, StateError
 from tests.bpfbuild import build
+from tests.helpers import kallsyms
 from tests.libbpf_oracle import OpenOpts, captured, iterate, libbpf, libbpf_object
 
 kernel = pytest.mark.kernel
@@ -405,13 +406,10 @@ def bpftool_ids() -> dict[str, int]:
 def test_ksyms_and_kfuncs_resolve_like_the_kernel_lists_them() -> None:
     _, spec = fixture("externs")
     ours = resolve_externs(spec)
-    kallsyms = {}
-    for line in Path("/proc/kallsyms").read_text().splitlines():
-        address, _, name = line.split()[:3]
-        kallsyms.setdefault(name, int(address, 16))
+    listed = kallsyms()
     for name in ("__start_BTF", "__stop_BTF"):
-        assert ours.ksyms[name] == KsymValue(True, address=kallsyms[name])
-    assert ("bpf_prog_active" in kallsyms) == ours.ksyms["bpf_prog_active"].resolved  # KALLSYMS_ALL off: absent
+        assert ours.ksyms[name] == KsymValue(True, address=listed[name])
+    assert ("bpf_prog_active" in listed) == ours.ksyms["bpf_prog_active"].resolved  # listed with KALLSYMS_ALL
     assert ours.ksyms["dynbpf_no_such_symbol"] == KsymValue(False)  # typed, weak, missing
     ids = bpftool_ids()
     assert ours.ksyms["runqueues"] == KsymValue(True, btf_id=ids["VAR runqueues"])
