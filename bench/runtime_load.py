@@ -18,7 +18,7 @@ families and costs as much per program as the whole. Run as root:
 
     .venv/bin/python -m bench.runtime_load [--programs N] [--repeat K] [--json out.json]
     .tools/bin/uv run --no-project --with matplotlib python -m bench.runtime_load \\
-        --plot out.json docs/img/runtime_load.png
+        --plot out.json /tmp/runtime_load.png
 
 matplotlib is not a project dependency (the locked environment stays lean):
 ``uv run --with`` fetches it into a throwaway environment for the plot.

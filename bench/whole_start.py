@@ -29,7 +29,7 @@ root:
 
     .venv/bin/python -m bench.whole_start [--repeat K] [--json out.json]
     .tools/bin/uv run --no-project --with matplotlib python -m bench.whole_start \\
-        --plot out.json docs/img/whole_start.png
+        --plot out.json /tmp/whole_start.png
 """
 
 from __future__ import annotations

@@ -103,6 +103,27 @@ def _compile(src: Path, name: str, extra_flags: tuple[str, ...]) -> Path:
     return produce(out, lambda tmp: ["clang", *flags, "-I", str(header.parent), "-c", str(src), "-o", str(tmp)], src)
 
 
+def compile_source(source: str | bytes, name: str, flags: Sequence[str] = CFLAGS) -> Path:
+    """A test's own BPF C source, compiled like the fixtures (vmlinux.h on the include path) and cached
+    by content like them; return the object path.
+
+    The source is written next to the object under the cache key, so the
+    path its line_info records is the same on every run.
+    """
+    header = vmlinux_h()
+    text = source.encode() if isinstance(source, str) else source
+    argv = [*flags, *SYSTEM_INCLUDES, "-I", str(header.parent)]
+    key = _sha(text, " ".join(argv).encode(), clang_version().encode(), header.read_bytes()[:4096])
+    out = CACHE / f"{name}-{key}" / f"{name}.bpf.o"
+    src = out.parent / f"{name}.bpf.c"
+    if not src.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = src.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(text)
+        tmp.replace(src)
+    return produce(out, lambda tmp: ["clang", *argv, "-c", str(src), "-o", str(tmp)], src)
+
+
 def produce(out: Path, command: Callable[[Path], Sequence[str]], what: object) -> Path:
     """``out``, made by running ``command(tmp)`` unless it exists (a cache hit).
 

@@ -11,6 +11,11 @@ through ctypes and copies out what libbpf saw or did:
   reports the kernel's tag, the instructions libbpf sent, the map fds they
   embed, and libbpf's messages (the verifier log among them) when it fails.
 
+Tests that drive libbpf further (a kconfig, a custom kernel BTF, BTF
+queries) use the same plumbing: `libbpf()` (the library with every signature
+declared), `libbpf_object()` (open with options, messages captured) and
+`iterate()`.
+
 Only symbols exported by libbpf 1.1.2 are used. libbpf reports problems
 through its print callback, so every call captures that output; a failed open
 raises `LibbpfError` carrying libbpf's own messages. docs/oracle.md says what
@@ -129,7 +134,8 @@ class LibbpfObject:
 
 
 @cache
-def _lib() -> ctypes.CDLL:
+def libbpf() -> ctypes.CDLL:
+    """The system libbpf, every function the tests call declared (restype and argtypes)."""
     lib = ctypes.CDLL(LIBBPF_PATH, use_errno=True)
     vp, cp, u32, i32 = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_int
     signatures: dict[str, tuple[type | None, list[type]]] = {
@@ -178,6 +184,12 @@ def _lib() -> ctypes.CDLL:
         "bpf_map__set_map_extra": (i32, [vp, ctypes.c_uint64]),
         "bpf_map__set_autocreate": (i32, [vp, ctypes.c_bool]),
         "bpf_map__set_inner_map_fd": (i32, [vp, i32]),
+        "bpf_object__btf": (vp, [vp]),
+        "bpf_object__btf_fd": (i32, [vp]),
+        "btf__find_by_name_kind": (i32, [vp, cp, u32]),
+        "btf__type_by_id": (vp, [vp, u32]),
+        "btf__name_by_offset": (cp, [vp, u32]),
+        "libbpf_prog_type_by_name": (i32, [cp, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int)]),
     }
     for name, (restype, argtypes) in signatures.items():
         fn = getattr(lib, name)
@@ -195,12 +207,12 @@ def _libc() -> ctypes.CDLL:
 
 
 def _enum_str(fn: str, value: int) -> str | None:
-    s: bytes | None = getattr(_lib(), fn)(value)
+    s: bytes | None = getattr(libbpf(), fn)(value)
     return s.decode() if s is not None else None
 
 
 def libbpf_version() -> str:
-    v: bytes = _lib().libbpf_version_string()
+    v: bytes = libbpf().libbpf_version_string()
     return v.decode()
 
 
@@ -262,7 +274,8 @@ def _str(b: bytes | None) -> str:
     return b.decode() if b is not None else ""
 
 
-def _iterate(next_fn: Callable[[int, int | None], int | None], obj: int) -> Iterator[int]:
+def iterate(next_fn: Callable[[int, int | None], int | None], obj: int) -> Iterator[int]:
+    """An object's programs or maps: ``next_fn`` is ``bpf_object__next_program`` or ``__next_map``."""
     item = next_fn(obj, None)
     while item:
         yield item
@@ -304,30 +317,36 @@ def _map(lib: ctypes.CDLL, m: int) -> LibbpfMap:
 
 def open_object(path: str | os.PathLike[str]) -> LibbpfObject:
     """Open `path` with libbpf (never load it) and describe what libbpf found."""
-    lib = _lib()
+    lib = libbpf()
     path = Path(path)
-    with _libbpf_object(path) as obj:
+    with libbpf_object(path) as obj:
         return LibbpfObject(
             path=path,
             name=_str(lib.bpf_object__name(obj)),
-            programs=tuple(_program(lib, p) for p in _iterate(lib.bpf_object__next_program, obj)),
-            maps=tuple(_map(lib, m) for m in _iterate(lib.bpf_object__next_map, obj)),
+            programs=tuple(_program(lib, p) for p in iterate(lib.bpf_object__next_program, obj)),
+            maps=tuple(_map(lib, m) for m in iterate(lib.bpf_object__next_map, obj)),
             log=tuple(_captured),
         )
 
 
+def captured() -> tuple[str, ...]:
+    """What libbpf has printed (``level: message``) since the open of the `libbpf_object` in use."""
+    return tuple(_captured)
+
+
 @contextlib.contextmanager
-def _libbpf_object(path: Path) -> Iterator[int]:
-    """A freshly opened bpf_object, closed on exit, with libbpf's messages going to `_captured`.
+def libbpf_object(path: Path, opts: OpenOpts | None = None) -> Iterator[int]:
+    """A freshly opened bpf_object (``opts``: its open options), closed on exit; what libbpf prints
+    meanwhile is `captured()`; an object libbpf cannot open is a `LibbpfError`.
 
     The print hook is process-wide, so the object's whole life holds the lock.
     """
-    lib = _lib()
+    lib = libbpf()
     with _print_lock:
         _captured.clear()
         previous = lib.libbpf_set_print(ctypes.cast(_print_cb, ctypes.c_void_p))
         try:
-            obj = lib.bpf_object__open_file(os.fsencode(path), None)
+            obj = lib.bpf_object__open_file(os.fsencode(path), ctypes.byref(opts) if opts is not None else None)
             err = ctypes.get_errno()
             if not obj:
                 raise LibbpfError(f"libbpf could not open {path}: {os.strerror(err)} (errno {err})", tuple(_captured))
@@ -407,12 +426,12 @@ def load_one(
     to, so both sides of a comparison name their maps alike. ``edits``
     change maps before load, as in `created_maps`.
     """
-    lib = _lib()
+    lib = libbpf()
     path = Path(path)
     wanted = {program, *also}
-    with _libbpf_object(path) as obj:
+    with libbpf_object(path) as obj:
         target = None
-        for p in _iterate(lib.bpf_object__next_program, obj):
+        for p in iterate(lib.bpf_object__next_program, obj):
             name = _str(lib.bpf_program__name(p))
             lib.bpf_program__set_autoload(p, name in wanted)
             wanted.discard(name)
@@ -422,7 +441,7 @@ def load_one(
             raise KeyError(f"libbpf finds no program(s) {sorted(wanted | {program})} in {path}")
         _edit_maps(lib, obj, path, edits or {})
         err = -lib.bpf_object__load(obj)
-        fds = (lib.bpf_map__fd(m) for m in _iterate(lib.bpf_object__next_map, obj))
+        fds = (lib.bpf_map__fd(m) for m in iterate(lib.bpf_object__next_map, obj))
         map_fds = {fd: map_name(fd) for fd in fds if fd >= 0}
         if err:
             return LibbpfLoad(path, program, err, "", (), (), {}, {}, frozenset(), {}, tuple(_captured))
@@ -486,10 +505,10 @@ def created_maps(
     ``create`` (``bpf_map__set_autocreate``). No program is loaded. The result is keyed like ``edits``,
     with the `MAP_FACTS` of each created map.
     """
-    lib = _lib()
+    lib = libbpf()
     path = Path(path)
-    with _libbpf_object(path) as obj:
-        for p in _iterate(lib.bpf_object__next_program, obj):
+    with libbpf_object(path) as obj:
+        for p in iterate(lib.bpf_object__next_program, obj):
             lib.bpf_program__set_autoload(p, False)
         maps = _edit_maps(lib, obj, path, edits)
         err = -lib.bpf_object__load(obj)
@@ -505,7 +524,7 @@ def created_maps(
 
 def _edit_maps(lib: ctypes.CDLL, obj: int, path: Path, edits: Mapping[str, Mapping[str, object]]) -> dict[str, int]:
     """Apply ``edits`` to an opened object; its maps by name (global-data maps by section)."""
-    maps = {_section_or_name(_str(lib.bpf_map__name(m))): m for m in _iterate(lib.bpf_object__next_map, obj)}
+    maps = {_section_or_name(_str(lib.bpf_map__name(m))): m for m in iterate(lib.bpf_object__next_map, obj)}
     unknown = sorted(set(edits) - set(maps))
     assert not unknown, f"libbpf finds no maps {unknown} in {path} (maps: {sorted(maps)})"
     for name, edit in edits.items():

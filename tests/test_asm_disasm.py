@@ -24,7 +24,7 @@ from dynbpf._asm.disasm import UNKNOWN, disassemble, format_listing, text
 from dynbpf._asm.insn import R0, R1, R2, R3, R10, call, exit_, jmp_imm, ld_imm64, mov64_imm
 from dynbpf._asm.opcodes import LD_IMM64, AluOp, AtomicOp, Class, JmpOp, Mode, Size, Source
 from tests import bpfbuild
-from tests.conftest import require
+from tests.helpers import require
 
 FIXTURES = bpfbuild.fixture_names()
 CPUS = ("default", "v2", "v3")
@@ -207,20 +207,9 @@ def test_fixture_disassembly_equals_llvm_objdump(name: str, cpu: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def coverage_object(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def coverage_object() -> Path:
     require(None if shutil.which("clang") else "clang is not installed")
-    src = tmp_path_factory.mktemp("asm") / "coverage.bpf.c"
-    src.write_text(COVERAGE_C)
-    obj = src.with_suffix(".o")
-    header = bpfbuild.vmlinux_h()
-    proc = subprocess.run(
-        ["clang", *bpfbuild.CFLAGS, "-mcpu=v3", "-I", str(header.parent), "-c", str(src), "-o", str(obj)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return obj
+    return bpfbuild.compile_source(COVERAGE_C, "coverage", flags=(*bpfbuild.CFLAGS, "-mcpu=v3"))
 
 
 @pytest.mark.needs_clang

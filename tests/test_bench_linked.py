@@ -25,8 +25,8 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
 from elftools.elf.sections import SymbolTableSection
 
+from tests.helpers import run_bench
 from tests.libbpf_oracle import open_object, prog_tag
-from tests.test_bench_smoke import _run
 
 SHARED_MAPS = {"events", "auxmap", "syscall_enter_table", "syscall_exit_table", "procs", "settings", "counters"}
 
@@ -144,7 +144,7 @@ def test_dynbpf_loads_the_linked_agent_as_libbpf_does() -> None:
 @pytest.mark.needs_bpftool
 def test_whole_start_bench_reports_every_measure(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
-    stdout = _run(
+    stdout = run_bench(
         "--small", "--programs", "9", "--repeat", "1", "--sweep", "9", "--import-repeat", "1", "--json", str(out),
         bench="bench.whole_start",
     )  # fmt: skip

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from bench import runtime_load, synth_agent
 from bench.prepare_load import parse_stats
 
-from tests.bpfbuild import ROOT
+from tests.helpers import run_bench
 from tests.libbpf_oracle import open_object
 
 FAMILIES = {"file", "exit", "cred", "rawproc", "btfproc", "exec", "net", "sock", "str"}
@@ -51,19 +49,6 @@ def test_generated_object_has_the_planned_programs_and_maps() -> None:
     assert {"agent.rodata", "agent.bss"} <= maps
 
 
-def _run(*args: str, bench: str = "bench.prepare_load") -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", bench, *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc.stdout
-
-
 def _row(out: str, label: str) -> list[float]:
     for line in out.splitlines():
         if line.startswith(label):
@@ -75,7 +60,7 @@ def _row(out: str, label: str) -> list[float]:
 @pytest.mark.needs_clang
 def test_benchmark_runs_both_sides_on_a_small_object() -> None:
     n = len(FAMILIES)
-    out = _run("--programs", str(n), "--repeat", "1", "--runs", "2", "--verifier-stats")
+    out = run_bench("--programs", str(n), "--repeat", "1", "--runs", "2", "--verifier-stats")
     assert "FAILED" not in out, out
     for label in (
         "dynbpf read + prepare (no maps)",
@@ -112,7 +97,7 @@ def test_both_sides_give_the_verifier_the_same_real_work() -> None:
 def test_runtime_load_bench_runs_every_scenario(tmp_path: Path) -> None:
     """bench/runtime_load.py end to end on a small object: every scenario, the goals, the saved results."""
     out = tmp_path / "results.json"
-    stdout = _run("--programs", "9", "--repeat", "1", "--json", str(out), bench="bench.runtime_load")
+    stdout = run_bench("--programs", "9", "--repeat", "1", "--json", str(out), bench="bench.runtime_load")
     assert "full parallel load >= 1.8x libbpf" in stdout
     assert "selective 10 % <= 0.15x libbpf full" in stdout
     saved = json.loads(out.read_text())
@@ -124,7 +109,7 @@ def test_runtime_load_bench_runs_every_scenario(tmp_path: Path) -> None:
 
 def test_import_time_bench_reports_every_row_and_the_goal() -> None:
     """bench/import_time.py in both bytecode states, one process per cell; nothing timed."""
-    out = _run("--runs", "1", bench="bench.import_time")
+    out = run_bench("--runs", "1", bench="bench.import_time")
     rows = {label: _row(out, label) for label in ("bare interpreter", "import dynbpf", "dynbpf.open ready")}
     assert len(rows["bare interpreter"]) == 2, out  # a median per bytecode state
     for label in ("import dynbpf", "dynbpf.open ready"):

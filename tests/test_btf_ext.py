@@ -23,8 +23,8 @@ from dynbpf._btf import (
 )
 from dynbpf._btf.types import Func, Struct, Union
 from dynbpf.errors import ObjectFormatError
-from tests.bpfbuild import build
-from tests.test_btf_oracle import FIXTURE_NAMES, sections
+from tests.bpfbuild import build, fixture_names
+from tests.helpers import btf_sections
 
 pytestmark = pytest.mark.needs_clang
 
@@ -42,10 +42,10 @@ def function_symbols(obj: Path) -> dict[tuple[str, int], str]:
     return out
 
 
-@pytest.mark.parametrize("name", FIXTURE_NAMES)
+@pytest.mark.parametrize("name", fixture_names())
 def test_func_info_names_the_function_at_each_offset(name: str) -> None:
     obj = build(name)
-    btf, ext = sections(obj)
+    btf, ext = btf_sections(obj)
     spec = Spec.parse(btf)
     info = parse_ext(ext, spec)
     symbols = function_symbols(obj)
@@ -59,9 +59,9 @@ def test_func_info_names_the_function_at_each_offset(name: str) -> None:
     assert seen == len(symbols)
 
 
-@pytest.mark.parametrize("name", FIXTURE_NAMES)
+@pytest.mark.parametrize("name", fixture_names())
 def test_line_info_quotes_the_source_line(name: str) -> None:
-    btf, ext = sections(build(name))
+    btf, ext = btf_sections(build(name))
     info = parse_ext(ext, Spec.parse(btf))
     assert info.line_info
     for lines in info.line_info.values():
@@ -76,9 +76,9 @@ def test_line_info_quotes_the_source_line(name: str) -> None:
             assert 0 <= li.column <= len(li.line) + 1
 
 
-@pytest.mark.parametrize("name", FIXTURE_NAMES)
+@pytest.mark.parametrize("name", fixture_names())
 def test_core_relos_are_well_formed(name: str) -> None:
-    btf, ext = sections(build(name))
+    btf, ext = btf_sections(build(name))
     spec = Spec.parse(btf)
     for relos in parse_ext(ext, spec).core_relos.values():
         for r in relos:
@@ -89,7 +89,7 @@ def test_core_relos_are_well_formed(name: str) -> None:
 
 
 def arith() -> tuple[Spec, bytes, ExtInfo]:
-    btf, ext = sections(build("arith"))
+    btf, ext = btf_sections(build("arith"))
     spec = Spec.parse(btf)
     return spec, ext, parse_ext(ext, spec)
 

@@ -12,14 +12,14 @@ from hypothesis import strategies as st
 from dynbpf._btf import Spec, format_type, parse_ext, resolve, size_of, skip_qualifiers
 from dynbpf.errors import ObjectFormatError
 from tests.bpfbuild import build
-from tests.test_btf_oracle import ALL_KINDS, sections
+from tests.helpers import ALL_KINDS, btf_sections
 
 pytestmark = pytest.mark.needs_clang
 
 
 @cache
 def arith() -> tuple[bytes, bytes]:
-    return sections(build("arith"))
+    return btf_sections(build("arith"))
 
 
 @cache

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,8 +10,7 @@ import pytest
 
 from dynbpf._btf import Kind, NameNotFound, Spec, format_type, kernel, member, resolve, size_of
 from dynbpf._btf.types import Member, Ptr, Struct
-from tests.conftest import require
-from tests.test_btf_oracle import VMLINUX, bpftool_types
+from tests.helpers import VMLINUX, at_once, bpftool_types, require
 
 
 @pytest.fixture
@@ -45,18 +43,7 @@ def the(spec: Spec, name: str, kind: Kind) -> int:
 
 def test_vmlinux_is_parsed_once_across_threads(fresh_cache: None) -> None:
     require(None if VMLINUX.exists() else f"{VMLINUX} does not exist")
-    got: list[Spec | None] = []
-    barrier = threading.Barrier(8)
-
-    def load() -> None:
-        barrier.wait()
-        got.append(kernel.vmlinux())
-
-    threads = [threading.Thread(target=load) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    got = at_once(kernel.vmlinux, threads=8)
     assert len(got) == 8
     assert got[0] is not None
     assert all(s is got[0] for s in got)
@@ -138,18 +125,7 @@ def test_concurrent_decoders_share_one_object_per_type() -> None:
     require(None if VMLINUX.exists() else f"{VMLINUX} does not exist")
     spec = Spec.parse(VMLINUX.read_bytes())
     ids = range(1, 20_000)
-    seen: list[list[object]] = []
-    barrier = threading.Barrier(4)
-
-    def decode() -> None:
-        barrier.wait()
-        seen.append([spec[i] for i in ids])
-
-    threads = [threading.Thread(target=decode) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    seen = at_once(lambda: [spec[i] for i in ids], threads=4)
     assert len(seen) == 4
     for other in seen[1:]:
         assert all(a is b for a, b in zip(seen[0], other, strict=True))

@@ -9,14 +9,10 @@ emit (enum64, signed enum64, split BTF), and the running kernel's vmlinux.
 
 from __future__ import annotations
 
-import json
-import subprocess
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
-from elftools.elf.elffile import ELFFile
 
 from dynbpf._btf import Spec, encode_ext, kernel, parse_ext
 from dynbpf._btf.types import (
@@ -26,7 +22,6 @@ from dynbpf._btf.types import (
     DeclTag,
     Enum,
     Enum64,
-    EnumValue,
     Float,
     Func,
     FuncLinkage,
@@ -35,7 +30,6 @@ from dynbpf._btf.types import (
     Int,
     IntEncoding,
     Member,
-    Param,
     Ptr,
     Restrict,
     Struct,
@@ -45,14 +39,12 @@ from dynbpf._btf.types import (
     Union,
     Var,
     VarLinkage,
-    VarSecinfo,
     Volatile,
 )
-from tests.bpfbuild import CFLAGS, build, fixture_names
-from tests.conftest import require
+from tests.bpfbuild import build, compile_source, fixture_names
+from tests.helpers import ALL_KINDS, VMLINUX, bpftool_types, btf_sections, require
 
 FIXTURE_NAMES = fixture_names()
-VMLINUX = Path("/sys/kernel/btf/vmlinux")
 
 #: an object using the kinds the fixtures leave out; compiled by the test itself
 KINDS_SOURCE = r"""
@@ -145,15 +137,6 @@ def _member(m: Member) -> dict[str, Any]:
     return d
 
 
-def bpftool_types(path: Path, base: Path | None = None) -> list[dict[str, Any]]:
-    cmd = ["bpftool", "btf", "dump", "file", str(path), "-j"]
-    if base is not None:
-        cmd[1:1] = ["--base-btf", str(base)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    types: list[dict[str, Any]] = json.loads(out)["types"]
-    return types
-
-
 def assert_matches_bpftool(spec: Spec, path: Path, base: Path | None = None) -> None:
     ours = [bpftool_view(i, t) for i, t in spec.types()]
     theirs = bpftool_types(path, base)
@@ -162,33 +145,10 @@ def assert_matches_bpftool(spec: Spec, path: Path, base: Path | None = None) -> 
     assert not mismatched, mismatched[:5]
 
 
-def sections(obj: Path) -> tuple[bytes, bytes]:
-    with obj.open("rb") as f:
-        elf = ELFFile(f)
-        btf, ext = elf.get_section_by_name(".BTF"), elf.get_section_by_name(".BTF.ext")
-        assert btf is not None
-        assert ext is not None
-        return btf.data(), ext.data()
-
-
-@cache
-def kinds_object(tmp: Path) -> Path:
-    src = tmp / "kinds_btf.c"
-    src.write_text(KINDS_SOURCE)
-    obj = tmp / "kinds_btf.o"
-    subprocess.run(["clang", *CFLAGS, "-c", str(src), "-o", str(obj)], check=True, capture_output=True)
-    return obj
-
-
-@pytest.fixture(scope="module")
-def kinds_obj(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return kinds_object(tmp_path_factory.mktemp("kinds"))
-
-
 @pytest.mark.needs_clang
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
 def test_fixture_btf_round_trips(name: str) -> None:
-    btf, ext = sections(build(name))
+    btf, ext = btf_sections(build(name))
     spec = Spec.parse(btf)
     assert spec.encode() == btf
     info = parse_ext(ext, spec)
@@ -201,13 +161,14 @@ def test_fixture_btf_round_trips(name: str) -> None:
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
 def test_fixture_btf_matches_bpftool(name: str) -> None:
     obj = build(name)
-    assert_matches_bpftool(Spec.parse(sections(obj)[0]), obj)
+    assert_matches_bpftool(Spec.parse(btf_sections(obj)[0]), obj)
 
 
 @pytest.mark.needs_clang
 @pytest.mark.needs_bpftool
-def test_rare_kinds_match_bpftool_and_round_trip(kinds_obj: Path) -> None:
-    btf, ext = sections(kinds_obj)
+def test_rare_kinds_match_bpftool_and_round_trip() -> None:
+    kinds_obj = compile_source(KINDS_SOURCE, "kinds_btf")
+    btf, ext = btf_sections(kinds_obj)
     spec = Spec.parse(btf)
     assert_matches_bpftool(spec, kinds_obj)
     assert spec.encode() == btf
@@ -225,34 +186,6 @@ def test_rare_kinds_match_bpftool_and_round_trip(kinds_obj: Path) -> None:
     tags = {t.name: t.component_idx for _, t in spec.types() if isinstance(t, DeclTag)}
     assert tags["struct_tag"] == -1
     assert tags["member_tag"] == 8
-
-
-ALL_KINDS: list[Type] = [
-    Int("int", 4, IntEncoding.SIGNED, 0, 32),  # 1
-    Int("_Bool", 1, IntEncoding.BOOL, 0, 8),  # 2
-    Ptr(1),  # 3
-    Array(1, 1, 16),  # 4
-    Struct("s", 8, (Member("a", 1, 0), Member("b", 1, 32, 3), Member("", 18, 35, 5))),  # 5
-    Union("u", 4, (Member("x", 1, 0), Member("y", 2, 0))),  # 6
-    Enum("e", 4, True, (EnumValue("NEG", -2147483648), EnumValue("POS", 2147483647))),  # 7
-    Enum64("e64", 8, False, (EnumValue("TOP", (1 << 64) - 1), EnumValue("ZERO", 0))),  # 8
-    Enum64("s64", 8, True, (EnumValue("MIN", -(1 << 63)), EnumValue("ONE", 1))),  # 9
-    Fwd("later", False),  # 10
-    Fwd("later_u", True),  # 11
-    Typedef("myint", 1),  # 12
-    Volatile(1),  # 13
-    Const(13),  # 14
-    Restrict(3),  # 15
-    TypeTag("user", 1),  # 16
-    Func("f", 19, FuncLinkage.GLOBAL),  # 17
-    Int("unsigned char", 1, IntEncoding.NONE, 0, 8),  # 18
-    FuncProto(1, (Param("a", 1), Param("", 0))),  # 19
-    Var("v", 1, VarLinkage.GLOBAL_ALLOCATED),  # 20
-    Datasec(".data", 4, (VarSecinfo(20, 0, 4),)),  # 21
-    Float("double", 8),  # 22
-    DeclTag("tag", 17, 0),  # 23
-    DeclTag("tag2", 5, -1),  # 24
-]
 
 
 @pytest.mark.needs_bpftool

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-import threading
 
 import pytest
 
@@ -11,6 +10,7 @@ from dynbpf._btf import EncodingError, Kind, NameNotFound, Spec, TypeNotFound, m
 from dynbpf._btf.types import Enum, EnumValue, Int, IntEncoding, Member, Ptr, Struct, Type, Typedef
 from dynbpf._probes.maps import local_storage_btf, raw_btf
 from dynbpf.errors import ObjectFormatError
+from tests.helpers import at_once
 
 
 def test_small_blob_types_and_names() -> None:
@@ -124,13 +124,7 @@ def test_split_spec_continues_ids_and_strings() -> None:
 
 def test_name_index_is_built_once_under_concurrency() -> None:
     spec = Spec.parse(local_storage_btf())
-    results: list[list[int]] = []
-    threads = [threading.Thread(target=lambda: results.append(spec.find("val"))) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert results == [[3]] * 8
+    assert at_once(lambda: spec.find("val"), threads=8) == [[3]] * 8
 
 
 def test_string_lookup_errors() -> None:

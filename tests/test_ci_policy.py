@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-CONFTEST = (Path(__file__).parent / "conftest.py").read_text()
+ROOT = Path(__file__).resolve().parent.parent
+CONFTEST = (ROOT / "tests" / "conftest.py").read_text()
 
 KERNEL_TEST = """
 import os
@@ -20,6 +22,12 @@ def test_needs_kernel():
 
 # Pretend to be an unprivileged user: the prerequisite check must notice.
 NOT_ROOT = "import os\nos.geteuid = lambda: 1000\n"
+
+
+@pytest.fixture(autouse=True)
+def _this_checkout_importable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The copied conftest imports tests.helpers and dynbpf: this checkout's, from the pytester directory too."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
 
 
 @pytest.fixture
@@ -58,9 +66,9 @@ def test_the_fd_leak_check_sees_a_leak_even_at_the_number_the_listing_used() -> 
     """The check listed /proc/self/fd with an fd of its own; a leak reusing that number went unseen."""
     import os
 
-    from tests.conftest import _fd_leak_check
+    from tests.helpers import fd_leak_check
 
-    check = _fd_leak_check()
+    check = fd_leak_check()
     next(check)
     fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)  # the lowest free number: the listing's, just freed
     try:
@@ -68,3 +76,30 @@ def test_the_fd_leak_check_sees_a_leak_even_at_the_number_the_listing_used() -> 
             next(check)
     finally:
         os.close(fd)
+
+
+def test_a_capability_the_kernel_lacks_is_checked_not_skipped() -> None:
+    """Under CI=true any skip fails the run, so a test of a capability some kernels lack (tcx on 6.1)
+    checks the refusal there instead: kernel_lacks says whether to go on, after checking it."""
+    from dynbpf._probes.result import Support
+    from dynbpf.errors import KernelUnsupported
+    from tests.helpers import kernel_lacks
+
+    lacking = Support("frobnication", False, "BPF_FROB -> EINVAL")
+    attempts: list[str] = []
+
+    def refused() -> None:
+        attempts.append("refused")
+        lacking.require()
+
+    assert kernel_lacks(lacking, refused)
+    assert not kernel_lacks(Support("frobnication", True, "BPF_FROB -> ok"), refused)
+    assert attempts == ["refused"]  # a kernel with the capability goes on to the test itself
+    with pytest.raises(pytest.fail.Exception, match="DID NOT RAISE"):
+        kernel_lacks(lacking, lambda: None)  # the probe said no, yet it worked: a wrong probe fails the test
+
+    def refused_for_another_reason() -> None:
+        raise KernelUnsupported("frobnication", "BPF_FROB -> EPERM")
+
+    with pytest.raises(AssertionError):
+        kernel_lacks(lacking, refused_for_another_reason)  # dynbpf's refusal must carry the probe's evidence

@@ -125,19 +125,16 @@ def test_errors_are_one_line_and_exit_nonzero(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
-def test_what_the_object_says_is_escaped_before_it_reaches_the_terminal(tmp_path: Path) -> None:
+def test_what_the_object_says_is_escaped_before_it_reaches_the_terminal() -> None:
     """A Latin-1 byte in a source line stopped a strict UTF-8 terminal; an escape sequence drove the terminal."""
-    from tests.bpfbuild import CFLAGS, SYSTEM_INCLUDES, vmlinux_h
+    from tests.bpfbuild import CFLAGS, compile_source
 
-    src = tmp_path / "odd.bpf.c"
-    src.write_bytes(
+    source = (
         b'#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\nchar LICENSE[] SEC("license") = "GPL";\n'
         b'SEC("xdp") int odd(void *ctx) { return 2; /* \x1b[31mred\x1b[0m caf\xe9 */ }\n'
     )
-    obj = tmp_path / "odd.bpf.o"
     flags = [f for f in CFLAGS if f != "-Werror"]  # the comment's byte is not UTF-8: clang may warn
-    cmd = ["clang", *flags, *SYSTEM_INCLUDES, "-I", str(vmlinux_h().parent), "-c", str(src), "-o", str(obj)]
-    subprocess.run(cmd, check=True, capture_output=True)
+    obj = compile_source(source, "odd", flags=flags)
     env = {"PYTHONIOENCODING": "utf-8:strict", "PATH": "/usr/bin:/bin"}
     for args in (["--disasm", "odd"], []):
         run = subprocess.run(

@@ -21,7 +21,8 @@ from dynbpf._runtime.mapcreate import kernel_name
 from dynbpf._section_names import is_data_section
 from dynbpf._sys.constants import MapFlags, MapType, ProgType
 from dynbpf.errors import ObjectFormatError
-from tests.bpfbuild import CFLAGS, build, fixture_names, vmlinux_h
+from tests.bpfbuild import build, fixture_names
+from tests.helpers import compile_snippet
 from tests.libbpf_oracle import LIBBPF_REFUSES, LibbpfError, open_object
 
 FIXTURE_NAMES = fixture_names()
@@ -117,32 +118,8 @@ def test_libbpf_refusals_are_the_documented_ones() -> None:
 # --- hand-written objects for precise expectations ------------------------------------
 
 
-PRELUDE = """\
-#include "vmlinux.h"
-#include <bpf/bpf_helpers.h>
-char LICENSE[] SEC("license") = "GPL";
-#define MAP(kind, name, k, v, n) \\
-    struct { __uint(type, kind); __uint(max_entries, n); __type(key, k); __type(value, v); } name SEC(".maps")
-"""
-
-
-def compile_c(tmp_path: Path, text: str, name: str = "t") -> Path:
-    src = tmp_path / f"{name}.bpf.c"
-    src.write_text(PRELUDE + text)
-    out = tmp_path / f"{name}.bpf.o"
-    proc = subprocess.run(
-        ["clang", *CFLAGS, "-I", str(vmlinux_h().parent), "-c", str(src), "-o", str(out)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return out
-
-
-def test_relocations_are_categorised(tmp_path: Path) -> None:
-    obj = compile_c(
-        tmp_path,
+def test_relocations_are_categorised() -> None:
+    obj = compile_snippet(
         """
 MAP(BPF_MAP_TYPE_ARRAY, arr, u32, u64, 4);
 u64 counter = 7;
@@ -175,9 +152,8 @@ SEC("xdp") int prog(struct xdp_md *ctx)
     assert prog.function.instructions[call.index].src == 1  # BPF_PSEUDO_CALL
 
 
-def test_subprogram_maps_are_attributed_to_callers(tmp_path: Path) -> None:
-    obj = compile_c(
-        tmp_path,
+def test_subprogram_maps_are_attributed_to_callers() -> None:
+    obj = compile_snippet(
         """
 MAP(BPF_MAP_TYPE_HASH, deep, u32, u32, 8);
 MAP(BPF_MAP_TYPE_HASH, other, u32, u32, 8);
@@ -195,16 +171,31 @@ SEC("tp/syscalls/sys_enter_getppid") int b(void *ctx) { u32 k = 0; return bpf_ma
     assert set(spec.subprograms) == {"mid", "leaf"}
 
 
-def test_static_program_is_refused(tmp_path: Path) -> None:
-    obj = compile_c(tmp_path, 'static __attribute__((used)) SEC("xdp") int p(void *ctx) { return 2; }')
+def test_graph_queries_take_names_not_specs() -> None:
+    """docs/elf.md passed a program where a name is expected: a KeyError quoting the whole spec, and
+    ``users`` given a spec instead of a map's name quietly answered "no program" (issue 13 §6)."""
+    spec = read_fixture("docs_agent")
+    program, table = spec.programs["handle_exec"], spec.maps["exec_count"]
+    for query in (spec.reachable, spec.maps_used, spec.externs_used):
+        with pytest.raises(TypeError, match=r"^a function's name \(str\), not ProgramSpec: pass its \.name$"):
+            query(program)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^a map's name \(str\), not MapSpec: pass its \.name$"):
+        spec.users(table)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^a function's name \(str\), not int$"):
+        spec.reachable(3)  # type: ignore[arg-type]
+    assert spec.reachable(program.name)[0] is program.function
+    assert list(spec.users(table.name)) == ["handle_exec"]
+
+
+def test_static_program_is_refused() -> None:
+    obj = compile_snippet('static __attribute__((used)) SEC("xdp") int p(void *ctx) { return 2; }')
     with pytest.raises(ObjectFormatError, match="static") as e:
         read(obj)
     assert e.value.section == "xdp"
 
 
-def test_unknown_section_fails_its_program_not_the_object(tmp_path: Path) -> None:
-    obj = compile_c(
-        tmp_path,
+def test_unknown_section_fails_its_program_not_the_object() -> None:
+    obj = compile_snippet(
         'SEC("nonsense/foo") int p(void *ctx) { return 0; }\nSEC("xdp") int q(void *ctx) { return 2; }',
     )
     spec = read(obj)
@@ -214,16 +205,18 @@ def test_unknown_section_fails_its_program_not_the_object(tmp_path: Path) -> Non
 
 
 def test_maps_without_btf_are_refused(tmp_path: Path) -> None:
-    obj = compile_c(
-        tmp_path,
+    obj = compile_snippet(
         """
 MAP(BPF_MAP_TYPE_ARRAY, m, u32, u32, 1);
 SEC("xdp") int p(void *ctx) { u32 k = 0; return bpf_map_lookup_elem(&m, &k) ? 1 : 2; }
 """,
     )
-    subprocess.run(["llvm-objcopy", "--remove-section=.BTF", "--remove-section=.BTF.ext", str(obj)], check=True)
+    bare = tmp_path / "no_btf.bpf.o"
+    subprocess.run(
+        ["llvm-objcopy", "--remove-section=.BTF", "--remove-section=.BTF.ext", str(obj), str(bare)], check=True
+    )
     with pytest.raises(ObjectFormatError, match="needs BTF") as e:
-        read(obj)
+        read(bare)
     assert e.value.section == ".maps"
 
 
@@ -236,9 +229,8 @@ def test_not_a_bpf_object(tmp_path: Path) -> None:
         read(b"\x7fELF" + bytes(100))
 
 
-def test_externs(tmp_path: Path) -> None:
-    obj = compile_c(
-        tmp_path,
+def test_externs() -> None:
+    obj = compile_snippet(
         """
 extern int LINUX_KERNEL_VERSION __kconfig;
 extern bool CONFIG_DYNBPF_NOPE __kconfig __weak;
@@ -309,9 +301,9 @@ def test_two_hundred_programs_with_their_own_map_sets() -> None:
         assert used == expected, name
 
 
-def test_kernel_version_section(tmp_path: Path) -> None:
-    obj = compile_c(
-        tmp_path, 'unsigned int _version SEC("version") = 0x060c00;\nSEC("xdp") int p(void *ctx) { return 2; }\n'
+def test_kernel_version_section() -> None:
+    obj = compile_snippet(
+        'unsigned int _version SEC("version") = 0x060c00;\nSEC("xdp") int p(void *ctx) { return 2; }\n'
     )
     spec = read(obj)
     assert spec.kernel_version == 0x060C00

@@ -7,64 +7,15 @@ so this catches a wrong offset on exactly the kernel the tests run on.
 from __future__ import annotations
 
 import ctypes
-import json
-import subprocess
-from functools import cache
 from typing import Any
 
 import pytest
 
 from dynbpf._sys import attrs, constants, perf
+from tests.helpers import ctypes_offsets, kernel_offsets, kernel_type, kernel_types
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_bpftool]
 
-
-@cache
-def kernel_types() -> dict[int, dict[str, Any]]:
-    out = subprocess.run(
-        ["bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux", "-j"], check=True, capture_output=True
-    ).stdout
-    return {t["id"]: t for t in json.loads(out)["types"]}
-
-
-def by_name(kind: str, name: str) -> dict[str, Any]:
-    for t in kernel_types().values():
-        if t["kind"] == kind and t["name"] == name:
-            return t
-    raise LookupError(f"{kind} {name} not in kernel BTF")
-
-
-def flatten(t: dict[str, Any], base: int = 0, prefix: str = "") -> dict[str, int]:
-    """name -> byte offset, descending into anonymous members and named nested structs."""
-    out: dict[str, int] = {}
-    for m in t.get("members", []):
-        off = base + m["bits_offset"] // 8
-        sub = kernel_types()[m["type_id"]]
-        while sub["kind"] in ("TYPEDEF", "CONST", "VOLATILE"):
-            sub = kernel_types()[sub["type_id"]]
-        if m["name"] in ("", "(anon)"):
-            out.update(flatten(sub, off, prefix))
-            continue
-        out[prefix + m["name"]] = off
-        if sub["kind"] in ("STRUCT", "UNION") and sub["name"] in ("", "(anon)"):
-            out.update(flatten(sub, off, prefix + m["name"] + "."))
-    return out
-
-
-def ours(struct: type[ctypes.Structure], base: int = 0, prefix: str = "") -> dict[str, int]:
-    out: dict[str, int] = {}
-    anonymous = getattr(struct, "_anonymous_", ())
-    for name, ctype, *_ in struct._fields_:
-        off = base + getattr(struct, name).offset
-        if issubclass(ctype, ctypes.Structure | ctypes.Union):
-            out.update(ours(ctype, off, "" if name in anonymous else prefix + name + "."))
-        elif not name.startswith("_"):
-            out[prefix + name] = off
-    return out
-
-
-#: fields from bpf-next that kernel 6.18 does not have yet (see the reference notes' uapi snapshot)
-NEWER_THAN_TEST_KERNEL = {"uprobe_multi.path_fd"}
 
 #: each struct, and where the kernel describes it inside union bpf_attr: a named member,
 #: or (None) the unnamed member that contains the given field
@@ -88,25 +39,39 @@ ATTR_STRUCTS: list[tuple[type[ctypes.Structure], str | None, str]] = [
 ]
 
 
+def assert_same_layout(what: str, ours: dict[str, int], kernel: dict[str, int]) -> None:
+    """Every field of ours sits where the running kernel has it; one the kernel lacks must be newer than
+    it, which is measured, not listed per kernel: the uapi only grows at the end, so a newer field lies
+    after the last field the kernel has in its (sub)struct, or in a member (sub)struct the kernel lacks
+    altogether. A misspelt or misplaced field fails either way.
+    """
+    last: dict[str, int] = {}
+    for name, off in kernel.items():
+        group = name.rpartition(".")[0]
+        last[group] = max(last.get(group, -1), off)
+    for name, off in ours.items():
+        if name in kernel:
+            assert kernel[name] == off, f"{what}.{name}: ours {off}, kernel {kernel[name]}"
+            continue
+        group = name.rpartition(".")[0]
+        newer_member = group != "" and group not in last
+        assert newer_member or off > last.get(group, -1), f"{what}.{name} is not a field of the kernel's struct"
+
+
 def kernel_layout(member: str | None, field: str) -> dict[str, int]:
-    union = by_name("UNION", "bpf_attr")
+    union = kernel_type("UNION", "bpf_attr")
     for m in union["members"]:
         sub = kernel_types()[m["type_id"]]
         if member is not None and m["name"] == member:
-            return flatten(sub)
-        if member is None and sub["kind"] == "STRUCT" and field in flatten(sub):
-            return flatten(sub)
+            return kernel_offsets(sub)
+        if member is None and sub["kind"] == "STRUCT" and field in kernel_offsets(sub):
+            return kernel_offsets(sub)
     raise LookupError(member or field)
 
 
 @pytest.mark.parametrize(("struct", "member", "field"), ATTR_STRUCTS, ids=[s.__name__ for s, _, _ in ATTR_STRUCTS])
 def test_attr_offsets_match_kernel(struct: type[ctypes.Structure], member: str | None, field: str) -> None:
-    kernel = kernel_layout(member, field)
-    for name, off in ours(struct).items():
-        if name in NEWER_THAN_TEST_KERNEL:
-            continue
-        assert name in kernel, f"{struct.__name__}.{name} is not a field of the kernel's struct"
-        assert kernel[name] == off, f"{struct.__name__}.{name}: ours {off}, kernel {kernel[name]}"
+    assert_same_layout(struct.__name__, ctypes_offsets(struct), kernel_layout(member, field))
     assert ctypes.sizeof(struct) <= 168, "larger than union bpf_attr"
 
 
@@ -120,19 +85,14 @@ def test_attr_offsets_match_kernel(struct: type[ctypes.Structure], member: str |
     ],
 )
 def test_info_struct_offsets_match_kernel(struct: type[ctypes.Structure], kernel_name: str) -> None:
-    kernel = flatten(by_name("STRUCT", kernel_name))
-    mine = ours(struct)
-    renamed = {"sample_period": "sample_period", "wakeup_events": "wakeup_events", "flags": "disabled"}
-    for name, off in mine.items():
-        kname = renamed.get(name, name) if struct is perf.PerfEventAttr else name
-        if kname == "gpl_compatible":
-            continue  # a bitfield in the kernel: bits_offset points inside the word we read
-        assert kname in kernel, f"{kernel_name} has no field {kname}"
-        assert kernel[kname] == off, f"{struct.__name__}.{name}: ours {off}, kernel {kernel[kname]}"
+    renamed = {"flags": "disabled"} if struct is perf.PerfEventAttr else {}  # the bitfield word, by its first bit
+    mine = {renamed.get(name, name): off for name, off in ctypes_offsets(struct).items()}
+    mine.pop("gpl_compatible", None)  # a bitfield in the kernel: bits_offset points inside the word we read
+    assert_same_layout(kernel_name, mine, kernel_offsets(kernel_type("STRUCT", kernel_name)))
 
 
 def test_link_info_head() -> None:
-    kernel = flatten(by_name("STRUCT", "bpf_link_info"))
+    kernel = kernel_offsets(kernel_type("STRUCT", "bpf_link_info"))
     for name in ("type", "id", "prog_id"):
         assert kernel[name] == getattr(attrs.LinkInfo, name).offset
 
@@ -148,7 +108,7 @@ ENUMS = [
 
 @pytest.mark.parametrize(("kernel_name", "enum", "prefix"), ENUMS, ids=[e[0] for e in ENUMS])
 def test_enum_values_match_kernel(kernel_name: str, enum: Any, prefix: str) -> None:
-    entries = by_name("ENUM", kernel_name)["values"]
+    entries = kernel_type("ENUM", kernel_name)["values"]
     values = {v["name"][len(prefix) :]: v["val"] for v in entries if not v["name"].startswith("__")}
     kernel_max = max(values.values())
     for name, val in values.items():
@@ -159,7 +119,16 @@ def test_enum_values_match_kernel(kernel_name: str, enum: Any, prefix: str) -> N
 
 
 def test_helper_table_matches_kernel() -> None:
-    values = {v["name"]: v["val"] for v in by_name("ENUM", "bpf_func_id")["values"]}
+    values = {v["name"]: v["val"] for v in kernel_type("ENUM", "bpf_func_id")["values"]}
     for helper_id, name in enumerate(constants.HELPER_NAMES):
         assert values[f"BPF_FUNC_{name}"] == helper_id
     assert len(constants.HELPER_NAMES) == values["__BPF_FUNC_MAX_ID"]
+
+
+def test_a_field_the_kernel_lacks_passes_only_as_a_newer_one() -> None:
+    """The list of fields newer than "the test kernel" (6.18) is gone: what is newer is measured."""
+    kernel = {"a": 0, "b": 4, "u.x": 8, "u.y": 12}
+    assert_same_layout("s", {"a": 0, "b": 4, "u.x": 8, "c": 16, "u.z": 16, "v.w": 8}, kernel)  # appended, new member
+    for wrong in ({"bb": 4}, {"u.yy": 12}, {"a": 4}, {"u.q": 10}):
+        with pytest.raises(AssertionError):
+            assert_same_layout("s", wrong, kernel)

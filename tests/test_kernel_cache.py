@@ -17,6 +17,7 @@ import dynbpf
 from dynbpf._prepare import cache as prepare_cache
 from dynbpf._runtime.collection import KernelView
 from tests.bpfbuild import build
+from tests.helpers import run_once
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
 
@@ -63,13 +64,7 @@ def test_a_hit_gets_this_runs_map_numbers_and_source_lines(tmp_path: Path, no_fd
         assert line is not None
         assert line.file.endswith("first.bpf.c")
         prog.load()
-        assert commands_run(coll, "first_prog") == 102
-
-
-def commands_run(coll: dynbpf.Collection, program: str) -> int:
-    from dynbpf._sys import commands
-
-    return commands.prog_test_run(coll.programs[program].fd, repeat=0).retval
+        assert run_once(coll.programs["first_prog"].fd) == 102
 
 
 def test_programs_prepared_later_are_added(tmp_path: Path, no_fd_leak: None) -> None:
@@ -131,7 +126,7 @@ def test_constants_share_the_cache(tmp_path: Path, no_fd_leak: None) -> None:
         coll.programs["first_prog"].load()
         assert coll.prepared.cache is not None
         assert coll.prepared.cache.hits == 1
-        assert commands_run(coll, "first_prog") == 1 + 5 + 1
+        assert run_once(coll.programs["first_prog"].fd) == 1 + 5 + 1
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "empty", "garbage"])

@@ -28,7 +28,7 @@ from dynbpf._runtime.collection import Collection
 from dynbpf._sys import commands
 from dynbpf.errors import StateError
 from tests.bpfbuild import build
-from tests.hooks import on_tracepoint
+from tests.helpers import on_tracepoint
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
 

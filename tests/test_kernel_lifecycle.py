@@ -6,25 +6,21 @@ import errno
 import os
 import random
 import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 import dynbpf
 from dynbpf import MapPolicy, ProgramState
-from dynbpf._sys import commands, fs, perf
-from dynbpf._sys.attrs import LinkCreateAttr
+from dynbpf._sys import commands
 from dynbpf._sys.constants import AttachType
 from dynbpf.errors import DynbpfError, StateError, VerifierError
+from tests import kernel_state
 from tests.bpfbuild import build
+from tests.helpers import XDP_DROP, XDP_PASS, on_tracepoint, run_on_packet
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
 
-XDP_PASS, XDP_DROP = 2, 1
-PACKET = bytes(64)
 TRACEPOINT_PROGRAMS = ("prog1", "prog2", "prog3", "use_a", "use_b", "use_outer")
 
 
@@ -33,27 +29,8 @@ def open_lifecycle(**options: object) -> dynbpf.Collection:
     return dynbpf.open(build("lifecycle"), constants=constants, **options)  # type: ignore[arg-type]
 
 
-@contextmanager
-def on_getpgid(prog_fd: int) -> Iterator[None]:
-    """Run a program on this process's getpgid() calls (perf event + link), without the attach layer."""
-    tp_id = fs.tracepoint_id("syscalls", "sys_enter_getpgid")
-    with (
-        perf.perf_event_open(perf.tracepoint_attr(tp_id), pid=0, cpu=-1) as pfd,
-        commands.link_create(LinkCreateAttr(prog_fd=prog_fd, target_fd=pfd.raw, attach_type=AttachType.PERF_EVENT)),
-    ):
-        yield
-
-
-def kernel_map_ids() -> set[int]:
-    return set(commands.ids(commands.ObjKind.MAP))
-
-
 def map_id(coll: dynbpf.Collection, name: str) -> int:
     return int(commands.map_info(coll.map_fd_number(name)).id)
-
-
-def run_xdp(fd: int) -> int:
-    return commands.prog_test_run(fd, data_in=PACKET).retval
 
 
 # --- states ---------------------------------------------------------------------------
@@ -97,7 +74,7 @@ def test_state_transitions_and_what_each_state_allows(no_fd_leak: None) -> None:
         prog.reload()
         assert prog.state is ProgramState.LOADED
         assert prog.id != first
-        assert run_xdp(prog.fd) == XDP_DROP
+        assert run_on_packet(prog.fd) == XDP_DROP
         prog.unload()
         assert prog.state is ProgramState.PREPARED
         prog.load()
@@ -168,7 +145,7 @@ def test_on_demand_maps_exist_exactly_while_a_loaded_program_needs_them(no_fd_le
         assert map_id(coll, "shared") == shared_id
         b.unload()
         assert not any(coll.map_exists(n) for n in names)
-        assert _eventually(lambda: shared_id not in kernel_map_ids())
+        assert kernel_state.eventually(lambda: shared_id not in kernel_state.kernel_map_ids())
         assert {n: coll.map_fd_number(n) for n in names} == numbers  # reserved numbers never move
 
 
@@ -183,7 +160,7 @@ def test_recreated_global_data_gets_its_initial_bytes_and_rodata_is_frozen_again
             assert coll.rodata.target_tgid == os.getpid()  # the caller's constant, not the object's 0
             with pytest.raises(DynbpfError):
                 coll.maps[".rodata"][0] = bytes(coll.maps[".rodata"].value_size)  # frozen
-            with on_getpgid(use_a.fd):
+            with on_tracepoint(use_a.fd, "syscalls", "sys_enter_getpgid"):
                 os.getpgid(0)
                 os.getpgid(0)
             assert coll.data.data_counter == 102
@@ -198,7 +175,7 @@ def test_map_of_maps_brings_its_inner_maps(no_fd_leak: None) -> None:
         prog.load()
         assert coll.map_exists("outer")
         assert coll.map_exists("inner_0")
-        with on_getpgid(prog.fd):
+        with on_tracepoint(prog.fd, "syscalls", "sys_enter_getpgid"):
             os.getpgid(0)
         assert coll.maps["inner_0"][0] == 1
         prog.unload()
@@ -212,15 +189,15 @@ def test_prog_array_slots_follow_programs_also_for_on_demand_arrays(no_fd_leak: 
         stage.load()  # the array does not exist yet: the slot is remembered
         assert not coll.map_exists("stages_decl")
         dispatch.load()  # creates the array, filled with the loaded stage
-        assert run_xdp(dispatch.fd) == XDP_DROP
+        assert run_on_packet(dispatch.fd) == XDP_DROP
         stage.unload()
-        assert run_xdp(dispatch.fd) == XDP_PASS  # slot cleared: the tail call falls through
+        assert run_on_packet(dispatch.fd) == XDP_PASS  # slot cleared: the tail call falls through
         stage.load()
-        assert run_xdp(dispatch.fd) == XDP_DROP
+        assert run_on_packet(dispatch.fd) == XDP_DROP
         dispatch.unload()
         assert not coll.map_exists("stages_decl")
         dispatch.load()
-        assert run_xdp(dispatch.fd) == XDP_DROP
+        assert run_on_packet(dispatch.fd) == XDP_DROP
 
 
 # --- pinned maps ----------------------------------------------------------------------
@@ -237,7 +214,7 @@ def test_pinned_maps_are_reused_across_collections_and_outlive_them(pin_root: st
         assert second.maps["shared"][0] == 41
         prog = second.programs["prog3"]
         prog.load()
-        with on_getpgid(prog.fd):
+        with on_tracepoint(prog.fd, "syscalls", "sys_enter_getpgid"):
             os.getpgid(0)
         assert second.maps["shared"][0] == 42
 
@@ -266,7 +243,7 @@ def test_clone_gives_a_caller_owned_program_and_leaves_the_original_alone(no_fd_
         log = bytearray(64 * 1024)
         with stage.clone(log_level=2, log_buffer=log) as clone:
             assert stage.state is ProgramState.PREPARED  # unchanged
-            assert run_xdp(clone.raw) == XDP_DROP
+            assert run_on_packet(clone.raw) == XDP_DROP
             assert b"processed" in log
             assert log.index(b"\0") > 0
         heavy = coll.programs["use_a"]
@@ -288,7 +265,7 @@ def test_clone_overrides_reach_the_kernel(no_fd_leak: None) -> None:
     with open_lifecycle() as coll:
         stage = coll.programs["stage_drop"]
         with stage.clone(expected_attach_type=int(AttachType.XDP)) as clone:
-            assert run_xdp(clone.raw) == XDP_DROP
+            assert run_on_packet(clone.raw) == XDP_DROP
         with pytest.raises(DynbpfError, match="stage_drop"):
             stage.clone(ifindex=1_000_000).close()  # no such device to offload to
 
@@ -402,19 +379,10 @@ def test_close_releases_every_kernel_object_but_pins(pin_root: str, no_fd_leak: 
         prog_ids = {p.id for p in coll.programs.values() if p.loaded}
         map_ids = {map_id(coll, n) for n in coll.prepared.maps}
         pinned_id = map_id(coll, "private_b")
-    assert _eventually(lambda: not (prog_ids & set(commands.ids(commands.ObjKind.PROG))))
-    assert _eventually(lambda: kernel_map_ids() & map_ids == {pinned_id})
+    assert kernel_state.eventually(lambda: not (prog_ids & set(commands.ids(commands.ObjKind.PROG))))
+    assert kernel_state.eventually(lambda: kernel_state.kernel_map_ids() & map_ids == {pinned_id})
     with commands.obj_get(os.path.join(pin_root, "private_b")) as pinned:
         assert commands.map_info(pinned.raw).id == pinned_id
-
-
-def _eventually(check: Callable[[], bool]) -> bool:
-    """The kernel frees programs and maps after an RCU grace period, not at close(2)."""
-    for _ in range(300):
-        if check():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 # --- event readers --------------------------------------------------------------------

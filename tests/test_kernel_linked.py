@@ -21,22 +21,19 @@ from dynbpf._sys import commands
 from dynbpf._sys.constants import ProgType
 from dynbpf.errors import AttachError, ObjectFormatError
 from tests.bpfbuild import build
+from tests.helpers import XDP_DROP, XDP_TX, run_on_packet, run_once
 from tests.libbpf_oracle import LibbpfError, open_object
 
 pytestmark = [pytest.mark.needs_clang]
 
-XDP_DROP, XDP_PASS, XDP_TX = 1, 2, 3
 NAMES_APART = {"helper@first.bpf.c", "helper@second.bpf.c"}
 
 
-PACKET = bytes(64)
-
-
 def run(coll: dynbpf.Collection, program: str) -> int:
+    """A program of the object run once: an XDP one on the test packet, a syscall one without data."""
     fd = coll.programs[program].fd
-    if coll.spec.programs[program].kind.prog_type == ProgType.XDP:
-        return commands.prog_test_run(fd, data_in=PACKET).retval
-    return commands.prog_test_run(fd, repeat=0).retval  # syscall programs take no repeat
+    xdp = coll.spec.programs[program].kind.prog_type == ProgType.XDP
+    return run_on_packet(fd) if xdp else run_once(fd)
 
 
 def test_same_named_static_functions_stay_apart_in_the_spec() -> None:

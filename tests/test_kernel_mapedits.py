@@ -20,48 +20,18 @@ import pytest
 import dynbpf
 from dynbpf import MapEdit, MapEditError
 from dynbpf._btf.types import Array, Datasec, Var
-from dynbpf._maps import Map, possible_cpus
+from dynbpf._maps import Map
 from dynbpf._runtime.mapcreate import kernel_name
 from dynbpf._sys import commands
-from dynbpf._sys.attrs import MapCreateAttr
 from dynbpf._sys.constants import MapFlags, MapType
-from dynbpf._sys.fd import Fd
 from dynbpf.errors import StateError, SyscallError, VerifierError
 from tests import kernel_state as ks
 from tests import stress_driver as sd
 from tests.bpfbuild import build
+from tests.helpers import BUF_ENTRIES, BUF_SIZE, CPUS, EDITS, RING, XDP_PASS, libbpf_edits, ring_buffer, run_on_packet
 from tests.libbpf_oracle import created_maps, load_one, map_facts, map_name
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
-
-CPUS = possible_cpus()
-RING = 4 * 4096
-BUF_ENTRIES = 64
-BUF_SIZE = 8 + 8 * BUF_ENTRIES  # u32 buf_used (padded to 8), then u64 buf[BUF_ENTRIES]
-PACKET = bytes(64)
-XDP_PASS, XDP_DROP = 2, 1
-
-#: What a tool would set from its command line and the machine, dynbpf's way...
-EDITS = {
-    "stacks": MapEdit(max_entries=1024, value_size=127 * 8),
-    "per_cpu_slots": MapEdit(max_entries=CPUS),
-    "rings": MapEdit(max_entries=CPUS, inner=MapEdit(max_entries=RING)),
-    ".data.buf": MapEdit(value_size=BUF_SIZE),
-}
-
-
-def libbpf_edits(inner_ring: Fd) -> dict[str, dict[str, object]]:
-    """... and libbpf's (1.1 takes an inner map template only from an existing map)."""
-    return {
-        "stacks": {"max_entries": 1024, "value_size": 127 * 8},
-        "per_cpu_slots": {"max_entries": CPUS},
-        "rings": {"max_entries": CPUS, "inner_map_fd": inner_ring.raw},
-        ".data.buf": {"value_size": BUF_SIZE},
-    }
-
-
-def ring_buffer(size: int) -> Fd:
-    return commands.map_create(MapCreateAttr(map_type=MapType.RINGBUF, max_entries=size, map_name=b"test_ring"))
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +164,7 @@ def test_a_map_not_created_poisons_its_loads_as_libbpf_does(obj: Path, no_fd_lea
         prog.load()
         assert prog.tag == lib.tag  # the same poisoned instructions
         assert "heap" not in prog.maps
-        assert commands.prog_test_run(prog.fd, data_in=PACKET).retval == XDP_PASS
+        assert run_on_packet(prog.fd) == XDP_PASS
     with dynbpf.open(obj, map_edits=edits, constants={"use_heap": True}) as coll:
         with pytest.raises(VerifierError, match=r"map 'heap' is not created \(MapEdit\(create=False\)\)") as e:
             coll.programs["xdp_heap"].load()
@@ -230,12 +200,12 @@ def test_a_map_not_created_poisons_its_loads_as_libbpf_does(obj: Path, no_fd_lea
 def test_invalid_edits_name_map_and_field_and_create_nothing(
     obj: Path, edits: dict[str, MapEdit], where: tuple[str, str | None], text: str, no_fd_leak: None
 ) -> None:
-    before = ks.kernel_map_ids()
+    before = ks.held_map_ids()  # this process's: the kernel-wide list also has other test runs' maps
     with pytest.raises(MapEditError, match=text) as e:
         dynbpf.open(obj, map_edits={**EDITS, **edits})
     assert (e.value.map, e.value.field) == where
     assert isinstance(e.value, ValueError)
-    assert ks.kernel_map_ids() - before == set(), "a refused open created maps"
+    assert ks.held_map_ids() - before == set(), "a refused open created maps"
 
 
 # --- reuse ----------------------------------------------------------------------------------------
@@ -305,7 +275,7 @@ def test_globals_through_the_mapping_both_ways(obj: Path, no_fd_leak: None) -> N
         assert Map(coll.map_fd_number(".data"))[0][:8] == (5).to_bytes(8, "little")  # ...which is the map's memory
         prog = coll.programs["xdp_globals"]
         prog.load()
-        assert commands.prog_test_run(prog.fd, data_in=PACKET).retval == XDP_PASS
+        assert run_on_packet(prog.fd) == XDP_PASS
         # ...and reads what the program wrote, without a syscall
         assert (bss.output, bss.runs) == (15, 1)
         private = coll.variables(".data.priv")
@@ -324,7 +294,7 @@ def test_the_mapping_follows_an_on_demand_map(obj: Path, no_fd_leak: None) -> No
     with dynbpf.open(obj, map_edits=EDITS, map_policy="on_demand") as coll:
         prog = coll.programs["xdp_globals"]
         prog.load()
-        commands.prog_test_run(prog.fd, data_in=PACKET)
+        run_on_packet(prog.fd)
         old = coll.bss
         assert old.runs == 1
         first_id = commands.map_info(coll.map_fd_number(".bss")).id
@@ -341,7 +311,7 @@ def test_the_mapping_follows_an_on_demand_map(obj: Path, no_fd_leak: None) -> No
         new = coll.bss
         assert new is not old
         assert new.runs == 0  # a fresh map, a fresh mapping
-        commands.prog_test_run(prog.fd, data_in=PACKET)
+        run_on_packet(prog.fd)
         assert new.runs == 1
         with pytest.raises(StateError, match="stale"):
             _ = old.runs

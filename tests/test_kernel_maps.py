@@ -12,7 +12,6 @@ from contextlib import contextmanager
 
 import pytest
 
-from dynbpf import _elf as elf
 from dynbpf._asm.insn import (
     R1,
     R2,
@@ -32,16 +31,15 @@ from dynbpf._asm.insn import (
 from dynbpf._asm.opcodes import AluOp, Class, Size, Source
 from dynbpf._btf import Spec
 from dynbpf._btf.types import Array, Enum, EnumValue, Int, IntEncoding, Member, Struct, Type, Typedef
-from dynbpf._elf import ObjectSpec, VariableSpec
+from dynbpf._elf import ObjectSpec
 from dynbpf._maps import CodecError, Map, MapTypeError, Variables, codec_for, possible_cpus
 from dynbpf._maps import map as map_module
-from dynbpf._probes.trial import load
 from dynbpf._sys import commands
 from dynbpf._sys.attrs import MapCreateAttr
 from dynbpf._sys.constants import MapFlags, MapType, ProgType, UpdateFlags
 from dynbpf._sys.fd import Fd
 from dynbpf.errors import DynbpfError, StateError, SyscallError
-from tests import bpfbuild
+from tests.helpers import load_ok, section_vars
 
 pytestmark = pytest.mark.kernel
 
@@ -447,14 +445,6 @@ def test_a_map_churning_faster_than_the_walk_is_a_state_error(no_fd_leak: None) 
 # --- the kernel writes, Map reads -------------------------------------------------------------------------
 
 
-def load_ok(prog_type: ProgType, insns: list[Insn]) -> Fd:
-    trial = load(prog_type, insns)
-    if trial.fd is None:
-        trial = load(prog_type, insns, with_log=True)
-    assert trial.fd is not None, f"load failed: {trial.result}\n{trial.log}"
-    return trial.fd
-
-
 def test_program_written_struct_with_bitfields_reads_back_decoded(no_fd_leak: None) -> None:
     """A hand-assembled program stores a struct conn field by field into an array map with BTF."""
     flags_level = 6 | (31 << 3)  # flags:3 = 6, level:5 = MAX
@@ -547,15 +537,6 @@ def test_a_closed_fd_is_a_state_error(no_fd_leak: None) -> None:
 
 
 # --- global variables over a live map ------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def globals_obj() -> ObjectSpec:
-    return elf.read(bpfbuild.build("globals"))
-
-
-def section_vars(obj: ObjectSpec, section: str) -> list[VariableSpec]:
-    return [v for v in obj.variables.values() if v.section == section]
 
 
 @contextmanager

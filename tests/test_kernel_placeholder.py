@@ -11,7 +11,7 @@ from dynbpf._sys.constants import MapType, ProgType
 from dynbpf._sys.fd import Fd
 from dynbpf._sys.placeholder import FdSlot
 from dynbpf.errors import StateError
-from tests.test_kernel_syscall import counter_prog, load_ok, new_map, read_u64
+from tests.helpers import counter_prog, load_ok, new_map, read_u64
 
 pytestmark = pytest.mark.kernel
 

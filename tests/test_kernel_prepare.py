@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +15,7 @@ from dynbpf._prepare.object import KCONFIG_MAP, PreparedObject, prepare
 from dynbpf._prepare.prepared import PreparedProgram
 from dynbpf.errors import RelocationError, VerifierError
 from tests.bpfbuild import build, fixture_names
-from tests.test_elf import compile_c
+from tests.helpers import compile_snippet
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
 
@@ -98,9 +97,8 @@ def test_guarded_core_failures_are_recorded_with_the_access_path() -> None:
         assert all("struct" in f.description or "enum" in f.description for f in failures)
 
 
-def test_an_unguarded_core_failure_names_the_access_path(tmp_path: Path) -> None:
-    path = compile_c(
-        tmp_path,
+def test_an_unguarded_core_failure_names_the_access_path() -> None:
+    path = compile_snippet(
         """
 #include <bpf/bpf_core_read.h>
 struct task_struct___dynbpf { int dynbpf_missing_field; } __attribute__((preserve_access_index));
@@ -121,9 +119,8 @@ SEC("raw_tp/sys_enter") int reads_missing(void *ctx)
         assert "task_struct___dynbpf.dynbpf_missing_field" in str(exc.value)
 
 
-def test_a_missing_attach_target_fails_only_that_program(tmp_path: Path) -> None:
-    path = compile_c(
-        tmp_path,
+def test_a_missing_attach_target_fails_only_that_program() -> None:
+    path = compile_snippet(
         """
 SEC("tp_btf/dynbpf_no_such_tracepoint") int ghost(void *ctx) { return 0; }
 SEC("raw_tp/sys_enter") int fine(void *ctx) { return 0; }

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import threading
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from dynbpf import _probes as features
 from dynbpf._cli.main import cli
 from dynbpf._probes.result import Support
 from dynbpf._sys.constants import ProgType
+from tests.helpers import at_once
 
 pytestmark = pytest.mark.kernel
 
@@ -124,16 +124,7 @@ def test_support_require_raises_with_evidence() -> None:
 
 def test_probes_are_cached_and_thread_safe() -> None:
     features.clear_cache()
-    results: list[Support] = []
-
-    def worker() -> None:
-        results.append(features.prog_type(ProgType.XDP))
-
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = at_once(lambda: features.prog_type(ProgType.XDP), threads=8)
     assert len(results) == 8
     assert all(r is results[0] for r in results)
     assert results[0].supported

@@ -12,12 +12,9 @@ from dynbpf._sys.constants import MapType
 from dynbpf._sys.fd import Fd
 from dynbpf.errors import DynbpfError, StateError
 from tests.bpfbuild import build
-from tests.hooks import on_tracepoint
+from tests.helpers import XDP_PASS, on_tracepoint, run_on_packet
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
-
-XDP_PASS = 2
-PACKET = bytes(64)
 
 
 def test_globals_written_by_a_tracepoint_program_read_back_by_name(no_fd_leak: None) -> None:
@@ -62,7 +59,7 @@ def test_constants_change_what_the_verifier_sees(no_fd_leak: None) -> None:
         with dynbpf.open(build("globals"), constants={**constants, "tag": tag}) as coll:
             prog = coll.programs["xdp_port_gate"]
             prog.load()
-            assert commands.prog_test_run(prog.fd, data_in=PACKET).retval == XDP_PASS
+            assert run_on_packet(prog.fd) == XDP_PASS
             assert list(coll.variables(".data.custom").custom_bytes) == bytes_after
             assert coll.bss.tag_sum == sum(tag)
 
@@ -74,16 +71,16 @@ def test_tail_calls_follow_prog_array_slots_as_programs_load_and_unload(no_fd_le
         stages = coll.maps["xdp_stages"]
         ids = {name: coll.programs[name].id for name in ("xdp_stage_parse", "xdp_stage_count", "xdp_stage_drop")}
         assert dict(stages.items()) == {0: ids["xdp_stage_parse"], 1: ids["xdp_stage_count"], 3: ids["xdp_stage_drop"]}
-        assert commands.prog_test_run(dispatch, data_in=PACKET).retval == XDP_PASS
+        assert run_on_packet(dispatch) == XDP_PASS
         assert coll.bss.packets == 1
         assert coll.bss.fallthrough == 0
         coll.programs["xdp_stage_count"].unload()
         assert dict(stages.items()) == {0: ids["xdp_stage_parse"], 3: ids["xdp_stage_drop"]}
-        assert commands.prog_test_run(dispatch, data_in=PACKET).retval == XDP_PASS
+        assert run_on_packet(dispatch) == XDP_PASS
         assert coll.bss.packets == 1
         assert coll.bss.fallthrough == 1
         coll.programs["xdp_stage_count"].load()
-        assert commands.prog_test_run(dispatch, data_in=PACKET).retval == XDP_PASS
+        assert run_on_packet(dispatch) == XDP_PASS
         assert coll.bss.packets == 2
 
 

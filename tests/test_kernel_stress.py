@@ -10,36 +10,22 @@ from __future__ import annotations
 import os
 import random
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 
 import dynbpf
 from dynbpf._asm.insn import return_imm
-from dynbpf._probes.trial import create_map, load
 from dynbpf._sys import commands
 from dynbpf._sys.commands import ObjKind
 from dynbpf._sys.constants import MapType, ProgType
-from dynbpf._sys.fd import Fd
 from dynbpf._sys.placeholder import FdSlot
 from tests import kernel_state as ks
 from tests import stress_driver as sd
+from tests.helpers import load_ok, new_map
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
 
 SEED = int(os.environ.get("DYNBPF_STRESS_SEED", "5"))
-
-
-def new_map(map_type: MapType, name: bytes, *, value_size: int = 4, entries: int = 4, **extra: int) -> Fd:
-    trial = create_map(map_type, 4, value_size, entries, map_name=name, **extra)
-    assert trial.fd is not None, f"map create failed: errno {trial.result}"
-    return trial.fd
-
-
-def new_prog(prog_type: ProgType, name: bytes) -> Fd:
-    trial = load(prog_type, return_imm(0), name=name)
-    assert trial.fd is not None, f"prog load failed: errno {trial.result}"
-    return trial.fd
 
 
 @pytest.fixture
@@ -47,20 +33,13 @@ def fixture() -> sd.Fixture:
     return sd.Fixture.load()
 
 
-@pytest.fixture
-def pin_root() -> Iterator[str]:
-    root = sd.new_pin_root(os.getpid())
-    yield root
-    sd.remove_pins(root)
-
-
 # --- kernel_state: what /proc and the kernel say, checked against objects made by hand ---------------
 
 
 def test_held_ids_follow_this_process_fds_and_the_kernel_lists_them_by_name(no_fd_leak: None) -> None:
     baseline = ks.open_fds()
-    map_fd = new_map(MapType.ARRAY, b"sxk_held")
-    prog_fd = new_prog(ProgType.SOCKET_FILTER, b"sxk_held")
+    map_fd = new_map(MapType.ARRAY, value=4, entries=4, name=b"sxk_held")
+    prog_fd = load_ok(ProgType.SOCKET_FILTER, return_imm(0), name=b"sxk_held")
     map_id, prog_id = int(commands.map_info(map_fd.raw).id), int(commands.prog_info(prog_fd.raw).id)
     try:
         assert ks.held_ids("map")[map_id] == [map_fd.raw]
@@ -85,7 +64,7 @@ def test_held_ids_follow_this_process_fds_and_the_kernel_lists_them_by_name(no_f
 
 
 def test_links_show_their_id_and_program_in_fdinfo(no_fd_leak: None) -> None:
-    with new_prog(ProgType.RAW_TRACEPOINT, b"sxk_link") as prog:
+    with load_ok(ProgType.RAW_TRACEPOINT, return_imm(0), name=b"sxk_link") as prog:
         prog_id = int(commands.prog_info(prog.raw).id)
         with commands.raw_tracepoint_open("sys_enter", prog.raw) as link:
             link_id = int(commands.link_info(link.raw).id)
@@ -101,7 +80,7 @@ def test_placeholders_name_the_map_whose_number_they_reserve(no_fd_leak: None) -
     with FdSlot("dynbpf:sx_reserved") as slot:
         (held,) = [h for h in ks.held() if h.fd == slot.number]
         assert (held.kind, held.placeholder_of, held.obj_id) == ("placeholder", "sx_reserved", None)
-        slot.install(new_map(MapType.HASH, b"sx_reserved"))
+        slot.install(new_map(MapType.HASH, value=4, entries=4, name=b"sx_reserved"))
         (held,) = [h for h in ks.held() if h.fd == slot.number]
         assert held.kind == "map"
         assert held.placeholder_of is None
@@ -110,14 +89,14 @@ def test_placeholders_name_the_map_whose_number_they_reserve(no_fd_leak: None) -
 
 def test_fd_array_ids_read_what_prog_arrays_and_maps_of_maps_hold(no_fd_leak: None) -> None:
     with (
-        new_map(MapType.PROG_ARRAY, b"sxk_jmp") as jmp,
-        new_prog(ProgType.SOCKET_FILTER, b"sxk_stage") as stage,
-        new_map(MapType.ARRAY, b"sxk_inner", value_size=8, entries=1) as inner,
+        new_map(MapType.PROG_ARRAY, value=4, entries=4, name=b"sxk_jmp") as jmp,
+        load_ok(ProgType.SOCKET_FILTER, return_imm(0), name=b"sxk_stage") as stage,
+        new_map(MapType.ARRAY, value=8, entries=1, name=b"sxk_inner") as inner,
     ):
         assert ks.fd_array_ids(jmp.raw, 4) == {}
         commands.map_update_elem(jmp.raw, (2).to_bytes(4, "little"), stage.raw.to_bytes(4, "little"))
         assert ks.fd_array_ids(jmp.raw, 4) == {2: commands.prog_info(stage.raw).id}
-        with new_map(MapType.ARRAY_OF_MAPS, b"sxk_outer", entries=2, inner_map_fd=inner.raw) as outer:
+        with new_map(MapType.ARRAY_OF_MAPS, value=4, entries=2, name=b"sxk_outer", inner_map_fd=inner.raw) as outer:
             commands.map_update_elem(outer.raw, (1).to_bytes(4, "little"), inner.raw.to_bytes(4, "little"))
             assert ks.fd_array_ids(outer.raw, 2) == {1: commands.map_info(inner.raw).id}
 

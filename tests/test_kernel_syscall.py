@@ -10,65 +10,29 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from ctypes import c_uint32 as u32_t
 
 import pytest
 from bench.gil_release import busy_program
 
 from dynbpf._asm import decode, encode
-from dynbpf._asm.insn import R1, R2, Insn, ld_map_value, mov64_imm, return_imm, st_mem
-from dynbpf._asm.opcodes import AluOp, Class, Mode, Size
+from dynbpf._asm.insn import R1, ld_map_value, return_imm, st_mem
+from dynbpf._asm.opcodes import Size
 from dynbpf._btf import Kind, size_of
 from dynbpf._btf import kernel as btf_kernel
 from dynbpf._probes import attach as attach_probes
 from dynbpf._probes.maps import local_storage_btf
 from dynbpf._probes.trial import load
-from dynbpf._sys import commands, fs, perf
+from dynbpf._sys import commands, fs
 from dynbpf._sys.attrs import LinkCreateAttr, MapCreateAttr
-from dynbpf._sys.constants import AttachType, Cmd, MapType, ProgType, UpdateFlags
-from dynbpf._sys.fd import Fd
+from dynbpf._sys.constants import AttachType, Cmd, MapFlags, MapType, ProgType, UpdateFlags
 from dynbpf._sys.syscall import bpf
 from dynbpf.errors import StateError, SyscallError
 from tests import bpfbuild
+from tests.helpers import counter_prog, getppid_counter, load_ok, new_map, read_u64, u32, u64
 
 pytestmark = pytest.mark.kernel
-
-
-def u32(v: int) -> bytes:
-    return v.to_bytes(4, "little")
-
-
-def u64(v: int) -> bytes:
-    return v.to_bytes(8, "little")
-
-
-def new_map(map_type: MapType = MapType.ARRAY, key: int = 4, value: int = 8, entries: int = 1, **kw: int) -> Fd:
-    return commands.map_create(
-        MapCreateAttr(map_type=map_type, key_size=key, value_size=value, max_entries=entries, map_name=b"test", **kw)
-    )
-
-
-def read_u64(map_fd: Fd, key: int = 0) -> int:
-    value = ctypes.create_string_buffer(8)
-    assert commands.map_lookup_elem(map_fd.raw, u32(key), value)
-    return int.from_bytes(value.raw, "little")
-
-
-def counter_prog(map_fd: Fd | int) -> list[Insn]:
-    """``__sync_fetch_and_add(&map[0], 1); return 0``."""
-    atomic_add = Insn(Class.STX | Mode.ATOMIC | Size.DW, R1, R2, 0, AluOp.ADD)
-    number = map_fd if isinstance(map_fd, int) else map_fd.raw
-    return [ld_map_value(R1, number, 0), mov64_imm(R2, 1), atomic_add, *return_imm(0)]
-
-
-def load_ok(prog_type: ProgType, insns: list[Insn], **kw: int) -> Fd:
-    trial = load(prog_type, insns, **kw)
-    if trial.fd is None:
-        trial = load(prog_type, insns, with_log=True, **kw)
-    assert trial.fd is not None, f"load failed: {trial.result}\n{trial.log}"
-    return trial.fd
 
 
 def test_program_writes_map_value_seen_from_user_space(no_fd_leak: None) -> None:
@@ -96,19 +60,6 @@ def test_raw_tracepoint_fires_on_syscalls_and_stops_after_detach(no_fd_leak: Non
         for _ in range(20):
             os.getppid()
         assert read_u64(m) == before
-
-
-@contextmanager
-def getppid_counter() -> Iterator[tuple[Fd, Fd, Fd]]:
-    """(counter map, counting tracepoint program, getppid tracepoint event of this process only)."""
-    tp_id = fs.tracepoint_id("syscalls", "sys_enter_getppid")
-    with (
-        new_map() as m,
-        load_ok(ProgType.TRACEPOINT, counter_prog(m)) as p,
-        # this process only, on any CPU: other processes' getppid calls do not count
-        perf.perf_event_open(perf.tracepoint_attr(tp_id), pid=0, cpu=-1) as pfd,
-    ):
-        yield m, p, pfd
 
 
 def test_tracepoint_through_perf_event_link(no_fd_leak: None) -> None:
@@ -261,9 +212,15 @@ def test_struct_ops_maps_need_a_btf_fd_and_the_probe_supplies_one(no_fd_leak: No
         commands.map_create(MapCreateAttr(**attr, btf_vmlinux_value_type_id=value_type))
     assert exc.value.errno == errno.EINVAL
     with commands.btf_load(local_storage_btf()) as btf:
-        commands.map_create(MapCreateAttr(**attr, btf_vmlinux_value_type_id=value_type, btf_fd=btf.raw)).close()
-    assert attach_probes.struct_ops().supported
-    assert attach_probes.struct_ops_link().supported
+        ops = {**attr, "btf_vmlinux_value_type_id": value_type, "btf_fd": btf.raw}
+        commands.map_create(MapCreateAttr(**ops)).close()
+        if attach_probes.struct_ops_link():  # BPF_F_LINK (6.4): the map is registered through a link
+            commands.map_create(MapCreateAttr(**ops, map_flags=MapFlags.LINK)).close()
+        else:  # a kernel before it refuses the flag
+            with pytest.raises(SyscallError) as refused:
+                commands.map_create(MapCreateAttr(**ops, map_flags=MapFlags.LINK))
+            assert refused.value.errno == errno.EINVAL
+    assert attach_probes.struct_ops().supported  # what was just done
 
 
 def test_closed_fd_cannot_be_used() -> None:

@@ -43,6 +43,7 @@ from dynbpf._maps import Codec, CodecError, RawCodec, Record, codec_for
 from dynbpf._maps.codec import ArrayCodec, BytesCodec, EnumCodec, StructCodec
 from dynbpf.errors import DynbpfError, ObjectFormatError
 from tests import bpfbuild
+from tests.helpers import section_vars
 
 S = IntEncoding.SIGNED
 U = IntEncoding.NONE
@@ -800,15 +801,6 @@ def test_kernel_types_build_quickly() -> None:
 
 
 # --- global variables over a buffer ---------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def globals_obj() -> elf.ObjectSpec:
-    return elf.read(bpfbuild.build("globals"))
-
-
-def section_vars(obj: elf.ObjectSpec, section: str) -> list[elf.VariableSpec]:
-    return [v for v in obj.variables.values() if v.section == section]
 
 
 @pytest.mark.needs_clang

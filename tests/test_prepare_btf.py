@@ -9,14 +9,9 @@ feature) and against libbpf's rules on hand-built blobs.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import dataclasses
-import hashlib
-import os
 import re
-import subprocess
-from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
@@ -69,7 +64,7 @@ from dynbpf._sys import commands
 from dynbpf._sys.attrs import BtfInfo
 from dynbpf.errors import ObjectFormatError, RelocationError, SyscallError
 from tests import bpfbuild
-from tests.libbpf_oracle import LIBBPF_REFUSES
+from tests.libbpf_oracle import LIBBPF_REFUSES, LibbpfError, iterate, libbpf, libbpf_object, open_object
 
 FIXTURES = bpfbuild.fixture_names()
 EDGES = "btf_edges"  # compiled here from EDGES_SOURCE: what the shared fixtures do not exercise
@@ -130,26 +125,9 @@ char LICENSE[] SEC("license") = "GPL";
 """
 
 
-@cache
 def _edges() -> Path:
-    """EDGES_SOURCE compiled with the fixtures' flags, cached like them."""
-    header = bpfbuild.vmlinux_h()
-    flags = [*bpfbuild.CFLAGS, *bpfbuild.SYSTEM_INCLUDES, "-I", str(header.parent)]
-    key = hashlib.sha256(
-        (EDGES_SOURCE + " ".join(flags) + bpfbuild.clang_version()).encode() + header.read_bytes()[:4096]
-    ).hexdigest()[:24]
-    out = bpfbuild.CACHE / f"{EDGES}-{key}" / f"{EDGES}.bpf.o"
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        src = out.with_suffix(".c")
-        src.write_text(EDGES_SOURCE)
-        tmp = out.with_suffix(f".tmp{os.getpid()}")
-        proc = subprocess.run(
-            ["clang", *flags, "-c", str(src), "-o", str(tmp)], check=False, capture_output=True, text=True
-        )
-        assert proc.returncode == 0, proc.stderr
-        tmp.replace(out)
-    return out
+    """EDGES_SOURCE compiled like the fixtures."""
+    return bpfbuild.compile_source(EDGES_SOURCE, EDGES)
 
 
 def _path(name: str) -> Path:
@@ -167,39 +145,6 @@ def _fixed(name: str) -> Spec:
 
 
 # --- libbpf 1.1 as the oracle ------------------------------------------------------------------
-
-
-@cache
-def _libbpf() -> ctypes.CDLL:
-    lib = ctypes.CDLL("/usr/lib/x86_64-linux-gnu/libbpf.so.1")
-    vp = ctypes.c_void_p
-    for fn, restype, argtypes in (
-        ("bpf_object__open_file", vp, [ctypes.c_char_p, vp]),
-        ("bpf_object__next_program", vp, [vp, vp]),
-        ("bpf_object__next_map", vp, [vp, vp]),
-        ("bpf_map__set_autocreate", ctypes.c_int, [vp, ctypes.c_bool]),
-        ("bpf_program__set_autoload", ctypes.c_int, [vp, ctypes.c_bool]),
-        ("bpf_program__type", ctypes.c_int, [vp]),
-        ("bpf_object__load", ctypes.c_int, [vp]),
-        ("bpf_object__btf_fd", ctypes.c_int, [vp]),
-        ("bpf_object__close", None, [vp]),
-        ("libbpf_get_error", ctypes.c_long, [vp]),
-    ):
-        getattr(lib, fn).restype = restype
-        getattr(lib, fn).argtypes = argtypes
-    return lib
-
-
-@contextlib.contextmanager
-def _libbpf_object(path: Path) -> Iterator[int]:
-    lib = _libbpf()
-    obj = lib.bpf_object__open_file(os.fsencode(path), None)
-    if not obj or lib.libbpf_get_error(obj):
-        raise AssertionError(f"libbpf cannot open {path}")
-    try:
-        yield obj
-    finally:
-        lib.bpf_object__close(obj)
 
 
 def _kernel_btf(fd: int) -> bytes:
@@ -220,18 +165,14 @@ def libbpf_btf(path: Path) -> bytes:
     section libbpf does not know: it could not load them). An object whose
     maps are sized by the loader (max_entries 0) is loaded without creating maps.
     """
-    lib = _libbpf()
+    lib = libbpf()
     for whole, maps in ((False, True), (True, True), (False, False)):
-        with _libbpf_object(path) as obj:
-            prog = lib.bpf_object__next_program(obj, None)
-            while prog:
+        with libbpf_object(path) as obj:
+            for prog in iterate(lib.bpf_object__next_program, obj):
                 if not whole or lib.bpf_program__type(prog) == 0:  # BPF_PROG_TYPE_UNSPEC
                     lib.bpf_program__set_autoload(prog, False)
-                prog = lib.bpf_object__next_program(obj, prog)
-            m = lib.bpf_object__next_map(obj, None)
-            while m and not maps:
+            for m in iterate(lib.bpf_object__next_map, obj) if not maps else ():
                 lib.bpf_map__set_autocreate(m, False)
-                m = lib.bpf_object__next_map(obj, m)
             if lib.bpf_object__load(obj) == 0:
                 return _kernel_btf(lib.bpf_object__btf_fd(obj))
     raise AssertionError(f"libbpf 1.1 could not load {path} (see its messages above)")
@@ -260,13 +201,8 @@ def test_fixed_up_btf_is_what_libbpf_loads(name: str) -> None:
 @pytest.mark.needs_clang
 def test_libbpf_refuses_legacy_maps() -> None:
     """Why legacy_maps is not compared with libbpf: libbpf 1.1 will not open it."""
-    lib = _libbpf()
-    obj = lib.bpf_object__open_file(os.fsencode(_path("legacy_maps")), None)
-    try:
-        assert not obj or lib.libbpf_get_error(obj)
-    finally:
-        if obj and not lib.libbpf_get_error(obj):
-            lib.bpf_object__close(obj)
+    with pytest.raises(LibbpfError, match="could not open"):
+        open_object(_path("legacy_maps"))
 
 
 @pytest.mark.kernel

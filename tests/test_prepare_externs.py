@@ -53,7 +53,8 @@ from dynbpf._sys import commands
 from dynbpf._sys.constants import MapType, ProgType
 from dynbpf.errors import KernelUnsupported, RelocationError, StateError
 from tests.bpfbuild import build
-from tests.libbpf_oracle import LIBBPF_PATH, OpenOpts
+from tests.helpers import kallsyms
+from tests.libbpf_oracle import OpenOpts, captured, iterate, libbpf, libbpf_object
 
 kernel = pytest.mark.kernel
 needs_clang = pytest.mark.needs_clang
@@ -73,53 +74,6 @@ class _VarSecinfo(ctypes.Structure):
     _fields_ = [("type", ctypes.c_uint32), ("offset", ctypes.c_uint32), ("size", ctypes.c_uint32)]
 
 
-_PRINT = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
-
-
-@cache
-def _libbpf() -> ctypes.CDLL:
-    lib = ctypes.CDLL(LIBBPF_PATH, use_errno=True)
-    vp, cp, i32 = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int
-    for name, restype, argtypes in [
-        ("libbpf_set_print", vp, [vp]),
-        ("bpf_object__open_file", vp, [cp, vp]),
-        ("bpf_object__load", i32, [vp]),
-        ("bpf_object__close", None, [vp]),
-        ("bpf_object__btf", vp, [vp]),
-        ("bpf_object__next_program", vp, [vp, vp]),
-        ("bpf_object__next_map", vp, [vp, vp]),
-        ("bpf_program__name", cp, [vp]),
-        ("bpf_program__set_autoload", i32, [vp, ctypes.c_bool]),
-        ("bpf_program__insns", vp, [vp]),
-        ("bpf_program__insn_cnt", ctypes.c_size_t, [vp]),
-        ("bpf_map__name", cp, [vp]),
-        ("bpf_map__fd", i32, [vp]),
-        ("bpf_map__map_flags", ctypes.c_uint32, [vp]),
-        ("bpf_map__initial_value", vp, [vp, ctypes.POINTER(ctypes.c_size_t)]),
-        ("btf__find_by_name_kind", i32, [vp, cp, ctypes.c_uint32]),
-        ("btf__type_by_id", ctypes.POINTER(_BtfType), [vp, ctypes.c_uint32]),
-        ("btf__name_by_offset", cp, [vp, ctypes.c_uint32]),
-    ]:
-        fn = getattr(lib, name)
-        fn.restype, fn.argtypes = restype, argtypes
-    return lib
-
-
-_log: list[str] = []
-
-
-def _on_print(level: int, fmt: bytes | None, args: int | None) -> int:
-    buf = ctypes.create_string_buffer(2048)
-    libc = ctypes.CDLL(None)
-    libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
-    libc.vsnprintf(buf, len(buf), fmt, args)
-    _log.append(buf.value.decode(errors="replace").rstrip())
-    return 0
-
-
-_print_cb = _PRINT(_on_print)
-
-
 @dataclass
 class Loaded:
     """What libbpf made of an object: ``.kconfig`` (bytes, fd, offsets) and relocated instructions."""
@@ -133,38 +87,22 @@ class Loaded:
     insns: dict[str, bytes] = dataclasses.field(default_factory=dict)
 
 
-def _iterate(next_fn: object, obj: int) -> Iterator[int]:
-    item = next_fn(obj, None)  # type: ignore[operator]
-    while item:
-        yield item
-        item = next_fn(obj, item)  # type: ignore[operator]
-
-
 @contextmanager
 def libbpf_loaded(path: Path, *, autoload: frozenset[str] = frozenset(), config: str | None = None) -> Iterator[Loaded]:
     """Open ``path`` with libbpf (``config``: its extra kconfig text), load it with only ``autoload`` programs."""
-    lib = _libbpf()
+    lib = libbpf()
     opts = OpenOpts(sz=ctypes.sizeof(OpenOpts), kconfig=config.encode() if config is not None else None)
-    _log.clear()
-    previous = lib.libbpf_set_print(ctypes.cast(_print_cb, ctypes.c_void_p))
-    obj = None
-    try:
-        obj = lib.bpf_object__open_file(os.fsencode(path), ctypes.byref(opts))
-        assert obj, f"libbpf could not open {path}: {_log}"
-        for p in _iterate(lib.bpf_object__next_program, obj):
+    with libbpf_object(path, opts) as obj:
+        for p in iterate(lib.bpf_object__next_program, obj):
             lib.bpf_program__set_autoload(p, lib.bpf_program__name(p).decode() in autoload)
-        loaded = Loaded(ok=lib.bpf_object__load(obj) == 0, log=list(_log))
+        loaded = Loaded(ok=lib.bpf_object__load(obj) == 0, log=list(captured()))
         if loaded.ok:
             _collect(lib, obj, loaded, autoload)
         yield loaded
-    finally:
-        if obj:
-            lib.bpf_object__close(obj)
-        lib.libbpf_set_print(previous)
 
 
 def _collect(lib: ctypes.CDLL, obj: int, loaded: Loaded, autoload: frozenset[str]) -> None:
-    for m in _iterate(lib.bpf_object__next_map, obj):
+    for m in iterate(lib.bpf_object__next_map, obj):
         if lib.bpf_map__name(m).decode().endswith(".kconfig"):
             size = ctypes.c_size_t(0)
             data = lib.bpf_map__initial_value(m, ctypes.byref(size))
@@ -174,15 +112,15 @@ def _collect(lib: ctypes.CDLL, obj: int, loaded: Loaded, autoload: frozenset[str
     btf = lib.bpf_object__btf(obj)
     sec_id = lib.btf__find_by_name_kind(btf, b".kconfig", BTF_KIND_DATASEC)
     if sec_id > 0:
-        sec = lib.btf__type_by_id(btf, sec_id)
+        sec = ctypes.cast(lib.btf__type_by_id(btf, sec_id), ctypes.POINTER(_BtfType))
         infos = ctypes.cast(
             ctypes.addressof(sec.contents) + ctypes.sizeof(_BtfType),
             ctypes.POINTER(_VarSecinfo * (sec.contents.info & 0xFFFF)),
         ).contents
         for vs in infos:
-            var = lib.btf__type_by_id(btf, vs.type).contents
+            var = _BtfType.from_address(lib.btf__type_by_id(btf, vs.type))
             loaded.offsets[lib.btf__name_by_offset(btf, var.name_off).decode()] = vs.offset
-    for p in _iterate(lib.bpf_object__next_program, obj):
+    for p in iterate(lib.bpf_object__next_program, obj):
         name = lib.bpf_program__name(p).decode()
         if name in autoload:
             loaded.insns[name] = ctypes.string_at(lib.bpf_program__insns(p), 8 * lib.bpf_program__insn_cnt(p))
@@ -475,13 +413,10 @@ def bpftool_ids() -> dict[str, int]:
 def test_ksyms_and_kfuncs_resolve_like_the_kernel_lists_them() -> None:
     _, spec = fixture("externs")
     ours = resolve_externs(spec)
-    kallsyms = {}
-    for line in Path("/proc/kallsyms").read_text().splitlines():
-        address, _, name = line.split()[:3]
-        kallsyms.setdefault(name, int(address, 16))
+    listed = kallsyms()
     for name in ("__start_BTF", "__stop_BTF"):
-        assert ours.ksyms[name] == KsymValue(True, address=kallsyms[name])
-    assert ("bpf_prog_active" in kallsyms) == ours.ksyms["bpf_prog_active"].resolved  # KALLSYMS_ALL off: absent
+        assert ours.ksyms[name] == KsymValue(True, address=listed[name])
+    assert ("bpf_prog_active" in listed) == ours.ksyms["bpf_prog_active"].resolved  # listed with KALLSYMS_ALL
     assert ours.ksyms["dynbpf_no_such_symbol"] == KsymValue(False)  # typed, weak, missing
     ids = bpftool_ids()
     assert ours.ksyms["runqueues"] == KsymValue(True, btf_id=ids["VAR runqueues"])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from dynbpf._asm.slots import SlotMap
@@ -11,7 +9,7 @@ from dynbpf._elf import read
 from dynbpf._elf.spec import FunctionPointer, SubprogramCall
 from dynbpf._prepare.linker import link
 from tests.bpfbuild import build, fixture_names
-from tests.test_elf import compile_c
+from tests.helpers import compile_snippet
 
 FIXTURE_NAMES = fixture_names()
 
@@ -40,9 +38,8 @@ def test_every_call_lands_on_its_callee(name: str) -> None:
             assert [p for p, _ in linked.func_info] == [p.start for p in linked.functions]
 
 
-def test_layout_is_depth_first_in_order_of_first_reference(tmp_path: Path) -> None:
-    obj = compile_c(
-        tmp_path,
+def test_layout_is_depth_first_in_order_of_first_reference() -> None:
+    obj = compile_snippet(
         """
 static __noinline int d(int x) { return x * 3; }
 static __noinline int c2(int x) { return x - 1; }

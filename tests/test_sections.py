@@ -40,6 +40,7 @@ from dynbpf._elf.sections import (
 )
 from dynbpf._sys.constants import AttachType, ProgFlags, ProgType
 from dynbpf.errors import ObjectFormatError
+from tests.libbpf_oracle import LIBBPF_PATH, libbpf
 
 # pattern, prog type, expected attach type, flags, auto-attach family
 EXPECTED = """
@@ -571,16 +572,12 @@ def test_near_miss_names_raise_only_object_format_error(q: bool, base: str, glue
 
 # libbpf as the oracle -------------------------------------------------------
 
-LIBBPF = "/usr/lib/x86_64-linux-gnu/libbpf.so.1"
-
 
 @pytest.fixture(scope="module")
 def libbpf_prog_type_by_name() -> ctypes._CFunctionType:
-    if not os.path.exists(LIBBPF):
-        pytest.fail(f"{LIBBPF} is missing: install libbpf1 (the oracle for section names)", pytrace=False)
-    fn = ctypes.CDLL(LIBBPF).libbpf_prog_type_by_name
-    fn.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int)]
-    fn.restype = ctypes.c_int
+    if not os.path.exists(LIBBPF_PATH):
+        pytest.fail(f"{LIBBPF_PATH} is missing: install libbpf1 (the oracle for section names)", pytrace=False)
+    fn: ctypes._CFunctionType = libbpf().libbpf_prog_type_by_name
     return fn
 
 

@@ -318,7 +318,7 @@ class ObjectSpec:
     def reachable(self, name: str) -> tuple[FunctionSpec, ...]:
         """The function ``name`` followed by every function it calls, transitively (each once)."""
         order: dict[str, FunctionSpec] = {}
-        stack = [name]
+        stack = [_a_name(name, "a function's name")]
         while stack:
             fn = self.functions[stack.pop()]
             if fn.name in order:
@@ -346,4 +346,18 @@ class ObjectSpec:
 
     def users(self, map_name: str) -> Iterator[str]:
         """Programs that use ``map_name``."""
+        _a_name(map_name, "a map's name")  # now, not on iteration: a spec matched no map and answered "none"
         return (p for p in self.programs if map_name in self.maps_used(p))
+
+
+def _a_name(value: object, expected: str) -> str:
+    """``value`` if it is a name; a spec passed instead is a TypeError saying to pass its name.
+
+    The graph queries look names up in mappings, so a spec (hashable, being
+    frozen) would be a KeyError quoting the whole spec, or, as a map name,
+    match nothing and silently answer "no program".
+    """
+    if isinstance(value, str):
+        return value
+    hint = ": pass its .name" if isinstance(getattr(value, "name", None), str) else ""
+    raise TypeError(f"{expected} (str), not {type(value).__name__}{hint}")
