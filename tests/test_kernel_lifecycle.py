@@ -246,7 +246,7 @@ def test_pinned_map_with_another_definition_is_a_clear_error(pin_root: str, tmp_
     with open_lifecycle(map_policies={"private_a": "pinned"}, pin_root=pin_root):
         pass
     os.rename(os.path.join(pin_root, "private_a"), os.path.join(pin_root, "shared"))  # a hash where an array goes
-    with pytest.raises(DynbpfError, match=r"the map pinned at .*shared has type 1, the object declares 2"):
+    with pytest.raises(DynbpfError, match=r"the map pinned at .*shared has type hash, the object declares array"):
         open_lifecycle(map_policies={"shared": "pinned"}, pin_root=pin_root)
 
 

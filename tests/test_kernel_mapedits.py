@@ -255,7 +255,7 @@ def test_reuse_fd_and_reuse_pin_share_one_map(obj: Path, pin_root: str, no_fd_le
             by_fd.maps["table"][7] = 49
             assert first.maps["table"][7] == by_pin.maps["table"][7] == 49
         assert first.maps["table"][7] == 49  # the reusers closed their own references only
-        with pytest.raises(MapEditError, match=r"fd \d+ has type 6, the object declares 1") as e:
+        with pytest.raises(MapEditError, match=r"fd \d+ has type percpu_array, the object declares hash") as e:
             dynbpf.open(obj, map_edits={**EDITS, "table": MapEdit(reuse_fd=first.map_fd_number("heap"))})
         assert (e.value.map, e.value.field) == ("table", "reuse_fd")
 

@@ -21,7 +21,7 @@ from typing import Protocol, SupportsIndex
 from dynbpf._attach.linkinfo import LinkFacts, link_facts
 from dynbpf._sys import commands, fs, perf
 from dynbpf._sys.closing import Closing
-from dynbpf._sys.constants import LinkType
+from dynbpf._sys.constants import LinkType, type_name
 from dynbpf._sys.fd import Fd
 from dynbpf.errors import AttachError, DynbpfError, StateError, SyscallError
 
@@ -206,7 +206,7 @@ class Link(Closing):
         except SyscallError:
             link_type = -1
         if e.errno in (errno.EINVAL, errno.EOPNOTSUPP) and link_type not in UPDATABLE:
-            name = _type_name(link_type)
+            name = type_name(LinkType, link_type)
             return AttachError(
                 f"cannot update link {self.description}: the kernel cannot swap the program of a {name} link "
                 f"(BPF_LINK_UPDATE answers {errno.errorcode[e.errno]} for it); detach it and attach the new "
@@ -377,13 +377,6 @@ def _object_kind(fd: int) -> str:
     except OSError:
         return "object of unknown kind"
     return target.removeprefix("anon_inode:").removeprefix("bpf-")
-
-
-def _type_name(link_type: int) -> str:
-    try:
-        return LinkType(link_type).name.lower()
-    except ValueError:
-        return f"type {link_type}"
 
 
 def _unlink(path: str) -> None:

@@ -22,7 +22,7 @@ from dynbpf._elf.spec import (
     ObjectSpec,
     SubprogramCall,
 )
-from dynbpf._sys.constants import HELPER_NAMES, MapFlags
+from dynbpf._sys.constants import HELPER_NAMES, AttachType, MapFlags, MapType, ProgType, type_name
 from dynbpf.errors import DynbpfError
 
 
@@ -40,8 +40,10 @@ def summary(spec: ObjectSpec) -> dict[str, Any]:
             {
                 "name": name,
                 "section": prog.section,
-                "type": k.prog_type.name.lower(),
-                "attach_type": k.expected_attach_type.name.lower() if k.expected_attach_type is not None else None,
+                "type": type_name(ProgType, k.prog_type),
+                "attach_type": (
+                    type_name(AttachType, k.expected_attach_type) if k.expected_attach_type is not None else None
+                ),
                 "target": str(k.target) if k.target is not None else None,
                 "error": k.error,
                 "sleepable": k.sleepable,
@@ -87,7 +89,7 @@ def _map(spec: ObjectSpec, m: MapSpec, users: list[str]) -> dict[str, Any]:
     return {
         "name": m.name,
         "section": m.section,
-        "type": m.type.name.lower(),
+        "type": type_name(MapType, m.type),
         "key": {"type": _type_name(spec, m.key_type), "size": m.key_size},
         "value": {"type": _type_name(spec, m.value_type), "size": m.value_size},
         "max_entries": m.max_entries,

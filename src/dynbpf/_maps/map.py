@@ -36,7 +36,7 @@ from dynbpf._maps.cpus import possible_cpus
 from dynbpf._maps.errors import CodecError, MapTypeError
 from dynbpf._sys import commands
 from dynbpf._sys.attrs import BtfInfo, MapBatchAttr, addr
-from dynbpf._sys.constants import Cmd, MapType, UpdateFlags
+from dynbpf._sys.constants import Cmd, MapType, UpdateFlags, type_name
 from dynbpf._sys.fd import Fd, FdSource, raw_fd
 from dynbpf._sys.syscall import bpf_raw, error_for
 from dynbpf.errors import DynbpfError, StateError
@@ -224,7 +224,7 @@ class Map:
 
     @property
     def _type_name(self) -> str:
-        return self.type.name.lower() if isinstance(self.type, MapType) else f"type {self.type}"
+        return type_name(MapType, self.type)
 
     @property
     def _value_buf_size(self) -> int:

@@ -39,7 +39,7 @@ from dynbpf._maps.cpus import parse_cpu_list
 from dynbpf._maps.errors import MapTypeError
 from dynbpf._maps.reader import Decode, EventReader, Sink
 from dynbpf._sys import commands, perf
-from dynbpf._sys.constants import MapType
+from dynbpf._sys.constants import MapType, type_name
 from dynbpf._sys.fd import Fd, FdSource, raw_fd
 from dynbpf.errors import DynbpfError, SyscallError
 
@@ -148,7 +148,7 @@ class PerfBuffer(EventReader):
         self.name = info.name.decode(errors="replace")
         self.id = int(info.id)
         if info.type != MapType.PERF_EVENT_ARRAY:
-            raise MapTypeError(f"map {self.name!r} (type {info.type}) is not a perf event array")
+            raise MapTypeError(f"map {self.name!r} is a {type_name(MapType, info.type)}, not a perf_event_array")
         self.pages = pages
         #: samples the kernel reported dropped because a ring was full, per CPU and in total
         self.lost_by_cpu: dict[int, int] = {}

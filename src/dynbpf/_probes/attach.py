@@ -24,7 +24,7 @@ from dynbpf._probes.result import Support, cached, outcome
 from dynbpf._probes.trial import Trial, create_map, kernel_btf_id, load
 from dynbpf._sys import commands, fs, perf
 from dynbpf._sys.attrs import LinkCreateAttr, ProgAssocStructOpsAttr
-from dynbpf._sys.constants import AttachType, Cmd, MapFlags, MapType, ProgType
+from dynbpf._sys.constants import AttachType, Cmd, MapFlags, MapType, ProgType, type_name
 from dynbpf._sys.fd import Fd
 from dynbpf._sys.syscall import bpf_raw
 from dynbpf.errors import DynbpfError, SyscallError
@@ -72,11 +72,11 @@ def _btf_link(name: str, prog_type: ProgType, eat: AttachType, target: str, kind
     if btf_id is None:
         return Support(name, False, f"no {target} in kernel BTF")
     prog = load(prog_type, return_imm(0), expected_attach_type=eat, attach_btf_id=btf_id)
-    kind_name = eat.name.lower()
+    kind_name = type_name(AttachType, eat)
     return _link(
         name,
         prog,
-        f"{prog_type.name.lower()} program ({kind_name} -> {target}) load",
+        f"{type_name(ProgType, prog_type)} program ({kind_name} -> {target}) load",
         lambda fd: _link_create(fd, 0, eat),
         f"BPF_LINK_CREATE {kind_name}",
     )
@@ -269,9 +269,9 @@ def _loopback_link(name: str, prog_type: ProgType, eat: AttachType, verdict: int
     return _link(
         name,
         prog,
-        f"{prog_type.name.lower()} program ({eat.name.lower()}, returns {verdict_name}) load",
+        f"{type_name(ProgType, prog_type)} program ({type_name(AttachType, eat)}, returns {verdict_name}) load",
         lambda fd: _link_create(fd, socket.if_nametoindex("lo"), eat),
-        f"BPF_LINK_CREATE {eat.name.lower()} on lo",
+        f"BPF_LINK_CREATE {type_name(AttachType, eat)} on lo",
     )
 
 
@@ -399,5 +399,5 @@ def struct_ops_assoc() -> Support:
     return Support(
         "struct_ops program association (BPF_PROG_ASSOC_STRUCT_OPS)",
         err == errno.EBADF,
-        f"command 38 with fds -1 -> {outcome(err)} (EBADF: command known; EINVAL: kernel predates it)",
+        f"BPF_PROG_ASSOC_STRUCT_OPS with fds -1 -> {outcome(err)} (EBADF: command known; EINVAL: kernel predates it)",
     )

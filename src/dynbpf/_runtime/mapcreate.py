@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import re
+from collections.abc import Callable
 
 from dynbpf._btf.spec import Spec
 from dynbpf._elf.names import source_name
@@ -16,7 +17,7 @@ from dynbpf._elf.spec import MapSpec
 from dynbpf._maps.cpus import possible_cpus
 from dynbpf._sys import commands
 from dynbpf._sys.attrs import MapCreateAttr
-from dynbpf._sys.constants import MapFlags, MapType
+from dynbpf._sys.constants import MapFlags, MapType, type_name
 from dynbpf._sys.fd import Fd
 from dynbpf.errors import DynbpfError, SyscallError
 
@@ -165,7 +166,8 @@ def check_compatible(spec: MapSpec, fd: int, where: str) -> None:
     for field, value in want.items():
         got = int(getattr(info, field))
         if got != value:
-            raise DynbpfError(f"map {spec.name!r}: {where} has {field} {got}, the object declares {value}")
+            show = _SHOW.get(field, str)
+            raise DynbpfError(f"map {spec.name!r}: {where} has {field} {show(got)}, the object declares {show(value)}")
 
 
 def initialise(fd: int, spec: MapSpec, data: bytes | None = None) -> None:
@@ -179,11 +181,16 @@ def initialise(fd: int, spec: MapSpec, data: bytes | None = None) -> None:
         commands.map_freeze(fd)
 
 
+#: how check_compatible shows a field's two values: types by name, flags in hex
+_SHOW: dict[str, Callable[[int], str]] = {
+    "type": lambda v: type_name(MapType, v),
+    "map_flags": hex,
+    "map_extra": hex,
+}
+
+
 def _describe(spec: MapSpec) -> str:
-    try:
-        kind = MapType(spec.type).name.lower()
-    except ValueError:
-        kind = f"type {int(spec.type)}"
+    kind = type_name(MapType, spec.type)
     return (
         f"{kind}, key {spec.key_size} B, value {spec.value_size} B, {spec.max_entries} entries, flags {spec.flags:#x}"
     )
