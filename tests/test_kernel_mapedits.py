@@ -207,7 +207,6 @@ def test_a_map_not_created_poisons_its_loads_as_libbpf_does(obj: Path, no_fd_lea
 @pytest.mark.parametrize(
     ("edits", "where", "text"),
     [
-        ({"nope": MapEdit(max_entries=1)}, ("nope", None), "no such map"),
         ({"table": MapEdit(max_entries=-1)}, ("table", "max_entries"), "from 0 to 2\\*\\*32 - 1"),
         ({"table": MapEdit(value_size=1 << 32)}, ("table", "value_size"), "from 0 to"),
         ({"table": MapEdit(key_size=True)}, ("table", "key_size"), "must be an int"),

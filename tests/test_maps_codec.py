@@ -875,7 +875,7 @@ def test_variable_errors_leave_the_buffer_untouched(globals_obj: elf.ObjectSpec)
     view._update({"seq": 99, "bias": -1})
     assert (view.seq, view.bias) == (99, -1)
     with pytest.raises(
-        AttributeError, match=r"no variable 'nope' in this section \(variables: seq, ports, live, bias\)"
+        AttributeError, match=r"this section has no variable 'nope' \(variables: seq, ports, live, bias\)"
     ):
         _ = view.nope
     with pytest.raises(AttributeError):

@@ -23,7 +23,7 @@ from dynbpf._sys import commands, fs, perf
 from dynbpf._sys.closing import Closing
 from dynbpf._sys.constants import LinkType, type_name
 from dynbpf._sys.fd import Fd
-from dynbpf.errors import AttachError, DynbpfError, StateError, SyscallError
+from dynbpf.errors import AttachError, PinError, StateError, SyscallError
 
 Listener = Callable[["Link", str, "int | None"], None]
 
@@ -168,7 +168,7 @@ class Link(Closing):
         try:
             what = _object_kind(fd.raw)
             if what != "link":
-                raise DynbpfError(f"{path} pins a BPF {what}, not a link")
+                raise PinError(f"{path} pins a BPF {what}, not a link", path=path)
             facts = link_facts(fd.raw)
         except BaseException:
             fd.close()
@@ -357,7 +357,7 @@ class LinkGroup(Link):
                 link.detach()
             raise
         if not members:
-            raise DynbpfError(f"{path} is an empty bpffs directory, not a pinned link group")
+            raise PinError(f"{path} is an empty bpffs directory, not a pinned link group", path=path)
         first = members[0][1]
         group = cls(members, kind=first.kind, description=f"{len(members)} {first.kind} links pinned under {path}")
         group._pinned = path

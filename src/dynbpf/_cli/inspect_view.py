@@ -23,7 +23,7 @@ from dynbpf._elf.spec import (
     SubprogramCall,
 )
 from dynbpf._sys.constants import HELPER_NAMES, AttachType, MapFlags, MapType, ProgType, type_name
-from dynbpf.errors import DynbpfError
+from dynbpf.errors import DynbpfError, NotFound
 
 
 def summary(spec: ObjectSpec) -> dict[str, Any]:
@@ -184,8 +184,7 @@ def _sized(part: dict[str, Any]) -> str:
 def disassembly(spec: ObjectSpec, program: str) -> str:
     """A program and the subprograms it calls, with relocations and source lines annotated."""
     if program not in spec.programs:
-        known = ", ".join(sorted(spec.programs)) or "none"
-        raise DynbpfError(f"no program {program!r} in {spec.name} (programs: {known})")
+        raise NotFound(f"object {spec.name!r}", "program", program, sorted(spec.programs))
     parts = []
     for fn in spec.reachable(program):
         notes: dict[int, str] = {}

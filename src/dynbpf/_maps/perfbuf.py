@@ -28,6 +28,7 @@ the read barrier and full barrier the uapi header asks for.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import mmap
 import select
@@ -41,7 +42,7 @@ from dynbpf._maps.reader import Decode, EventReader, Sink
 from dynbpf._sys import commands, perf
 from dynbpf._sys.constants import MapType, type_name
 from dynbpf._sys.fd import Fd, FdSource, raw_fd
-from dynbpf.errors import DynbpfError, SyscallError
+from dynbpf.errors import KernelDataError, SyscallError
 
 PAGE_SIZE = mmap.PAGESIZE
 ONLINE = "/sys/devices/system/cpu/online"
@@ -66,7 +67,7 @@ def usable_cpus(max_entries: int) -> list[int]:
             with open(path) as f:
                 listed = set(parse_cpu_list(f.read()))
         except OSError as e:
-            raise DynbpfError(f"cannot read {path} to choose perf buffer CPUs: {e}") from None
+            raise SyscallError("open", e.errno or errno.EIO, "needed to choose the perf buffer's CPUs", path) from None
         cpus = listed if cpus is None else cpus & listed
     return sorted(cpu for cpu in cpus or () if cpu < max_entries)
 
@@ -197,7 +198,7 @@ class PerfBuffer(EventReader):
             while tail < head and not life.closing:
                 kind, _misc, size = _HEADER.unpack(ring.copy(tail & ring.mask, _HEADER.size))
                 if size < _HEADER.size or size > head - tail:
-                    raise DynbpfError(
+                    raise KernelDataError(
                         f"perf buffer {self.name!r}, CPU {ring.cpu}: record at {tail} claims {size} bytes "
                         f"({head - tail} written)"
                     )

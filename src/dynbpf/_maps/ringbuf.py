@@ -48,7 +48,7 @@ from dynbpf._maps.reader import Decode, EventReader, Sink
 from dynbpf._sys import commands
 from dynbpf._sys.constants import MapType, type_name
 from dynbpf._sys.fd import Fd, FdSource, raw_fd
-from dynbpf.errors import DynbpfError, SyscallError
+from dynbpf.errors import KernelDataError, SyscallError
 
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
@@ -146,7 +146,7 @@ class RingBuffer(EventReader):
                 return count, True
             length = header & ~(BUSY_BIT | DISCARD_BIT)
             if length > self.size - HEADER_SIZE:
-                raise DynbpfError(
+                raise KernelDataError(
                     f"ring buffer {self.name!r}: record at position {position} claims {length} bytes "
                     f"but the ring holds {self.size}"
                 )

@@ -27,7 +27,7 @@ from dynbpf._sys.attrs import LinkCreateAttr, ProgAssocStructOpsAttr
 from dynbpf._sys.constants import AttachType, Cmd, MapFlags, MapType, ProgType, type_name
 from dynbpf._sys.fd import Fd
 from dynbpf._sys.syscall import bpf_raw
-from dynbpf.errors import DynbpfError, SyscallError
+from dynbpf.errors import AttachError, DynbpfError, KernelUnsupported, SyscallError
 
 PROBE_KFUNC = "vfs_read"  # a kernel function present on every configuration
 TCX_PASS = 0
@@ -170,7 +170,7 @@ def tracepoints() -> Support:
 def _kprobe_event() -> Fd:
     pmu = perf.pmu_type("kprobe")
     if pmu is None:
-        raise DynbpfError(f"no kprobe PMU ({perf.PMU_ROOT}/kprobe absent: kernel built without kprobe events)")
+        raise KernelUnsupported("kprobe events", f"no kprobe PMU: {perf.PMU_ROOT}/kprobe is absent")
     attr, _keep = perf.probe_attr(pmu, target=PROBE_KFUNC.encode(), offset=0, retprobe_bit=None)
     return perf.perf_event_open(attr, pid=-1, cpu=0, what=f"kprobe {PROBE_KFUNC}")
 
@@ -320,7 +320,7 @@ def cgroup2_root() -> str | None:
 def _private_cgroup() -> Iterator[int]:
     root = cgroup2_root()
     if root is None:
-        raise DynbpfError("no cgroup2 filesystem is mounted")
+        raise AttachError("no cgroup2 filesystem is mounted, so there is no cgroup to attach to")
     path = os.path.join(root, f"dynbpf-probe-{os.getpid()}")
     os.makedirs(path, exist_ok=True)
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -19,7 +19,7 @@ from dynbpf._sys import commands
 from dynbpf._sys.attrs import MapCreateAttr
 from dynbpf._sys.constants import MapFlags, MapType, type_name
 from dynbpf._sys.fd import Fd
-from dynbpf.errors import DynbpfError, SyscallError
+from dynbpf.errors import OptionError, SyscallError
 
 # Map types whose values are fds or kernel-defined: the kernel takes no BTF key/value types for them.
 _NO_BTF_TYPES = frozenset(
@@ -153,6 +153,8 @@ def check_compatible(spec: MapSpec, fd: int, where: str) -> None:
     """Raise unless the map behind ``fd`` has the definition ``spec`` declares (libbpf's check for reuse).
 
     ``where`` names the map in the message (``the map pinned at /sys/fs/bpf/x``).
+    The :class:`OptionError` says an option (a pinned policy, a map edit's
+    ``reuse_*``) points at a map unfit for the object; callers say which option.
     """
     info = commands.map_info(fd)
     want = {
@@ -167,7 +169,7 @@ def check_compatible(spec: MapSpec, fd: int, where: str) -> None:
         got = int(getattr(info, field))
         if got != value:
             show = _SHOW.get(field, str)
-            raise DynbpfError(f"map {spec.name!r}: {where} has {field} {show(got)}, the object declares {show(value)}")
+            raise OptionError(f"map {spec.name!r}: {where} has {field} {show(got)}, the object declares {show(value)}")
 
 
 def initialise(fd: int, spec: MapSpec, data: bytes | None = None) -> None:

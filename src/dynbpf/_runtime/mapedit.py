@@ -12,7 +12,8 @@ edited definition.
 
 Everything here is checked before anything is created: an edit that does
 not fit its map raises :class:`~dynbpf.errors.MapEditError` naming the map
-and the field.
+and the field; an edit of a map the object does not have raises
+:class:`~dynbpf.errors.NotFound`, like every unknown name.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from dynbpf._runtime import mapcreate
 from dynbpf._sys import commands
 from dynbpf._sys.constants import MapFlags, MapType, type_name
 from dynbpf._sys.fd import Fd
-from dynbpf.errors import DynbpfError, MapEditError, SyscallError
+from dynbpf.errors import DynbpfError, MapEditError, NotFound, SyscallError
 
 _U32 = 1 << 32
 _MAPS_OF_MAPS = (MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS)
@@ -113,8 +114,7 @@ def apply(obj: ObjectSpec, edits: Mapping[str, MapEdit]) -> Edited:
     for name, edit in edits.items():
         spec = maps.get(name)
         if spec is None:
-            have = ", ".join(maps) or "none"
-            raise MapEditError(name, None, f"the object has no such map (maps: {have})")
+            raise NotFound(f"object {obj.name!r}", "map", name, maps, option="map_edits=")
         if not isinstance(edit, MapEdit):
             raise MapEditError(name, None, f"expected a dynbpf.MapEdit, got {type(edit).__name__}")
         edited = _edit(spec, edit, name)

@@ -13,7 +13,7 @@ import os
 import sys
 
 from dynbpf._sys.syscall import libc
-from dynbpf.errors import DynbpfError, SyscallError
+from dynbpf.errors import AttachError, PinError, SyscallError
 
 BPF_FS_MAGIC = 0xCAFE4A11
 TRACEFS_MAGIC = 0x74726163
@@ -72,9 +72,10 @@ def ensure_bpffs(path: str = DEFAULT_BPFFS, *, mount_if_missing: bool = False) -
         mount("bpf", path, "bpf")
         return path
     others = ", ".join(bpffs_mounts()) or "none"
-    raise DynbpfError(
+    raise PinError(
         f"{path} is not a BPF filesystem (bpffs mounts here: {others}); "
-        f"mount it with `mount -t bpf bpf {path}` or choose another pin root"
+        f"mount it with `mount -t bpf bpf {path}` or choose another pin root",
+        path=path,
     )
 
 
@@ -82,7 +83,7 @@ def pin_path(root: str, *parts: str) -> str:
     """Join pin path components, refusing names that would escape ``root``."""
     for part in parts:
         if not part or part in (".", "..") or "/" in part or "\0" in part or len(part.encode()) > 255:
-            raise DynbpfError(f"invalid pin name component {part!r} (no '/', '.', '..', NUL; at most 255 bytes)")
+            raise PinError(f"invalid pin name component {part!r} (no '/', '.', '..', NUL; at most 255 bytes)")
     return os.path.join(root, *parts)
 
 
@@ -94,15 +95,17 @@ def make_pin_dirs(path: str) -> None:
     directory that exists already is on bpffs and reached without symlinks.
     """
     if not os.path.isabs(path) or ".." in path.split("/"):
-        raise DynbpfError(f"cannot pin at {path!r}: give an absolute path without '..' on a BPF filesystem")
+        raise PinError(f"cannot pin at {path!r}: give an absolute path without '..' on a BPF filesystem", path=path)
     parent = os.path.dirname(path)
     existing = parent
     while not os.path.lexists(existing):
         existing = os.path.dirname(existing)
     if os.path.realpath(existing) != os.path.normpath(existing):
-        raise DynbpfError(f"cannot pin at {path}: {existing} is reached through a symbolic link")
+        raise PinError(f"cannot pin at {path}: {existing} is reached through a symbolic link", path=path)
     if not is_bpffs(existing):
-        raise DynbpfError(f"cannot pin at {path}: {existing} is not on a BPF filesystem (mount one, e.g. /sys/fs/bpf)")
+        raise PinError(
+            f"cannot pin at {path}: {existing} is not on a BPF filesystem (mount one, e.g. /sys/fs/bpf)", path=path
+        )
     try:
         os.makedirs(parent, exist_ok=True)
     except OSError as e:
@@ -127,7 +130,7 @@ def tracepoint_id(category: str, name: str, *, root: str | None = None) -> int:
     """The perf config id of tracepoint ``category/name``."""
     root = root or tracefs_root()
     if root is None:
-        raise DynbpfError(
+        raise AttachError(
             "tracefs is not mounted (looked in " + ", ".join(TRACEFS_CANDIDATES) + "); "
             "mount it with `mount -t tracefs nodev /sys/kernel/tracing`"
         )
@@ -136,6 +139,6 @@ def tracepoint_id(category: str, name: str, *, root: str | None = None) -> int:
         with open(path) as f:
             return int(f.read())
     except FileNotFoundError:
-        raise DynbpfError(f"no tracepoint {category}/{name} on this kernel ({path} does not exist)") from None
+        raise AttachError(f"no tracepoint {category}/{name} on this kernel ({path} does not exist)") from None
     except (OSError, ValueError) as e:
-        raise DynbpfError(f"cannot read tracepoint id from {path}: {e}") from None
+        raise AttachError(f"cannot read tracepoint id from {path}: {e}") from None
