@@ -2,8 +2,8 @@
 
 Every runtime failure is a specific ``DynbpfError`` subclass; an unknown name,
 wherever it is given, is ``dynbpf.NotFound`` (a ``KeyError`` and a
-``ValueError`` too); map types are named, not numbered. Each test fails on the
-code before its fix.
+``ValueError`` too); a missing directory is reported as missing; map types are
+named, not numbered. Each test fails on the code before its fix.
 """
 
 from __future__ import annotations
@@ -180,6 +180,48 @@ def test_the_cli_says_which_programs_there_are(no_fd_leak: None) -> None:
     result = CliRunner().invoke(cli, ["inspect", str(agent()), "--disasm", "handle_exe"])
     assert isinstance(result.exception, dynbpf.NotFound)  # main() prints it as one line (test_cli_inspect.py)
     assert "object 'docs_agent' has no program 'handle_exe'; did you mean 'handle_exec'?" in str(result.exception)
+
+
+# --- item 12: a missing directory is missing -------------------------------------------------------
+
+
+def test_a_pin_root_that_does_not_exist_says_so(pin_root: str, tmp_path: Path, no_fd_leak: None) -> None:
+    """It said "/sys/fs/bpf/x/does/not/exist is not a BPF filesystem", sending users to mount one that was there."""
+    missing = os.path.join(pin_root, "does", "not", "exist")
+    with pytest.raises(dynbpf.PinError) as e:
+        dynbpf.open(agent(), map_policy="pinned", pin_root=missing)
+    message = str(e.value)
+    assert "not a BPF filesystem" not in message
+    assert f"{missing} does not exist" in message
+    assert "dynbpf does not create it" in message
+    assert f"mkdir -p {missing}" in message
+    assert not os.path.exists(os.path.join(pin_root, "does"))
+    elsewhere = str(tmp_path / "no" / "such")
+    with pytest.raises(dynbpf.PinError, match=rf"{elsewhere} does not exist, and {tmp_path}, its nearest existing"):
+        dynbpf.open(agent(), map_policy="pinned", pin_root=elsewhere)
+    with pytest.raises(dynbpf.PinError, match="relative/root does not exist"):
+        dynbpf.open(agent(), map_policy="pinned", pin_root="relative/root")
+
+
+def test_link_pin_under_a_missing_directory_off_bpffs_says_it_is_missing(tmp_path: Path, no_fd_leak: None) -> None:
+    target = tmp_path / "missing" / "dir" / "link"
+    with dynbpf.open(agent()) as coll:
+        prog = coll.programs["dump_tasks"]
+        prog.load()
+        with prog.attach() as link, pytest.raises(dynbpf.PinError) as e:
+            link.pin(str(target))
+    message = str(e.value)
+    assert f"{target.parent} does not exist" in message
+    assert f"{tmp_path}, the nearest that exists, is not on one" in message
+    assert not (tmp_path / "missing").exists()
+
+
+def test_ensure_bpffs_on_a_missing_directory_says_missing(pin_root: str) -> None:
+    from dynbpf._sys import fs
+
+    with pytest.raises(dynbpf.PinError, match=r"does not exist, and dynbpf does not create it"):
+        fs.ensure_bpffs(os.path.join(pin_root, "nope"))
+    assert fs.ensure_bpffs(pin_root) == pin_root
 
 
 # --- item 12: types by name ------------------------------------------------------------------------

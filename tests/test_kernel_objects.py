@@ -85,7 +85,7 @@ def test_bpffs_detection() -> None:
     assert fs.is_bpffs(fs.DEFAULT_BPFFS)
     assert not fs.is_bpffs("/tmp")
     assert fs.DEFAULT_BPFFS in fs.bpffs_mounts()
-    with pytest.raises(PinError, match=r"/tmp is not a BPF filesystem.*mount -t bpf"):
+    with pytest.raises(PinError, match=r"/tmp is not on a BPF filesystem.*mount -t bpf"):
         fs.ensure_bpffs("/tmp")
     with pytest.raises(DynbpfError, match="no tracepoint nosuch/event"):
         fs.tracepoint_id("nosuch", "event")

@@ -64,19 +64,45 @@ def bpffs_mounts() -> list[str]:
 
 
 def ensure_bpffs(path: str = DEFAULT_BPFFS, *, mount_if_missing: bool = False) -> str:
-    """Return ``path`` if bpffs is mounted there, optionally mounting it first."""
+    """Return ``path`` if it is a directory on bpffs, optionally mounting bpffs there first.
+
+    Nothing is created otherwise: a missing directory is reported as
+    missing (with whether it would be on bpffs), not as "not a BPF
+    filesystem", which would send the user to mount one that is there.
+    """
     if is_bpffs(path):
         return path
     if mount_if_missing:
         os.makedirs(path, exist_ok=True)
         mount("bpf", path, "bpf")
         return path
-    others = ", ".join(bpffs_mounts()) or "none"
+    if not os.path.lexists(path):
+        existing = _nearest_existing(path)
+        if is_bpffs(existing):
+            why = f"dynbpf does not create it: `mkdir -p {path}` makes it, on the BPF filesystem holding {existing}"
+        else:
+            why = (
+                f"{existing}, its nearest existing parent, is not on a BPF filesystem ({_mounts()}): "
+                "mount one or choose another pin root"
+            )
+        raise PinError(f"{path} does not exist, and {why}", path=path)
     raise PinError(
-        f"{path} is not a BPF filesystem (bpffs mounts here: {others}); "
-        f"mount it with `mount -t bpf bpf {path}` or choose another pin root",
+        f"{path} is not on a BPF filesystem ({_mounts()}); "
+        f"mount one with `mount -t bpf bpf {path}` or choose another pin root",
         path=path,
     )
+
+
+def _mounts() -> str:
+    return "bpffs mounts here: " + (", ".join(bpffs_mounts()) or "none")
+
+
+def _nearest_existing(path: str) -> str:
+    """The deepest directory on the way to ``path`` that exists (``/`` at worst)."""
+    existing = os.path.dirname(os.path.abspath(path))
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    return existing
 
 
 def pin_path(root: str, *parts: str) -> str:
@@ -93,18 +119,22 @@ def make_pin_dirs(path: str) -> None:
     Checked before anything is created (root creating directories outside
     bpffs is the harm): the path is absolute, has no ``..``, and the deepest
     directory that exists already is on bpffs and reached without symlinks.
+    Missing directories below it are created, as ``mkdir -p`` would.
     """
     if not os.path.isabs(path) or ".." in path.split("/"):
         raise PinError(f"cannot pin at {path!r}: give an absolute path without '..' on a BPF filesystem", path=path)
     parent = os.path.dirname(path)
-    existing = parent
-    while not os.path.lexists(existing):
-        existing = os.path.dirname(existing)
+    existing = parent if os.path.lexists(parent) else _nearest_existing(parent)
     if os.path.realpath(existing) != os.path.normpath(existing):
         raise PinError(f"cannot pin at {path}: {existing} is reached through a symbolic link", path=path)
     if not is_bpffs(existing):
+        mount = "mount one, e.g. `mount -t bpf bpf /sys/fs/bpf`"
+        if existing == parent:
+            raise PinError(f"cannot pin at {path}: {parent} is not on a BPF filesystem ({mount})", path=path)
         raise PinError(
-            f"cannot pin at {path}: {existing} is not on a BPF filesystem (mount one, e.g. /sys/fs/bpf)", path=path
+            f"cannot pin at {path}: {parent} does not exist, and dynbpf creates directories for pins only on a "
+            f"BPF filesystem; {existing}, the nearest that exists, is not on one ({mount})",
+            path=path,
         )
     try:
         os.makedirs(parent, exist_ok=True)
