@@ -70,6 +70,9 @@ def test_kind_of_failure_decides_the_class(pin_root: str, no_fd_leak: None) -> N
         dynbpf.open(no_btf, constants={"anything": 1})
     with dynbpf.open(no_btf) as coll, pytest.raises(dynbpf.OptionError, match=r"record='struct x'.*has no BTF"):
         coll.perf_buffer("drops", record="struct x")
+    # it said "has no data section '.bss' (data sections: .rodata, .data, ..., .bss)"
+    with dynbpf.open(build("globals", ("-g0",))) as coll, pytest.raises(dynbpf.OptionError, match="has no BTF"):
+        coll.bss  # noqa: B018
     with dynbpf.open(agent()) as coll:
         commands_pin = os.path.join(pin_root, "a_map")
         from dynbpf._sys import commands

@@ -191,9 +191,11 @@ class Collection(Closing):
         prepared = self.prepared
         spec = prepared.maps.get(section)
         btf = self.spec.btf
-        if spec is None or btf is None or not mapedit.is_global_data(spec):
-            have = [n for n, m in prepared.maps.items() if mapedit.is_global_data(m)] if btf is not None else []
+        if spec is None or not mapedit.is_global_data(spec):
+            have = [n for n, m in prepared.maps.items() if mapedit.is_global_data(m)]
             raise NotFound(f"object {self.spec.name!r}", "data section", section, have)
+        if btf is None:
+            raise OptionError(f"object {self.spec.name!r} has no BTF, so the variables of {section} have no names")
         own = [v for v in self.spec.variables.values() if v.section == section]
         from dynbpf._maps.variables import Variables
 
