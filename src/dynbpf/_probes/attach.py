@@ -27,7 +27,7 @@ from dynbpf._sys.attrs import LinkCreateAttr, ProgAssocStructOpsAttr
 from dynbpf._sys.constants import AttachType, Cmd, MapFlags, MapType, ProgType, type_name
 from dynbpf._sys.fd import Fd
 from dynbpf._sys.syscall import bpf_raw
-from dynbpf.errors import AttachError, DynbpfError, KernelUnsupported, SyscallError
+from dynbpf.errors import AttachError, DynbpfError, SyscallError
 
 PROBE_KFUNC = "vfs_read"  # a kernel function present on every configuration
 TCX_PASS = 0
@@ -170,7 +170,7 @@ def tracepoints() -> Support:
 def _kprobe_event() -> Fd:
     pmu = perf.pmu_type("kprobe")
     if pmu is None:
-        raise KernelUnsupported("kprobe events", f"no kprobe PMU: {perf.PMU_ROOT}/kprobe is absent")
+        raise AttachError(f"no kprobe PMU ({perf.PMU_ROOT}/kprobe absent: kernel built without kprobe events)")
     attr, _keep = perf.probe_attr(pmu, target=PROBE_KFUNC.encode(), offset=0, retprobe_bit=None)
     return perf.perf_event_open(attr, pid=-1, cpu=0, what=f"kprobe {PROBE_KFUNC}")
 
