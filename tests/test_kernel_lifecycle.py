@@ -14,7 +14,7 @@ import dynbpf
 from dynbpf import MapPolicy, ProgramState
 from dynbpf._sys import commands
 from dynbpf._sys.constants import AttachType
-from dynbpf.errors import DynbpfError, StateError, VerifierError
+from dynbpf.errors import DynbpfError, PinError, StateError, VerifierError
 from tests import kernel_state
 from tests.bpfbuild import build
 from tests.helpers import XDP_DROP, XDP_PASS, on_tracepoint, run_on_packet
@@ -54,7 +54,7 @@ def test_disabled_programs_never_load(no_fd_leak: None) -> None:
         failures = coll.load()  # autoload programs, skipping the disabled one
         assert "prog1" not in failures
         assert prog1.state is ProgramState.DISABLED
-    with pytest.raises(KeyError, match="unknown programs nope"):
+    with pytest.raises(KeyError, match="disabled=: object 'lifecycle' has no program 'nope'"):
         open_lifecycle(disabled=["nope"])
 
 
@@ -223,14 +223,14 @@ def test_pinned_map_with_another_definition_is_a_clear_error(pin_root: str, tmp_
     with open_lifecycle(map_policies={"private_a": "pinned"}, pin_root=pin_root):
         pass
     os.rename(os.path.join(pin_root, "private_a"), os.path.join(pin_root, "shared"))  # a hash where an array goes
-    with pytest.raises(DynbpfError, match=r"the map pinned at .*shared has type 1, the object declares 2"):
+    with pytest.raises(PinError, match=r"the map pinned at .*shared has type hash, the object declares array"):
         open_lifecycle(map_policies={"shared": "pinned"}, pin_root=pin_root)
 
 
 def test_bad_policies_are_refused(no_fd_leak: None) -> None:
     with pytest.raises(ValueError, match="unknown map policy 'sometimes'"):
         open_lifecycle(map_policy="sometimes")
-    with pytest.raises(ValueError, match="unknown maps nope"):
+    with pytest.raises(ValueError, match="map_policies=: object 'lifecycle' has no map 'nope'"):
         open_lifecycle(map_policies={"nope": "eager"})
 
 

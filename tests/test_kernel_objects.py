@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from dynbpf import DynbpfError
+from dynbpf import DynbpfError, PinError
 from dynbpf._asm.insn import return_imm
 from dynbpf._btf import Kind, vmlinux
 from dynbpf._probes import kernel as kernel_probes
@@ -83,7 +83,7 @@ def test_bpffs_detection() -> None:
     assert fs.is_bpffs(fs.DEFAULT_BPFFS)
     assert not fs.is_bpffs("/tmp")
     assert fs.DEFAULT_BPFFS in fs.bpffs_mounts()
-    with pytest.raises(DynbpfError, match=r"not a BPF filesystem.*mount -t bpf"):
+    with pytest.raises(PinError, match=r"/tmp is not on a BPF filesystem.*mount -t bpf"):
         fs.ensure_bpffs("/tmp")
     with pytest.raises(DynbpfError, match="no tracepoint nosuch/event"):
         fs.tracepoint_id("nosuch", "event")

@@ -619,12 +619,25 @@ def test_malformed_btf_is_an_object_format_error_naming_the_record(types: list[T
     assert time.perf_counter() - start < 1.0
 
 
-def test_deep_nesting_is_bounded() -> None:
+def test_deep_nesting_is_bounded_and_not_called_a_loop() -> None:
+    """200 structs each holding the next said "contains itself (a loop?)": a chain too deep is not a loop (issue 13)."""
+    from dynbpf._maps.codec import MAX_NESTING
+
     types: list[Type] = [Int("int", 4, S, 0, 32)]
     for i in range(200):
         types.append(Struct(f"s{i}", 4, (Member("in", i + 1, 0),)))
-    with pytest.raises(ObjectFormatError, match="contains itself"):
+    with pytest.raises(ObjectFormatError, match=rf"is nested deeper than {MAX_NESTING} levels") as e:
         codec(*types)
+    assert "itself" not in str(e.value)
+    assert "loop" not in str(e.value)
+    just_deep_enough = types[: MAX_NESTING + 1]  # the limit itself still decodes
+    assert codec(*just_deep_enough).size == 4
+
+
+def test_a_type_that_contains_itself_is_called_a_loop() -> None:
+    loop = [Int("int", 4, S, 0, 32), Struct("a", 4, (Member("b", 3, 0),)), Struct("b", 4, (Member("a", 2, 0),))]
+    with pytest.raises(ObjectFormatError, match=r"contains itself \(a loop in the type graph\)"):
+        codec(*loop)
 
 
 def test_shared_types_are_built_once() -> None:
@@ -854,7 +867,7 @@ def test_variable_errors_leave_the_buffer_untouched(globals_obj: elf.ObjectSpec)
     view._update({"seq": 99, "bias": -1})
     assert (view.seq, view.bias) == (99, -1)
     with pytest.raises(
-        AttributeError, match=r"no variable 'nope' in this section \(variables: seq, ports, live, bias\)"
+        AttributeError, match=r"this section has no variable 'nope' \(variables: seq, ports, live, bias\)"
     ):
         _ = view.nope
     with pytest.raises(AttributeError):

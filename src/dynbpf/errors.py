@@ -11,6 +11,10 @@ from __future__ import annotations
 import errno as _errno
 import os
 
+TYPE_CHECKING = False  # not typing's: `import dynbpf` imports this module and nothing heavy (docs/architecture.md)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
 
 class DynbpfError(Exception):
     """Root of all dynbpf errors."""
@@ -120,7 +124,89 @@ class StateError(DynbpfError):
     """An operation is illegal in the object's current state; says what is allowed."""
 
 
-class MapEditError(DynbpfError, ValueError):
+class OptionError(DynbpfError, ValueError):
+    """An option's value does not fit this object or this kernel; the message names the option.
+
+    ``constants=`` for an object without BTF, a policy for a map that is not
+    created, an unknown policy name, ``cache=`` with a stand-in kernel: the
+    call is well-typed, but what it asks for cannot be done. Raised before
+    anything is created. An option naming something the object does not have
+    is :class:`NotFound` instead.
+    """
+
+
+class NotFound(DynbpfError, KeyError, ValueError):  # noqa: N818 - reads as "program: not found", like KeyError
+    """A name the object does not have: a program, map, data section or global, asked for or named in an option.
+
+    One class wherever the name comes from, so one ``except`` catches it. It
+    is a ``KeyError`` because ``coll.programs[name]`` and ``coll.maps[name]``
+    are mappings, whose contract that is, and a ``ValueError`` because an
+    option naming an unknown program (``disabled=``, ``map_policies=``,
+    ``map_edits=``, ``constants=``, ``coll.load([...])``) is a wrong value.
+    ``name`` is what was asked for, ``known`` what exists; the message lists
+    them with the close matches first.
+    """
+
+    #: at most this many known names are listed (an agent may have hundreds); close matches always are
+    LISTED = 30
+
+    def __init__(self, owner: str, kind: str, name: str, known: Iterable[str], option: str = "") -> None:
+        self.owner = owner
+        self.kind = kind
+        self.name = name
+        self.known = tuple(known)
+        self.option = option
+        message = f"{owner} has no {kind} {name!r}"
+        if option:
+            message = f"{option}: {message}"
+        close = _closest(name, self.known) if isinstance(name, str) else []
+        if close:
+            message += f"; did you mean {' or '.join(repr(c) for c in close)}?"
+        listed = ", ".join(self.known[: self.LISTED]) or "none"
+        if len(self.known) > self.LISTED:
+            listed += f", ... ({len(self.known)} in all)"
+        super().__init__(f"{message} ({kind}s: {listed})")
+
+    def __str__(self) -> str:
+        return str(self.args[0])  # KeyError's own __str__ would print the message as a quoted repr
+
+    def __reduce__(self) -> tuple[type[NotFound], tuple[str, str, str, tuple[str, ...], str]]:
+        return type(self), (self.owner, self.kind, self.name, self.known, self.option)
+
+
+def _closest(name: str, known: tuple[str, ...]) -> list[str]:
+    """The known names most like ``name`` (ties kept, in order), if any is close enough to be a typo of it."""
+    import difflib  # only a miss pays for it
+
+    scores = {k: difflib.SequenceMatcher(None, name, k).ratio() for k in known if isinstance(k, str)}
+    best = max(scores.values(), default=0.0)
+    return [k for k, score in scores.items() if score == best] if best >= 0.6 else []
+
+
+class PinError(DynbpfError):
+    """A pin path, or what is pinned there, cannot be used; ``path`` says which.
+
+    The path is not on a BPF filesystem, a directory on the way does not
+    exist, it goes through a symbolic link, or the object pinned there is not
+    the one asked for (a map whose definition or frozen values differ from
+    the object's, a program where a link was expected).
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class KernelDataError(DynbpfError):
+    """What the kernel handed over is not what its ABI documents; says what and where.
+
+    A garbled CPU list in sysfs, a ring or perf buffer record claiming more
+    bytes than were written: not a caller's mistake and not a missing
+    capability, but nothing dynbpf can decode either.
+    """
+
+
+class MapEditError(OptionError):
     """A map edit (``dynbpf.MapEdit``) does not fit the map it names; ``map`` and ``field`` say which.
 
     Raised by ``dynbpf.open`` before anything is created.

@@ -21,9 +21,9 @@ from typing import Protocol, SupportsIndex
 from dynbpf._attach.linkinfo import LinkFacts, link_facts
 from dynbpf._sys import commands, fs, perf
 from dynbpf._sys.closing import Closing
-from dynbpf._sys.constants import LinkType
+from dynbpf._sys.constants import LinkType, type_name
 from dynbpf._sys.fd import Fd
-from dynbpf.errors import AttachError, DynbpfError, StateError, SyscallError
+from dynbpf.errors import AttachError, PinError, StateError, SyscallError
 
 Listener = Callable[["Link", str, "int | None"], None]
 
@@ -168,7 +168,7 @@ class Link(Closing):
         try:
             what = _object_kind(fd.raw)
             if what != "link":
-                raise DynbpfError(f"{path} pins a BPF {what}, not a link")
+                raise PinError(f"{path} pins a BPF {what}, not a link", path=path)
             facts = link_facts(fd.raw)
         except BaseException:
             fd.close()
@@ -206,7 +206,7 @@ class Link(Closing):
         except SyscallError:
             link_type = -1
         if e.errno in (errno.EINVAL, errno.EOPNOTSUPP) and link_type not in UPDATABLE:
-            name = _type_name(link_type)
+            name = type_name(LinkType, link_type)
             return AttachError(
                 f"cannot update link {self.description}: the kernel cannot swap the program of a {name} link "
                 f"(BPF_LINK_UPDATE answers {errno.errorcode[e.errno]} for it); detach it and attach the new "
@@ -357,7 +357,7 @@ class LinkGroup(Link):
                 link.detach()
             raise
         if not members:
-            raise DynbpfError(f"{path} is an empty bpffs directory, not a pinned link group")
+            raise PinError(f"{path} is an empty bpffs directory, not a pinned link group", path=path)
         first = members[0][1]
         group = cls(members, kind=first.kind, description=f"{len(members)} {first.kind} links pinned under {path}")
         group._pinned = path
@@ -377,13 +377,6 @@ def _object_kind(fd: int) -> str:
     except OSError:
         return "object of unknown kind"
     return target.removeprefix("anon_inode:").removeprefix("bpf-")
-
-
-def _type_name(link_type: int) -> str:
-    try:
-        return LinkType(link_type).name.lower()
-    except ValueError:
-        return f"type {link_type}"
 
 
 def _unlink(path: str) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from dynbpf._sys import commands
 from dynbpf._sys.attrs import LinkInfo
-from dynbpf._sys.constants import AttachType, LinkType, ProgType
+from dynbpf._sys.constants import AttachType, LinkType, ProgType, type_name
 from dynbpf.errors import DynbpfError
 
 UNION = 16  # offset of the per-type union in bpf_link_info
@@ -159,11 +159,11 @@ def _describe_attached(link_type: int, info: LinkInfo, name: str) -> tuple[str, 
         return "xdp", f"xdp {_interface(_u32(info, 'xdp.ifindex'))}"
     if link_type in (LinkType.TCX, LinkType.NETKIT):
         kind = "tcx" if link_type == LinkType.TCX else "netkit"
-        direction = _attach_type_name(_u32(info, "tcx.attach_type")).removeprefix(f"{kind}_")
+        direction = type_name(AttachType, _u32(info, "tcx.attach_type")).removeprefix(f"{kind}_")
         return kind, f"{kind} {direction} {_interface(_u32(info, 'tcx.ifindex'))}"
     if link_type == LinkType.CGROUP:
         cgroup_id = struct.unpack_from("=Q", info, UNION + FIELDS["cgroup.cgroup_id"])[0]
-        cgroup_hook = _attach_type_name(_u32(info, "cgroup.attach_type")).removeprefix("cgroup_")
+        cgroup_hook = type_name(AttachType, _u32(info, "cgroup.attach_type")).removeprefix("cgroup_")
         return "cgroup", f"cgroup {cgroup_hook} (cgroup id {cgroup_id})"
     if link_type == LinkType.NETFILTER:
         priority = struct.unpack_from("=i", info, UNION + FIELDS["netfilter.priority"])[0]
@@ -173,18 +173,8 @@ def _describe_attached(link_type: int, info: LinkInfo, name: str) -> tuple[str, 
         kind = "uretprobe.multi" if _u32(info, "uprobe_multi.flags") & 1 else "uprobe.multi"
         pid = _u32(info, "uprobe_multi.pid")
         return kind, f"{kind} {name} ({_u32(info, 'uprobe_multi.count')} functions)" + (f" pid {pid}" if pid else "")
-    try:
-        kind = LinkType(link_type).name.lower()
-    except ValueError:
-        kind = f"link type {link_type}"
+    kind = type_name(LinkType, link_type)
     return kind, kind
-
-
-def _attach_type_name(value: int) -> str:
-    try:
-        return AttachType(value).name.lower()
-    except ValueError:
-        return f"attach type {value}"
 
 
 def _interface(ifindex: int) -> str:

@@ -20,7 +20,7 @@ from dynbpf._attach.perf_link import link_perf_event
 from dynbpf._attach.request import Request, integer, take
 from dynbpf._sys import perf
 from dynbpf._sys.fd import Fd
-from dynbpf.errors import DynbpfError
+from dynbpf.errors import KernelDataError
 
 ACCEPTED = ("perf_event_fd", "type", "config", "sample_period", "sample_freq", "cpu", "pid", "cookie")
 ONLINE = "/sys/devices/system/cpu/online"
@@ -112,5 +112,5 @@ def online_cpus(request: Request) -> list[int]:
                 raise ValueError(part)
             cpus += range(first, last + 1)
     except ValueError:
-        raise DynbpfError(f"malformed CPU list {text!r} in {ONLINE}") from None
+        raise KernelDataError(f"malformed CPU list {text!r} in {ONLINE}") from None
     return sorted(set(cpus))

@@ -22,8 +22,8 @@ from dynbpf._elf.spec import (
     ObjectSpec,
     SubprogramCall,
 )
-from dynbpf._sys.constants import HELPER_NAMES, MapFlags
-from dynbpf.errors import DynbpfError
+from dynbpf._sys.constants import HELPER_NAMES, AttachType, MapFlags, MapType, ProgType, type_name
+from dynbpf.errors import DynbpfError, NotFound
 
 
 def summary(spec: ObjectSpec) -> dict[str, Any]:
@@ -40,8 +40,10 @@ def summary(spec: ObjectSpec) -> dict[str, Any]:
             {
                 "name": name,
                 "section": prog.section,
-                "type": k.prog_type.name.lower(),
-                "attach_type": k.expected_attach_type.name.lower() if k.expected_attach_type is not None else None,
+                "type": type_name(ProgType, k.prog_type),
+                "attach_type": (
+                    type_name(AttachType, k.expected_attach_type) if k.expected_attach_type is not None else None
+                ),
                 "target": str(k.target) if k.target is not None else None,
                 "error": k.error,
                 "sleepable": k.sleepable,
@@ -87,7 +89,7 @@ def _map(spec: ObjectSpec, m: MapSpec, users: list[str]) -> dict[str, Any]:
     return {
         "name": m.name,
         "section": m.section,
-        "type": m.type.name.lower(),
+        "type": type_name(MapType, m.type),
         "key": {"type": _type_name(spec, m.key_type), "size": m.key_size},
         "value": {"type": _type_name(spec, m.value_type), "size": m.value_size},
         "max_entries": m.max_entries,
@@ -182,8 +184,7 @@ def _sized(part: dict[str, Any]) -> str:
 def disassembly(spec: ObjectSpec, program: str) -> str:
     """A program and the subprograms it calls, with relocations and source lines annotated."""
     if program not in spec.programs:
-        known = ", ".join(sorted(spec.programs)) or "none"
-        raise DynbpfError(f"no program {program!r} in {spec.name} (programs: {known})")
+        raise NotFound(f"object {spec.name!r}", "program", program, sorted(spec.programs))
     parts = []
     for fn in spec.reachable(program):
         notes: dict[int, str] = {}

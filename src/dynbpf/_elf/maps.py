@@ -19,7 +19,7 @@ from dynbpf._elf.datasec import placed_vars, require_datasec
 from dynbpf._elf.image import R_BPF_64_ABS64, STT_FILE_OR_SECTION, Image, Section, Symbol
 from dynbpf._elf.names import Named, file_of, unique_names
 from dynbpf._elf.spec import MapSpec, Pinning
-from dynbpf._sys.constants import MapFlags, MapType
+from dynbpf._sys.constants import MapFlags, MapType, type_name
 from dynbpf.errors import ObjectFormatError
 
 Found = list[tuple[int, int, MapSpec]]  # (section index, offset, map)
@@ -136,9 +136,11 @@ class _BtfMaps:
             if not isinstance(pointee, FuncProto):
                 raise fail("values of a prog array must be functions")
         else:
-            raise fail(f"values (initial contents) are only for prog arrays and maps of maps, not {spec.type.name}")
+            kind = type_name(MapType, spec.type)
+            raise fail(f"values (initial contents) are only for prog arrays and maps of maps, not a {kind}")
         if spec.value_size not in (0, 4):
-            raise fail(f"value_size {spec.value_size} of a {spec.type.name} with values must be 4 (an fd)")
+            kind = type_name(MapType, spec.type)
+            raise fail(f"value_size {spec.value_size} of a {kind} with values must be 4 (an fd)")
         base = offset + member.bit_offset // 8
         contents = []
         for rel_off, sym in relocs.items():

@@ -68,7 +68,7 @@ from dynbpf.errors import ObjectFormatError
 ReadableBuffer = bytes | bytearray | memoryview
 WritableBuffer = bytearray | memoryview
 
-#: structs nested deeper than this are taken for a loop in malformed BTF
+#: types nested deeper than this are refused as too deep to decode (a loop is found, and named, as such)
 MAX_NESTING = 64
 _U32_MAX = 0xFFFFFFFF
 #: decoding an array of empty structs makes a list without reading a byte: bound it
@@ -570,8 +570,10 @@ class _Builder:
         hit = self.done.get(resolved)
         if hit is not None:
             return hit
-        if resolved in self.active or depth > MAX_NESTING:
-            raise self.fail(resolved, "contains itself (a loop in the type graph?)")
+        if resolved in self.active:
+            raise self.fail(resolved, "contains itself (a loop in the type graph)")
+        if depth > MAX_NESTING:  # a chain this deep without a loop: too deep to decode, not self-containing
+            raise self.fail(resolved, f"is nested deeper than {MAX_NESTING} levels")
         self.active.add(resolved)
         try:
             codec = self._make(resolved, parent, depth)

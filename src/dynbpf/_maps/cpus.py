@@ -9,9 +9,10 @@ read once per process.
 
 from __future__ import annotations
 
+import errno
 import functools
 
-from dynbpf.errors import DynbpfError
+from dynbpf.errors import KernelDataError, SyscallError
 
 POSSIBLE = "/sys/devices/system/cpu/possible"
 #: the kernel's NR_CPUS ceiling is far below this; a larger number is a garbled file
@@ -26,9 +27,9 @@ def parse_cpu_list(text: str) -> list[int]:
         try:
             first, last = int(low), int(high if sep else low)
         except ValueError:
-            raise DynbpfError(f"malformed CPU list {text.strip()!r}") from None
+            raise KernelDataError(f"malformed CPU list {text.strip()!r}") from None
         if not 0 <= first <= last < _MAX_CPUS:
-            raise DynbpfError(f"malformed CPU list {text.strip()!r}")
+            raise KernelDataError(f"malformed CPU list {text.strip()!r}")
         cpus.update(range(first, last + 1))
     return sorted(cpus)
 
@@ -40,5 +41,5 @@ def possible_cpus() -> int:
         with open(POSSIBLE) as f:
             text = f.read()
     except OSError as e:
-        raise DynbpfError(f"cannot read {POSSIBLE} to size per-CPU values: {e}") from None
+        raise SyscallError("open", e.errno or errno.EIO, "needed to size per-CPU values", POSSIBLE) from None
     return len(parse_cpu_list(text))

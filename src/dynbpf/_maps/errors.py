@@ -22,4 +22,9 @@ class CodecError(DynbpfError, ValueError):
 
 
 class MapTypeError(DynbpfError, TypeError):
-    """The map's type has no key/value access (queues, stacks, ring buffers, bloom filters)."""
+    """The map is of a kind this view cannot work with.
+
+    Key/value access to a queue, stack, ring buffer or bloom filter; a ring
+    buffer reader on a hash map; global variables in a map that is not a data
+    section. The message names the map's type.
+    """

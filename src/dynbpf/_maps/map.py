@@ -36,10 +36,10 @@ from dynbpf._maps.cpus import possible_cpus
 from dynbpf._maps.errors import CodecError, MapTypeError
 from dynbpf._sys import commands
 from dynbpf._sys.attrs import BtfInfo, MapBatchAttr, addr
-from dynbpf._sys.constants import Cmd, MapType, UpdateFlags
+from dynbpf._sys.constants import Cmd, MapType, UpdateFlags, type_name
 from dynbpf._sys.fd import Fd, FdSource, raw_fd
 from dynbpf._sys.syscall import bpf_raw, error_for
-from dynbpf.errors import DynbpfError, StateError
+from dynbpf.errors import KernelDataError, StateError
 
 #: "this map type has no batch operations" (ENOTSUPP is kernel-internal 524); the request
 #: count is then left as it was, nothing having been processed
@@ -107,7 +107,7 @@ def btf_by_id(btf_id: int) -> Spec:
         data = ctypes.create_string_buffer(size)
         info = commands.obj_info(btf_fd.raw, BtfInfo(btf=ctypes.addressof(data), btf_size=size))
         if info.kernel_btf:
-            raise DynbpfError(f"BTF id {btf_id} is kernel or module BTF, not a map's own")
+            raise KernelDataError(f"BTF id {btf_id} is kernel or module BTF, not a map's own")
     return Spec.parse(data.raw[: info.btf_size], section=f"BTF id {btf_id}")
 
 
@@ -224,7 +224,7 @@ class Map:
 
     @property
     def _type_name(self) -> str:
-        return self.type.name.lower() if isinstance(self.type, MapType) else f"type {self.type}"
+        return type_name(MapType, self.type)
 
     @property
     def _value_buf_size(self) -> int:

@@ -28,6 +28,7 @@ the read barrier and full barrier the uapi header asks for.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import mmap
 import select
@@ -39,9 +40,9 @@ from dynbpf._maps.cpus import parse_cpu_list
 from dynbpf._maps.errors import MapTypeError
 from dynbpf._maps.reader import Decode, EventReader, Sink
 from dynbpf._sys import commands, perf
-from dynbpf._sys.constants import MapType
+from dynbpf._sys.constants import MapType, type_name
 from dynbpf._sys.fd import Fd, FdSource, raw_fd
-from dynbpf.errors import DynbpfError, SyscallError
+from dynbpf.errors import KernelDataError, SyscallError
 
 PAGE_SIZE = mmap.PAGESIZE
 ONLINE = "/sys/devices/system/cpu/online"
@@ -66,7 +67,7 @@ def usable_cpus(max_entries: int) -> list[int]:
             with open(path) as f:
                 listed = set(parse_cpu_list(f.read()))
         except OSError as e:
-            raise DynbpfError(f"cannot read {path} to choose perf buffer CPUs: {e}") from None
+            raise SyscallError("open", e.errno or errno.EIO, "needed to choose the perf buffer's CPUs", path) from None
         cpus = listed if cpus is None else cpus & listed
     return sorted(cpu for cpu in cpus or () if cpu < max_entries)
 
@@ -148,7 +149,7 @@ class PerfBuffer(EventReader):
         self.name = info.name.decode(errors="replace")
         self.id = int(info.id)
         if info.type != MapType.PERF_EVENT_ARRAY:
-            raise MapTypeError(f"map {self.name!r} (type {info.type}) is not a perf event array")
+            raise MapTypeError(f"map {self.name!r} is a {type_name(MapType, info.type)}, not a perf_event_array")
         self.pages = pages
         #: samples the kernel reported dropped because a ring was full, per CPU and in total
         self.lost_by_cpu: dict[int, int] = {}
@@ -197,7 +198,7 @@ class PerfBuffer(EventReader):
             while tail < head and not life.closing:
                 kind, _misc, size = _HEADER.unpack(ring.copy(tail & ring.mask, _HEADER.size))
                 if size < _HEADER.size or size > head - tail:
-                    raise DynbpfError(
+                    raise KernelDataError(
                         f"perf buffer {self.name!r}, CPU {ring.cpu}: record at {tail} claims {size} bytes "
                         f"({head - tail} written)"
                     )

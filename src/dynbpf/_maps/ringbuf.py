@@ -46,9 +46,9 @@ from typing import Any
 from dynbpf._maps.errors import MapTypeError
 from dynbpf._maps.reader import Decode, EventReader, Sink
 from dynbpf._sys import commands
-from dynbpf._sys.constants import MapType
+from dynbpf._sys.constants import MapType, type_name
 from dynbpf._sys.fd import Fd, FdSource, raw_fd
-from dynbpf.errors import DynbpfError, SyscallError
+from dynbpf.errors import KernelDataError, SyscallError
 
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
@@ -83,7 +83,7 @@ class RingBuffer(EventReader):
         self.name = info.name.decode(errors="replace")
         self.id = int(info.id)
         if info.type != MapType.RINGBUF:
-            raise MapTypeError(f"map {self.name!r} (type {info.type}) is not a ring buffer")
+            raise MapTypeError(f"map {self.name!r} is a {type_name(MapType, info.type)}, not a ringbuf")
         #: bytes in the data area (the map's max_entries, a power of two)
         self.size = int(info.max_entries)
         self._callback = callback
@@ -146,7 +146,7 @@ class RingBuffer(EventReader):
                 return count, True
             length = header & ~(BUSY_BIT | DISCARD_BIT)
             if length > self.size - HEADER_SIZE:
-                raise DynbpfError(
+                raise KernelDataError(
                     f"ring buffer {self.name!r}: record at position {position} claims {length} bytes "
                     f"but the ring holds {self.size}"
                 )

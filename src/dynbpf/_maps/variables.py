@@ -20,7 +20,9 @@ with the codec of its BTF type, over one of two backings:
 
 Variables are attributes (``view.counter``, ``view.counter = 5``); names
 that clash with Python's or with this class's own are reachable as
-``view["name"]``. Nothing is cached: every read sees the current bytes.
+``view["name"]``. An unknown name is an ``AttributeError`` as an attribute
+and :class:`~dynbpf.errors.NotFound` (a ``KeyError``) as an item. Nothing is
+cached: every read sees the current bytes.
 """
 
 from __future__ import annotations
@@ -32,11 +34,11 @@ from typing import Any, Protocol
 
 from dynbpf._btf.spec import Spec
 from dynbpf._maps.codec import Codec, codec_for
-from dynbpf._maps.errors import CodecError
+from dynbpf._maps.errors import CodecError, MapTypeError
 from dynbpf._maps.mapping import ArrayMapping
 from dynbpf._sys import commands
 from dynbpf._sys.fd import FdSource, raw_fd
-from dynbpf.errors import DynbpfError
+from dynbpf.errors import KernelDataError, NotFound
 
 
 class VariableLike(Protocol):
@@ -106,7 +108,7 @@ class _MapStore:
         self.fd = fd
         info = commands.map_info(self._raw())
         if info.max_entries != 1 or info.key_size != 4:
-            raise DynbpfError(
+            raise MapTypeError(
                 f"map {info.name.decode(errors='replace')!r} is not a data section "
                 f"(a 1-element array with 4-byte keys; it has {info.max_entries} entries, {info.key_size}-byte keys)"
             )
@@ -122,7 +124,7 @@ class _MapStore:
             self._raw(), (ctypes.c_char * 4).from_buffer(key), (ctypes.c_char * self.size).from_buffer(value)
         )
         if not found:  # array elements always exist; only a wrong map gets here
-            raise DynbpfError("data section map has no element 0")
+            raise KernelDataError("data section map has no element 0")
         return value
 
     def read(self) -> memoryview:
@@ -173,8 +175,7 @@ class Variables:
     def _entry(self, name: str) -> tuple[int, Codec]:
         entry = self._codecs.get(name)
         if entry is None:
-            known = ", ".join(self._codecs) or "none"
-            raise AttributeError(f"no variable {name!r} in this section (variables: {known})")
+            raise NotFound("this section", "variable", name, self._codecs)
         return entry
 
     def __getitem__(self, name: str) -> Any:
@@ -188,10 +189,16 @@ class Variables:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        return self[name]
+        try:
+            return self[name]
+        except NotFound as e:  # getattr(view, name, default) and hasattr() expect an AttributeError
+            raise AttributeError(str(e), name=name, obj=self) from None
 
     def __setattr__(self, name: str, value: Any) -> None:
-        self[name] = value
+        try:
+            self[name] = value
+        except NotFound as e:
+            raise AttributeError(str(e), name=name, obj=self) from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._codecs

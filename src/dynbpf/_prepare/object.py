@@ -51,7 +51,7 @@ from dynbpf._section_names import KCONFIG, is_data_section
 from dynbpf._sys.closing import Closing
 from dynbpf._sys.constants import AttachType, MapType, ProgType
 from dynbpf._sys.fd import Fd
-from dynbpf.errors import DynbpfError, ObjectFormatError, RelocationError
+from dynbpf.errors import DynbpfError, NotFound, ObjectFormatError, RelocationError
 
 if TYPE_CHECKING:
     from dynbpf._prepare.cache import PreparedCache
@@ -153,7 +153,7 @@ class _Programs:
             return got
         prog = self._context.obj.programs.get(name)
         if prog is None:
-            raise KeyError(f"object {self._context.obj.name!r} has no program {name!r}")
+            raise NotFound(f"object {self._context.obj.name!r}", "program", name, self._context.obj.programs)
         with self._lock:
             got = self._results.get(name)
             if got is None:

@@ -24,10 +24,10 @@ from dynbpf._probes.result import Support, cached, outcome
 from dynbpf._probes.trial import Trial, create_map, kernel_btf_id, load
 from dynbpf._sys import commands, fs, perf
 from dynbpf._sys.attrs import LinkCreateAttr, ProgAssocStructOpsAttr
-from dynbpf._sys.constants import AttachType, Cmd, MapFlags, MapType, ProgType
+from dynbpf._sys.constants import AttachType, Cmd, MapFlags, MapType, ProgType, type_name
 from dynbpf._sys.fd import Fd
 from dynbpf._sys.syscall import bpf_raw
-from dynbpf.errors import DynbpfError, SyscallError
+from dynbpf.errors import AttachError, DynbpfError, SyscallError
 
 PROBE_KFUNC = "vfs_read"  # a kernel function present on every configuration
 TCX_PASS = 0
@@ -72,11 +72,11 @@ def _btf_link(name: str, prog_type: ProgType, eat: AttachType, target: str, kind
     if btf_id is None:
         return Support(name, False, f"no {target} in kernel BTF")
     prog = load(prog_type, return_imm(0), expected_attach_type=eat, attach_btf_id=btf_id)
-    kind_name = eat.name.lower()
+    kind_name = type_name(AttachType, eat)
     return _link(
         name,
         prog,
-        f"{prog_type.name.lower()} program ({kind_name} -> {target}) load",
+        f"{type_name(ProgType, prog_type)} program ({kind_name} -> {target}) load",
         lambda fd: _link_create(fd, 0, eat),
         f"BPF_LINK_CREATE {kind_name}",
     )
@@ -170,7 +170,7 @@ def tracepoints() -> Support:
 def _kprobe_event() -> Fd:
     pmu = perf.pmu_type("kprobe")
     if pmu is None:
-        raise DynbpfError(f"no kprobe PMU ({perf.PMU_ROOT}/kprobe absent: kernel built without kprobe events)")
+        raise AttachError(f"no kprobe PMU ({perf.PMU_ROOT}/kprobe absent: kernel built without kprobe events)")
     attr, _keep = perf.probe_attr(pmu, target=PROBE_KFUNC.encode(), offset=0, retprobe_bit=None)
     return perf.perf_event_open(attr, pid=-1, cpu=0, what=f"kprobe {PROBE_KFUNC}")
 
@@ -269,9 +269,9 @@ def _loopback_link(name: str, prog_type: ProgType, eat: AttachType, verdict: int
     return _link(
         name,
         prog,
-        f"{prog_type.name.lower()} program ({eat.name.lower()}, returns {verdict_name}) load",
+        f"{type_name(ProgType, prog_type)} program ({type_name(AttachType, eat)}, returns {verdict_name}) load",
         lambda fd: _link_create(fd, socket.if_nametoindex("lo"), eat),
-        f"BPF_LINK_CREATE {eat.name.lower()} on lo",
+        f"BPF_LINK_CREATE {type_name(AttachType, eat)} on lo",
     )
 
 
@@ -320,7 +320,7 @@ def cgroup2_root() -> str | None:
 def _private_cgroup() -> Iterator[int]:
     root = cgroup2_root()
     if root is None:
-        raise DynbpfError("no cgroup2 filesystem is mounted")
+        raise AttachError("no cgroup2 filesystem is mounted, so there is no cgroup to attach to")
     path = os.path.join(root, f"dynbpf-probe-{os.getpid()}")
     os.makedirs(path, exist_ok=True)
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -399,5 +399,5 @@ def struct_ops_assoc() -> Support:
     return Support(
         "struct_ops program association (BPF_PROG_ASSOC_STRUCT_OPS)",
         err == errno.EBADF,
-        f"command 38 with fds -1 -> {outcome(err)} (EBADF: command known; EINVAL: kernel predates it)",
+        f"BPF_PROG_ASSOC_STRUCT_OPS with fds -1 -> {outcome(err)} (EBADF: command known; EINVAL: kernel predates it)",
     )

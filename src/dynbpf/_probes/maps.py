@@ -9,7 +9,7 @@ from dynbpf._btf.kinds import Kind, info
 from dynbpf._probes.result import Support, cached
 from dynbpf._probes.trial import Trial, create_map
 from dynbpf._sys import commands
-from dynbpf._sys.constants import ENOTSUPP, MapFlags, MapType
+from dynbpf._sys.constants import ENOTSUPP, MapFlags, MapType, type_name
 from dynbpf.errors import SyscallError
 
 
@@ -97,4 +97,5 @@ def map_type(mt: MapType) -> Support:
     trial, desc = _create(mt)
     with trial:
         ok = trial.ok or (mt == MapType.STRUCT_OPS and trial.errno == ENOTSUPP)
-    return Support(f"map type {mt.name.lower()}", ok, f"BPF_MAP_CREATE {mt.name.lower()} ({desc}) -> {trial.result}")
+    name = type_name(MapType, mt)
+    return Support(f"map type {name}", ok, f"BPF_MAP_CREATE {name} ({desc}) -> {trial.result}")

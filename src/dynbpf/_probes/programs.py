@@ -17,7 +17,7 @@ from dynbpf._asm.insn import Insn, call, exit_, return_imm
 from dynbpf._btf import Kind
 from dynbpf._probes.result import Support, cached
 from dynbpf._probes.trial import Trial, kernel_btf_id, load
-from dynbpf._sys.constants import ENOTSUPP, HELPER_NAMES, AttachType, ProgFlags, ProgType
+from dynbpf._sys.constants import ENOTSUPP, HELPER_NAMES, AttachType, ProgFlags, ProgType, type_name
 
 
 @dataclass(frozen=True)
@@ -58,10 +58,6 @@ FLAVOURS: dict[ProgType, tuple[Flavour, ...]] = {
     # missing target", EINVAL would mean "unknown program type".
     ProgType.STRUCT_OPS: (Flavour("no target", expect_errno=ENOTSUPP),),
 }
-
-
-def _type_name(prog_type: ProgType) -> str:
-    return prog_type.name.lower()
 
 
 def _try(
@@ -114,7 +110,8 @@ def _loadable_flavour(prog_type: ProgType) -> tuple[Flavour | None, str]:
 @cached
 def prog_type(pt: ProgType) -> Support:
     flavour, notes = _loadable_flavour(pt)
-    return Support(f"program type {_type_name(pt)}", flavour is not None, f"BPF_PROG_LOAD {{r0 = 0; exit}}: {notes}")
+    name = f"program type {type_name(ProgType, pt)}"
+    return Support(name, flavour is not None, f"BPF_PROG_LOAD {{r0 = 0; exit}}: {notes}")
 
 
 _REFUSALS = ("invalid func ", "unknown func ", "program of this type cannot use helper ")
@@ -132,10 +129,11 @@ def helper(pt: ProgType, helper_id: int) -> Support:
     id and whether the type may use it before it looks at arguments, so any
     rejection other than those two is evidence the helper is available.
     """
-    name = f"{helper_name(helper_id)} in {_type_name(pt)} programs"
+    name = f"{helper_name(helper_id)} in {type_name(ProgType, pt)} programs"
     flavour, _ = _loadable_flavour(pt)
     if flavour is None or flavour.expect_errno:
-        return Support(name, False, f"not probed: no {_type_name(pt)} program loads on this kernel without a target")
+        why = f"not probed: no {type_name(ProgType, pt)} program loads on this kernel without a target"
+        return Support(name, False, why)
     trial, note = _try(pt, flavour, [call(helper_id), exit_()], with_log=True)
     assert trial is not None  # the flavour loaded before, so its target exists
     with trial:

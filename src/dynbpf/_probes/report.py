@@ -14,7 +14,7 @@ from dynbpf._probes.btf_kinds import BLOBS, btf_kind
 from dynbpf._probes.maps import map_type
 from dynbpf._probes.programs import helper, helper_name, probeable_for_helpers, prog_type
 from dynbpf._probes.result import Support
-from dynbpf._sys.constants import HELPER_NAMES, MapType, ProgType
+from dynbpf._sys.constants import HELPER_NAMES, MapType, ProgType, type_name
 
 KERNEL_FEATURES: dict[str, Callable[[], Support]] = {
     "global_data": kernel.global_data,
@@ -102,11 +102,11 @@ def collect(*, helpers: bool = True, workers: int | None = None) -> Report:
         with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
             results = list(pool.map(lambda p: helper(*p), pairs))
         for (pt, h), res in zip(pairs, results, strict=True):
-            helper_matrix.setdefault(pt.name.lower(), {})[helper_name(h)] = res
+            helper_matrix.setdefault(type_name(ProgType, pt), {})[helper_name(h)] = res
     return Report(
         kernel=info,
-        program_types={pt.name.lower(): prog_type(pt) for pt in _distinct(ProgType)},
-        map_types={mt.name.lower(): map_type(mt) for mt in _distinct(MapType)},
+        program_types={type_name(ProgType, pt): prog_type(pt) for pt in _distinct(ProgType)},
+        map_types={type_name(MapType, mt): map_type(mt) for mt in _distinct(MapType)},
         btf={kind: btf_kind(kind) for kind in BLOBS},
         kernel_features={name: fn() for name, fn in KERNEL_FEATURES.items()},
         attach={name: fn() for name, fn in ATTACH_KINDS.items()},

@@ -16,8 +16,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar
 
 from dynbpf import _section_names as section_names
 from dynbpf._btf.spec import Spec
@@ -34,7 +33,7 @@ from dynbpf._runtime.program import Program
 from dynbpf._runtime.state import MapPolicy, ProgramState
 from dynbpf._sys.closing import Closing
 from dynbpf._sys.constants import MapFlags
-from dynbpf.errors import DynbpfError, StateError
+from dynbpf.errors import DynbpfError, NotFound, OptionError, StateError
 
 if TYPE_CHECKING:  # the map views and event readers load with their first use (docs/architecture.md)
     from dynbpf._maps.map import Map
@@ -100,10 +99,8 @@ class Collection(Closing):
         self._measured_insns = 0
         off = frozenset(_names(disabled, "disabled"))
         unknown = sorted(off - set(spec.programs))
-        if unknown:
-            raise KeyError(
-                f"disabled= names unknown programs {', '.join(unknown)} (programs: {', '.join(spec.programs)})"
-            )
+        if unknown:  # the first is named; the message lists the programs there are
+            raise NotFound(f"object {spec.name!r}", "program", unknown[0], spec.programs, option="disabled=")
         default = MapPolicy.of(map_policy, where="map_policy")
         policies = {name: MapPolicy.of(p, where=f"map_policies[{name!r}]") for name, p in (map_policies or {}).items()}
         edited = mapedit.apply(spec, map_edits or {})
@@ -140,8 +137,10 @@ class Collection(Closing):
             n for n, m in prepared.maps.items() if mapedit.is_global_data(m) and section_names.is_read_only_data(n)
         ]
         self._bound = tuple(n for n in rodata if n not in edited.absent) if kernel_features.prog_bind_map() else ()
-        self.programs: Mapping[str, Program] = MappingProxyType(
-            {name: Program(self, name, disabled=name in off) for name in spec.programs}
+        self.programs: Mapping[str, Program] = _Named(
+            f"object {spec.name!r}",
+            "program",
+            {name: Program(self, name, disabled=name in off) for name in spec.programs},
         )
 
     # --- public -----------------------------------------------------------------------
@@ -204,9 +203,11 @@ class Collection(Closing):
         prepared = self.prepared
         spec = prepared.maps.get(section)
         btf = self.spec.btf
-        if spec is None or btf is None or not mapedit.is_global_data(spec):
-            have = ", ".join(n for n, m in prepared.maps.items() if mapedit.is_global_data(m)) or "none"
-            raise KeyError(f"object {self.spec.name!r} has no data section {section!r} (data sections: {have})")
+        if spec is None or not mapedit.is_global_data(spec):
+            have = [n for n, m in prepared.maps.items() if mapedit.is_global_data(m)]
+            raise NotFound(f"object {self.spec.name!r}", "data section", section, have)
+        if btf is None:
+            raise OptionError(f"object {self.spec.name!r} has no BTF, so the variables of {section} have no names")
         own = [v for v in self.spec.variables.values() if v.section == section]
         from dynbpf._maps.variables import Variables
 
@@ -253,10 +254,11 @@ class Collection(Closing):
         )
 
     def _event_reader(self, name: str, record: str | int | None, make: Callable[[int, Any], _R]) -> _R:
+        self._registry.spec(name)  # an unknown map is NotFound before anything is made
         decode = None
         if record is not None:
             if self.spec.btf is None:
-                raise DynbpfError(f"object {self.spec.name!r} has no BTF: records cannot be decoded by type")
+                raise OptionError(f"record={record!r}: object {self.spec.name!r} has no BTF to decode records by type")
             from dynbpf._maps.codec import record_decoder
 
             decode = record_decoder(self.spec.btf, record)
@@ -295,7 +297,7 @@ class Collection(Closing):
         self._require_open()
         todo = [p for p in chosen if not p.loaded]
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-            raise ValueError(
+            raise OptionError(
                 f"workers must be a whole number of threads, at least 1 (or None: one per CPU), not {workers!r}"
             )
         loaded: list[Program] = []
@@ -323,7 +325,10 @@ class Collection(Closing):
 
     def unload(self, programs: Iterable[str] | None = None) -> None:
         """Unload the named programs (default: all), detaching their links first."""
-        chosen = self.programs.values() if programs is None else [self._program(n) for n in programs]
+        if programs is None:
+            chosen: Iterable[Program] = self.programs.values()
+        else:
+            chosen = [self._program(name) for name in _names(programs, "programs")]
         for program in chosen:
             program.unload()
 
@@ -392,11 +397,7 @@ class Collection(Closing):
         return fd.raw if fd is not None else 0
 
     def _program(self, name: str) -> Program:
-        program = self.programs.get(name)
-        if program is None:
-            have = ", ".join(self.programs)
-            raise KeyError(f"object {self.spec.name!r} has no program {name!r} (programs: {have})")
-        return program
+        return self.programs[name]
 
     def _program_by_fd(self, fd: int) -> Program | None:
         for program in self.programs.values():
@@ -424,6 +425,37 @@ class Collection(Closing):
         return insns * rate
 
 
+_V = TypeVar("_V")
+
+
+class _Named(Mapping[str, _V], Generic[_V]):
+    """A read-only mapping whose missing names raise :class:`NotFound` listing those it has."""
+
+    def __init__(self, owner: str, kind: str, items: dict[str, _V]) -> None:
+        self._owner, self._kind, self._items = owner, kind, items
+
+    def __getitem__(self, name: str) -> _V:
+        try:
+            return self._items[name]
+        except (KeyError, TypeError):  # TypeError: an unhashable name is not there either
+            raise NotFound(self._owner, self._kind, name, self._items) from None
+
+    def __contains__(self, name: object) -> bool:
+        try:
+            return name in self._items
+        except TypeError:
+            return False
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"<{self._kind}s of {self._owner}: {', '.join(self._items)}>"
+
+
 class _MapViews(Mapping[str, "Map"]):
     def __init__(self, coll: Collection) -> None:
         self._coll = coll
@@ -433,7 +465,7 @@ class _MapViews(Mapping[str, "Map"]):
         prepared = coll.prepared
         spec = prepared.maps.get(name)
         if spec is None:
-            raise KeyError(f"object {coll.spec.name!r} has no map {name!r} (maps: {', '.join(prepared.maps)})")
+            raise NotFound(f"object {coll.spec.name!r}", "map", name, prepared.maps)
         fd = coll._registry.view(name)
         with coll._lock:
             view = coll._map_views.get(name)
@@ -469,14 +501,13 @@ def _constants(spec: ObjectSpec, constants: Mapping[str, Any]) -> dict[str, byte
     if not constants:
         return {}
     if spec.btf is None:
-        raise DynbpfError(f"object {spec.name!r} has no BTF, so its constants cannot be set by name")
+        raise OptionError(f"constants=: object {spec.name!r} has no BTF, so its constants cannot be set by name")
     readonly = {v.name: v for v in spec.variables.values() if section_names.is_read_only_data(v.section)}
     buffers: dict[str, bytearray] = {}
     for name, value in constants.items():
         var = readonly.get(name)
         if var is None:
-            have = ", ".join(sorted(readonly)) or "none"
-            raise DynbpfError(f"object {spec.name!r}: no read-only global {name!r} to set (.rodata globals: {have})")
+            raise NotFound(f"object {spec.name!r}", "read-only global", name, sorted(readonly), option="constants=")
         section = spec.maps[var.section]
         buf = buffers.setdefault(var.section, bytearray(section.data or bytes(section.value_size)))
         from dynbpf._maps.variables import Variables
@@ -500,7 +531,7 @@ def _cache_options(
     from dynbpf._prepare import cache as prepare_cache  # pickle and tempfile only for those who cache
 
     if vmlinux is not None or not spec.digest:
-        raise DynbpfError("a prepared cache needs the running kernel's BTF and an object read from its bytes")
+        raise OptionError("cache=: a prepared cache needs the running kernel's BTF and an object read from its bytes")
     directory = prepare_cache.default_directory() if cache is True else Path(cache)
     parts = [
         spec.digest,

@@ -28,7 +28,7 @@ from dynbpf._sys.commands import prog_load_raw
 from dynbpf._sys.constants import OBJ_NAME_LEN, AttachType, Cmd, ProgType
 from dynbpf._sys.fd import Fd
 from dynbpf._sys.syscall import hint
-from dynbpf.errors import VerifierError
+from dynbpf.errors import OptionError, VerifierError
 
 __all__ = ["DEFAULT_LOG_SIZE", "MAX_LOG_SIZE", "MIN_LOG_SIZE", "LoadOptions", "Loaded", "load_program", "prog_name"]
 
@@ -69,7 +69,7 @@ class LoadOptions:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"load option {f.name} takes an int, not {type(value).__name__} {value!r}")
             if not 0 <= value < 1 << 32:
-                raise ValueError(f"load option {f.name}={value} does not fit the kernel's 32-bit field")
+                raise OptionError(f"load option {f.name}={value} does not fit the kernel's 32-bit field")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +104,7 @@ def load_program(p: PreparedProgram, *, btf_fd: int = 0, options: LoadOptions = 
     and prints source lines in its log.
     """
     if options.attach_prog_fd and options.attach_btf_obj_fd:
-        raise ValueError("attach_prog_fd and attach_btf_obj_fd share one field of BPF_PROG_LOAD: give one")
+        raise OptionError("attach_prog_fd and attach_btf_obj_fd share one field of BPF_PROG_LOAD: give one")
     request = _Request(p, btf_fd, options)
     level = options.log_level
     size = _clamp(options.log_size or DEFAULT_LOG_SIZE)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import re
+from collections.abc import Callable
 
 from dynbpf import _section_names as section_names
 from dynbpf._btf.spec import Spec
@@ -17,9 +18,9 @@ from dynbpf._elf.spec import MapSpec
 from dynbpf._maps.cpus import possible_cpus
 from dynbpf._sys import commands
 from dynbpf._sys.attrs import MapCreateAttr
-from dynbpf._sys.constants import MapFlags, MapType
+from dynbpf._sys.constants import MapFlags, MapType, type_name
 from dynbpf._sys.fd import Fd
-from dynbpf.errors import DynbpfError, SyscallError
+from dynbpf.errors import OptionError, SyscallError
 
 # Map types whose values are fds or kernel-defined: the kernel takes no BTF key/value types for them.
 _NO_BTF_TYPES = frozenset(
@@ -153,6 +154,8 @@ def check_compatible(spec: MapSpec, fd: int, where: str) -> None:
     """Raise unless the map behind ``fd`` has the definition ``spec`` declares (libbpf's check for reuse).
 
     ``where`` names the map in the message (``the map pinned at /sys/fs/bpf/x``).
+    The :class:`OptionError` says an option (a pinned policy, a map edit's
+    ``reuse_*``) points at a map unfit for the object; callers say which option.
     """
     info = commands.map_info(fd)
     want = {
@@ -166,7 +169,8 @@ def check_compatible(spec: MapSpec, fd: int, where: str) -> None:
     for field, value in want.items():
         got = int(getattr(info, field))
         if got != value:
-            raise DynbpfError(f"map {spec.name!r}: {where} has {field} {got}, the object declares {value}")
+            show = _SHOW.get(field, str)
+            raise OptionError(f"map {spec.name!r}: {where} has {field} {show(got)}, the object declares {show(value)}")
 
 
 def initialise(fd: int, spec: MapSpec, data: bytes | None = None) -> None:
@@ -180,11 +184,16 @@ def initialise(fd: int, spec: MapSpec, data: bytes | None = None) -> None:
         commands.map_freeze(fd)
 
 
+#: how check_compatible shows a field's two values: types by name, flags in hex
+_SHOW: dict[str, Callable[[int], str]] = {
+    "type": lambda v: type_name(MapType, v),
+    "map_flags": hex,
+    "map_extra": hex,
+}
+
+
 def _describe(spec: MapSpec) -> str:
-    try:
-        kind = MapType(spec.type).name.lower()
-    except ValueError:
-        kind = f"type {int(spec.type)}"
+    kind = type_name(MapType, spec.type)
     return (
         f"{kind}, key {spec.key_size} B, value {spec.value_size} B, {spec.max_entries} entries, flags {spec.flags:#x}"
     )

@@ -12,7 +12,8 @@ edited definition.
 
 Everything here is checked before anything is created: an edit that does
 not fit its map raises :class:`~dynbpf.errors.MapEditError` naming the map
-and the field.
+and the field; an edit of a map the object does not have raises
+:class:`~dynbpf.errors.NotFound`, like every unknown name.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from dynbpf._prepare.btf_rewrite import rewrite
 from dynbpf._runtime import mapcreate
 from dynbpf._section_names import is_data_section
 from dynbpf._sys import commands
-from dynbpf._sys.constants import MapFlags, MapType
+from dynbpf._sys.constants import MapFlags, MapType, type_name
 from dynbpf._sys.fd import Fd
-from dynbpf.errors import DynbpfError, MapEditError, SyscallError
+from dynbpf.errors import DynbpfError, MapEditError, NotFound, SyscallError
 
 _U32 = 1 << 32
 _MAPS_OF_MAPS = (MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS)
@@ -113,8 +114,7 @@ def apply(obj: ObjectSpec, edits: Mapping[str, MapEdit]) -> Edited:
     for name, edit in edits.items():
         spec = maps.get(name)
         if spec is None:
-            have = ", ".join(maps) or "none"
-            raise MapEditError(name, None, f"the object has no such map (maps: {have})")
+            raise NotFound(f"object {obj.name!r}", "map", name, maps, option="map_edits=")
         if not isinstance(edit, MapEdit):
             raise MapEditError(name, None, f"expected a dynbpf.MapEdit, got {type(edit).__name__}")
         edited = _edit(spec, edit, name)
@@ -178,12 +178,12 @@ def _edit(spec: MapSpec, edit: MapEdit, name: str) -> MapSpec:
                 "an array, grows or shrinks), flags, numa_node, create and reuse_fd/reuse_pin apply",
             )
     if edit.key_size and kind in _KEYLESS:
-        raise fail("key_size", f"{kind.name.lower()} maps have no keys (key_size must be 0)")
+        raise fail("key_size", f"{type_name(MapType, kind)} maps have no keys (key_size must be 0)")
     if edit.value_size and kind in mapcreate.NO_VALUES:
-        raise fail("value_size", f"{kind.name.lower()} maps have no values (value_size must be 0)")
+        raise fail("value_size", f"{type_name(MapType, kind)} maps have no values (value_size must be 0)")
     if (edit.inner is not None or edit.inner_map_fd is not None) and kind not in _MAPS_OF_MAPS:
         field = "inner" if edit.inner is not None else "inner_map_fd"
-        raise fail(field, f"only maps of maps have an inner map; this one is a {kind.name.lower()}")
+        raise fail(field, f"only maps of maps have an inner map; this one is a {type_name(MapType, kind)}")
     if edit.inner is not None and edit.inner_map_fd is not None:
         raise fail("inner", "give inner (edits of the declared template) or inner_map_fd (another map's), not both")
     if edit.reuse_fd is not None and edit.reuse_pin is not None:
@@ -231,9 +231,14 @@ def _template_of(fd: int, name: str) -> MapSpec:
         info = commands.map_info(fd)
     except SyscallError as e:
         raise MapEditError(name, "inner_map_fd", f"fd {fd} is not a map ({e})") from None
+    try:
+        kind = MapType(info.type)
+    except ValueError:
+        unknown = f"fd {fd} is a {type_name(MapType, info.type)}, which dynbpf does not know"
+        raise MapEditError(name, "inner_map_fd", unknown) from None
     return MapSpec(
         name=f"{name}.inner",
-        type=MapType(info.type),
+        type=kind,
         key_size=info.key_size,
         value_size=info.value_size,
         max_entries=info.max_entries,

@@ -32,7 +32,7 @@ from dynbpf._sys import commands, fs
 from dynbpf._sys.constants import MapFlags, MapType
 from dynbpf._sys.fd import Fd
 from dynbpf._sys.placeholder import FdSlot, SlotView
-from dynbpf.errors import DynbpfError, StateError, SyscallError
+from dynbpf.errors import DynbpfError, NotFound, ObjectFormatError, OptionError, PinError, StateError, SyscallError
 
 #: Map kinds the registry never creates, with the reason callers are told.
 NOT_CREATED = {MapType.STRUCT_OPS: "struct_ops maps are created when registered (attach), not at open"}
@@ -96,17 +96,16 @@ class MapRegistry:
         pinned: they are someone else's.
         """
         self._absent = absent
-        unknown = sorted(set(policies) - set(prepared.maps))
-        if unknown:
-            raise ValueError(
-                f"object {self.object_name!r}: map_policies names unknown maps {', '.join(unknown)} "
-                f"(maps: {', '.join(prepared.maps) or 'none'})"
-            )
+        for name in policies:
+            if name not in prepared.maps:
+                raise NotFound(f"object {self.object_name!r}", "map", name, prepared.maps, option="map_policies=")
         for name, policy in policies.items():
             if name in absent:
-                raise ValueError(f"map {name!r} is not created (MapEdit(create=False)); it takes no policy")
+                raise OptionError(f"map {name!r} is not created (MapEdit(create=False)); it takes no policy")
             if name in self._reused and policy != MapPolicy.EAGER:
-                raise ValueError(f"map {name!r} is reused (MapEdit(reuse_...)): it exists until close; policy {policy}")
+                raise OptionError(
+                    f"map {name!r} is reused (MapEdit(reuse_...)): it exists until close; policy {policy}"
+                )
         self._prepared, self._data = prepared, data
         if pin_root is not None:
             self._pin_root = pin_root
@@ -116,7 +115,7 @@ class MapRegistry:
             if spec.name in self._reused:
                 policy = MapPolicy.EAGER
             if spec.type in NOT_CREATED and spec.name in policies:
-                raise ValueError(f"map {spec.name!r}: {NOT_CREATED[spec.type]}; it takes no policy")
+                raise OptionError(f"map {spec.name!r}: {NOT_CREATED[spec.type]}; it takes no policy")
             self._policy[spec.name] = policy
             self._users[spec.name] = 0
             self.number(spec.name)
@@ -148,8 +147,7 @@ class MapRegistry:
     def spec(self, name: str) -> MapSpec:
         spec = self.prepared.maps.get(name)
         if spec is None:
-            have = ", ".join(self.prepared.maps) or "none"
-            raise KeyError(f"object {self.object_name!r} has no map {name!r} (maps: {have})")
+            raise NotFound(f"object {self.object_name!r}", "map", name, self.prepared.maps)
         return spec
 
     def pin_name(self, name: str) -> str:
@@ -307,7 +305,7 @@ class MapRegistry:
 
     def _needs(self, name: str, path: tuple[str, ...]) -> tuple[str, ...]:
         if name in path:
-            raise DynbpfError(f"object {self.object_name!r}: maps of maps hold each other: {' -> '.join(path)}")
+            raise ObjectFormatError(f"object {self.object_name!r}: maps of maps hold each other: {' -> '.join(path)}")
         spec = self.prepared.maps[name]
         out: list[str] = []
         if spec.type in _MAPS_OF_MAPS:
@@ -346,9 +344,10 @@ class MapRegistry:
             return
         expected = self._data.get(spec.name, spec.data)
         if expected is not None and not _read_only_data_matches(expected, map_fd):
-            raise DynbpfError(
+            raise PinError(
                 f"map {spec.name!r}: the read-only data pinned at {path} holds other values than this open's "
-                "constants= (frozen there by an earlier run)"
+                "constants= (frozen there by an earlier run)",
+                path=path,
             )
 
     def _check_btf(self, spec: MapSpec, map_fd: int, path: str) -> None:
@@ -366,10 +365,11 @@ class MapRegistry:
             if not mine or not their_id:
                 continue
             if graph.shape(btf, mine) != graph.shape(theirs, their_id):
-                raise DynbpfError(
+                raise PinError(
                     f"map {spec.name!r}: the map pinned at {path} has {what} type "
                     f"{graph.format_type(theirs, their_id)!r}, the object declares {graph.format_type(btf, mine)!r} "
-                    "(same sizes, other fields)"
+                    "(same sizes, other fields)",
+                    path=path,
                 )
 
     def _create(self, name: str) -> None:
@@ -440,7 +440,7 @@ class MapRegistry:
             self._check_constants(spec, fd.raw, path)
         except DynbpfError as e:
             fd.close()
-            raise DynbpfError(f"{e}; remove the pin (rm {path}) or give the map another pin_root") from None
+            raise PinError(f"{e}; remove the pin (rm {path}) or give the map another pin_root", path=path) from None
         except BaseException:
             fd.close()
             raise
@@ -453,7 +453,7 @@ def _check_owner(path: str) -> None:
     except FileNotFoundError:
         return  # gone since it was seen: BPF_OBJ_GET says so
     if st.st_uid not in (0, os.geteuid()):
-        raise DynbpfError(f"{path} is pinned by uid {st.st_uid}; dynbpf reuses only pins of root or this user")
+        raise PinError(f"{path} is pinned by uid {st.st_uid}; dynbpf reuses only pins of root or this user", path=path)
 
 
 def _read_only_data_matches(expected: bytes, map_fd: int) -> bool:
@@ -473,9 +473,9 @@ def _pinned(path: str) -> bool:
     except FileNotFoundError:
         return False
     except OSError as e:
-        raise DynbpfError(f"cannot look at the pin {path}: {e.strerror}") from None
+        raise PinError(f"cannot look at the pin {path}: {e.strerror}", path=path) from None
     if stat.S_ISLNK(st.st_mode):
-        raise DynbpfError(f"{path} is a symbolic link, not a pin; dynbpf does not follow links in pin paths")
+        raise PinError(f"{path} is a symbolic link, not a pin; dynbpf does not follow links in pin paths", path=path)
     return True
 
 

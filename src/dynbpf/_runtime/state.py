@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 
+from dynbpf.errors import OptionError
+
 
 class ProgramState(enum.Enum):
     """Where a program is in its lifecycle.
@@ -40,4 +42,4 @@ class MapPolicy(enum.Enum):
             return cls(value)
         except ValueError:
             allowed = ", ".join(repr(p.value) for p in cls)
-            raise ValueError(f"{where}: unknown map policy {value!r} (allowed: {allowed})") from None
+            raise OptionError(f"{where}: unknown map policy {value!r} (allowed: {allowed})") from None

@@ -215,6 +215,30 @@ class LinkType(enum.IntEnum):
     SOCKMAP = 14
 
 
+#: What a value of each enum is called when its number is shown because this table has no name for it.
+_NOUNS: dict[type[enum.IntEnum], str] = {
+    Cmd: "command",
+    ProgType: "program type",
+    MapType: "map type",
+    AttachType: "attach type",
+    LinkType: "link type",
+}
+
+
+def type_name(kind: type[enum.IntEnum], value: int) -> str:
+    """``value`` of ``kind`` as people say it: the uapi name in lower case (``ringbuf``, ``percpu_array``).
+
+    The one place a program, map, attach or link type becomes text, in
+    messages, ``dynbpf probe`` and ``dynbpf inspect`` alike. A number this
+    table has no name for (a kernel newer than dynbpf) is shown as the number
+    with what it is (``map type 99``), never as a bare number.
+    """
+    try:
+        return kind(value).name.lower()
+    except ValueError:
+        return f"{_NOUNS.get(kind, kind.__name__)} {int(value)}"
+
+
 #: Helper names without the ``bpf_`` prefix, indexed by helper id (``enum bpf_func_id``).
 #: The helper table is frozen upstream: new kernel functionality arrives as kfuncs.
 HELPER_NAMES = (

@@ -14,7 +14,7 @@ import stat
 import sys
 
 from dynbpf._sys.syscall import libc
-from dynbpf.errors import DynbpfError, SyscallError
+from dynbpf.errors import AttachError, PinError, SyscallError
 
 BPF_FS_MAGIC = 0xCAFE4A11
 TRACEFS_MAGIC = 0x74726163
@@ -65,25 +65,52 @@ def bpffs_mounts() -> list[str]:
 
 
 def ensure_bpffs(path: str = DEFAULT_BPFFS, *, mount_if_missing: bool = False) -> str:
-    """Return ``path`` if bpffs is mounted there, optionally mounting it first."""
+    """Return ``path`` if it is a directory on bpffs, optionally mounting bpffs there first.
+
+    Nothing is created otherwise: a missing directory is reported as
+    missing (with whether it would be on bpffs), not as "not a BPF
+    filesystem", which would send the user to mount one that is there.
+    """
     if is_bpffs(path):
         return path
     if mount_if_missing:
         os.makedirs(path, exist_ok=True)
         mount("bpf", path, "bpf")
         return path
-    others = ", ".join(bpffs_mounts()) or "none"
-    raise DynbpfError(
-        f"{path} is not a BPF filesystem (bpffs mounts here: {others}); "
-        f"mount it with `mount -t bpf bpf {path}` or choose another pin root"
+    if not os.path.lexists(path):
+        existing = _nearest_existing(path)
+        if is_bpffs(existing):
+            why = f"dynbpf does not create it: `mkdir -p {path}` makes it, on the BPF filesystem holding {existing}"
+        else:
+            why = (
+                f"{existing}, its nearest existing parent, is not on a BPF filesystem ({_mounts()}): "
+                "mount one or choose another pin root"
+            )
+        raise PinError(f"{path} does not exist, and {why}", path=path)
+    raise PinError(
+        f"{path} is not on a BPF filesystem ({_mounts()}); "
+        f"mount one with `mount -t bpf bpf {path}` or choose another pin root",
+        path=path,
     )
+
+
+def _mounts() -> str:
+    return "bpffs mounts here: " + (", ".join(bpffs_mounts()) or "none")
+
+
+def _nearest_existing(path: str) -> str:
+    """The deepest directory on the way to ``path`` that exists (``/`` at worst)."""
+    existing = os.path.dirname(os.path.abspath(path))
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    return existing
 
 
 def pin_path(root: str, *parts: str) -> str:
     """Join pin path components, refusing names that would escape ``root``."""
     for part in parts:
         if not part or part in (".", "..") or "/" in part or "\0" in part or len(part.encode()) > 255:
-            raise DynbpfError(f"invalid pin name component {part!r} (no '/', '.', '..', NUL; at most 255 bytes)")
+            raise PinError(f"invalid pin name component {part!r} (no '/', '.', '..', NUL; at most 255 bytes)")
     return os.path.join(root, *parts)
 
 
@@ -99,7 +126,7 @@ def check_pin_root(root: str, *, shared: bool = False) -> None:
     """
     path = os.path.normpath(root)
     if not os.path.isabs(path):
-        raise DynbpfError(f"pin_root {root!r} is not an absolute path")
+        raise PinError(f"pin_root {root!r} is not an absolute path", path=root)
     euid = os.geteuid()
     parts = path.split("/")[1:]
     for depth in range(len(parts) + 1):
@@ -111,31 +138,36 @@ def check_pin_root(root: str, *, shared: bool = False) -> None:
         except OSError as e:
             raise SyscallError("lstat", e.errno or errno.EIO, "cannot check the pin root", here) from None
         if stat.S_ISLNK(st.st_mode):
-            raise DynbpfError(f"pin_root {root}: {here} is a symbolic link; dynbpf does not follow links in pin paths")
+            raise PinError(
+                f"pin_root {root}: {here} is a symbolic link; dynbpf does not follow links in pin paths", path=root
+            )
         if st.st_uid not in (0, euid):
-            raise DynbpfError(
+            raise PinError(
                 f"pin_root {root}: {here} belongs to uid {st.st_uid}, who could replace the pins in it; "
-                "use a directory owned by root"
+                "use a directory owned by root",
+                path=root,
             )
         open_to_others = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
         if here == path and open_to_others and not shared:
-            raise DynbpfError(
+            raise PinError(
                 f"pin_root {root} is writable by others (mode {stat.S_IMODE(st.st_mode):04o}): anyone could pin a "
                 "map of their own under a name dynbpf then reuses. Use a directory only root can write "
                 f"(dynbpf creates a missing one with mode 0700, e.g. pin_root='{os.path.join(path, 'myapp')}'), "
-                "or pass allow_shared_pin_root=True to accept the risk"
+                "or pass allow_shared_pin_root=True to accept the risk",
+                path=root,
             )
         if here != path and open_to_others and not st.st_mode & stat.S_ISVTX:
-            raise DynbpfError(
+            raise PinError(
                 f"pin_root {root}: {here} is writable by others and not sticky (mode {stat.S_IMODE(st.st_mode):04o}): "
-                "anyone could replace the directories below it"
+                "anyone could replace the directories below it",
+                path=root,
             )
 
 
 def make_pin_dirs(path: str) -> None:
     """Create the directories leading to pin ``path`` (see :func:`make_pin_dir`)."""
     if not os.path.isabs(path) or ".." in path.split("/"):
-        raise DynbpfError(f"cannot pin at {path!r}: give an absolute path without '..' on a BPF filesystem")
+        raise PinError(f"cannot pin at {path!r}: give an absolute path without '..' on a BPF filesystem", path=path)
     make_pin_dir(os.path.dirname(path), what=f"pin at {path}")
 
 
@@ -145,17 +177,23 @@ def make_pin_dir(directory: str, *, what: str = "") -> None:
     Checked before anything is created (root creating directories outside
     bpffs is the harm): the path is absolute, has no ``..``, and the deepest
     directory that exists already is on bpffs and reached without symlinks.
+    Missing directories below it are created, as ``mkdir -p`` would.
     """
     what = what or f"create {directory}"
     if not os.path.isabs(directory) or ".." in directory.split("/"):
-        raise DynbpfError(f"cannot {what}: give an absolute path without '..' on a BPF filesystem")
-    existing = directory
-    while not os.path.lexists(existing):
-        existing = os.path.dirname(existing)
+        raise PinError(f"cannot {what}: give an absolute path without '..' on a BPF filesystem", path=directory)
+    existing = directory if os.path.lexists(directory) else _nearest_existing(directory)
     if os.path.realpath(existing) != os.path.normpath(existing):
-        raise DynbpfError(f"cannot {what}: {existing} is reached through a symbolic link")
+        raise PinError(f"cannot {what}: {existing} is reached through a symbolic link", path=directory)
     if not is_bpffs(existing):
-        raise DynbpfError(f"cannot {what}: {existing} is not on a BPF filesystem (mount one, e.g. /sys/fs/bpf)")
+        mount = "mount one, e.g. `mount -t bpf bpf /sys/fs/bpf`"
+        if existing == directory:
+            raise PinError(f"cannot {what}: {directory} is not on a BPF filesystem ({mount})", path=directory)
+        raise PinError(
+            f"cannot {what}: {directory} does not exist, and dynbpf creates directories for pins only on a "
+            f"BPF filesystem; {existing}, the nearest that exists, is not on one ({mount})",
+            path=directory,
+        )
     missing = []
     while directory != existing:
         missing.append(directory)
@@ -187,19 +225,19 @@ def tracepoint_id(category: str, name: str, *, root: str | None = None) -> int:
     """The perf config id of tracepoint ``category/name``."""
     root = root or tracefs_root()
     if root is None:
-        raise DynbpfError(
+        raise AttachError(
             "tracefs is not mounted (looked in " + ", ".join(TRACEFS_CANDIDATES) + "); "
             "mount it with `mount -t tracefs nodev /sys/kernel/tracing` or "
             "dynbpf._sys.fs.tracefs_root(mount_if_missing=True)"
         )
     for part in (category, name):
         if not part or "/" in part or part in (".", ".."):
-            raise DynbpfError(f"{part!r} is not a tracepoint category or event name")
+            raise AttachError(f"{part!r} is not a tracepoint category or event name")
     path = os.path.join(root, "events", category, name, "id")
     try:
         with open(path) as f:
             return int(f.read())
     except FileNotFoundError:
-        raise DynbpfError(f"no tracepoint {category}/{name} on this kernel ({path} does not exist)") from None
+        raise AttachError(f"no tracepoint {category}/{name} on this kernel ({path} does not exist)") from None
     except (OSError, ValueError) as e:
-        raise DynbpfError(f"cannot read tracepoint id from {path}: {e}") from None
+        raise AttachError(f"cannot read tracepoint id from {path}: {e}") from None
