@@ -11,6 +11,7 @@ from dynbpf import _lazy
 from dynbpf.errors import (
     AttachError,
     DynbpfError,
+    FeatureMapError,
     KernelDataError,
     KernelUnsupported,
     MapEditError,
@@ -50,6 +51,7 @@ __all__ = [
     "ClonedProgram",
     "Collection",
     "DynbpfError",
+    "FeatureMapError",
     "EventLoop",
     "IterLink",
     "KernelDataError",
