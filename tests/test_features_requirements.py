@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from functools import cache
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from dynbpf._probes.programs import helper, prog_type
 from dynbpf._sys import fs
 from dynbpf._sys.constants import HELPER_NAMES, MapType, ProgType
 from dynbpf.errors import FeatureMapError
+from tests.test_btf_oracle import VMLINUX, bpftool_types
 
 ROOT = Path(__file__).resolve().parent.parent
 kernel_test = pytest.mark.kernel
@@ -38,21 +38,17 @@ def req(text: str) -> Requirement:
 @cache
 def vmlinux_btf() -> tuple[dict[str, set[int]], dict[int, str], set[int]]:
     """bpftool's reading of vmlinux BTF: ids by "KIND name", FUNC names by id, ids tagged bpf_kfunc."""
-    if not os.path.exists(kernel.VMLINUX_PATH):
-        pytest.skip(f"the kernel has no BTF ({kernel.VMLINUX_PATH})")
-    out = subprocess.run(
-        ["bpftool", "btf", "dump", "file", kernel.VMLINUX_PATH], check=True, capture_output=True, text=True
-    ).stdout
+    if not os.path.exists(VMLINUX):
+        pytest.skip(f"the kernel has no BTF ({VMLINUX})")
     by_name: dict[str, set[int]] = {}
     funcs: dict[int, str] = {}
     tagged: set[int] = set()
-    for m in re.finditer(r"^\[(\d+)\] (\w+) '([^']*)'(.*)$", out, re.M):
-        type_id, kind, name, rest = int(m[1]), m[2], m[3], m[4]
-        by_name.setdefault(f"{kind} {name}", set()).add(type_id)
-        if kind == "FUNC":
-            funcs[type_id] = name
-        elif kind == "DECL_TAG" and name == "bpf_kfunc" and "component_idx=-1" in rest:
-            tagged.add(int(re.search(r"type_id=(\d+)", rest)[1]))  # type: ignore[index]
+    for t in bpftool_types(VMLINUX):
+        by_name.setdefault(f"{t['kind']} {t['name']}", set()).add(t["id"])
+        if t["kind"] == "FUNC":
+            funcs[t["id"]] = t["name"]
+        elif t["kind"] == "DECL_TAG" and t["name"] == "bpf_kfunc" and t["component_idx"] == -1:
+            tagged.add(t["type_id"])
     return by_name, funcs, tagged
 
 
