@@ -74,6 +74,19 @@ def test_find_uses_the_kernel_names(vmlinux: Spec) -> None:
     assert vmlinux.find("bpf_lsm_file_open", Kind.FUNC)
 
 
+def test_search_looks_in_vmlinux_then_each_modules_own_types(vmlinux: Spec) -> None:
+    task = the(vmlinux, "task_struct", Kind.STRUCT)
+    assert kernel.search("task_struct", (Kind.STRUCT,)) == ("vmlinux", task)
+    assert kernel.search("task_struct", (Kind.UNION, Kind.TYPEDEF)) is None
+    assert kernel.search("no_such_type_hopefully", tuple(Kind)) is None
+    for name in kernel.module_names()[:1]:  # the first module: no other module is searched before it
+        spec = kernel.module(name)
+        own = ((i, getattr(t, "name", "")) for i, t in spec.types() if t.kind == Kind.FUNC)
+        type_id, func = next(((i, n) for i, n in own if n and not vmlinux.find(n, Kind.FUNC)), (0, ""))
+        if func:
+            assert kernel.search(func, (Kind.FUNC,)) == (name, type_id)
+
+
 def test_size_of_kernel_structs_matches_bpftool(vmlinux: Spec, bpftool_vmlinux: dict[str, Any]) -> None:
     for name in ("task_struct", "sk_buff", "file", "perf_event_attr", "bpf_struct_ops_tcp_congestion_ops"):
         (theirs,) = [t for t in bpftool_vmlinux[name] if t["kind"] == "STRUCT"]

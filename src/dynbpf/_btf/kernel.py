@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Collection
 
 from dynbpf._btf.errors import NameNotFound
+from dynbpf._btf.kinds import Kind
 from dynbpf._btf.spec import Spec
 from dynbpf.errors import KernelUnsupported
 
@@ -62,6 +64,30 @@ def module_names() -> list[str]:
         return []
     except OSError as e:
         raise KernelUnsupported("kernel BTF", f"listing {BTF_DIR}: {e.strerror}") from None
+
+
+def search(name: str, kinds: Collection[Kind]) -> tuple[str, int] | None:
+    """Where the running kernel's BTF has a type ``name`` of one of ``kinds``: ``("vmlinux", id)`` or ``(module, id)``.
+
+    vmlinux first, then each loaded module's own types in name order (the
+    order libbpf searches for ksyms and attach targets). None if there is no
+    such type, or the kernel has no BTF.
+    """
+    base = vmlinux()
+    if base is None:
+        return None
+    found = [i for i in base.find(name) if base.kind(i) in kinds]
+    if found:
+        return "vmlinux", found[0]
+    for module_name in module_names():
+        try:
+            spec = module(module_name)
+        except NameNotFound:
+            continue  # unloaded since it was listed
+        own = [i for i in spec.find(name) if i >= spec.first_id and spec.kind(i) in kinds]
+        if own:
+            return module_name, own[0]
+    return None
 
 
 def clear_cache() -> None:

@@ -30,7 +30,7 @@ from dynbpf.errors import FeatureMapError
 #: The requirement kinds and what their argument names (docs/features.md, "Requirements").
 REQUIREMENT_KINDS: Mapping[str, str] = MappingProxyType(
     {
-        "capability": "a kernel capability `dynbpf probe` lists (trampolines, lsm, kprobes, ringbuf, …)",
+        "capability": "a kernel capability `dynbpf probe` lists (trampolines, lsm, kprobe, ringbuf, …)",
         "program": "a program type the kernel loads (kprobe, tracing, lsm, …)",
         "map": "a map type the kernel creates (ringbuf, task_storage, …)",
         "helper": "a helper a program type may call: <program type>/<helper> (kprobe/bpf_get_current_task_btf)",

@@ -4,52 +4,16 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from dynbpf._probes import attach, kernel
 from dynbpf._probes.btf_kinds import BLOBS, btf_kind
+from dynbpf._probes.capabilities import ATTACH_KINDS, KERNEL_FEATURES
 from dynbpf._probes.maps import map_type
 from dynbpf._probes.programs import helper, helper_name, probeable_for_helpers, prog_type
 from dynbpf._probes.result import Support
 from dynbpf._sys.constants import HELPER_NAMES, MapType, ProgType, type_name
-
-KERNEL_FEATURES: dict[str, Callable[[], Support]] = {
-    "global_data": kernel.global_data,
-    "bounded_loops": kernel.bounded_loops,
-    "isa_v4": kernel.isa_v4,
-    "prog_name": kernel.prog_name,
-    "mmapable_arrays": kernel.mmapable_arrays,
-    "prog_bind_map": kernel.prog_bind_map,
-    "batch_ops": kernel.batch_ops,
-    "bpf_cookie": kernel.bpf_cookie,
-    "memcg_accounting": kernel.memcg_accounting,
-    "ringbuf": lambda: map_type(MapType.RINGBUF),
-}
-
-ATTACH_KINDS: dict[str, Callable[[], Support]] = {
-    "raw_tp": attach.raw_tracepoint,
-    "tracing": attach.tracing,
-    "trampolines": attach.trampolines,
-    "lsm": attach.lsm,
-    "iter": attach.iterators,
-    "iter_map_elem": lambda: attach.iterator_target("bpf_map_elem"),
-    "perf_event": kernel.perf_link,
-    "tracepoint": attach.tracepoints,
-    "kprobe": attach.kprobes,
-    "kprobe_multi": attach.kprobe_multi,
-    "uprobe": attach.uprobes,
-    "uprobe_multi": attach.uprobe_multi,
-    "tcx": attach.tcx,
-    "netfilter": attach.netfilter,
-    "cgroup": attach.cgroup,
-    "xdp": attach.xdp,
-    "struct_ops": attach.struct_ops,
-    "struct_ops_link": attach.struct_ops_link,
-    "struct_ops_assoc": attach.struct_ops_assoc,
-}
 
 
 def _distinct(enum: type[ProgType] | type[MapType]) -> list[Any]:
