@@ -149,7 +149,8 @@ PUBLIC = {
     # what a collection hands out
     "Map", "Variables", "Record", "Link", "IterLink", "LinkGroup", "RingBuffer", "PerfBuffer", "EventLoop",
     # errors
-    "DynbpfError", "AttachError", "CacheError", "FeatureMapError", "KernelDataError", "KernelUnsupported", "MapEditError", "NotFound",
+    "DynbpfError", "AttachError", "CacheError", "FeatureMapError", "KernelDataError", "KernelUnsupported",
+    "MapEditError", "NotFound",
     "ObjectFormatError", "OptionError", "PinError", "RelocationError", "StateError", "SyscallError", "VerifierError",
     "__version__",
 }  # fmt: skip
