@@ -107,6 +107,11 @@ LIBBPF_CANNOT: dict[str, Cannot] = {
             )
         }
     ),
+    "features_app/broken_getpgid": Cannot(
+        "deliberately writes to a tracepoint's read-only context (a variant the verifier rejects)",
+        errno.EACCES,
+        "invalid bpf_context access",
+    ),
     "lifecycle/refused": Cannot(
         "deliberately reads packet data without a bounds check (parallel-load failure fixture)",
         errno.EACCES,
@@ -126,6 +131,7 @@ LIBBPF_CANNOT: dict[str, Cannot] = {
         "kinds/fexit_unlinkat",
         "kinds/fmod_ret_test",
         "kinds/optional_vfs_read",
+        "features_app/fexit_getpgid",
     ),
     **_kernel_refuses(attach_features.lsm(), "kinds/lsm_file_open", "kinds/lsm_s_committed_creds"),
     **_kernel_refuses(attach_features.iterator_target("bpf_map_elem"), "attach/number_lines"),

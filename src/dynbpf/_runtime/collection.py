@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # the map views and event readers load with their first use (
     from dynbpf._maps.reader import EventReader
     from dynbpf._maps.ringbuf import RingBuffer
     from dynbpf._maps.variables import Variables
+    from dynbpf._sys.fd import Fd
 
 DISABLED = ProgramState.DISABLED
 _R = TypeVar("_R", bound="EventReader")
@@ -88,6 +89,7 @@ class Collection(Closing):
         vmlinux, config, kallsyms, btf_support = view.vmlinux, view.config, view.kallsyms, view.btf_support
         self._lock = threading.RLock()
         self._closed = False
+        self._constants_lock = threading.Lock()
         self._in_flight = 0  # calls using reserved map numbers right now; close() waits for them
         self._idle = threading.Condition(threading.Lock())
         self._map_views: dict[str, Map] = {}
@@ -314,6 +316,44 @@ class Collection(Closing):
         self._save_cache()
         return failures
 
+    def set_constants(self, constants: Mapping[str, Any]) -> tuple[str, ...]:
+        """Give ``.rodata`` globals new values while programs run; returns the programs reloaded.
+
+        Read-only data is frozen, so the maps holding the changed values are
+        made anew with them (taking the same fd numbers), and every loaded
+        program that reads them is reloaded make-before-break, keeping its
+        links (see :meth:`Program.reload`). Atomic: if a reload fails, the old
+        maps come back, the programs already reloaded are reloaded onto
+        them, and the error is raised. Later loads (and on-demand
+        re-creations) use the new values.
+        """
+        self._require_open()
+        with self._constants_lock:
+            wanted = _constants(self.spec, constants, base=self._registry.data)
+            changed = {n: d for n, d in wanted.items() if d != self._registry.data(n)}
+            if not changed:
+                return ()
+            users = [p for p in self.programs.values() if p.loaded and set(p.prepared.maps) & changed.keys()]
+            swapped: dict[str, tuple[bytes | None, Fd | None]] = {}
+            reloaded: list[Program] = []
+            try:
+                for name, data in changed.items():
+                    before = self._registry.data(name)
+                    swapped[name] = (before, self._registry.swap_data(name, data))
+                for program in users:
+                    program.reload()
+                    reloaded.append(program)
+            except BaseException:
+                for name, (before, old) in swapped.items():
+                    self._registry.restore_data(name, before, old)
+                for program in reloaded:
+                    program.reload()
+                raise
+            for _, old in swapped.values():
+                if old is not None:
+                    old.close()
+            return tuple(p.name for p in users)
+
     def prepare(self) -> dict[str, DynbpfError]:
         """Prepare every program now (libbpf's contract) rather than each on first use; return those that cannot be.
 
@@ -365,6 +405,10 @@ class Collection(Closing):
         return f"<Collection {self.spec.name!r}: {len(self.spec.programs)} programs, {loaded} loaded>"
 
     # --- for Program ------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def _require_open(self) -> None:
         if self._closed:
@@ -494,8 +538,10 @@ def _names(names: Iterable[str], what: str) -> list[str]:
     return out
 
 
-def _constants(spec: ObjectSpec, constants: Mapping[str, Any]) -> dict[str, bytes]:
-    """Initial bytes of read-only data sections with the caller's constants written in."""
+def _constants(
+    spec: ObjectSpec, constants: Mapping[str, Any], base: Callable[[str], bytes | None] | None = None
+) -> dict[str, bytes]:
+    """Initial bytes of read-only data sections with the caller's constants written in (over ``base``'s bytes)."""
     if not isinstance(constants, Mapping):
         raise TypeError(f"constants= takes a mapping of .rodata names to values, not {type(constants).__name__}")
     if not constants:
@@ -509,7 +555,10 @@ def _constants(spec: ObjectSpec, constants: Mapping[str, Any]) -> dict[str, byte
         if var is None:
             raise NotFound(f"object {spec.name!r}", "read-only global", name, sorted(readonly), option="constants=")
         section = spec.maps[var.section]
-        buf = buffers.setdefault(var.section, bytearray(section.data or bytes(section.value_size)))
+        if var.section not in buffers:
+            start = base(var.section) if base is not None else section.data
+            buffers[var.section] = bytearray(start or bytes(section.value_size))
+        buf = buffers[var.section]
         from dynbpf._maps.variables import Variables
 
         Variables.of_buffer(buf, spec.btf, [var])[name] = value

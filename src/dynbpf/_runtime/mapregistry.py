@@ -256,6 +256,49 @@ class MapRegistry:
                 if self._slots[array].installed:
                     commands.map_delete_elem(self._slots[array].number, _u32(index))
 
+    def data(self, name: str) -> bytes | None:
+        """The initial bytes map ``name`` is (re)created with: the caller's constants, else the object's."""
+        return self._data.get(name, self.spec(name).data)
+
+    def swap_data(self, name: str, data: bytes) -> Fd | None:
+        """Re-create read-only data map ``name`` with ``data``, in place of the one that exists now.
+
+        The new map takes the reserved number at once; programs loaded
+        before keep the old map until they are reloaded. Returns the old map
+        (the caller's, to put back with :meth:`restore_data` or close), or
+        None when the map did not exist (it will be created with ``data``).
+        """
+        spec = self.spec(name)
+        with self._lock:
+            self._require_open()
+            if self._policy[name] == MapPolicy.PINNED:
+                raise StateError(
+                    f"map {name!r} is pinned at {self.pin_path(name)}: other processes read its frozen values, "
+                    "so dynbpf does not swap it; unpin it (or open with another pin_root) to change constants"
+                )
+            self._data = {**self._data, name: data}
+            slot = self._slots[name]
+            if not slot.installed:
+                return None
+            fresh = self._kernel_map(spec)
+            try:
+                mapcreate.initialise(fresh.raw, spec, data)
+            except BaseException:
+                fresh.close()
+                raise
+            self._unmap(name, "its constants were changed; take a new view")
+            return slot.replace(fresh)
+
+    def restore_data(self, name: str, data: bytes | None, old: Fd | None) -> None:
+        """Undo :meth:`swap_data`: ``data`` as the initial bytes again and ``old`` back at the number."""
+        with self._lock:
+            self._data = {k: v for k, v in self._data.items() if k != name}
+            if data is not None:
+                self._data[name] = data
+            if old is not None:
+                self._unmap(name, "its constants were changed back; take a new view")
+                self._slots[name].replace(old).close()
+
     def mapping(self, name: str) -> ArrayMapping:
         """The memory mapping of mmap-able map ``name`` as it exists now; it ends when the map is freed.
 

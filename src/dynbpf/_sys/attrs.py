@@ -268,6 +268,10 @@ class ProgBindMapAttr(Attr):
     _fields_ = [("prog_fd", u32), ("map_fd", u32), ("flags", u32)]
 
 
+class EnableStatsAttr(Attr):
+    _fields_ = [("type", u32)]  # enum bpf_stats_type: BPF_STATS_RUN_TIME = 0
+
+
 class ProgAssocStructOpsAttr(Attr):
     _fields_ = [("map_fd", u32), ("prog_fd", u32), ("flags", u32)]
 

@@ -18,6 +18,7 @@ from typing import TypeVar
 from dynbpf._sys.attrs import (
     BtfInfo,
     BtfLoadAttr,
+    EnableStatsAttr,
     GetIdAttr,
     InfoAttr,
     IterCreateAttr,
@@ -339,6 +340,11 @@ def raw_tracepoint_open(name: str | None, prog_fd: int, cookie: int = 0) -> Fd:
     keep = ctypes.create_string_buffer(name.encode()) if name else None
     attr = RawTracepointAttr(name=addr(keep), prog_fd=prog_fd, cookie=cookie)
     return _fd(Cmd.RAW_TRACEPOINT_OPEN, attr, "link", detail=name or "")
+
+
+def enable_stats() -> Fd:
+    """BPF_ENABLE_STATS(BPF_STATS_RUN_TIME): programs count runs and run time while the returned fd is open."""
+    return _fd(Cmd.ENABLE_STATS, EnableStatsAttr(type=0), "stats")
 
 
 def link_create(attr: LinkCreateAttr, detail: str = "") -> Fd:

@@ -85,6 +85,28 @@ class FdSlot(Closing):
             self._installed = True
             self._generation += 1
 
+    def replace(self, fd: Fd) -> Fd:
+        """Put the object behind ``fd`` at this slot's number in place of the one there; returns that one.
+
+        The swap is one ``dup3``: the number never names nothing. The old
+        object comes back as an ``Fd`` the caller owns (to keep or close).
+        """
+        with self._lock:
+            number = self.number
+            if not self._installed:
+                fd.close()
+                raise StateError(f"fd slot {self.name!r} holds no object to replace; install one")
+            old = Fd(os.dup(number), self.name)
+            try:
+                os.dup2(fd.raw, number, inheritable=False)
+            except BaseException:
+                old.close()
+                raise
+            finally:
+                fd.close()
+            self._generation += 1  # views of the old object go stale
+            return old
+
     def vacate(self) -> None:
         """Drop the installed object (the kernel frees it if nothing else holds it); keep the number."""
         with self._lock:

@@ -1,0 +1,581 @@
+"""A running application: which features are on, which variant implements each hook, and why.
+
+``Application.apply(config)`` moves the collection from what runs now to
+what ``config`` asks, in three steps:
+
+1. **Plan.** Each feature's state (enabled / paused / disabled), widened
+   to the features it requires, gives each hook a wanted state: *enabled*
+   (loaded and attached), *paused* (loaded, detached) or *off*. A hook two
+   features share takes the stronger of their states.
+2. **Make.** Hooks that must come up (or be chosen again) try their
+   variants in order: a variant whose requirements the kernel refuses is
+   skipped; the others are loaded, in parallel across hooks, with the
+   collection's scheduler; a verifier rejection or (for enabled hooks) an
+   attach failure unloads that variant and moves the hook on to its next
+   one. Nothing that runs now is touched in this step.
+3. **Break, or roll back.** If every required hook found a variant, what
+   is no longer wanted is detached and unloaded (after the new links
+   exist: make before break). Otherwise everything step 2 made is undone
+   and :class:`ApplyError` names each hook and why each variant failed; the
+   kernel holds the same programs, links and maps as before the call.
+
+Every choice is recorded with its evidence (:meth:`Application.explain`);
+a hook's choice sticks across later applies unless re-selection is asked.
+Applies are serialised; :meth:`Application.status` reads the last committed
+state and never waits for an apply under way.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from dynbpf._features.model import FeatureMap, Hook, Requirement, Variant
+from dynbpf._sys.closing import Closing
+from dynbpf.errors import DynbpfError, FeatureMapError, StateError, VerifierError
+
+if TYPE_CHECKING:
+    from dynbpf._attach.link import Link
+    from dynbpf._probes.result import Support
+    from dynbpf._runtime.collection import Collection
+    from dynbpf._sys.fd import Fd
+
+
+class FeatureState(enum.StrEnum):
+    """What the application's configuration says of a feature."""
+
+    ENABLED = "enabled"  # loaded and attached
+    PAUSED = "paused"  # loaded, not attached: resuming costs an attach, not a verification
+    DISABLED = "disabled"  # not loaded
+
+    @classmethod
+    def of(cls, value: FeatureState | str, *, where: str) -> FeatureState:
+        try:
+            return cls(value)
+        except ValueError:
+            allowed = ", ".join(s.value for s in cls)
+            raise ValueError(f"{where}: {value!r} is not a feature state ({allowed})") from None
+
+
+_RANK = {FeatureState.DISABLED: 0, FeatureState.PAUSED: 1, FeatureState.ENABLED: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One step of choosing a hook's variant, with its evidence.
+
+    ``outcome``: ``skipped`` (a requirement refused), ``rejected`` (the
+    verifier refused a program), ``attach-failed``, ``chosen``, or ``kept``
+    (the choice of an earlier apply still stands).
+    """
+
+    hook: str
+    variant: str
+    outcome: str
+    reason: str
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "hook": self.hook,
+            "variant": self.variant,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "evidence": dict(self.evidence),
+        }
+
+    def __str__(self) -> str:
+        return f"{self.hook}: {self.variant} {self.outcome}: {self.reason}"
+
+
+class ApplyError(DynbpfError):
+    """A configuration could not be applied; the previous one still runs.
+
+    ``failures`` maps each required hook without a working variant to the
+    decisions that show why each of its variants failed.
+    """
+
+    def __init__(self, failures: Mapping[str, tuple[Decision, ...]]) -> None:
+        self.failures = MappingProxyType(dict(failures))
+        lines = [
+            "no working variant for " + ", ".join(repr(h) for h in failures) + "; the previous configuration stays"
+        ]
+        for hook, decisions in failures.items():
+            lines.append(f"  hook {hook!r}:")
+            lines.extend(f"    {d.variant}: {d.outcome}: {d.reason}" for d in decisions)
+            if not decisions:
+                lines.append("    (no variant was tried)")
+        super().__init__("\n".join(lines))
+
+
+@dataclass(slots=True)
+class _HookRun:
+    """What runs for one hook: its variant, loaded; attached when ``links`` is not empty."""
+
+    variant: Variant
+    links: list[Link] = field(default_factory=list)
+
+
+Checker = Callable[[Requirement], "Support"]
+
+
+class Application(Closing):
+    """A collection's programs switched by feature (docs/features.md).
+
+    ``features`` is a :class:`FeatureMap`; its programs must be the
+    collection's. ``check`` answers requirements (default: the kernel's
+    probes, :func:`dynbpf._features.requirements.check`); ``workers`` is
+    handed to :meth:`Collection.load`.
+    """
+
+    def __init__(
+        self,
+        collection: Collection,
+        features: FeatureMap,
+        *,
+        workers: int | None = None,
+        check: Checker | None = None,
+    ) -> None:
+        if not isinstance(features, FeatureMap):
+            raise TypeError(f"features must be a dynbpf.FeatureMap, not {type(features).__name__}")
+        features.check(collection.programs)
+        self.collection = collection
+        self.features = features
+        self._workers = workers
+        self._check = check
+        self._apply_lock = threading.Lock()
+        self._config: dict[str, FeatureState] = dict.fromkeys(features.features, FeatureState.DISABLED)
+        self._runs: dict[str, _HookRun] = {}  # hooks with a variant loaded
+        self._chosen: dict[str, str] = {}  # hook -> the variant name that won last (sticky)
+        self._decisions: dict[str, tuple[Decision, ...]] = {}
+        self._failed: dict[str, tuple[Decision, ...]] = {}  # best-effort hooks left without a variant
+        self._stats: Fd | None = None
+        self._snapshot: dict[str, Any] = self._make_snapshot()
+
+    # --- configuring ---------------------------------------------------------------
+
+    @property
+    def config(self) -> Mapping[str, FeatureState]:
+        """Each feature's configured state, as the last successful apply left it."""
+        return MappingProxyType(dict(self._snapshot["config"]))
+
+    def apply(
+        self,
+        config: Mapping[str, FeatureState | str],
+        *,
+        reselect: bool | Iterable[str] = False,
+        use: Mapping[str, str] | None = None,
+        atomic: bool = True,
+    ) -> dict[str, Any]:
+        """Make the features run as ``config`` says; returns :meth:`explain` for what this call decided.
+
+        ``config`` gives each feature's state; features it leaves out are
+        disabled. ``reselect`` chooses variants again (for all hooks, or the
+        hooks named) instead of keeping earlier choices; ``use`` maps hooks
+        to the variant to try first (then the others, in order). A new
+        choice replaces the old variant make-before-break. ``atomic=False`` keeps
+        what worked when a required hook has no working variant (the error
+        is still raised).
+        """
+        wanted = self._parse(config)
+        again = set(self.features.hooks) if reselect is True else set(reselect or ())
+        first = dict(use or {})
+        unknown = (again | set(first)) - set(self.features.hooks)
+        if unknown:
+            raise FeatureMapError(f"reselect/use name unknown hooks {sorted(unknown)}")
+        for hook, variant in first.items():
+            names = [v.name for v in self.features.hooks[hook].variants]
+            if variant not in names:
+                raise FeatureMapError(f"use: hook {hook!r} has no variant {variant!r} (variants: {', '.join(names)})")
+        again |= set(first)
+        with self._apply_lock:
+            self.collection._require_open()
+            return self._apply(wanted, again, atomic, first)
+
+    def enable(self, *features: str) -> dict[str, Any]:
+        """Enable ``features`` and keep the others as they are."""
+        return self._change(features, FeatureState.ENABLED)
+
+    def pause(self, *features: str) -> dict[str, Any]:
+        """Detach ``features``' programs but keep them loaded (resuming costs an attach, not a verification)."""
+        return self._change(features, FeatureState.PAUSED)
+
+    def disable(self, *features: str) -> dict[str, Any]:
+        """Disable ``features``: programs no enabled or paused feature needs are unloaded."""
+        return self._change(features, FeatureState.DISABLED)
+
+    def collect_stats(self, on: bool = True) -> None:
+        """Have the kernel count each program's runs and run time (``BPF_ENABLE_STATS``) for :meth:`status`.
+
+        The kernel counts while any process holds stats enabled; this
+        application holds it until ``collect_stats(False)`` or :meth:`close`.
+        """
+        from dynbpf._sys import commands
+
+        with self._apply_lock:
+            if on and self._stats is None:
+                self._stats = commands.enable_stats()
+            elif not on and self._stats is not None:
+                self._stats.close()
+                self._stats = None
+
+    def set_constants(self, constants: Mapping[str, Any]) -> tuple[str, ...]:
+        """New ``.rodata`` values for the running programs, make-before-break (:meth:`Collection.set_constants`).
+
+        Serialised with applies; atomic like them. Returns the programs reloaded.
+        """
+        with self._apply_lock:
+            return self.collection.set_constants(constants)
+
+    def close(self) -> None:
+        """Disable every feature (the collection stays open); nothing to do once the collection is closed."""
+        self.collect_stats(False)
+        if self.collection.closed:
+            with self._apply_lock:
+                self._runs.clear()
+                self._config = dict.fromkeys(self.features.features, FeatureState.DISABLED)
+                self._snapshot = self._make_snapshot()
+            return
+        self.apply({})
+
+    # --- reading ---------------------------------------------------------------------
+
+    def explain(self) -> dict[str, Any]:
+        """Every hook's decisions, JSON-serialisable: which variant won and why the others did not."""
+        return {hook: [d.as_dict() for d in decisions] for hook, decisions in self._snapshot["decisions"].items()}
+
+    def status(self) -> dict[str, Any]:
+        """Per feature, hook and program: state, chosen variant, timings, links and kernel run statistics.
+
+        JSON-serialisable. Reads the last committed state: never waits for
+        an apply under way.
+        """
+        snap = self._snapshot
+        programs: dict[str, Any] = {}
+        for hook in snap["hooks"].values():
+            for name in hook["programs"]:
+                programs[name] = self._program_status(name)
+        return {
+            "stats": self._stats is not None,
+            "features": {name: dict(f) for name, f in snap["features"].items()},
+            "hooks": {name: dict(h) for name, h in snap["hooks"].items()},
+            "programs": programs,
+        }
+
+    # --- the work --------------------------------------------------------------------
+
+    def _parse(self, config: Mapping[str, FeatureState | str]) -> dict[str, FeatureState]:
+        if not isinstance(config, Mapping):
+            raise TypeError(f"config maps feature names to states, not {type(config).__name__}")
+        wanted = dict.fromkeys(self.features.features, FeatureState.DISABLED)
+        for name, state in config.items():
+            if name not in self.features.features:
+                self.features.closure(name)  # raises, naming close matches
+            wanted[name] = FeatureState.of(state, where=f"feature {name!r}")
+        return wanted
+
+    def _change(self, features: Iterable[str], state: FeatureState) -> dict[str, Any]:
+        with self._apply_lock:
+            self.collection._require_open()
+            config: dict[str, FeatureState | str] = dict(self._config)
+            for name in features:
+                config[name] = state
+            return self._apply(self._parse(config), set(), True, {})
+
+    def _effective(self, config: Mapping[str, FeatureState]) -> dict[str, FeatureState]:
+        """Each feature's state once the features it requires are switched on with it."""
+        out = dict(config)
+        for name, state in config.items():
+            for needed in self.features.closure(name):
+                if _RANK[state] > _RANK[out[needed]]:
+                    out[needed] = state
+        return out
+
+    def _wanted_hooks(self, effective: Mapping[str, FeatureState]) -> tuple[dict[str, FeatureState], set[str]]:
+        hooks: dict[str, FeatureState] = {}
+        required: set[str] = set()
+        for name, state in effective.items():
+            if state is FeatureState.DISABLED:
+                continue
+            feature = self.features.features[name]
+            for hook in feature.all_hooks:
+                if _RANK[state] > _RANK[hooks.get(hook, FeatureState.DISABLED)]:
+                    hooks[hook] = state
+            required.update(feature.hooks)
+        return hooks, required
+
+    def _apply(
+        self, config: dict[str, FeatureState], again: set[str], atomic: bool, first: Mapping[str, str]
+    ) -> dict[str, Any]:
+        effective = self._effective(config)
+        wanted, required = self._wanted_hooks(effective)
+        made: dict[str, _HookRun] = {}  # hooks given a new variant by this call
+        attached: dict[str, list[Link]] = {}  # hooks whose kept variant this call attached
+        decisions: dict[str, list[Decision]] = {}
+        try:
+            pending: dict[str, list[Variant]] = {}
+            for hook, state in wanted.items():
+                run = self._runs.get(hook)
+                if run is not None and hook not in again:
+                    decisions[hook] = [Decision(hook, run.variant.name, "kept", "chosen by an earlier apply")]
+                    if state is FeatureState.ENABLED and not run.links:
+                        failure = self._attach(hook, run.variant)
+                        if isinstance(failure, Decision):
+                            decisions[hook].append(failure)
+                            pending[hook] = self._after(hook, run.variant)
+                        else:
+                            attached[hook] = failure
+                    continue
+                pending[hook] = self._order(
+                    hook, first=first.get(hook) or (None if hook in again else self._chosen.get(hook))
+                )
+            tried = list(pending)
+            self._select(pending, wanted, made, decisions)
+        except BaseException:
+            self._undo(made, attached)
+            raise
+        failed = {h: tuple(d for d in decisions.get(h, ()) if d.outcome != "kept") for h in tried if h not in made}
+        hard = {h: d for h, d in failed.items() if h in required}
+        if hard and atomic:
+            self._undo(made, attached)
+            raise ApplyError(hard)
+        self._commit(wanted, made, attached, failed)
+        self._config = dict(config)
+        for hook, ds in decisions.items():
+            self._decisions[hook] = tuple(ds)
+        self._failed = {h: d for h, d in failed.items() if h not in self._runs}
+        self._snapshot = self._make_snapshot(effective, wanted, required)
+        if hard:
+            raise ApplyError(hard)
+        return {hook: [d.as_dict() for d in ds] for hook, ds in decisions.items()}
+
+    def _order(self, hook: str, *, first: str | None) -> list[Variant]:
+        """The variants to try for ``hook``: the sticky choice first, then the declared order."""
+        variants = list(self.features.hooks[hook].variants)
+        if first is not None:
+            variants.sort(key=lambda v: v.name != first)
+        return variants
+
+    def _after(self, hook: str, variant: Variant) -> list[Variant]:
+        variants = list(self.features.hooks[hook].variants)
+        return variants[variants.index(variant) + 1 :]
+
+    def _select(
+        self,
+        pending: dict[str, list[Variant]],
+        wanted: Mapping[str, FeatureState],
+        made: dict[str, _HookRun],
+        decisions: dict[str, list[Decision]],
+    ) -> None:
+        """Rounds of: pick each pending hook's next acceptable variant, load them all in parallel, attach."""
+        while pending:
+            picks: dict[str, Variant] = {}
+            for hook, candidates in list(pending.items()):
+                while candidates:
+                    variant = candidates.pop(0)
+                    refusal = self._refusal(hook, variant)
+                    if refusal is None:
+                        picks[hook] = variant
+                        break
+                    decisions.setdefault(hook, []).append(refusal)
+                if hook not in picks:
+                    del pending[hook]  # out of variants
+            if not picks:
+                return
+            names = [p for v in picks.values() for p in v.programs]
+            was_loaded = {p for p in names if self.collection.programs[p].loaded}
+            started = time.monotonic()
+            failures = self.collection.load(names, workers=self._workers)
+            wall = time.monotonic() - started
+            for hook, variant in picks.items():
+                bad = {p: failures[p] for p in variant.programs if p in failures}
+                if bad:
+                    self._unload(variant, keep=was_loaded)
+                    decisions.setdefault(hook, []).append(_rejected(hook, variant, bad))
+                    continue
+                links: list[Link] = []
+                if wanted[hook] is FeatureState.ENABLED:
+                    got = self._attach(hook, variant)
+                    if isinstance(got, Decision):
+                        self._unload(variant, keep=was_loaded)
+                        decisions.setdefault(hook, []).append(got)
+                        continue
+                    links = got
+                made[hook] = _HookRun(variant, links)
+                decisions.setdefault(hook, []).append(_chosen(hook, variant, self.collection, wall, bool(links)))
+                del pending[hook]
+
+    def _refusal(self, hook: str, variant: Variant) -> Decision | None:
+        check = self._check or _default_check()
+        for req in variant.requires:
+            try:
+                answer = check(req)
+            except DynbpfError as e:
+                return Decision(hook, variant.name, "skipped", f"{req}: {e}", {"requirement": str(req)})
+            if not answer.supported:
+                evidence = {"requirement": str(req), "probe": answer.name, "how": answer.how}
+                how = answer.how.removeprefix(f"{req}: ")
+                return Decision(hook, variant.name, "skipped", f"{req} refused ({how})", evidence)
+        return None
+
+    def _attach(self, hook: str, variant: Variant) -> list[Link] | Decision:
+        links: list[Link] = []
+        for name in variant.programs:
+            program = self.collection.programs[name]
+            try:
+                links.append(program.attach(**dict(variant.attach.get(name, {}))))
+            except DynbpfError as e:
+                for link in links:
+                    link.detach()
+                evidence = {"program": name, "error": type(e).__name__, "message": str(e)}
+                return Decision(hook, variant.name, "attach-failed", f"{name}: {e}", evidence)
+        return links
+
+    def _unload(self, variant: Variant, *, keep: set[str]) -> None:
+        for name in variant.programs:
+            if name not in keep:
+                self.collection.programs[name].unload()
+
+    def _undo(self, made: Mapping[str, _HookRun], attached: Mapping[str, list[Link]]) -> None:
+        """Take back what an apply made, leaving what ran before it as it was."""
+        for links in attached.values():
+            for link in links:
+                link.detach()
+        for hook, run in made.items():
+            old = self._runs.get(hook)
+            keep = set(old.variant.programs) if old is not None else set()
+            for link in run.links:
+                link.detach()
+            self._unload(run.variant, keep=keep)
+
+    def _commit(
+        self,
+        wanted: Mapping[str, FeatureState],
+        made: Mapping[str, _HookRun],
+        attached: Mapping[str, list[Link]],
+        failed: Mapping[str, tuple[Decision, ...]],
+    ) -> None:
+        """Break what the new configuration no longer needs, now that its replacements run."""
+        for hook, links in attached.items():
+            self._runs[hook].links.extend(links)
+        for hook, run in made.items():
+            old = self._runs.get(hook)
+            self._runs[hook] = run
+            self._chosen[hook] = run.variant.name
+            if old is not None:
+                for link in old.links:
+                    link.detach()
+                self._unload(old.variant, keep=set(run.variant.programs))
+        for hook in list(self._runs):
+            state = wanted.get(hook, FeatureState.DISABLED)
+            run = self._runs[hook]
+            if state is FeatureState.DISABLED:
+                for link in run.links:
+                    link.detach()
+                self._unload(run.variant, keep=set())
+                del self._runs[hook]
+            elif state is FeatureState.PAUSED and run.links:
+                for link in run.links:
+                    link.detach()
+                run.links.clear()
+
+    # --- status ----------------------------------------------------------------------
+
+    def _make_snapshot(
+        self,
+        effective: Mapping[str, FeatureState] | None = None,
+        wanted: Mapping[str, FeatureState] | None = None,
+        required: set[str] | None = None,
+    ) -> dict[str, Any]:
+        effective = effective or self._config
+        wanted = wanted or {}
+        features = {}
+        for name, feature in self.features.features.items():
+            features[name] = {
+                "configured": self._config[name].value,
+                "state": effective[name].value,
+                "hooks": list(feature.hooks),
+                "best_effort": list(feature.best_effort),
+                "requires": list(feature.requires),
+            }
+        hooks = {}
+        for name, hook in self.features.hooks.items():
+            run = self._runs.get(name)
+            if run is not None:
+                state = "enabled" if run.links else "paused"
+            elif name in self._failed:
+                state = "failed"
+            else:
+                state = "off"
+            hooks[name] = {
+                "state": state,
+                "wanted": wanted.get(name, FeatureState.DISABLED).value,
+                "required": name in (required or set()),
+                "variant": run.variant.name if run is not None else None,
+                "programs": list(run.variant.programs) if run is not None else _first_programs(hook),
+                "variants": [v.name for v in hook.variants],
+                "decisions": [d.as_dict() for d in self._decisions.get(name, ())],
+            }
+        return {
+            "config": dict(self._config),
+            "features": features,
+            "hooks": hooks,
+            "decisions": dict(self._decisions),
+        }
+
+    def _program_status(self, name: str) -> dict[str, Any]:
+        from dynbpf._sys import commands
+
+        program = self.collection.programs[name]
+        out: dict[str, Any] = {"state": program.state.value, "verification_ms": None, "links": []}
+        try:
+            fd = program.fd
+        except StateError:
+            return out
+        out["verification_ms"] = round(program.seconds * 1000, 3)
+        out["links"] = [link.description for link in program.links]
+        try:
+            info = commands.prog_info(fd)
+        except DynbpfError:
+            return out  # unloaded since the state was read
+        out.update(id=int(info.id), run_cnt=int(info.run_cnt), run_time_ns=int(info.run_time_ns))
+        return out
+
+
+def _first_programs(hook: Hook) -> list[str]:
+    return list(hook.variants[0].programs)
+
+
+def _rejected(hook: str, variant: Variant, failures: Mapping[str, DynbpfError]) -> Decision:
+    name, error = next(iter(failures.items()))
+    evidence: dict[str, Any] = {"program": name, "error": type(error).__name__}
+    if isinstance(error, VerifierError):
+        evidence.update(message=error.message, instruction=error.instruction, source=error.source)
+        reason = f"{name}: verifier rejected it: {error.message or error.hint or 'see its log'}"
+        if error.source:
+            reason += f" (at {error.source})"
+    else:
+        evidence["message"] = str(error)
+        reason = f"{name}: {str(error).splitlines()[0]}"
+    return Decision(hook, variant.name, "rejected", reason, evidence)
+
+
+def _chosen(hook: str, variant: Variant, collection: Collection, wall: float, attached: bool) -> Decision:
+    verify = {p: round(collection.programs[p].seconds * 1000, 3) for p in variant.programs}
+    ms = sum(verify.values())
+    what = "loaded and attached" if attached else "loaded (paused)"
+    reason = f"{what}; verification {ms:.1f} ms"
+    return Decision(
+        hook, variant.name, "chosen", reason, {"verification_ms": verify, "round_ms": round(wall * 1000, 3)}
+    )
+
+
+def _default_check() -> Checker:
+    from dynbpf._features.requirements import check
+
+    return check

@@ -1,0 +1,237 @@
+"""Features on the real kernel: variant choice with evidence, atomic applies, pause, sharing, no lost events (issue 14).
+
+tests/bpf/features_app.bpf.c implements one hook (getpgid) six ways; each
+counts getpgid(SEQ_BASE + seq) calls in `seen[seq]`, so whether a switch
+between variants lost an event is a fact the map holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import dynbpf
+from dynbpf._features.application import Application, ApplyError
+from dynbpf._features.model import Feature, FeatureMap, Variant
+from dynbpf._probes import attach as attach_probes
+from tests import kernel_state as ks
+from tests.bpfbuild import build
+
+pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
+
+SEQ_BASE = 0x40000000
+GETPGID = ["fexit_getpgid", "broken_getpgid", "missing_getpgid", "btf_getpgid", "tp_getpgid", "raw_getpgid"]
+
+
+def obj() -> Path:
+    return build("features_app")
+
+
+def features(getpgid: list[str | Variant] | None = None, **extra: list[str | Variant]) -> FeatureMap:
+    hooks = {"getpgid": getpgid or ["tp_getpgid"], "getppid": ["tp_getppid"], **extra}
+    feats = [
+        Feature("seq", hooks=["getpgid"]),
+        Feature("ppid", hooks=["getppid"]),
+        Feature("extra", hooks=["getppid"], requires=["seq"], best_effort=list(extra)),
+    ]
+    return FeatureMap.of(feats, {name: [*variants] for name, variants in hooks.items()})
+
+
+def fexit_first() -> list[str | Variant]:
+    return [Variant("fexit_getpgid", requires=["trampolines"]), *GETPGID[1:]]
+
+
+@pytest.fixture
+def app() -> Iterator[Application]:
+    with dynbpf.open(obj(), map_policy="on_demand") as coll, Application(coll, features(fexit_first())) as running:
+        yield running
+
+
+def getpgid(seq: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.getpgid(SEQ_BASE + seq)
+
+
+def counted(app: Application, index: int = 0) -> int:
+    return int(app.collection.maps["counters"][index])
+
+
+def test_variants_fall_back_on_probe_verifier_and_attach_with_evidence(app: Application) -> None:
+    decided = app.apply({"seq": "enabled"})["getpgid"]
+    outcomes = [(d["variant"], d["outcome"]) for d in decided]
+    trampolines = attach_probes.trampolines()
+    if trampolines.supported:  # a kernel that runs fexit takes the first variant
+        assert outcomes == [("fexit_getpgid", "chosen")]
+    else:
+        assert outcomes == [
+            ("fexit_getpgid", "skipped"),
+            ("broken_getpgid", "rejected"),
+            ("missing_getpgid", "attach-failed"),
+            ("btf_getpgid", "chosen"),
+        ]
+        skipped, rejected, missing, chosen = decided
+        assert trampolines.how in skipped["evidence"]["how"]
+        assert skipped["reason"] == f"trampolines refused ({trampolines.how})"
+        assert "invalid bpf_context access" in rejected["reason"]
+        assert rejected["evidence"]["source"].endswith(
+            "/* a tracepoint's context is read-only: the verifier refuses the write */"
+        )
+        assert "sys_enter_no_such_syscall" in missing["reason"]
+        assert not app.collection.programs["broken_getpgid"].loaded
+        assert not app.collection.programs["missing_getpgid"].loaded  # loaded, failed to attach, unloaded again
+        assert "verification" in chosen["reason"]
+    json.dumps(app.explain())
+    json.dumps(app.status())
+    for seq in range(10):
+        getpgid(seq)
+    assert counted(app) == 10
+    status = app.status()
+    winner = status["hooks"]["getpgid"]["variant"]
+    assert status["hooks"]["getpgid"]["state"] == "enabled"
+    assert status["programs"][winner]["state"] == "attached"
+    assert status["programs"][winner]["id"] == app.collection.programs[winner].id
+
+
+def test_the_choice_sticks_until_reselection_is_asked(app: Application) -> None:
+    app.apply({"seq": "enabled"})
+    chosen = app.status()["hooks"]["getpgid"]["variant"]
+    app.apply({})
+    assert app.status()["hooks"]["getpgid"]["state"] == "off"
+    again = app.apply({"seq": "enabled"})["getpgid"]
+    assert [(d["variant"], d["outcome"]) for d in again] == [(chosen, "chosen")]  # no variant before it tried
+    switched = app.apply({"seq": "enabled"}, use={"getpgid": "raw_getpgid"})["getpgid"]
+    assert switched[-1]["variant"] == "raw_getpgid"
+    assert app.status()["hooks"]["getpgid"]["variant"] == "raw_getpgid"
+    assert not app.collection.programs[chosen].loaded  # the old variant went once the new one ran
+
+
+def test_a_failed_apply_leaves_the_kernel_as_it_was() -> None:
+    fm = features(["tp_getpgid"], doomed=["broken_getpgid", "missing_getpgid"])
+    fm = FeatureMap.of([*fm.features.values(), Feature("strict", hooks=["doomed"])], fm.hooks)
+    with dynbpf.open(obj(), map_policy="on_demand") as coll, Application(coll, fm) as app:
+        app.apply({"seq": "enabled"})
+        before = (ks.held_prog_ids(), ks.held_link_ids(), ks.held_map_ids(), app.status())
+        with pytest.raises(ApplyError) as e:
+            app.apply({"seq": "enabled", "ppid": "enabled", "strict": "enabled"})
+        assert (ks.held_prog_ids(), ks.held_link_ids(), ks.held_map_ids(), app.status()) == before
+        assert list(e.value.failures) == ["doomed"]
+        message = str(e.value)
+        assert "broken_getpgid: rejected" in message
+        assert "missing_getpgid: attach-failed" in message
+        assert app.config["ppid"] == "disabled"
+
+
+def test_a_best_effort_hook_never_fails_an_apply(app: Application) -> None:
+    fm = features(["tp_getpgid"], flaky=["broken_getpgid"])
+    with Application(app.collection, fm) as other:
+        other.apply({"extra": "enabled"})
+        status = other.status()
+        assert status["hooks"]["flaky"]["state"] == "failed"
+        assert status["hooks"]["getppid"]["state"] == "enabled"
+        assert status["features"]["seq"]["state"] == "enabled"  # required by extra
+        assert status["features"]["seq"]["configured"] == "disabled"
+
+
+def test_a_hook_two_features_share_stays_while_either_needs_it(app: Application) -> None:
+    app.apply({"ppid": "enabled", "extra": "enabled"})
+    program = app.collection.programs["tp_getppid"]
+    first = program.id
+    app.apply({"extra": "enabled"})
+    assert program.id == first
+    assert program.state.value == "attached"
+    app.apply({"ppid": "paused"})
+    assert program.id == first
+    assert program.state.value == "loaded"
+    app.apply({})
+    assert not program.loaded
+
+
+def test_pause_and_resume_cost_an_attach_not_a_verification(app: Application) -> None:
+    app.apply({"seq": "enabled"})
+    winner = app.status()["hooks"]["getpgid"]["variant"]
+    program = app.collection.programs[winner]
+    ident = program.id
+    app.pause("seq")
+    getpgid(1)
+    assert counted(app) == 0  # paused: loaded, not attached
+    app.enable("seq")
+    assert program.id == ident
+    getpgid(2)
+    assert counted(app) == 1
+
+
+def test_switching_variants_under_load_loses_no_event() -> None:
+    """1,000 random reconfigurations while a generator runs: every getpgid is seen by some variant."""
+    variants = ["btf_getpgid", "tp_getpgid", "raw_getpgid"]
+    total = 1 << 20
+    with dynbpf.open(obj(), map_policy="on_demand") as coll, Application(coll, features(variants)) as app:
+        app.apply({"seq": "enabled"})
+        stop = threading.Event()
+        sent = [0]
+
+        def generate() -> None:
+            seq = 0
+            while not stop.is_set() and seq < total:
+                getpgid(seq)
+                seq += 1
+                if seq % 64 == 0:
+                    time.sleep(0.0002)
+            sent[0] = seq
+
+        rng = random.Random(1)
+        thread = threading.Thread(target=generate)
+        thread.start()
+        try:
+            for _ in range(1000):
+                others = {f: rng.choice(["enabled", "paused", "disabled"]) for f in ("ppid", "extra")}
+                app.apply({"seq": "enabled", **others}, use={"getpgid": rng.choice(variants)})
+        finally:
+            stop.set()
+            thread.join()
+        seen = coll.maps["seen"]
+        missing = [seq for seq, hits in seen.lookup_batch() if seq < sent[0] and not hits]
+        assert sent[0] > 1000
+        assert missing == [], f"{len(missing)} of {sent[0]} events lost"
+        assert counted(app) >= sent[0]  # counted across every switch: the map was never re-created
+
+
+def test_constants_change_while_running_without_losing_events_or_counts(app: Application) -> None:
+    app.apply({"seq": "enabled", "ppid": "enabled"})
+    winner = app.status()["hooks"]["getpgid"]["variant"]
+    program = app.collection.programs[winner]
+    links_before = len(program.links)
+    untouched = app.collection.programs["tp_getppid"].id
+    for seq in range(5):
+        getpgid(seq)
+    assert counted(app, 1) == 5  # weight 1
+    assert app.set_constants({"weight": 3}) == (winner,)  # tp_getppid does not read .rodata: not reloaded
+    assert app.collection.programs["tp_getppid"].id == untouched
+    assert len(program.links) == links_before  # re-attached to the same hook
+    for seq in range(5, 7):
+        getpgid(seq)
+    assert counted(app, 0) == 7  # the counter map kept its contents across the reload
+    assert counted(app, 1) == 5 + 2 * 3
+    assert app.collection.rodata.weight == 3
+    assert app.set_constants({"weight": 3}) == ()  # nothing changed, nothing reloaded
+
+
+def test_status_counts_runs_while_stats_are_collected(app: Application) -> None:
+    app.apply({"seq": "enabled"})
+    winner = app.status()["hooks"]["getpgid"]["variant"]
+    app.collect_stats()
+    for seq in range(20):
+        getpgid(seq)
+    status = app.status()
+    assert status["stats"] is True
+    assert status["programs"][winner]["run_cnt"] >= 20  # every getpgid, and for sys_enter hooks other syscalls too
+    assert status["programs"][winner]["run_time_ns"] > 0
+    app.collect_stats(False)
+    assert app.status()["stats"] is False
