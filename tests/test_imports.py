@@ -150,7 +150,7 @@ PUBLIC = {
     "Map", "Variables", "Record", "Link", "IterLink", "LinkGroup", "RingBuffer", "PerfBuffer", "EventLoop",
     # errors
     "DynbpfError", "AttachError", "CacheError", "FeatureMapError", "KernelDataError", "KernelUnsupported",
-    "MapEditError", "NotFound",
+    "MapEditError", "NotFound", "CodecError", "MapTypeError", "SymbolError", "BinaryNotFoundError",
     "ObjectFormatError", "OptionError", "PinError", "RelocationError", "StateError", "SyscallError", "VerifierError",
     "__version__",
 }  # fmt: skip

@@ -61,7 +61,7 @@ def test_every_error_class_is_public_and_documented() -> None:
 
 def test_kind_of_failure_decides_the_class(pin_root: str, no_fd_leak: None) -> None:
     """Each of these raised plain DynbpfError before."""
-    from dynbpf._maps.cpus import parse_cpu_list
+    from dynbpf._sys.cpus import parse_cpu_list
 
     with pytest.raises(dynbpf.KernelDataError, match="malformed CPU list"):
         parse_cpu_list("0-x")

@@ -244,7 +244,7 @@ def test_per_cpu_values_are_lists_one_per_possible_cpu_8_byte_strided(map_type: 
 
 
 def test_possible_cpus_parsing() -> None:
-    from dynbpf._maps.cpus import parse_cpu_list
+    from dynbpf._sys.cpus import parse_cpu_list
 
     assert parse_cpu_list("0-3,8,10-11\n") == [0, 1, 2, 3, 8, 10, 11]
     assert parse_cpu_list("0") == [0]

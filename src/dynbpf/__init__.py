@@ -27,9 +27,12 @@ from dynbpf.errors import (
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a bare `import dynbpf` ~20 ms; mypy knows the name
 if TYPE_CHECKING:
+    from dynbpf._attach.binaries import BinaryNotFoundError
     from dynbpf._attach.link import IterLink, Link, LinkGroup
+    from dynbpf._attach.symbols import SymbolError
     from dynbpf._elf.reader import read
     from dynbpf._elf.spec import ObjectSpec
+    from dynbpf._maps.errors import CodecError, MapTypeError
     from dynbpf._maps.events import EventLoop
     from dynbpf._maps.map import Map
     from dynbpf._maps.perfbuf import PerfBuffer
@@ -47,8 +50,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AttachError",
+    "BinaryNotFoundError",
     "CacheError",
     "ClonedProgram",
+    "CodecError",
     "Collection",
     "DynbpfError",
     "EventLoop",
@@ -62,6 +67,7 @@ __all__ = [
     "MapEdit",
     "MapEditError",
     "MapPolicy",
+    "MapTypeError",
     "NotFound",
     "ObjectFormatError",
     "ObjectSpec",
@@ -75,6 +81,7 @@ __all__ = [
     "RelocationError",
     "RingBuffer",
     "StateError",
+    "SymbolError",
     "SyscallError",
     "Variables",
     "VerifierError",
@@ -87,9 +94,12 @@ if not TYPE_CHECKING:  # hidden from mypy, which would otherwise accept any attr
     __getattr__, __dir__ = _lazy.exports(
         __name__,
         {
+            "dynbpf._attach.binaries": ("BinaryNotFoundError",),
             "dynbpf._attach.link": ("IterLink", "Link", "LinkGroup"),
+            "dynbpf._attach.symbols": ("SymbolError",),
             "dynbpf._elf.reader": ("read",),
             "dynbpf._elf.spec": ("ObjectSpec",),
+            "dynbpf._maps.errors": ("CodecError", "MapTypeError"),
             "dynbpf._maps.events": ("EventLoop",),
             "dynbpf._maps.map": ("Map",),
             "dynbpf._maps.perfbuf": ("PerfBuffer",),

@@ -19,13 +19,13 @@ from dynbpf._attach.link import Link, LinkGroup
 from dynbpf._attach.perf_link import link_perf_event
 from dynbpf._attach.request import Request, integer, take
 from dynbpf._sys import perf
+from dynbpf._sys.cpus import parse_cpu_list
 from dynbpf._sys.fd import Fd
 from dynbpf.errors import KernelDataError
 
 ACCEPTED = ("perf_event_fd", "type", "config", "sample_period", "sample_freq", "cpu", "pid", "cookie")
 ONLINE = "/sys/devices/system/cpu/online"
 DEFAULT_PERIOD = 1_000_000
-_MAX_CPUS = 1 << 16  # far above the kernel's NR_CPUS: a larger number is a garbled file
 
 SOFTWARE_EVENTS = {0: "cpu-clock", 1: "task-clock", 2: "page-faults", 3: "context-switches", 4: "cpu-migrations"}
 
@@ -100,17 +100,10 @@ def online_cpus(request: Request) -> list[int]:
     """The online CPUs (``0-3,8-11`` in sysfs): a CPU-wide event can only be opened on those."""
     try:
         with open(ONLINE) as f:
-            text = f.read().strip()
+            text = f.read()
     except OSError as e:
         raise request.error(f"cannot read {ONLINE} to open one event per CPU: {e.strerror}; pass cpu=") from None
-    cpus: list[int] = []
     try:
-        for part in text.split(","):
-            low, _, high = part.partition("-")
-            first, last = int(low), int(high or low)
-            if not 0 <= first <= last < _MAX_CPUS:
-                raise ValueError(part)
-            cpus += range(first, last + 1)
-    except ValueError:
-        raise KernelDataError(f"malformed CPU list {text!r} in {ONLINE}") from None
-    return sorted(set(cpus))
+        return parse_cpu_list(text)
+    except KernelDataError as e:
+        raise KernelDataError(f"{e} in {ONLINE}") from None

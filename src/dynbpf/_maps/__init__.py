@@ -8,11 +8,11 @@ from dynbpf import _lazy
 
 if TYPE_CHECKING:
     from dynbpf._maps.codec import Codec, RawCodec, codec_for
-    from dynbpf._maps.cpus import possible_cpus
     from dynbpf._maps.errors import CodecError, MapTypeError
     from dynbpf._maps.map import FdCodec, Map
     from dynbpf._maps.record import Record
     from dynbpf._maps.variables import VariableLike, Variables
+    from dynbpf._sys.cpus import possible_cpus
 
 __all__ = [
     "Codec",
@@ -33,7 +33,7 @@ if not TYPE_CHECKING:  # names load on first use (dynbpf._lazy); mypy sees the i
         __name__,
         {
             "dynbpf._maps.codec": ("Codec", "RawCodec", "codec_for"),
-            "dynbpf._maps.cpus": ("possible_cpus",),
+            "dynbpf._sys.cpus": ("possible_cpus",),
             "dynbpf._maps.errors": ("CodecError", "MapTypeError"),
             "dynbpf._maps.map": ("FdCodec", "Map"),
             "dynbpf._maps.record": ("Record",),

@@ -32,11 +32,11 @@ from typing import Any
 
 from dynbpf._btf.spec import Spec
 from dynbpf._maps.codec import Codec, IntCodec, RawCodec, ReadableBuffer, ScalarCodec, as_int, codec_for
-from dynbpf._maps.cpus import possible_cpus
 from dynbpf._maps.errors import CodecError, MapTypeError
 from dynbpf._sys import commands
 from dynbpf._sys.attrs import BtfInfo, MapBatchAttr, addr
 from dynbpf._sys.constants import Cmd, MapType, UpdateFlags, type_name
+from dynbpf._sys.cpus import possible_cpus
 from dynbpf._sys.fd import Fd, FdSource, raw_fd
 from dynbpf._sys.syscall import bpf_raw, error_for
 from dynbpf.errors import KernelDataError, StateError

@@ -36,11 +36,11 @@ import struct
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from dynbpf._maps.cpus import parse_cpu_list
 from dynbpf._maps.errors import MapTypeError
 from dynbpf._maps.reader import Decode, EventReader, Sink
 from dynbpf._sys import commands, perf
 from dynbpf._sys.constants import MapType, type_name
+from dynbpf._sys.cpus import parse_cpu_list
 from dynbpf._sys.fd import Fd, FdSource, raw_fd
 from dynbpf.errors import KernelDataError, SyscallError
 

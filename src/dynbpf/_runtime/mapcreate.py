@@ -15,10 +15,10 @@ from dynbpf import _section_names as section_names
 from dynbpf._btf.spec import Spec
 from dynbpf._elf.names import source_name
 from dynbpf._elf.spec import MapSpec
-from dynbpf._maps.cpus import possible_cpus
 from dynbpf._sys import commands
 from dynbpf._sys.attrs import MapCreateAttr
 from dynbpf._sys.constants import MapFlags, MapType, type_name
+from dynbpf._sys.cpus import possible_cpus
 from dynbpf._sys.fd import Fd
 from dynbpf.errors import OptionError, SyscallError
 
