@@ -148,9 +148,11 @@ PUBLIC = {
     "MapPolicy", "ProgramState", "MapEdit",
     # what a collection hands out
     "Map", "Variables", "Record", "Link", "IterLink", "LinkGroup", "RingBuffer", "PerfBuffer", "EventLoop",
+    # the application's features (docs/features.md) and the header declaring them in C
+    "FeatureMap", "Feature", "Hook", "Variant", "Requirement", "include_dir",
     # errors
-    "DynbpfError", "AttachError", "CacheError", "KernelUnsupported", "MapEditError", "ObjectFormatError",
-    "RelocationError", "StateError", "SyscallError", "VerifierError",
+    "DynbpfError", "AttachError", "CacheError", "FeatureMapError", "KernelUnsupported", "MapEditError",
+    "ObjectFormatError", "RelocationError", "StateError", "SyscallError", "VerifierError",
     "__version__",
 }  # fmt: skip
 

@@ -11,6 +11,7 @@ from dynbpf import _lazy
 from dynbpf.errors import (
     AttachError,
     DynbpfError,
+    FeatureMapError,
     KernelUnsupported,
     MapEditError,
     ObjectFormatError,
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from dynbpf._attach.link import IterLink, Link, LinkGroup
     from dynbpf._elf.reader import read
     from dynbpf._elf.spec import ObjectSpec
+    from dynbpf._features.model import Feature, FeatureMap, Hook, Requirement, Variant
+    from dynbpf._features.tags import include_dir
     from dynbpf._maps.events import EventLoop
     from dynbpf._maps.map import Map
     from dynbpf._maps.perfbuf import PerfBuffer
@@ -47,6 +50,10 @@ __all__ = [
     "Collection",
     "DynbpfError",
     "EventLoop",
+    "Feature",
+    "FeatureMap",
+    "FeatureMapError",
+    "Hook",
     "IterLink",
     "KernelUnsupported",
     "Link",
@@ -63,12 +70,15 @@ __all__ = [
     "ProgramState",
     "Record",
     "RelocationError",
+    "Requirement",
     "RingBuffer",
     "StateError",
     "SyscallError",
     "Variables",
+    "Variant",
     "VerifierError",
     "__version__",
+    "include_dir",
     "open",
     "read",
 ]
@@ -80,6 +90,8 @@ if not TYPE_CHECKING:  # hidden from mypy, which would otherwise accept any attr
             "dynbpf._attach.link": ("IterLink", "Link", "LinkGroup"),
             "dynbpf._elf.reader": ("read",),
             "dynbpf._elf.spec": ("ObjectSpec",),
+            "dynbpf._features.model": ("Feature", "FeatureMap", "Hook", "Requirement", "Variant"),
+            "dynbpf._features.tags": ("include_dir",),
             "dynbpf._maps.events": ("EventLoop",),
             "dynbpf._maps.map": ("Map",),
             "dynbpf._maps.perfbuf": ("PerfBuffer",),
