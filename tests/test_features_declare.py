@@ -430,3 +430,10 @@ def test_the_header_ships_inside_the_package() -> None:
     header = dynbpf.include_dir() / "dynbpf.h"
     assert header.is_file()
     assert header.resolve().is_relative_to(Path(dynbpf.__file__).resolve().parent)
+
+
+def test_the_toml_in_the_docs_is_the_map_of_the_fixture() -> None:
+    """docs/features.md shows this file's map in TOML; its block must declare exactly that map."""
+    doc = Path(__file__).resolve().parent.parent / "docs" / "features.md"
+    (block,) = re.findall(r"^```toml\n(.*?)^```$", doc.read_text(), re.S | re.M)
+    assert FeatureMap.from_toml(block, name="docs/features.md") == PYTHON
