@@ -295,7 +295,10 @@ def _with_tags(spec: ObjectSpec, edit: Edits, add: Adds) -> ObjectSpec:
         for _, t in btf.types()
     ]
     for text, target, component in add:
-        (type_id,) = [i for i in btf.find(target) if btf.kind(i) in (Kind.FUNC, Kind.VAR)]
+        if target in spec.functions:  # by the function's own BTF FUNC: names may repeat in a linked object
+            type_id = spec.functions[target].func_type_id
+        else:
+            (type_id,) = btf.find(target, Kind.VAR)
         types.append(DeclTag(text, type_id, component))
     return dataclasses.replace(spec, btf=Spec.from_types(types))
 
@@ -349,6 +352,23 @@ def test_a_dynbpf_tag_off_a_program_names_what_it_is_on(obj: Path, target: str, 
     with pytest.raises(FeatureMapError, match=rf"dynbpf tags go on programs .*, not on {what}") as e:
         FeatureMap.from_object(spec, name=FILE)
     assert e.value.where == f"{FILE}: decl tag 'dynbpf:feature=process' on {what}"
+
+
+@pytest.mark.needs_clang
+def test_a_linked_object_carries_the_tags_of_all_its_files() -> None:
+    """The program ``handle`` of one file and the static ``handle`` of the other have one name in BTF:
+    tags are matched to programs by the program's own FUNC, and a subprogram is named as the object names it."""
+    spec = dynbpf.read(build("features_linked"))
+    assert {"handle", "handle@files.bpf.c"} <= set(spec.functions)
+    expected = FeatureMap.of(
+        [Feature("files", hooks=["open"], requires=["process"]), Feature("process", hooks=["exit"])],
+        {"open": ["open_tp"], "exit": ["handle"]},
+    )
+    assert FeatureMap.from_object(spec) == expected
+    bad = _with_tags(spec, {}, [("dynbpf:feature=files", "handle@files.bpf.c", -1)])
+    with pytest.raises(FeatureMapError, match=r"not on subprogram handle@files\.bpf\.c") as e:
+        FeatureMap.from_object(bad, name="agent.bpf.o")
+    assert e.value.where == "agent.bpf.o: decl tag 'dynbpf:feature=files' on subprogram handle@files.bpf.c"
 
 
 @pytest.mark.needs_clang

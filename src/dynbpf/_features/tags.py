@@ -131,25 +131,28 @@ def from_spec(spec: ObjectSpec, file: str) -> FeatureMap | None:
     return _assemble(members, requires, file)
 
 
-def _programs_by_func(spec: ObjectSpec, btf: Spec) -> dict[int, list[str]]:
-    """Each program's BTF FUNC, found by name (cheap) or, where names are ambiguous, by its func_info."""
-    owners: dict[int, list[str]] = {}
+def _programs_by_func(spec: ObjectSpec, btf: Spec) -> dict[int, str]:
+    """Each program by its BTF FUNC: found by name, without decoding the program, where the name is
+    unambiguous, else by the program's func_info (a linked object may hold a static function of the
+    same name: the reader refuses static programs, so a program's name is unique among programs)."""
+    owners: dict[int, str] = {}
     for name, program in spec.programs.items():
         ids = btf.find(source_name(name), Kind.FUNC)
         func = ids[0] if len(ids) == 1 else program.function.func_type_id
         if func:
-            owners.setdefault(func, []).append(name)
+            owners[func] = name
     return owners
 
 
-def _owner(spec: ObjectSpec, btf: Spec, owners: dict[int, list[str]], tag: DeclTag, file: str) -> str:
+def _owner(spec: ObjectSpec, btf: Spec, owners: dict[int, str], tag: DeclTag, file: str) -> str:
     """The program ``tag`` is on; a tag anywhere else is an error naming what it is on."""
+    program = owners.get(tag.type)
     target_name = getattr(btf[tag.type], "name", "")
     kind = btf.kind(tag.type)
-    if tag.type in owners:
-        what = ", ".join(owners[tag.type])
-    elif kind == Kind.FUNC:
-        subprograms = [n for n in spec.subprograms if source_name(n) == target_name]
+    if program is not None:
+        what = program
+    elif kind == Kind.FUNC:  # decoding subprograms only to name the culprit
+        subprograms = [n for n, f in spec.subprograms.items() if f.func_type_id == tag.type]
         what = f"subprogram {subprograms[0]}" if subprograms else f"function {target_name!r}"
     else:
         what = f"{kind.name} {target_name!r}"
@@ -158,16 +161,9 @@ def _owner(spec: ObjectSpec, btf: Spec, owners: dict[int, list[str]], tag: DeclT
         raise FeatureMapError(
             f"dynbpf tags go on a program's function, not on its parameter {tag.component_idx}", where
         )
-    if tag.type not in owners:
+    if program is None:
         raise FeatureMapError(f"dynbpf tags go on programs (functions in a program section), not on {what}", where)
-    names = owners[tag.type]
-    if len(names) > 1:
-        raise FeatureMapError(
-            f"programs {', '.join(names)} share one BTF FUNC (a linker merged two alike static functions), "
-            "so their tags cannot be told apart: give them different names",
-            where,
-        )
-    return names[0]
+    return program
 
 
 def _read_fact(text: str, where: str, decl: _Program) -> tuple[str, str] | None:
