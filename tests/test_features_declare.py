@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import dynbpf
 from dynbpf import Feature, FeatureMap, FeatureMapError, Hook, Variant
@@ -22,6 +25,7 @@ from dynbpf._btf.kinds import Kind
 from dynbpf._btf.spec import Spec
 from dynbpf._btf.types import DeclTag, Type
 from dynbpf._elf.spec import ObjectSpec
+from dynbpf._features import toml as toml_module
 from dynbpf._features.tags import KEYS
 from dynbpf._features.toml import beside
 from dynbpf._maps.map import btf_by_id
@@ -457,3 +461,48 @@ def test_the_toml_in_the_docs_is_the_map_of_the_fixture() -> None:
     doc = Path(__file__).resolve().parent.parent / "docs" / "features.md"
     (block,) = re.findall(r"^```toml\n(.*?)^```$", doc.read_text(), re.S | re.M)
     assert FeatureMap.from_toml(block, name="docs/features.md") == PYTHON
+
+
+_TRICKY = st.text(alphabet="ab]}[{#,=\"'\\. \t", max_size=8)
+_KEY = st.from_regex(r"[a-z][a-z0-9_-]{0,5}", fullmatch=True)
+
+
+@st.composite
+def _documents(draw: st.DrawFn) -> tuple[str, dict[tuple[str | int, ...], int]]:
+    """A TOML document of tables, keys and multi-line arrays written in varied styles, and the line of each."""
+    lines: list[str] = []
+    expected: dict[tuple[str | int, ...], int] = {}
+
+    def emit(text: str, path: tuple[str | int, ...] | None = None) -> None:
+        if path is not None:
+            expected.setdefault(path, len(lines) + 1)
+        lines.extend(text.split("\n"))
+
+    for table in draw(st.lists(_KEY, min_size=1, max_size=3, unique=True)):
+        spelt = f'"{table}"' if draw(st.booleans()) else table
+        emit(f"[ hooks . {spelt} ]  # [{table}]", ("hooks", table))
+        for key in draw(st.lists(_KEY, min_size=1, max_size=3, unique=True)):
+            values = draw(st.lists(_TRICKY, max_size=3))
+            emit(f"{key} = [ # opens", ("hooks", table, key))
+            for i, v in enumerate(values):
+                style = draw(st.sampled_from(["basic", "literal", "multi", "inline"]))
+                if style == "literal" and "'" not in v and "\n" not in v:
+                    text = f"'{v}'"
+                elif style == "multi":
+                    text = '"""\n' + v.replace("\\", "\\\\").replace('"', '\\"') + '\nx"""'
+                elif style == "inline":
+                    text = '{ k = "' + v.replace("\\", "\\\\").replace('"', '\\"') + '", n = 1 }'
+                else:
+                    text = '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                emit(f"  {text},  # {v!r}", ("hooks", table, key, i))
+            emit("]")
+    return "\n".join(lines) + "\n", expected
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_documents())
+def test_toml_lines_are_found_in_any_style(document: tuple[str, dict[tuple[str | int, ...], int]]) -> None:
+    text, expected = document
+    tomllib.loads(text)  # the generator writes valid TOML
+    found = toml_module._lines(text)
+    assert {path: found.get(path) for path in expected} == expected

@@ -34,7 +34,7 @@ import tomllib
 from bisect import bisect_right
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from dynbpf._features.model import Feature, FeatureMap, Hook, Requirement, Variant
 from dynbpf.errors import FeatureMapError
@@ -199,9 +199,15 @@ def _lines(text: str) -> dict[Path_, int]:
     A key is recorded under its full path from the document's root
     (``("hooks", "exec", "variants", 1, "attach")``); an element of an
     array of tables counts as an index as elsewhere. Values are skipped,
-    not decoded: tomllib has decoded them already.
+    not decoded: tomllib has decoded them already. Should the scanner
+    ever misread valid TOML, messages after that point lose their lines,
+    never the map.
     """
-    return _Scanner(text).scan()
+    scanner = _Scanner(text)
+    try:
+        return scanner.scan()
+    except (AssertionError, IndexError, tomllib.TOMLDecodeError):
+        return scanner.found  # what it placed before it went wrong is right
 
 
 class _Scanner:
@@ -247,6 +253,9 @@ class _Scanner:
                 self.record(path, start)
                 self.expect("=")
                 self.value(path)
+                self.skip(newlines=False)
+                if self.i < len(text) and text[self.i] not in "\r\n":
+                    self.misread("the end of the line")
 
     def resolve(self, key: Path_) -> Path_:
         """A header's key with the current element of each array of tables it passes through."""
@@ -271,9 +280,14 @@ class _Scanner:
 
     def expect(self, token: str) -> None:
         self.skip(newlines=False)
-        if not self.text.startswith(token, self.i):  # tomllib accepted the text, so only a bug here gets this far
-            raise AssertionError(f"expected {token!r} at line {self.line(self.i)}")
+        if not self.text.startswith(token, self.i):
+            self.misread(repr(token))
         self.i += len(token)
+
+    def misread(self, expected: str) -> NoReturn:
+        """Stop: tomllib accepted the text, so only a bug in this scanner gets here (every loop ends here
+        or consumes text, so a misreading never loops)."""
+        raise AssertionError(f"expected {expected} at line {self.line(self.i)}")
 
     def key(self) -> Path_:
         """A dotted key, each part decoded as TOML decodes it."""
@@ -288,7 +302,7 @@ class _Scanner:
             else:
                 m = _BARE_KEY.match(self.text, self.i)
                 if m is None:
-                    raise AssertionError(f"no key at line {self.line(self.i)}")
+                    self.misread("a key")
                 parts.append(m.group())
                 self.i = m.end()
             self.skip(newlines=False)
@@ -315,6 +329,8 @@ class _Scanner:
                 if text[self.i] == ",":
                     self.i += 1
                     index += 1
+                elif text[self.i] != "]":
+                    self.misread("',' or ']'")
         elif c == "{":
             self.i += 1
             while True:
@@ -330,6 +346,8 @@ class _Scanner:
                 self.skip(newlines=True)
                 if text[self.i] == ",":
                     self.i += 1
+                elif text[self.i] != "}":
+                    self.misread("',' or '}'")
         elif c in "\"'":
             self.string()
         else:  # number, boolean or date: up to what ends a value
