@@ -88,9 +88,19 @@ def build(name: str, extra_flags: tuple[str, ...] = ()) -> Path:
     return produce(out, lambda tmp: ["bpftool", "gen", "object", str(tmp), *map(str, objects)], f"the files of {name}")
 
 
+@cache
+def dynbpf_headers() -> tuple[Path, bytes]:
+    """The package's include directory (dynbpf.h: the feature decl tags) and its headers' bytes, for the key."""
+    import dynbpf
+
+    directory = dynbpf.include_dir()
+    return directory, b"".join(p.read_bytes() for p in sorted(directory.glob("*.h")))
+
+
 def _compile(src: Path, name: str, extra_flags: tuple[str, ...]) -> Path:
     header = vmlinux_h()
-    flags = [*CFLAGS, *extra_flags, *SYSTEM_INCLUDES]
+    include, headers = dynbpf_headers()
+    flags = [*CFLAGS, *extra_flags, *SYSTEM_INCLUDES, "-I", str(include)]
     # the path is in the key: line_info records it, so one tree's object is not another's
     key = _sha(
         src.read_bytes(),
@@ -98,6 +108,7 @@ def _compile(src: Path, name: str, extra_flags: tuple[str, ...]) -> Path:
         " ".join(flags).encode(),
         clang_version().encode(),
         header.read_bytes()[:4096],
+        headers,
     )
     out = CACHE / f"{name}-{key}" / f"{name}.bpf.o"
     return produce(out, lambda tmp: ["clang", *flags, "-I", str(header.parent), "-c", str(src), "-o", str(tmp)], src)

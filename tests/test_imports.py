@@ -148,6 +148,8 @@ PUBLIC = {
     "MapPolicy", "ProgramState", "MapEdit",
     # what a collection hands out
     "Map", "Variables", "Record", "Link", "IterLink", "LinkGroup", "RingBuffer", "PerfBuffer", "EventLoop",
+    # the application's features (docs/features.md) and the header declaring them in C
+    "FeatureMap", "Feature", "Hook", "Variant", "Requirement", "include_dir",
     # errors
     "DynbpfError", "AttachError", "CacheError", "FeatureMapError", "KernelDataError", "KernelUnsupported",
     "MapEditError", "NotFound", "CodecError", "MapTypeError", "SymbolError", "BinaryNotFoundError",

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from dynbpf._attach.symbols import SymbolError
     from dynbpf._elf.reader import read
     from dynbpf._elf.spec import ObjectSpec
+    from dynbpf._features.model import Feature, FeatureMap, Hook, Requirement, Variant
+    from dynbpf._features.tags import include_dir
     from dynbpf._maps.errors import CodecError, MapTypeError
     from dynbpf._maps.events import EventLoop
     from dynbpf._maps.map import Map
@@ -57,7 +59,10 @@ __all__ = [
     "Collection",
     "DynbpfError",
     "EventLoop",
+    "Feature",
+    "FeatureMap",
     "FeatureMapError",
+    "Hook",
     "IterLink",
     "KernelDataError",
     "KernelUnsupported",
@@ -79,13 +84,16 @@ __all__ = [
     "ProgramState",
     "Record",
     "RelocationError",
+    "Requirement",
     "RingBuffer",
     "StateError",
     "SymbolError",
     "SyscallError",
     "Variables",
+    "Variant",
     "VerifierError",
     "__version__",
+    "include_dir",
     "open",
     "read",
 ]
@@ -100,6 +108,8 @@ if not TYPE_CHECKING:  # hidden from mypy, which would otherwise accept any attr
             "dynbpf._elf.reader": ("read",),
             "dynbpf._elf.spec": ("ObjectSpec",),
             "dynbpf._maps.errors": ("CodecError", "MapTypeError"),
+            "dynbpf._features.model": ("Feature", "FeatureMap", "Hook", "Requirement", "Variant"),
+            "dynbpf._features.tags": ("include_dir",),
             "dynbpf._maps.events": ("EventLoop",),
             "dynbpf._maps.map": ("Map",),
             "dynbpf._maps.perfbuf": ("PerfBuffer",),

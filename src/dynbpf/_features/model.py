@@ -19,13 +19,17 @@ and :mod:`dynbpf._features.application` runs it.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dynbpf.errors import FeatureMapError
+
+if TYPE_CHECKING:
+    from dynbpf._elf.spec import ObjectSpec
 
 #: The requirement kinds and what their argument names (docs/features.md, "Requirements").
 REQUIREMENT_KINDS: Mapping[str, str] = MappingProxyType(
@@ -185,13 +189,16 @@ class FeatureMap:
     """Every feature and hook of an application, checked to be consistent with each other.
 
     Build it with :meth:`of` from features and hooks (``Hook`` objects, or
-    ``{hook: [variants]}``); :meth:`check` then checks it against an object's
-    programs. ``source`` says where it was declared.
+    ``{hook: [variants]}``), read it from TOML (:meth:`from_toml`) or from the
+    decl tags of an object (:meth:`from_object`); :meth:`check` then checks it
+    against an object's programs. ``source`` says where it was declared; like
+    every ``where``, it takes no part in equality, so one map declared in
+    Python, in TOML and in tags compares equal.
     """
 
     features: Mapping[str, Feature]
     hooks: Mapping[str, Hook]
-    source: str = ""
+    source: str = field(default="", compare=False)
 
     @classmethod
     def of(
@@ -218,6 +225,30 @@ class FeatureMap:
         result = cls(MappingProxyType(feats), MappingProxyType(by_name), source)
         result._check_consistent()
         return result
+
+    @classmethod
+    def from_toml(cls, source: str | os.PathLike[str], *, name: str | None = None) -> FeatureMap:
+        """The map declared in a TOML file (a path) or in TOML text (a ``str`` with a newline or ``=``).
+
+        ``name`` is what errors call the text; every error's ``where`` is
+        ``file:line`` (docs/features.md, "Declaring features").
+        """
+        from dynbpf._features import toml
+
+        return toml.load(source, name=name)
+
+    @classmethod
+    def from_object(
+        cls, source: ObjectSpec | str | os.PathLike[str] | bytes, *, name: str | None = None
+    ) -> FeatureMap | None:
+        """The map an object carries in ``dynbpf:`` BTF decl tags on its programs; None if it has none.
+
+        ``source`` is an object's path, bytes or :class:`~dynbpf.ObjectSpec`;
+        ``name`` is what errors call the object (default: its file name).
+        """
+        from dynbpf._features import tags
+
+        return tags.load(source, name=name)
 
     def _check_consistent(self) -> None:
         owner: dict[str, str] = {}
