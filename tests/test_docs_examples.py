@@ -1,12 +1,12 @@
 """Every ``python`` code block of the README and docs/ runs, against the fixtures it names.
 
 A block opens ``"<fixture>.bpf.o"``: ``agent.bpf.o`` is tests/bpf/docs_agent.bpf.c (the agent the
-docs describe), any other name the fixture of that name. Every other block is marked illustrative
-by its fence: ``text`` (output, signatures, commands shown with what they print), ``sh`` (commands
-to type), ``c`` (BPF C), ``toml`` (a feature map; tests/test_features_declare.py reads it); a bare fence is refused, so no block is left unrun by accident. A block
-that stops running fails here, so the docs cannot drift from the API; a command shown may not
-write into the repository (a benchmark's ``--json``/``--plot`` output goes elsewhere, then is
-copied on purpose).
+docs describe), any other name the fixture of that name. Every other block is marked illustrative by
+its fence: ``text`` (output, signatures, commands shown with what they print), ``sh`` (commands to
+type), ``c`` (BPF C), ``toml`` (a feature map; tests/test_features_declare.py reads it); a bare
+fence is refused, so no block is left unrun by accident. A block that stops running fails here, so
+the docs cannot drift from the API; a command shown may not write into the repository (a benchmark's
+``--json``/``--plot`` output goes elsewhere, then is copied on purpose).
 """
 
 from __future__ import annotations
