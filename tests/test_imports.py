@@ -149,9 +149,9 @@ PUBLIC = {
     # what a collection hands out
     "Map", "Variables", "Record", "Link", "IterLink", "LinkGroup", "RingBuffer", "PerfBuffer", "EventLoop",
     # the application's features (docs/features.md) and the header declaring them in C
-    "FeatureMap", "Feature", "Hook", "Variant", "Requirement", "include_dir",
+    "FeatureMap", "Feature", "Hook", "Variant", "Requirement", "include_dir", "Application", "FeatureState",
     # errors
-    "DynbpfError", "AttachError", "CacheError", "FeatureMapError", "KernelDataError", "KernelUnsupported",
+    "DynbpfError", "ApplyError", "AttachError", "CacheError", "FeatureMapError", "KernelDataError", "KernelUnsupported",
     "MapEditError", "NotFound", "CodecError", "MapTypeError", "SymbolError", "BinaryNotFoundError",
     "ObjectFormatError", "OptionError", "PinError", "RelocationError", "StateError", "SyscallError", "VerifierError",
     "__version__",

@@ -235,3 +235,35 @@ def test_status_counts_runs_while_stats_are_collected(app: Application) -> None:
     assert status["programs"][winner]["run_time_ns"] > 0
     app.collect_stats(False)
     assert app.status()["stats"] is False
+
+
+def test_an_object_that_declares_its_features_runs_them_without_a_python_map(no_fd_leak: None) -> None:
+    """features_decl carries its feature map in decl tags: Application(coll) reads it from the object."""
+    from dynbpf._features.model import Requirement
+    from dynbpf._features.requirements import check
+
+    with dynbpf.open(build("features_decl"), map_policy="on_demand") as coll, Application(coll) as app:
+        decided = app.apply({"process": "enabled"})
+        assert decided["exec"][-1]["outcome"] == "chosen"
+        assert app.status()["hooks"]["exec"]["state"] == "enabled"
+        open_works = any(check(Requirement.parse(r)).supported for r in ("trampolines", "kprobe"))
+        if open_works:
+            app.apply({"files": "enabled"})
+            assert app.status()["hooks"]["open"]["state"] == "enabled"
+        else:  # this kernel refuses both ways to hook open: files cannot be enabled, process keeps running
+            with pytest.raises(dynbpf.ApplyError) as e:
+                app.apply({"files": "enabled"})
+            assert list(e.value.failures) == ["open"]
+            assert app.status()["hooks"]["exec"]["state"] == "enabled"
+            assert app.config["files"] == "disabled"
+
+
+def test_an_object_without_declared_features_needs_a_map(no_fd_leak: None) -> None:
+    with dynbpf.open(obj()) as coll, pytest.raises(dynbpf.FeatureMapError, match="declares no features"):
+        Application(coll)
+
+
+def test_a_requirement_naming_nothing_is_refused_before_anything_loads(no_fd_leak: None) -> None:
+    fm = features([Variant("tp_getpgid", requires=["trampoline"])])
+    with dynbpf.open(obj()) as coll, pytest.raises(dynbpf.FeatureMapError, match="trampolines"):
+        Application(coll, fm)

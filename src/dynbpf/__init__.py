@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dynbpf import _lazy
 from dynbpf.errors import (
+    ApplyError,
     AttachError,
     DynbpfError,
     FeatureMapError,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from dynbpf._attach.symbols import SymbolError
     from dynbpf._elf.reader import read
     from dynbpf._elf.spec import ObjectSpec
+    from dynbpf._features.application import Application, FeatureState
     from dynbpf._features.model import Feature, FeatureMap, Hook, Requirement, Variant
     from dynbpf._features.tags import include_dir
     from dynbpf._maps.errors import CodecError, MapTypeError
@@ -51,6 +53,8 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "Application",
+    "ApplyError",
     "AttachError",
     "BinaryNotFoundError",
     "CacheError",
@@ -62,6 +66,7 @@ __all__ = [
     "Feature",
     "FeatureMap",
     "FeatureMapError",
+    "FeatureState",
     "Hook",
     "IterLink",
     "KernelDataError",
@@ -108,6 +113,7 @@ if not TYPE_CHECKING:  # hidden from mypy, which would otherwise accept any attr
             "dynbpf._elf.reader": ("read",),
             "dynbpf._elf.spec": ("ObjectSpec",),
             "dynbpf._maps.errors": ("CodecError", "MapTypeError"),
+            "dynbpf._features.application": ("Application", "FeatureState"),
             "dynbpf._features.model": ("Feature", "FeatureMap", "Hook", "Requirement", "Variant"),
             "dynbpf._features.tags": ("include_dir",),
             "dynbpf._maps.events": ("EventLoop",),

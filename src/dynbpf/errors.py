@@ -13,7 +13,8 @@ import os
 
 TYPE_CHECKING = False  # not typing's: `import dynbpf` imports this module and nothing heavy (docs/architecture.md)
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
+    from typing import Any
 
 
 class DynbpfError(Exception):
@@ -233,3 +234,23 @@ class FeatureMapError(DynbpfError, ValueError):
     def __init__(self, message: str, where: str = "") -> None:
         self.where = where
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class ApplyError(DynbpfError):
+    """A feature configuration could not be applied; the previous one still runs (unless ``atomic=False``).
+
+    ``failures`` maps each required hook left without a working variant to
+    the decisions (``variant``, ``outcome``, ``reason``, ``evidence``) that
+    say why each of its variants failed.
+    """
+
+    def __init__(self, failures: Mapping[str, tuple[Any, ...]]) -> None:
+        self.failures = dict(failures)
+        hooks = ", ".join(repr(h) for h in failures)
+        lines = [f"no working variant for {hooks}; the previous configuration stays"]
+        for hook, decisions in failures.items():
+            lines.append(f"  hook {hook!r}:")
+            lines.extend(f"    {d.variant}: {d.outcome}: {d.reason}" for d in decisions)
+            if not decisions:
+                lines.append("    (no variant was tried)")
+        super().__init__("\n".join(lines))

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from dynbpf._features.model import FeatureMap, Hook, Requirement, Variant
 from dynbpf._sys.closing import Closing
-from dynbpf.errors import DynbpfError, FeatureMapError, StateError, VerifierError
+from dynbpf.errors import ApplyError, DynbpfError, FeatureMapError, StateError, VerifierError
 
 if TYPE_CHECKING:
     from dynbpf._attach.link import Link
@@ -93,26 +93,6 @@ class Decision:
         return f"{self.hook}: {self.variant} {self.outcome}: {self.reason}"
 
 
-class ApplyError(DynbpfError):
-    """A configuration could not be applied; the previous one still runs.
-
-    ``failures`` maps each required hook without a working variant to the
-    decisions that show why each of its variants failed.
-    """
-
-    def __init__(self, failures: Mapping[str, tuple[Decision, ...]]) -> None:
-        self.failures = MappingProxyType(dict(failures))
-        lines = [
-            "no working variant for " + ", ".join(repr(h) for h in failures) + "; the previous configuration stays"
-        ]
-        for hook, decisions in failures.items():
-            lines.append(f"  hook {hook!r}:")
-            lines.extend(f"    {d.variant}: {d.outcome}: {d.reason}" for d in decisions)
-            if not decisions:
-                lines.append("    (no variant was tried)")
-        super().__init__("\n".join(lines))
-
-
 @dataclass(slots=True)
 class _HookRun:
     """What runs for one hook: its variant, loaded; attached when ``links`` is not empty."""
@@ -127,8 +107,9 @@ Checker = Callable[[Requirement], "Support"]
 class Application(Closing):
     """A collection's programs switched by feature (docs/features.md).
 
-    ``features`` is a :class:`FeatureMap`; its programs must be the
-    collection's. ``check`` answers requirements (default: the kernel's
+    ``features`` is a :class:`FeatureMap` (default: the one the object
+    declares in ``dynbpf:`` decl tags); its programs must be the
+    collection's and its requirements known ones. ``check`` answers requirements (default: the kernel's
     probes, :func:`dynbpf._features.requirements.check`); ``workers`` is
     handed to :meth:`Collection.load`.
     """
@@ -136,14 +117,27 @@ class Application(Closing):
     def __init__(
         self,
         collection: Collection,
-        features: FeatureMap,
+        features: FeatureMap | None = None,
         *,
         workers: int | None = None,
         check: Checker | None = None,
     ) -> None:
+        if features is None:
+            features = FeatureMap.from_object(collection.spec)
+            if features is None:
+                raise FeatureMapError(
+                    f"object {collection.spec.name!r} declares no features (no 'dynbpf:' BTF decl tags on its "
+                    "programs); pass a FeatureMap (FeatureMap.from_toml reads one from a TOML file)"
+                )
         if not isinstance(features, FeatureMap):
             raise TypeError(f"features must be a dynbpf.FeatureMap, not {type(features).__name__}")
         features.check(collection.programs)
+        from dynbpf._features.requirements import validate
+
+        for hook in features.hooks.values():
+            for variant in hook.variants:
+                for req in variant.requires:
+                    validate(req, where=variant.where or hook.where)
         self.collection = collection
         self.features = features
         self._workers = workers
