@@ -12,7 +12,7 @@ import hashlib
 import subprocess
 from pathlib import Path
 
-from tests.bpfbuild import CACHE, CFLAGS, clang_version, produce, vmlinux_h
+from tests.bpfbuild import CACHE, CFLAGS, clang_version, dynbpf_headers, produce, vmlinux_h
 
 _HEADER = """\
 #include "vmlinux.h"
@@ -123,10 +123,13 @@ def compile_cached(text: str, stem: str) -> Path:
     stays the same whatever the content.
     """
     header = vmlinux_h()
-    key = hashlib.sha256((text + " ".join(CFLAGS) + clang_version() + str(header)).encode()).hexdigest()[:24]
+    include, headers = dynbpf_headers()  # dynbpf.h: an object may declare its features in decl tags
+    seed = (text + " ".join(CFLAGS) + clang_version() + str(header)).encode() + headers
+    key = hashlib.sha256(seed).hexdigest()[:24]
     out = CACHE / f"{stem}-{key}" / f"{stem}.bpf.o"
     src = out.with_suffix(".c")
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         src.write_text(text)
-    return produce(out, lambda tmp: ["clang", *CFLAGS, "-I", str(header.parent), "-c", str(src), "-o", str(tmp)], src)
+    flags = [*CFLAGS, "-I", str(header.parent), "-I", str(include)]
+    return produce(out, lambda tmp: ["clang", *flags, "-c", str(src), "-o", str(tmp)], src)
