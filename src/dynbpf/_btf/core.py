@@ -25,7 +25,7 @@ relocations in ``.BTF.ext`` order to reproduce libbpf's choices exactly.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -35,7 +35,7 @@ from dynbpf._btf import graph
 from dynbpf._btf.core_access import ENUMVAL_KINDS, FIELD_KINDS, Access, match, parse, size
 from dynbpf._btf.core_candidates import Candidate, CandidateFinder
 from dynbpf._btf.core_compat import essential_name, skip, types_compatible, types_match
-from dynbpf._btf.errors import NameNotFound, TypeNotFound
+from dynbpf._btf.errors import TypeNotFound
 from dynbpf._btf.ext import CoreReloKind
 from dynbpf._btf.spec import Spec
 from dynbpf._btf.types import Array, Enum, Enum64, Int, IntEncoding, Ptr, Struct, Union
@@ -197,7 +197,7 @@ class Resolver:
                 modules = list(self._targets[1:])
                 self._finder = CandidateFinder(self._targets[0], lambda: modules)
             else:
-                self._finder = CandidateFinder(_running_kernel(), _running_modules())
+                self._finder = _running_kernel()
         return self._finder
 
 
@@ -206,30 +206,14 @@ def resolve(local: Spec, relo: CoreRelocationLike, targets: Sequence[Spec] | Non
     return Resolver(local, targets).resolve(relo)
 
 
-def _running_kernel() -> Spec:
-    from dynbpf._btf import kernel
+def _running_kernel() -> CandidateFinder:
+    """Candidates from the running kernel's BTF: vmlinux, and its loaded modules' once vmlinux has none."""
+    from dynbpf._btf.kernel import VMLINUX_PATH, KernelBtf
 
-    spec = kernel.vmlinux()
-    if spec is None:
-        raise KernelUnsupported("kernel BTF", f"{kernel.VMLINUX_PATH} does not exist, so CO-RE cannot relocate")
-    return spec
-
-
-def _running_modules() -> Callable[[], Sequence[Spec]]:
-    from dynbpf._btf import kernel
-
-    loaded: list[Spec] = []
-
-    def modules() -> Sequence[Spec]:
-        if not loaded:
-            for name in kernel.module_names():
-                try:
-                    loaded.append(kernel.module(name))
-                except NameNotFound:  # unloaded since it was listed
-                    continue
-        return loaded
-
-    return modules
+    kernel = KernelBtf.running()
+    if kernel.vmlinux is None:
+        raise KernelUnsupported("kernel BTF", f"{VMLINUX_PATH} does not exist, so CO-RE cannot relocate")
+    return CandidateFinder(kernel.vmlinux, lambda: [spec for _, spec in kernel.modules()])
 
 
 def _match(local: Access, cand: Candidate) -> Access | None:
