@@ -318,7 +318,7 @@ class _Context:
 
     @property
     def kernel_btf(self) -> KernelBtf:
-        """What attach targets are searched in: :attr:`vmlinux`, and the loaded modules if it is the running one."""
+        """What CO-RE and attach targets search: :attr:`vmlinux`, and the loaded modules if it is the running one."""
         if self._kernel_btf is None:
             self._kernel_btf = KernelBtf(self.vmlinux)
         return self._kernel_btf
@@ -327,8 +327,7 @@ class _Context:
     def resolver(self) -> Resolver:
         if self._resolver is None:
             assert self.obj.btf is not None  # the reader only makes CO-RE records from .BTF.ext
-            vmlinux = self.vmlinux
-            self._resolver = Resolver(self.obj.btf, [vmlinux] if vmlinux is not None else None)
+            self._resolver = Resolver(self.obj.btf, self.kernel_btf)
         return self._resolver
 
     @property
