@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from dynbpf._btf import Kind, NameNotFound, Spec, format_type, kernel, member, resolve, size_of
-from dynbpf._btf.types import Member, Ptr, Struct
+from dynbpf._btf.types import Func, FuncLinkage, FuncProto, Member, Ptr, Struct
+from dynbpf.errors import KernelUnsupported
 from tests.helpers import VMLINUX, at_once, bpftool_types, require
 
 
@@ -85,6 +86,57 @@ def test_search_looks_in_vmlinux_then_each_modules_own_types(vmlinux: Spec) -> N
         type_id, func = next(((i, n) for i, n in own if n and not vmlinux.find(n, Kind.FUNC)), (0, ""))
         if func:
             assert kernel.search(func, (Kind.FUNC,)) == (name, type_id)
+
+
+def _two_modules() -> tuple[Spec, Spec, Spec]:
+    """A vmlinux stand-in and two modules split on it (this machine's kernel has no module BTF)."""
+    base = Spec.from_types([Struct("task_struct", 8, ()), FuncProto(0, ()), Func("in_vmlinux", 2, FuncLinkage.GLOBAL)])
+    a = Spec.from_types(
+        [FuncProto(0, ()), Func("in_both", 4, FuncLinkage.GLOBAL), Struct("task_struct", 16, ())], base=base
+    )
+    b = Spec.from_types(
+        [FuncProto(0, ()), Func("in_both", 4, FuncLinkage.GLOBAL), Func("only_b", 4, FuncLinkage.GLOBAL)], base=base
+    )
+    return base, a, b
+
+
+def test_kernel_btf_finds_in_vmlinux_then_in_each_modules_own_types() -> None:
+    base, a, b = _two_modules()
+    btf = kernel.KernelBtf(base, {"mod_a": a, "mod_b": b})
+    assert btf.find("in_vmlinux", (Kind.FUNC,)) == kernel.Found(None, base, 3)
+    assert btf.find("task_struct", (Kind.STRUCT,)) == kernel.Found(None, base, 1)  # vmlinux first
+    assert btf.find("in_both", (Kind.FUNC,)) == kernel.Found("mod_a", a, 5)  # modules in the order given
+    assert btf.find("only_b", (Kind.FUNC,)) == kernel.Found("mod_b", b, 6)
+    assert btf.find("only_b", (Kind.STRUCT, Kind.UNION)) is None
+    assert btf.find("nothing", tuple(Kind)) is None
+
+
+def test_kernel_btf_searches_only_where_an_address_says() -> None:
+    base, a, b = _two_modules()
+    btf = kernel.KernelBtf(base, {"mod_a": a, "mod_b": b})
+    assert btf.find("only_b", (Kind.FUNC,), only="vmlinux") is None
+    assert btf.find("only_b", (Kind.FUNC,), only="mod_b") == kernel.Found("mod_b", b, 6)
+    assert btf.find("task_struct", (Kind.STRUCT,), only="mod_a") == kernel.Found("mod_a", a, 6)
+    assert btf.find("in_vmlinux", (Kind.FUNC,), only="mod_a") is None  # a module answers for its own types only
+    with pytest.raises(NameNotFound, match="mod_c"):
+        btf.find("only_b", (Kind.FUNC,), only="mod_c")
+
+
+def test_kernel_btf_without_vmlinux_finds_nothing() -> None:
+    btf = kernel.KernelBtf(None)
+    assert btf.find("task_struct", tuple(Kind)) is None
+    assert btf.modules() == []
+    with pytest.raises(KernelUnsupported, match="module BTF cannot be read"):
+        btf.find("task_struct", tuple(Kind), only="some_module")
+
+
+def test_kernel_btf_takes_the_running_modules_only_on_the_running_vmlinux(vmlinux: Spec) -> None:
+    running = kernel.KernelBtf.running()
+    assert running.vmlinux is vmlinux
+    assert [name for name, _ in running.modules()] == kernel.module_names()
+    assert [name for name, _ in kernel.KernelBtf(vmlinux).modules()] == kernel.module_names()
+    base, _, _ = _two_modules()
+    assert kernel.KernelBtf(base).modules() == []  # the running kernel's modules are split on another vmlinux
 
 
 def test_size_of_kernel_structs_matches_bpftool(vmlinux: Spec, bpftool_vmlinux: dict[str, Any]) -> None:

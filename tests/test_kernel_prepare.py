@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 import dynbpf
+from dynbpf._asm.insn import R0, mov64_imm
 from dynbpf._asm.opcodes import PseudoLd
+from dynbpf._btf import Spec, kernel
+from dynbpf._btf.types import Int, IntEncoding, Member, Struct
 from dynbpf._elf.spec import ObjectSpec
 from dynbpf._prepare.linker import link
 from dynbpf._prepare.object import KCONFIG_MAP, PreparedObject, prepare
@@ -117,6 +121,39 @@ SEC("raw_tp/sys_enter") int reads_missing(void *ctx)
         with pytest.raises(VerifierError) as exc:
             prog.load()
         assert "task_struct___dynbpf.dynbpf_missing_field" in str(exc.value)
+
+
+def test_core_takes_candidates_from_module_btf_when_vmlinux_has_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libbpf's bpf_core_find_cands: a type vmlinux lacks is looked for in each module's BTF.
+
+    This kernel has no module BTF, so a stand-in for /sys/kernel/btf holds a
+    vmlinux and one module that has the type.
+    """
+    path = compile_snippet(
+        """
+#include <bpf/bpf_core_read.h>
+struct dynbpf_mod_only { int a; int b; } __attribute__((preserve_access_index));
+SEC("socket") int offset_of_b(void *ctx) { return bpf_core_field_offset(struct dynbpf_mod_only, b); }
+""",
+    )
+    obj = dynbpf.read(path)
+    base = Spec.from_types([Int("int", 4, IntEncoding.SIGNED, 0, 32)])
+    members = (Member("pad", 1, 0), Member("a", 1, 32), Member("b", 1, 64))
+    module = Spec.from_types([Struct("dynbpf_mod_only", 12, members)], base=base)
+    (tmp_path / "vmlinux").write_bytes(base.encode())
+    (tmp_path / "dynbpf_mod").write_bytes(module.encode())
+    monkeypatch.setattr(kernel, "BTF_DIR", str(tmp_path))
+    monkeypatch.setattr(kernel, "VMLINUX_PATH", str(tmp_path / "vmlinux"))
+    kernel.clear_cache()
+    try:
+        with prepare(obj, numbers()) as prep:
+            prog = prep.programs["offset_of_b"]
+    finally:
+        kernel.clear_cache()
+    assert prog.core_failures == ()
+    assert (prog.instructions[0].opcode, prog.instructions[0].imm) == (mov64_imm(R0, 0).opcode, 8)
 
 
 def test_a_missing_attach_target_fails_only_that_program() -> None:

@@ -25,7 +25,7 @@ relocations in ``.BTF.ext`` order to reproduce libbpf's choices exactly.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -35,8 +35,9 @@ from dynbpf._btf import graph
 from dynbpf._btf.core_access import ENUMVAL_KINDS, FIELD_KINDS, Access, match, parse, size
 from dynbpf._btf.core_candidates import Candidate, CandidateFinder
 from dynbpf._btf.core_compat import essential_name, skip, types_compatible, types_match
-from dynbpf._btf.errors import NameNotFound, TypeNotFound
+from dynbpf._btf.errors import TypeNotFound
 from dynbpf._btf.ext import CoreReloKind
+from dynbpf._btf.kernel import VMLINUX_PATH, KernelBtf
 from dynbpf._btf.spec import Spec
 from dynbpf._btf.types import Array, Enum, Enum64, Int, IntEncoding, Ptr, Struct, Union
 from dynbpf.errors import DynbpfError, KernelUnsupported, RelocationError
@@ -107,13 +108,13 @@ class Resolver:
     """CO-RE for one object against one kernel; thread-safe.
 
     ``targets`` is the kernel's BTF, vmlinux first, then module BTF (split on
-    it); module BTF is consulted only for local types vmlinux has no
-    candidate for. The default is the running kernel, modules read only when
-    needed. Candidate lists are cached per local type, results per distinct
-    record.
+    it), as blobs or as a :class:`~dynbpf._btf.kernel.KernelBtf`; module BTF
+    is consulted only for local types vmlinux has no candidate for. The
+    default is the running kernel, modules read only when needed. Candidate
+    lists are cached per local type, results per distinct record.
     """
 
-    def __init__(self, local: Spec, targets: Sequence[Spec] | None = None) -> None:
+    def __init__(self, local: Spec, targets: Sequence[Spec] | KernelBtf | None = None) -> None:
         self.local = local
         self._targets = targets
         self._finder: CandidateFinder | None = None
@@ -191,45 +192,28 @@ class Resolver:
 
     def _find(self) -> CandidateFinder:
         if self._finder is None:
-            if self._targets is not None:
-                if not self._targets:
-                    raise RelocationError("no kernel BTF given to relocate against")
-                modules = list(self._targets[1:])
-                self._finder = CandidateFinder(self._targets[0], lambda: modules)
+            targets = self._targets if self._targets is not None else KernelBtf.running()
+            if isinstance(targets, KernelBtf):
+                self._finder = _candidates_in(targets)
             else:
-                self._finder = CandidateFinder(_running_kernel(), _running_modules())
+                if not targets:
+                    raise RelocationError("no kernel BTF given to relocate against")
+                modules = list(targets[1:])
+                self._finder = CandidateFinder(targets[0], lambda: modules)
         return self._finder
 
 
-def resolve(local: Spec, relo: CoreRelocationLike, targets: Sequence[Spec] | None = None) -> CoreResult:
+def resolve(local: Spec, relo: CoreRelocationLike, targets: Sequence[Spec] | KernelBtf | None = None) -> CoreResult:
     """One relocation on its own (a :class:`Resolver` shares candidate searches across many)."""
     return Resolver(local, targets).resolve(relo)
 
 
-def _running_kernel() -> Spec:
-    from dynbpf._btf import kernel
-
-    spec = kernel.vmlinux()
-    if spec is None:
-        raise KernelUnsupported("kernel BTF", f"{kernel.VMLINUX_PATH} does not exist, so CO-RE cannot relocate")
-    return spec
-
-
-def _running_modules() -> Callable[[], Sequence[Spec]]:
-    from dynbpf._btf import kernel
-
-    loaded: list[Spec] = []
-
-    def modules() -> Sequence[Spec]:
-        if not loaded:
-            for name in kernel.module_names():
-                try:
-                    loaded.append(kernel.module(name))
-                except NameNotFound:  # unloaded since it was listed
-                    continue
-        return loaded
-
-    return modules
+def _candidates_in(kernel: KernelBtf) -> CandidateFinder:
+    """Candidates from ``kernel``'s vmlinux, and from its modules once vmlinux has none."""
+    vmlinux = kernel.vmlinux
+    if vmlinux is None:
+        raise KernelUnsupported("kernel BTF", f"{VMLINUX_PATH} does not exist, so CO-RE cannot relocate")
+    return CandidateFinder(vmlinux, lambda: [spec for _, spec in kernel.modules()])
 
 
 def _match(local: Access, cand: Candidate) -> Access | None:

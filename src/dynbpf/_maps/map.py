@@ -34,11 +34,11 @@ from dynbpf._btf.spec import Spec
 from dynbpf._maps.codec import Codec, IntCodec, RawCodec, ReadableBuffer, ScalarCodec, as_int, codec_for
 from dynbpf._maps.errors import CodecError, MapTypeError
 from dynbpf._sys import commands
-from dynbpf._sys.attrs import BtfInfo, MapBatchAttr, addr
+from dynbpf._sys.attrs import BtfInfo
 from dynbpf._sys.constants import Cmd, MapType, UpdateFlags, type_name
 from dynbpf._sys.cpus import possible_cpus
 from dynbpf._sys.fd import Fd, FdSource, raw_fd
-from dynbpf._sys.syscall import bpf_raw, error_for
+from dynbpf._sys.syscall import error_for
 from dynbpf.errors import KernelDataError, StateError
 
 #: "this map type has no batch operations" (ENOTSUPP is kernel-internal 524); the request
@@ -381,20 +381,16 @@ class Map:
         flags: int = 0,
     ) -> tuple[int, int]:
         """(elements processed, errno): the count matters on failure too, so no raising here."""
-        ckeys, cvalues = _cbuf(keys), _cbuf(values) if values is not None else None
-        cin = _cbuf(in_batch) if in_batch is not None else None
-        cout = _cbuf(out_batch) if out_batch is not None else None
-        attr = MapBatchAttr(
-            in_batch=addr(cin),
-            out_batch=addr(cout),
-            keys=addr(ckeys),
-            values=addr(cvalues),
+        return commands.map_batch_raw(
+            cmd,
+            self.fd,
+            keys=_cbuf(keys),
+            values=_cbuf(values) if values is not None else None,
             count=count,
-            map_fd=self.fd,
+            in_batch=_cbuf(in_batch) if in_batch is not None else None,
+            out_batch=_cbuf(out_batch) if out_batch is not None else None,
             elem_flags=flags,
         )
-        ret, err = bpf_raw(cmd, attr)
-        return int(attr.count), 0 if ret >= 0 else err
 
     def _walk_batches(self, cmd: Cmd, chunk: int, fallback: Iterator[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
         """Batch lookups from the start to the end of the map; ``fallback`` if the map type has none."""

@@ -8,12 +8,10 @@ fd as well.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dynbpf._btf import kernel
+from dynbpf._btf.kernel import VMLINUX_PATH, KernelBtf
 from dynbpf._btf.kinds import Kind
-from dynbpf._btf.spec import Spec
 from dynbpf._elf.sections import BtfTarget, ProgramKind
 from dynbpf._sys.constants import AttachType, ProgType
 from dynbpf.errors import RelocationError
@@ -39,14 +37,11 @@ def needs_kernel_target(kind: ProgramKind) -> bool:
     return kind.attach_btf and kind.prog_type != ProgType.EXT
 
 
-def find_kernel_target(
-    kind: ProgramKind,
-    *,
-    program: str,
-    vmlinux: Spec | None = None,
-    modules: Sequence[str] | None = None,
-) -> KernelTarget:
-    """Look ``kind``'s target up in vmlinux, then in module BTF (or only where the section says)."""
+def find_kernel_target(kind: ProgramKind, *, program: str, kernel: KernelBtf | None = None) -> KernelTarget:
+    """Look ``kind``'s target up in vmlinux, then in module BTF (or only where the section says).
+
+    ``kernel`` is the BTF searched (default: the running kernel's).
+    """
     target = kind.target
     if not isinstance(target, BtfTarget):
         why = kind.error or f"section {kind.section!r} names no kernel attach target"
@@ -54,28 +49,16 @@ def find_kernel_target(
     attach = kind.expected_attach_type
     prefix, btf_kind = _PREFIXES.get(attach, ("", Kind.FUNC)) if attach is not None else ("", Kind.FUNC)
     name = prefix + target.name
-    if target.module in (None, "vmlinux"):
-        base = vmlinux if vmlinux is not None else kernel.vmlinux()
-        if base is None:
-            raise RelocationError(
-                f"program {program!r}: the kernel exposes no BTF (/sys/kernel/btf/vmlinux), needed for {name!r}"
-            )
-        ids = base.find(name, btf_kind)
-        if ids:
-            return KernelTarget(ids[0])
-    if target.module != "vmlinux":
-        for module in modules if modules is not None else _module_candidates(target.module):
-            spec = kernel.module(module)
-            own = [i for i in spec.find(name, btf_kind) if i >= spec.first_id]
-            if own:
-                return KernelTarget(own[0], module)
+    if kernel is None:
+        kernel = KernelBtf.running()
+    if target.module in (None, "vmlinux") and kernel.vmlinux is None:
+        raise RelocationError(f"program {program!r}: the kernel exposes no BTF ({VMLINUX_PATH}), needed for {name!r}")
+    found = kernel.find(name, (btf_kind,), only=target.module)
+    if found is not None:
+        return KernelTarget(found.type_id, found.module)
     where = "vmlinux" if target.module in (None, "vmlinux") else f"module {target.module!r}"
     also = " or any module" if target.module is None else ""
     raise RelocationError(
         f"program {program!r} (section {kind.section!r}): attach target {name!r} ({btf_kind.name}) "
         f"not found in {where}{also} BTF"
     )
-
-
-def _module_candidates(module: str | None) -> list[str]:
-    return kernel.module_names() if module is None else [module]

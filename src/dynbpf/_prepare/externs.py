@@ -31,7 +31,7 @@ from dynbpf._asm.opcodes import PseudoCall, PseudoLd
 from dynbpf._btf import graph
 from dynbpf._btf import kernel as kernel_btf
 from dynbpf._btf.core_compat import essential_name, types_compatible
-from dynbpf._btf.errors import NameNotFound
+from dynbpf._btf.kernel import Found, KernelBtf
 from dynbpf._btf.kinds import Kind
 from dynbpf._btf.spec import Spec
 from dynbpf._btf.types import Func, Var
@@ -132,7 +132,7 @@ def resolve_externs(
 
     # kernel BTF only when a typed ksym or kfunc needs it: parsing vmlinux's costs a tenth of a second
     needs_btf = any(e.kind is ExternKind.KFUNC or (e.kind is ExternKind.KSYM and e.type_id) for e in externs)
-    search = _KernelSearch(kernel, modules) if needs_btf else _KernelSearch([], {})
+    search = _search_in(kernel, modules) if needs_btf else KernelBtf(None, {})
     ksyms: dict[str, KsymValue] = {}
     kfuncs: dict[str, KfuncTarget] = {}
     untyped = [e for e in externs if e.kind is ExternKind.KSYM and e.type_id == 0]
@@ -181,14 +181,12 @@ def _one(kallsyms: Mapping[str, int], name: str) -> tuple[int, ...]:
     return () if address is None else (address,)
 
 
-def _resolve_typed(btf: Spec, ext: ExternSpec, search: _KernelSearch, failures: dict[str, str]) -> KsymValue:
-    found = search.find(ext.name, Kind.VAR)
+def _resolve_typed(btf: Spec, ext: ExternSpec, search: KernelBtf, failures: dict[str, str]) -> KsymValue:
+    found = _find(search, ext, ext.name, Kind.VAR, failures)
     if found is None:
-        if not ext.weak:
-            failures[ext.name] = f"ksym {ext.name!r}: no VAR of that name in kernel BTF{search.missing}"
         return KsymValue(False)
-    module, spec, btf_id = found
-    var = spec[btf_id]
+    module, spec = found.module, found.spec
+    var = spec[found.type_id]
     assert isinstance(var, Var)
     local_id = graph.resolve(btf, ext.type_id)
     target_id = graph.resolve(spec, var.type)
@@ -198,17 +196,15 @@ def _resolve_typed(btf: Spec, ext: ExternSpec, search: _KernelSearch, failures: 
             f"but {module or 'vmlinux'} has {graph.format_type(spec, target_id)!r} [{target_id}]"
         )
         return KsymValue(False)
-    return KsymValue(True, btf_id=btf_id, module=module)
+    return KsymValue(True, btf_id=found.type_id, module=module)
 
 
-def _resolve_kfunc(btf: Spec, ext: ExternSpec, search: _KernelSearch, failures: dict[str, str]) -> KfuncTarget:
-    found = search.find(essential_name(ext.name), Kind.FUNC)
+def _resolve_kfunc(btf: Spec, ext: ExternSpec, search: KernelBtf, failures: dict[str, str]) -> KfuncTarget:
+    found = _find(search, ext, essential_name(ext.name), Kind.FUNC, failures)
     if found is None:
-        if not ext.weak:
-            failures[ext.name] = f"kfunc {ext.name!r}: no FUNC of that name in kernel BTF{search.missing}"
         return KfuncTarget(False)
-    module, spec, btf_id = found
-    func = spec[btf_id]
+    module, spec = found.module, found.spec
+    func = spec[found.type_id]
     assert isinstance(func, Func)
     if not _compatible(btf, ext.type_id, spec, func.type):
         if not ext.weak:
@@ -217,7 +213,7 @@ def _resolve_kfunc(btf: Spec, ext: ExternSpec, search: _KernelSearch, failures: 
                 f"incompatible with {module or 'vmlinux'}'s {graph.format_type(spec, func.type)!r}"
             )
         return KfuncTarget(False)
-    return KfuncTarget(True, btf_id=btf_id, module=module)
+    return KfuncTarget(True, btf_id=found.type_id, module=module)
 
 
 def _compatible(local: Spec, local_id: int, target: Spec, target_id: int) -> bool:
@@ -227,47 +223,23 @@ def _compatible(local: Spec, local_id: int, target: Spec, target_id: int) -> boo
         return False  # libbpf's -EINVAL (too deep): not compatible
 
 
-class _KernelSearch:
-    """Kernel BTF searched by name: vmlinux first, then each module's own types (libbpf's find_ksym_btf_id)."""
+def _find(search: KernelBtf, ext: ExternSpec, name: str, kind: Kind, failures: dict[str, str]) -> Found | None:
+    """The kernel's ``kind`` called ``name`` for extern ``ext``; a strong extern the kernel lacks is a failure."""
+    found = search.find(name, (kind,))
+    if found is None and not ext.weak:
+        why = "" if search.vmlinux is not None else f" (the kernel has no BTF: {kernel_btf.VMLINUX_PATH} is missing)"
+        what = "kfunc" if kind == Kind.FUNC else "ksym"
+        failures[ext.name] = f"{what} {ext.name!r}: no {kind.name} of that name in kernel BTF{why}"
+    return found
 
-    def __init__(self, kernel: Sequence[Spec] | None, modules: Mapping[str, Spec] | None) -> None:
-        if kernel is not None and len(kernel) > 1:
-            raise ValueError("kernel= takes vmlinux BTF only; pass module BTF by name through modules=")
-        running = kernel_btf.vmlinux() if kernel is None else None
-        self.vmlinux = kernel[0] if kernel else running
-        self._modules = modules
-        self._running = (
-            modules is None and self.vmlinux is not None and (kernel is None or self.vmlinux is kernel_btf.vmlinux())
-        )
-        self.missing = (
-            "" if self.vmlinux is not None else " (the kernel has no BTF: /sys/kernel/btf/vmlinux is missing)"
-        )
 
-    def find(self, name: str, kind: Kind) -> tuple[str | None, Spec, int] | None:
-        if self.vmlinux is None:
-            return None
-        ids = self.vmlinux.find(name, kind)
-        if ids:
-            return None, self.vmlinux, ids[0]
-        for module, spec in self._module_specs():
-            own = [i for i in spec.find(name, kind) if i >= spec.first_id]
-            if own:
-                return module, spec, own[0]
-        return None
-
-    def _module_specs(self) -> list[tuple[str, Spec]]:
-        if self._modules is not None:
-            return list(self._modules.items())
-        if not self._running:
-            return []
-        out = []
-        for module in kernel_btf.module_names():
-            try:
-                out.append((module, kernel_btf.module(module)))
-            except NameNotFound:
-                continue  # unloaded since it was listed
-        self._modules = dict(out)
-        return out
+def _search_in(kernel: Sequence[Spec] | None, modules: Mapping[str, Spec] | None) -> KernelBtf:
+    """:func:`resolve_externs`'s ``kernel`` and ``modules``, as the kernel BTF to search (see there)."""
+    if kernel is None:
+        return KernelBtf(kernel_btf.vmlinux(), modules)
+    if len(kernel) > 1:
+        raise ValueError("kernel= takes vmlinux BTF only; pass module BTF by name through modules=")
+    return KernelBtf(kernel[0] if kernel else None, modules)
 
 
 def relocate_extern(

@@ -24,6 +24,7 @@ from dynbpf._asm.slots import slot_offsets
 from dynbpf._btf import kernel
 from dynbpf._btf.core import Resolver, patch
 from dynbpf._btf.ext import LineInfo
+from dynbpf._btf.kernel import KernelBtf
 from dynbpf._btf.kinds import Kind
 from dynbpf._btf.spec import Spec
 from dynbpf._btf.types import Struct
@@ -303,6 +304,7 @@ class _Context:
         self.fn_lines: dict[str, tuple[tuple[int, LineInfo], ...]] = {}
         self.relocated: dict[str, _Relocated | DynbpfError] = {}
         self.kernel_targets: dict[tuple[AttachType | None, AttachTarget | None], KernelTarget] = {}
+        self._kernel_btf: KernelBtf | None = None
         self._struct_ops: dict[str, StructOpsSlot] | None = None
 
     # Kernel BTF is parsed only when a program needs it (CO-RE, a BTF attach target, struct_ops): a warm
@@ -315,11 +317,17 @@ class _Context:
         return self._vmlinux
 
     @property
+    def kernel_btf(self) -> KernelBtf:
+        """What CO-RE and attach targets search: :attr:`vmlinux`, and the loaded modules if it is the running one."""
+        if self._kernel_btf is None:
+            self._kernel_btf = KernelBtf(self.vmlinux)
+        return self._kernel_btf
+
+    @property
     def resolver(self) -> Resolver:
         if self._resolver is None:
             assert self.obj.btf is not None  # the reader only makes CO-RE records from .BTF.ext
-            vmlinux = self.vmlinux
-            self._resolver = Resolver(self.obj.btf, [vmlinux] if vmlinux is not None else None)
+            self._resolver = Resolver(self.obj.btf, self.kernel_btf)
         return self._resolver
 
     @property
@@ -398,7 +406,7 @@ class _Context:
         key = (kind.expected_attach_type, kind.target)
         found = self.kernel_targets.get(key)
         if found is None:
-            found = self.kernel_targets[key] = find_kernel_target(kind, program=prog.name, vmlinux=self.vmlinux)
+            found = self.kernel_targets[key] = find_kernel_target(kind, program=prog.name, kernel=self.kernel_btf)
         return found
 
     def _relocated(self, fn: FunctionSpec) -> _Relocated:

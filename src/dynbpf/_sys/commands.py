@@ -125,6 +125,31 @@ class BatchResult:
     done: bool
 
 
+def map_batch_raw(
+    cmd: Cmd,
+    map_fd: int,
+    *,
+    keys: Buffer,
+    values: Buffer | None,
+    count: int,
+    in_batch: Buffer | None = None,
+    out_batch: Buffer | None = None,
+    elem_flags: int = 0,
+) -> tuple[int, int]:
+    """A batch command returning ``(elements processed, errno)`` (0 on success): the count matters on failure too."""
+    attr = MapBatchAttr(
+        in_batch=addr(in_batch),
+        out_batch=addr(out_batch),
+        keys=addr(keys),
+        values=addr(values),
+        count=count,
+        map_fd=map_fd,
+        elem_flags=elem_flags,
+    )
+    ret, err = bpf_raw(cmd, attr)
+    return int(attr.count), 0 if ret >= 0 else err
+
+
 def map_batch(
     cmd: Cmd,
     map_fd: int,
@@ -141,21 +166,21 @@ def map_batch(
     ``done`` is True when a lookup reached the end of the map (the kernel's
     ENOENT); ``count`` is how many elements were processed either way.
     """
-    attr = MapBatchAttr(
-        in_batch=addr(in_batch),
-        out_batch=addr(out_batch),
-        keys=addr(keys),
-        values=addr(values),
+    processed, err = map_batch_raw(
+        cmd,
+        map_fd,
+        keys=keys,
+        values=values,
         count=count,
-        map_fd=map_fd,
+        in_batch=in_batch,
+        out_batch=out_batch,
         elem_flags=elem_flags,
     )
-    ret, err = bpf_raw(cmd, attr)
-    if ret >= 0:
-        return BatchResult(attr.count, False)
+    if not err:
+        return BatchResult(processed, False)
     if err == errno.ENOENT and cmd in (Cmd.MAP_LOOKUP_BATCH, Cmd.MAP_LOOKUP_AND_DELETE_BATCH):
-        return BatchResult(attr.count, True)
-    raise error_for(cmd, err, f"{attr.count} of {count} elements processed")
+        return BatchResult(processed, True)
+    raise error_for(cmd, err, f"{processed} of {count} elements processed")
 
 
 # --- programs ------------------------------------------------------------------
