@@ -20,8 +20,9 @@ import pytest
 
 import dynbpf
 from dynbpf._features.application import Application, ApplyError
-from dynbpf._features.model import Feature, FeatureMap, Variant
+from dynbpf._features.model import Feature, FeatureMap, Requirement, Variant
 from dynbpf._probes import attach as attach_probes
+from dynbpf._probes.result import Support
 from tests import kernel_state as ks
 from tests.bpfbuild import build
 
@@ -267,3 +268,46 @@ def test_a_requirement_naming_nothing_is_refused_before_anything_loads(no_fd_lea
     fm = features([Variant("tp_getpgid", requires=["trampoline"])])
     with dynbpf.open(obj()) as coll, pytest.raises(dynbpf.FeatureMapError, match="trampolines"):
         Application(coll, fm)
+
+
+def test_constants_the_verifier_refuses_leave_everything_as_it_was() -> None:
+    """slot=5 indexes past slotted_getppid's array: its reload fails, and the old .rodata and programs stay."""
+    fm = features(["tp_getpgid"], slotted=["slotted_getppid"])
+    fm = FeatureMap.of([*fm.features.values(), Feature("slots", hooks=["slotted"])], fm.hooks)
+    with dynbpf.open(obj(), map_policy="on_demand") as coll, Application(coll, fm) as app:
+        app.apply({"seq": "enabled", "slots": "enabled"})
+        before = (ks.held_prog_ids(), ks.held_link_ids(), ks.held_map_ids())
+        with pytest.raises(dynbpf.VerifierError, match="slotted_getppid"):
+            app.set_constants({"weight": 5, "slot": 5})
+        assert (ks.held_prog_ids(), ks.held_link_ids(), ks.held_map_ids()) == before
+        assert coll.rodata.weight == 1
+        assert coll.rodata.slot == 0
+        getpgid(1)
+        assert counted(app, 1) == 1  # the programs still see weight 1
+        assert set(app.set_constants({"slot": 2})) == {"tp_getpgid", "slotted_getppid"}  # both read .rodata
+
+
+def test_status_never_waits_for_an_apply_under_way(no_fd_leak: None) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(req: Requirement) -> Support:
+        entered.set()
+        release.wait(10)
+        return attach_probes.trampolines()
+
+    fm = features(fexit_first())
+    with dynbpf.open(obj(), map_policy="on_demand") as coll, Application(coll, fm, check=slow) as app:
+        worker = threading.Thread(target=app.apply, args=({"seq": "enabled"},))
+        worker.start()
+        try:
+            assert entered.wait(10)  # the apply is in its first requirement check, holding the apply lock
+            started = time.monotonic()
+            status = app.status()
+            explained = app.explain()
+            assert time.monotonic() - started < 1.0
+            assert status["hooks"]["getpgid"]["state"] == "off"  # the committed state: the apply is not done
+            assert explained == {}
+        finally:
+            release.set()
+            worker.join()
+        assert app.status()["hooks"]["getpgid"]["state"] == "enabled"

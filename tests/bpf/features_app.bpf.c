@@ -106,3 +106,19 @@ int tp_getppid(struct trace_event_raw_sys_enter *ctx)
 		__sync_fetch_and_add(sum, 1);
 	return 0;
 }
+
+const volatile u32 slot = 0; /* the verifier refuses slotted_getppid when set past its array: set_constants fails */
+
+SEC("tracepoint/syscalls/sys_enter_getppid")
+int slotted_getppid(struct trace_event_raw_sys_enter *ctx)
+{
+	u64 slots[4] = {};
+	u32 key = 3;
+	u64 *sum;
+
+	slots[slot & 7] = 1;
+	sum = bpf_map_lookup_elem(&counters, &key);
+	if (sum)
+		__sync_fetch_and_add(sum, slots[0]);
+	return 0;
+}

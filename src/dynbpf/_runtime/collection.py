@@ -27,6 +27,7 @@ from dynbpf._prepare.object import PreparedObject, prepare
 from dynbpf._prepare.prepared import PreparedProgram
 from dynbpf._probes import kernel as kernel_features
 from dynbpf._runtime import mapedit, parallel
+from dynbpf._runtime.load import Loaded, LoadOptions
 from dynbpf._runtime.mapedit import MapEdit
 from dynbpf._runtime.mapregistry import MapRegistry
 from dynbpf._runtime.program import Program
@@ -320,12 +321,13 @@ class Collection(Closing):
         """Give ``.rodata`` globals new values while programs run; returns the programs reloaded.
 
         Read-only data is frozen, so the maps holding the changed values are
-        made anew with them (taking the same fd numbers), and every loaded
-        program that reads them is reloaded make-before-break, keeping its
-        links (see :meth:`Program.reload`). Atomic: if a reload fails, the old
-        maps come back, the programs already reloaded are reloaded onto
-        them, and the error is raised. Later loads (and on-demand
-        re-creations) use the new values.
+        made anew with them (taking the same fd numbers), every loaded
+        program that reads them is loaded again, and only once all of them
+        loaded does each take its old program's place, keeping its links
+        (make before break, see :meth:`Program.reload`). Atomic: if a load
+        fails, the new programs are dropped and the old maps come back; the
+        kernel holds exactly what it held, and the error is raised. Later
+        loads (and on-demand re-creations) use the new values.
         """
         self._require_open()
         with self._constants_lock:
@@ -334,24 +336,34 @@ class Collection(Closing):
             if not changed:
                 return ()
             users = [p for p in self.programs.values() if p.loaded and set(p.prepared.maps) & changed.keys()]
-            swapped: dict[str, tuple[bytes | None, Fd | None]] = {}
-            reloaded: list[Program] = []
-            try:
-                for name, data in changed.items():
-                    before = self._registry.data(name)
-                    swapped[name] = (before, self._registry.swap_data(name, data))
+            with contextlib.ExitStack() as held:
+                for program in users:  # no load, unload or reload of these in between: one program order, no deadlock
+                    held.enter_context(program._lock)
+                users = [p for p in users if p.loaded]
+                swapped: dict[str, tuple[bytes | None, Fd | None]] = {}
+                fresh: dict[Program, Loaded] = {}
+                try:
+                    for name, data in changed.items():
+                        swapped[name] = (self._registry.data(name), self._registry.swap_data(name, data))
+                    for program in users:  # every new program loads before any old one is touched
+                        fresh[program] = program._replacement(LoadOptions())
+                except BaseException:
+                    for program, loaded in fresh.items():
+                        program._discard(loaded)
+                    for name, (before, old) in swapped.items():
+                        self._registry.restore_data(name, before, old)
+                    raise
+                failed: list[DynbpfError] = []
                 for program in users:
-                    program.reload()
-                    reloaded.append(program)
-            except BaseException:
-                for name, (before, old) in swapped.items():
-                    self._registry.restore_data(name, before, old)
-                for program in reloaded:
-                    program.reload()
-                raise
-            for _, old in swapped.values():
-                if old is not None:
-                    old.close()
+                    try:
+                        program._switch(fresh[program])
+                    except DynbpfError as e:  # the program switched, but a link could not be re-made
+                        failed.append(e)
+                for _, old in swapped.values():
+                    if old is not None:
+                        old.close()
+                if failed:
+                    raise failed[0]
             return tuple(p.name for p in users)
 
     def prepare(self) -> dict[str, DynbpfError]:

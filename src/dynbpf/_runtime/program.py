@@ -141,27 +141,35 @@ class Program:
         with self._lock:
             self._loadable()
             options = LoadOptions(log_level=log_level, log_size=log_size)
-            old = self._fd
-            if old is None:
+            if self._fd is None:
                 self._load(options)
                 return
-            moving = [(link, self._targets.get(id(link), {})) for link in self.links]
-            self._fd = None
-            try:
-                self._load(options)  # holds the maps once more: the old program's hold keeps them meanwhile
-            except BaseException:
-                self._fd = old  # the old program, its links and slots are untouched
-                self._collection._registry.program_loaded(self.name, old.raw)
-                raise
-            failed: list[DynbpfError] = []
-            for link, target in moving:
-                failure = self._move(link, target)
-                if failure is not None:
-                    failed.append(failure)
-            old.close()
-            self._collection._registry.release(self.maps)  # the old program's hold
-            if failed:
-                raise failed[0]
+            self._switch(self._replacement(options))
+
+    def _switch(self, loaded: Loaded) -> None:
+        """Put ``loaded`` (from :meth:`_replacement`) in the loaded program's place, its links and slots with it.
+
+        Callers hold ``self._lock``.
+        """
+        old = self._fd
+        assert old is not None
+        moving = [(link, self._targets.get(id(link), {})) for link in self.links]
+        self._fd = None
+        try:
+            self._install(loaded)
+        except BaseException:
+            self._fd = old  # the old program, its links and slots are untouched
+            self._collection._registry.program_loaded(self.name, old.raw)
+            raise
+        failed: list[DynbpfError] = []
+        for link, target in moving:
+            failure = self._move(link, target)
+            if failure is not None:
+                failed.append(failure)
+        old.close()
+        self._collection._registry.release(self.maps)  # the old program's hold
+        if failed:
+            raise failed[0]
 
     def _move(self, link: Link, target: dict[str, Any]) -> DynbpfError | None:
         """Put ``link``'s hook on the new program; the error, if it could not be re-made (the link is then gone)."""
@@ -256,6 +264,14 @@ class Program:
         self._collection._require_open()
 
     def _load(self, options: LoadOptions) -> None:
+        self._install(self._replacement(options))
+
+    def _replacement(self, options: LoadOptions) -> Loaded:
+        """A new kernel program from the prepared instructions, holding its maps, not yet this program's.
+
+        Loading it changes nothing of what runs: :meth:`_install` or
+        :meth:`_switch` then makes it this program, or :meth:`_discard` drops it.
+        """
         prepared = self.prepared
         coll = self._collection
         needs = self.maps
@@ -268,14 +284,26 @@ class Program:
         try:
             for bound in coll._bound:
                 commands.prog_bind_map(loaded.fd.raw, coll._registry.require(bound))
+        except BaseException:
+            self._discard(loaded)
+            raise
+        return loaded
+
+    def _discard(self, loaded: Loaded) -> None:
+        """Drop a :meth:`_replacement` that did not take this program's place."""
+        loaded.fd.close()
+        self._collection._registry.release(self.maps)
+
+    def _install(self, loaded: Loaded) -> None:
+        coll = self._collection
+        try:
             coll._registry.program_loaded(self.name, loaded.fd.raw)
         except BaseException:
-            loaded.fd.close()
-            coll._registry.release(needs)
+            self._discard(loaded)
             raise
         self._fd = loaded.fd
         self.log, self.seconds = loaded.log, loaded.seconds
-        coll._measured(prepared, loaded.seconds)
+        coll._measured(self.prepared, loaded.seconds)
 
     def _unload(self) -> None:
         if self._fd is None:
