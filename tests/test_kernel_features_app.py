@@ -163,14 +163,17 @@ def test_pause_and_resume_cost_an_attach_not_a_verification(app: Application) ->
     app.pause("seq")
     getpgid(1)
     assert counted(app) == 0  # paused: loaded, not attached
+    assert app.collection.map_exists("seen")  # a paused feature's programs still hold their on-demand maps
     app.enable("seq")
     assert program.id == ident
     getpgid(2)
     assert counted(app) == 1
+    app.apply({})
+    assert not app.collection.map_exists("seen")  # freed once no enabled or paused feature needs it
 
 
 def test_switching_variants_under_load_loses_no_event() -> None:
-    """1,000 random reconfigurations while a generator runs: every getpgid is seen by some variant."""
+    """1,000 random reconfigurations, constants changes and reloads while a generator runs: no getpgid is missed."""
     variants = ["btf_getpgid", "tp_getpgid", "raw_getpgid"]
     total = 1 << 20
     with dynbpf.open(obj(), map_policy="on_demand") as coll, Application(coll, features(variants)) as app:
@@ -191,9 +194,13 @@ def test_switching_variants_under_load_loses_no_event() -> None:
         thread = threading.Thread(target=generate)
         thread.start()
         try:
-            for _ in range(1000):
+            for i in range(1000):
                 others = {f: rng.choice(["enabled", "paused", "disabled"]) for f in ("ppid", "extra")}
                 app.apply({"seq": "enabled", **others}, use={"getpgid": rng.choice(variants)})
+                if i % 50 == 25:  # a constants change: every reader of .rodata reloaded, make before break
+                    app.set_constants({"weight": rng.randint(1, 9)})
+                elif i % 50 == 0:  # a plain reload of the running variant
+                    coll.programs[app.status()["hooks"]["getpgid"]["variant"]].reload()
         finally:
             stop.set()
             thread.join()
