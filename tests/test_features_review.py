@@ -1,0 +1,243 @@
+"""Regressions found by a review of issue 14's features layer (Application, set_constants), on the real kernel.
+
+Each test states what the docs (docs/features.md) promise and checks it
+against the kernel. Those that fail on the code as reviewed are marked
+``xfail(strict=True)`` with the reason; a fix makes them pass, and the
+strict mark then asks for the mark to go.
+
+The fixture is tests/bpf/features_app.bpf.c: its getpgid programs count
+``getpgid(SEQ_BASE + seq)`` calls in ``counters[0]`` (and their ``weight``,
+a ``.rodata`` constant, in ``counters[1]``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import resource
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import dynbpf
+from dynbpf import Application, ApplyError, Feature, FeatureMap, Variant
+from tests import kernel_state as ks
+from tests.bpfbuild import build
+
+pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
+
+SEQ_BASE = 0x40000000
+
+
+def obj() -> Path:
+    return build("features_app")
+
+
+def features(getpgid: list[str | Variant], **extra: list[str | Variant]) -> FeatureMap:
+    """seq: getpgid; ppid: getppid; strict: the hooks in ``extra``, all required."""
+    feats = [Feature("seq", hooks=["getpgid"]), Feature("ppid", hooks=["getppid"])]
+    if extra:
+        feats.append(Feature("strict", hooks=list(extra)))
+    return FeatureMap.of(feats, {"getpgid": getpgid, "getppid": ["tp_getppid"], **extra})
+
+
+@contextlib.contextmanager
+def running(fm: FeatureMap) -> Iterator[Application]:
+    with dynbpf.open(obj(), map_policy="on_demand") as coll, Application(coll, fm) as app:
+        yield app
+
+
+def getpgid(seq: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.getpgid(SEQ_BASE + seq)
+
+
+def counted(app: Application, index: int = 0) -> int:
+    return int(app.collection.maps["counters"][index])
+
+
+def kernel_state() -> tuple[object, ...]:
+    return ks.held_prog_ids(), ks.held_link_ids(), ks.held_map_ids()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Application keeps the Link objects it made (_HookRun.links); set_constants and Program.reload re-make "
+    "a tracepoint's link as a new Link, so pause() detaches dead links and the program keeps running, and the "
+    "next enable() fails to attach it again (EEXIST) and falls to another variant",
+)
+@pytest.mark.parametrize("change", ["set_constants", "reload"])
+def test_pause_after_a_reload_detaches_the_hook(change: str) -> None:
+    """docs: "Paused = loaded but detached"; set_constants/reload keep the program's links."""
+    with running(features(["tp_getpgid", "btf_getpgid"])) as app:
+        app.apply({"seq": "enabled"})
+        program = app.collection.programs["tp_getpgid"]
+        if change == "set_constants":
+            assert app.set_constants({"weight": 2}) == ("tp_getpgid",)
+        else:
+            program.reload()
+        assert len(program.links) == 1
+        app.pause("seq")
+        assert app.status()["hooks"]["getpgid"]["state"] == "paused"
+        getpgid(1)
+        assert program.links == ()
+        assert counted(app) == 0  # paused: nothing counts
+        app.enable("seq")
+        assert app.status()["hooks"]["getpgid"]["variant"] == "tp_getpgid"  # resuming costs an attach, no switch
+        assert len(program.links) == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="choosing the running variant again attaches its program a second time; a tracepoint refuses the "
+    "same program twice (EEXIST), so the running variant is reported attach-failed and another one replaces it",
+)
+@pytest.mark.parametrize("how", ["use", "reselect"])
+def test_choosing_the_running_variant_again_keeps_it(how: str) -> None:
+    """use={hook: the variant that runs} (or reselect=True where it is the first) must keep it running."""
+    with running(features(["tp_getpgid", "btf_getpgid"])) as app:
+        app.apply({"seq": "enabled"})
+        assert app.status()["hooks"]["getpgid"]["variant"] == "tp_getpgid"
+        if how == "use":
+            decided = app.apply({"seq": "enabled"}, use={"getpgid": "tp_getpgid"})["getpgid"]
+        else:
+            decided = app.apply({"seq": "enabled"}, reselect=True)["getpgid"]
+        assert [d["outcome"] for d in decided] in (["chosen"], ["kept"])
+        assert app.status()["hooks"]["getpgid"]["variant"] == "tp_getpgid"
+        assert len(app.collection.programs["tp_getpgid"].links) == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="_undo unloads every program of a variant the apply chose (keep= only the old variant's), "
+    "including one the user had loaded before the apply; _select's own rollback keeps was_loaded, _undo does not",
+)
+def test_a_rolled_back_apply_keeps_a_program_loaded_by_hand() -> None:
+    """docs: atomic by default, "the kernel holds the same programs, links and maps as before the call"."""
+    with running(features(["tp_getpgid"], doomed=["broken_getpgid", "missing_getpgid"])) as app:
+        program = app.collection.programs["tp_getppid"]
+        program.load()  # by hand, before any apply: the app's getppid hook will find it loaded
+        before = kernel_state()
+        with pytest.raises(ApplyError):
+            app.apply({"ppid": "enabled", "strict": "enabled"})
+        assert program.loaded
+        assert kernel_state() == before
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Application._attach catches DynbpfError only: the TypeError of an attach keyword typo (a BaseException "
+    "such as Ctrl-C likewise) escapes _select after the variant loaded and its first program attached, and "
+    "_undo knows neither (they are not in `made`): programs stay loaded and attached, status says 'off'",
+)
+def test_an_attach_keyword_mistake_leaves_nothing_loaded_or_attached() -> None:
+    """A typo in a variant's attach keywords must not leave half a variant running behind the app's back."""
+    fm = features([Variant(["tp_getpgid", "raw_getpgid"], attach={"raw_getpgid": {"tracepont": "sys_enter"}})])
+    with dynbpf.open(obj(), map_policy="on_demand") as coll:
+        before = kernel_state()
+        try:
+            app = Application(coll, fm)  # refusing the declaration here would do too
+        except dynbpf.FeatureMapError:
+            return
+        with app:
+            with contextlib.suppress(Exception):  # an ApplyError naming the attach failure would be right
+                app.apply({"seq": "enabled"})
+            assert app.status()["hooks"]["getpgid"]["state"] == "off"
+            assert [name for name, p in coll.programs.items() if p.loaded] == []
+            assert kernel_state() == before
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="MapRegistry.swap_data records the new bytes (self._data) before creating the new map; when that "
+    "fails, set_constants' rollback does not know the map (not in `swapped`), so the registry keeps the new "
+    "values: a retry finds nothing changed and reloads nothing, and the next on-demand re-creation uses them",
+)
+def test_a_failed_set_constants_leaves_the_old_values_and_can_be_retried() -> None:
+    """docs: set_constants is atomic: when it fails nothing changed, so asking again must do the change."""
+    with running(features(["tp_getpgid"])) as app:
+        app.apply({"seq": "enabled"})
+        assert app.collection.rodata.weight == 1  # the views' modules imported before fds run out
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        lowest = os.dup(0)
+        os.close(lowest)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest, hard))  # no new fd: the new .rodata cannot be made
+        try:
+            with pytest.raises(dynbpf.DynbpfError, match="EMFILE"):
+                app.set_constants({"weight": 5})
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert app.collection.rodata.weight == 1
+        assert app.set_constants({"weight": 5}) == ("tp_getpgid",)
+        getpgid(1)
+        assert counted(app, 1) == 5
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="status() asks every listed program its state, which prepares it; after the collection closed, a "
+    "program never prepared (the first variant of an off hook) raises StateError, even after app.close()",
+)
+def test_status_answers_after_the_collection_closed() -> None:
+    """status() is what the CLI and the agent show: it must answer whatever state the collection is in."""
+    coll = dynbpf.open(obj(), map_policy="on_demand")
+    app = Application(coll, features(["raw_getpgid"]))
+    try:
+        app.apply({"seq": "enabled"})
+    finally:
+        coll.close()
+    json.dumps(app.status())
+    app.close()
+    json.dumps(app.status())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="status() and explain() copy the committed snapshot one level deep: their lists and evidence dicts "
+    "are the snapshot's own, so a caller editing the result edits what every later reader sees",
+)
+def test_editing_a_status_or_explain_result_changes_nothing() -> None:
+    with running(features(["tp_getpgid"])) as app:
+        app.apply({"seq": "enabled"})
+        hooks, feats = copy.deepcopy(app.status()["hooks"]), copy.deepcopy(app.status()["features"])
+        explained = copy.deepcopy(app.explain())
+        status = app.status()
+        status["hooks"]["getpgid"]["variants"].append("edited")
+        status["features"]["seq"]["hooks"].append("edited")
+        app.explain()["getpgid"][-1]["evidence"]["verification_ms"].clear()
+        assert app.status()["hooks"] == hooks
+        assert app.status()["features"] == feats
+        assert app.explain() == explained
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="apply(reselect='getpgid') takes the string as an iterable of hooks and fails with "
+    "\"reselect/use name unknown hooks ['d', 'e', 'g', 'i', 'p', 't']\"",
+)
+def test_reselect_given_one_hook_name_as_a_string() -> None:
+    """Collection.load refuses a lone string with a TypeError saying so; apply(reselect=) should do no worse."""
+    with running(features(["btf_getpgid", "tp_getpgid"])) as app:
+        app.apply({"seq": "enabled"})
+        try:
+            app.apply({"seq": "enabled"}, reselect="getpgid")
+        except TypeError:
+            return  # refused, as Collection.load refuses one: fine too
+        assert app.status()["hooks"]["getpgid"]["variant"] == "btf_getpgid"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ApplyError always says 'the previous configuration stays', also for atomic=False, which commits "
+    "the new configuration and keeps what worked",
+)
+def test_a_non_atomic_apply_error_does_not_say_the_previous_configuration_stays() -> None:
+    with running(features(["tp_getpgid"], doomed=["broken_getpgid"])) as app:
+        with pytest.raises(ApplyError) as e:
+            app.apply({"seq": "enabled", "strict": "enabled"}, atomic=False)
+        assert app.config["strict"] == "enabled"  # what worked was kept: the new configuration is the one running
+        assert app.status()["hooks"]["getpgid"]["state"] == "enabled"
+        assert "previous configuration stays" not in str(e.value)
