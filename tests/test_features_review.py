@@ -150,6 +150,31 @@ def test_an_attach_keyword_mistake_leaves_nothing_loaded_or_attached() -> None:
             assert kernel_state() == before
 
 
+class _CtrlC(int):
+    """An attach keyword whose range check is interrupted: Ctrl-C arriving while a variant attaches."""
+
+    def __ge__(self, other: object) -> bool:
+        raise KeyboardInterrupt
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="_select registers a variant in `made` only once all its programs attached: an interrupt (Ctrl-C) "
+    "between its load and that point leaves its programs loaded and its first links attached, unknown to _undo",
+)
+def test_an_interrupt_while_a_variant_attaches_leaves_the_kernel_as_it_was() -> None:
+    """Ctrl-C during an apply: the apply is undone like a failed one (docs: atomic by default)."""
+    fm = features([Variant(["tp_getpgid", "raw_getpgid"], attach={"raw_getpgid": {"cookie": _CtrlC(0)}})])
+    with running(fm) as app:
+        app.apply({"ppid": "enabled"})
+        before = kernel_state()
+        with pytest.raises(KeyboardInterrupt):
+            app.apply({"ppid": "enabled", "seq": "enabled"})
+        assert app.status()["hooks"]["getpgid"]["state"] == "off"
+        assert [name for name, p in app.collection.programs.items() if p.loaded] == ["tp_getppid"]
+        assert kernel_state() == before
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="MapRegistry.swap_data records the new bytes (self._data) before creating the new map; when that "
