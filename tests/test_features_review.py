@@ -17,6 +17,7 @@ import copy
 import json
 import os
 import resource
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import pytest
 import dynbpf
 from dynbpf import Application, ApplyError, Feature, FeatureMap, Variant
 from tests import kernel_state as ks
-from tests.bpfbuild import build
+from tests.bpfbuild import build, compile_source
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
 
@@ -266,3 +267,40 @@ def test_a_non_atomic_apply_error_does_not_say_the_previous_configuration_stays(
         assert app.config["strict"] == "enabled"  # what worked was kept: the new configuration is the one running
         assert app.status()["hooks"]["getpgid"]["state"] == "enabled"
         assert "previous configuration stays" not in str(e.value)
+
+
+UPROBE_SOURCE = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+char LICENSE[] SEC("license") = "GPL";
+const volatile u64 weight = 1;
+u64 hits = 0;
+SEC("uprobe")
+int probe(void *ctx)
+{
+	__sync_fetch_and_add(&hits, weight);
+	return 0;
+}
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="set_constants re-makes a uprobe's link from its path; when that fails (the file was removed) "
+    "Program._move detaches the old link anyway, and the application, which keeps its own Link objects, "
+    "still reports the hook enabled with nothing attached",
+)
+def test_a_set_constants_that_cannot_re_make_a_link_leaves_a_truthful_status(tmp_path: Path) -> None:
+    """After a set_constants error, status() must still say what runs: 'enabled' only with the hook attached."""
+    binary = tmp_path / "true"
+    shutil.copy("/bin/true", binary)
+    variant = Variant("probe", attach={"probe": {"path": str(binary), "offset": 0}})
+    fm = FeatureMap.of([Feature("f", hooks=["h"])], [dynbpf.Hook("h", [variant])])
+    with dynbpf.open(compile_source(UPROBE_SOURCE, "review_uprobe")) as coll, Application(coll, fm) as app:
+        app.apply({"f": "enabled"})
+        program = coll.programs["probe"]
+        assert len(program.links) == 1
+        binary.unlink()  # the uprobe stays; a new one on that path cannot be made
+        with pytest.raises(dynbpf.DynbpfError):
+            app.set_constants({"weight": 2})
+        assert (app.status()["hooks"]["h"]["state"] == "enabled") == bool(program.links)
