@@ -237,17 +237,23 @@ class FeatureMapError(DynbpfError, ValueError):
 
 
 class ApplyError(DynbpfError):
-    """A feature configuration could not be applied; the previous one still runs (unless ``atomic=False``).
+    """A feature configuration could not be applied; ``rolled_back`` says whether the previous one still runs.
 
     ``failures`` maps each required hook left without a working variant to
     the decisions (``variant``, ``outcome``, ``reason``, ``evidence``) that
     say why each of its variants failed.
     """
 
-    def __init__(self, failures: Mapping[str, tuple[Any, ...]]) -> None:
+    def __init__(self, failures: Mapping[str, tuple[Any, ...]], *, rolled_back: bool = True) -> None:
         self.failures = dict(failures)
+        self.rolled_back = rolled_back
         hooks = ", ".join(repr(h) for h in failures)
-        lines = [f"no working variant for {hooks}; the previous configuration stays"]
+        outcome = (
+            "the previous configuration stays"
+            if rolled_back
+            else "the rest of the new configuration was applied (atomic=False)"
+        )
+        lines = [f"no working variant for {hooks}; {outcome}"]
         for hook, decisions in failures.items():
             lines.append(f"  hook {hook!r}:")
             lines.extend(f"    {d.variant}: {d.outcome}: {d.reason}" for d in decisions)

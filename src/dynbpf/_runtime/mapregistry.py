@@ -276,18 +276,20 @@ class MapRegistry:
                     f"map {name!r} is pinned at {self.pin_path(name)}: other processes read its frozen values, "
                     "so dynbpf does not swap it; unpin it (or open with another pin_root) to change constants"
                 )
-            self._data = {**self._data, name: data}
             slot = self._slots[name]
             if not slot.installed:
+                self._data = {**self._data, name: data}
                 return None
             fresh = self._kernel_map(spec)
             try:
                 mapcreate.initialise(fresh.raw, spec, data)
+                old = slot.replace(fresh)
             except BaseException:
-                fresh.close()
+                fresh.close()  # (replace closed it already if it got that far; closing twice is harmless)
                 raise
+            self._data = {**self._data, name: data}  # only now: a failure above leaves the old values in force
             self._unmap(name, "its constants were changed; take a new view")
-            return slot.replace(fresh)
+            return old
 
     def restore_data(self, name: str, data: bytes | None, old: Fd | None) -> None:
         """Undo :meth:`swap_data`: ``data`` as the initial bytes again and ``old`` back at the number."""

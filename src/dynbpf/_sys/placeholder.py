@@ -96,7 +96,11 @@ class FdSlot(Closing):
             if not self._installed:
                 fd.close()
                 raise StateError(f"fd slot {self.name!r} holds no object to replace; install one")
-            old = Fd(os.dup(number), self.name)
+            try:
+                old = Fd(os.dup(number), self.name)
+            except OSError as e:
+                fd.close()
+                raise SyscallError("dup", e.errno or errno.EMFILE, "cannot keep the object being replaced") from None
             try:
                 os.dup2(fd.raw, number, inheritable=False)
             except BaseException:
