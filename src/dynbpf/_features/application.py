@@ -230,7 +230,16 @@ class Application(Closing):
         Serialised with applies; atomic like them. Returns the programs reloaded.
         """
         with self._apply_lock:
-            return self.collection.set_constants(constants)
+            try:
+                return self.collection.set_constants(constants)
+            finally:
+                # A reload moves each link to the new program, re-making those the kernel cannot update
+                # (tracepoints, raw and BTF tracepoints): the links to detach on pause are the programs' now.
+                for run in self._runs.values():
+                    if run.links:
+                        run.links[:] = [
+                            link for p in run.variant.programs for link in self.collection.programs[p].links
+                        ]
 
     def close(self) -> None:
         """Disable every feature (the collection stays open); nothing to do once the collection is closed."""
@@ -321,19 +330,26 @@ class Application(Closing):
             pending: dict[str, list[Variant]] = {}
             for hook, state in wanted.items():
                 run = self._runs.get(hook)
-                if run is not None and hook not in again:
-                    decisions[hook] = [Decision(hook, run.variant.name, "kept", "chosen by an earlier apply")]
+                order = self._order(hook, first=first.get(hook) or (None if hook in again else self._chosen.get(hook)))
+                if run is not None and hook in again:
+                    # Chosen again, the variant that runs stays as it is: loading and attaching it anew would
+                    # give it a second link (which the kernel refuses for a program on one perf tracepoint).
+                    skipped = decisions[hook] = []
+                    while order and order[0] != run.variant and (refused := self._refusal(hook, order[0])):
+                        skipped.append(refused)
+                        order.pop(0)
+                if run is not None and (hook not in again or order[:1] == [run.variant]):
+                    why = "chosen by an earlier apply" if hook not in again else "chosen again; it runs already"
+                    decisions.setdefault(hook, []).append(Decision(hook, run.variant.name, "kept", why))
                     if state is FeatureState.ENABLED and not run.links:
                         failure = self._attach(hook, run.variant)
                         if isinstance(failure, Decision):
                             decisions[hook].append(failure)
-                            pending[hook] = self._after(hook, run.variant)
+                            pending[hook] = [v for v in self._order(hook, first=None) if v != run.variant]
                         else:
                             attached[hook] = failure
                     continue
-                pending[hook] = self._order(
-                    hook, first=first.get(hook) or (None if hook in again else self._chosen.get(hook))
-                )
+                pending[hook] = order
             tried = list(pending)
             self._select(pending, wanted, made, decisions)
         except BaseException:
@@ -360,10 +376,6 @@ class Application(Closing):
         if first is not None:
             variants.sort(key=lambda v: v.name != first)
         return variants
-
-    def _after(self, hook: str, variant: Variant) -> list[Variant]:
-        variants = list(self.features.hooks[hook].variants)
-        return variants[variants.index(variant) + 1 :]
 
     def _select(
         self,
