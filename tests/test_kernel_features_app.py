@@ -293,3 +293,20 @@ def test_a_kept_variant_that_cannot_attach_falls_back_to_any_other() -> None:
         assert not coll.programs["missing_getpgid"].loaded
         getpgid(1)
         assert counted(app) == 1
+
+
+def test_a_paused_variant_that_cannot_attach_is_failed_when_enabled_not_left_paused() -> None:
+    """A best-effort hook whose only variant loads but cannot attach: enabled, it is reported failed and unloaded."""
+    fm = features(["tp_getpgid"], flaky=["missing_getpgid"])
+    with dynbpf.open(obj(), map_policy="on_demand") as coll, Application(coll, fm) as app:
+        app.apply({"extra": "paused"})
+        assert app.status()["hooks"]["flaky"]["state"] == "paused"
+        app.apply({"extra": "enabled"})
+        flaky = app.status()["hooks"]["flaky"]
+        assert flaky["state"] == "failed"
+        assert [(d["variant"], d["outcome"]) for d in flaky["decisions"]] == [
+            ("missing_getpgid", "kept"),
+            ("missing_getpgid", "attach-failed"),
+        ]
+        assert not coll.programs["missing_getpgid"].loaded
+        assert app.status()["hooks"]["getpgid"]["state"] == "enabled"

@@ -486,7 +486,10 @@ class Application(Closing):
         for hook in list(self._runs):
             state = wanted.get(hook, FeatureState.DISABLED)
             run = self._runs[hook]
-            if state is FeatureState.DISABLED:
+            # An enabled hook left without links: its variant (chosen while paused) failed to attach and no
+            # other worked. It is failed, not paused: nothing of it stays loaded.
+            stranded = state is FeatureState.ENABLED and not run.links and hook in failed
+            if state is FeatureState.DISABLED or stranded:
                 for link in run.links:
                     link.detach()
                 self._unload(run.variant, keep=set())
