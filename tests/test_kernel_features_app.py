@@ -277,6 +277,23 @@ def test_use_of_the_variant_that_runs_keeps_it() -> None:
         assert len(program.links) == 1
 
 
+def test_a_fallback_to_the_variant_that_runs_keeps_it() -> None:
+    """use= a variant the verifier rejects: the fallback is the variant that runs, which stays as it is."""
+    fm = features(["tp_getpgid", "broken_getpgid"])
+    with dynbpf.open(obj(), map_policy="on_demand") as coll, Application(coll, fm) as app:
+        app.apply({"seq": "enabled"})
+        program = coll.programs["tp_getpgid"]
+        ident, links = program.id, program.links
+        decided = app.apply({"seq": "enabled"}, use={"getpgid": "broken_getpgid"})["getpgid"]
+        assert [(d["variant"], d["outcome"]) for d in decided] == [
+            ("broken_getpgid", "rejected"),
+            ("tp_getpgid", "kept"),
+        ]
+        assert (program.id, program.links) == (ident, links)
+        getpgid(1)
+        assert counted(app) == 1
+
+
 def test_a_kept_variant_that_cannot_attach_falls_back_to_any_other() -> None:
     """Chosen while paused (use=), a variant whose target is missing fails to attach on enable: the others are tried,
     the ones declared before it too."""

@@ -330,17 +330,8 @@ class Application(Closing):
             pending: dict[str, list[Variant]] = {}
             for hook, state in wanted.items():
                 run = self._runs.get(hook)
-                order = self._order(hook, first=first.get(hook) or (None if hook in again else self._chosen.get(hook)))
-                if run is not None and hook in again:
-                    # Chosen again, the variant that runs stays as it is: loading and attaching it anew would
-                    # give it a second link (which the kernel refuses for a program on one perf tracepoint).
-                    skipped = decisions[hook] = []
-                    while order and order[0] != run.variant and (refused := self._refusal(hook, order[0])):
-                        skipped.append(refused)
-                        order.pop(0)
-                if run is not None and (hook not in again or order[:1] == [run.variant]):
-                    why = "chosen by an earlier apply" if hook not in again else "chosen again; it runs already"
-                    decisions.setdefault(hook, []).append(Decision(hook, run.variant.name, "kept", why))
+                if run is not None and hook not in again:
+                    decisions[hook] = [Decision(hook, run.variant.name, "kept", "chosen by an earlier apply")]
                     if state is FeatureState.ENABLED and not run.links:
                         failure = self._attach(hook, run.variant)
                         if isinstance(failure, Decision):
@@ -349,13 +340,19 @@ class Application(Closing):
                         else:
                             attached[hook] = failure
                     continue
-                pending[hook] = order
+                pending[hook] = self._order(
+                    hook, first=first.get(hook) or (None if hook in again else self._chosen.get(hook))
+                )
             tried = list(pending)
-            self._select(pending, wanted, made, decisions)
+            kept = self._select(pending, wanted, made, attached, decisions)
         except BaseException:
             self._undo(made, attached)
             raise
-        failed = {h: tuple(d for d in decisions.get(h, ()) if d.outcome != "kept") for h in tried if h not in made}
+        failed = {
+            h: tuple(d for d in decisions.get(h, ()) if d.outcome != "kept")
+            for h in tried
+            if h not in made and h not in kept
+        }
         hard = {h: d for h, d in failed.items() if h in required}
         if hard and atomic:
             self._undo(made, attached)
@@ -382,23 +379,38 @@ class Application(Closing):
         pending: dict[str, list[Variant]],
         wanted: Mapping[str, FeatureState],
         made: dict[str, _HookRun],
+        attached: dict[str, list[Link]],
         decisions: dict[str, list[Decision]],
-    ) -> None:
-        """Rounds of: pick each pending hook's next acceptable variant, load them all in parallel, attach."""
+    ) -> set[str]:
+        """Rounds of: pick each pending hook's next acceptable variant, load them all in parallel, attach.
+
+        Returns the hooks whose pick was the variant that runs already: it
+        stays as it is (attached if need be, into ``attached``), since
+        loading and attaching it anew would give it a second link, which the
+        kernel refuses for a program on one perf tracepoint.
+        """
+        kept: set[str] = set()
         while pending:
             picks: dict[str, Variant] = {}
             for hook, candidates in list(pending.items()):
+                run = self._runs.get(hook)
                 while candidates:
                     variant = candidates.pop(0)
                     refusal = self._refusal(hook, variant)
-                    if refusal is None:
+                    if refusal is not None:
+                        decisions.setdefault(hook, []).append(refusal)
+                    elif run is None or variant != run.variant:
                         picks[hook] = variant
                         break
-                    decisions.setdefault(hook, []).append(refusal)
+                    elif (again := self._keep(hook, run, wanted[hook], decisions)) is not None:
+                        if again:
+                            attached[hook] = again
+                        kept.add(hook)
+                        break
                 if hook not in picks:
-                    del pending[hook]  # out of variants
+                    del pending[hook]  # out of variants, or kept
             if not picks:
-                return
+                return kept
             names = [p for v in picks.values() for p in v.programs]
             was_loaded = {p for p in names if self.collection.programs[p].loaded}
             started = time.monotonic()
@@ -421,6 +433,21 @@ class Application(Closing):
                 made[hook] = _HookRun(variant, links)
                 decisions.setdefault(hook, []).append(_chosen(hook, variant, self.collection, wall, bool(links)))
                 del pending[hook]
+        return kept
+
+    def _keep(
+        self, hook: str, run: _HookRun, state: FeatureState, decisions: dict[str, list[Decision]]
+    ) -> list[Link] | None:
+        """Chosen again, the variant that runs stays: the links made for it (none if it needs none), or None if
+        it needs them and cannot attach."""
+        decisions.setdefault(hook, []).append(Decision(hook, run.variant.name, "kept", "chosen again; it runs already"))
+        if state is not FeatureState.ENABLED or run.links:
+            return []
+        got = self._attach(hook, run.variant)
+        if isinstance(got, Decision):
+            decisions[hook].append(got)
+            return None
+        return got
 
     def _refusal(self, hook: str, variant: Variant) -> Decision | None:
         check = self._check or _default_check()
