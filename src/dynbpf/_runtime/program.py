@@ -302,6 +302,7 @@ class Program:
                 self._links.remove(link)
         target = self._targets.pop(id(link), None)
         if event == "update" and new_prog_fd is not None:
+            link.remove_listener(self._link_event)  # no longer ours (the new owner, maybe this program, adopts it)
             owner = self._collection._program_by_fd(new_prog_fd)
             if owner is not None:
                 owner._adopt(link)
