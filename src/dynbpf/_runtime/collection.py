@@ -90,6 +90,10 @@ class Collection(Closing):
         self._lock = threading.RLock()
         self._closed = False
         self._constants_lock = threading.Lock()
+        # Which constants loads see: set_constants bumps it (under _published, with choosing what to reload), and
+        # a load publishes its program only if it did not change meanwhile, else loads again (Program._load).
+        self._constants_generation = 0
+        self._published = threading.Lock()
         self._in_flight = 0  # calls using reserved map numbers right now; close() waits for them
         self._idle = threading.Condition(threading.Lock())
         self._map_views: dict[str, Map] = {}
@@ -333,26 +337,39 @@ class Collection(Closing):
             changed = {n: d for n, d in wanted.items() if d != self._registry.data(n)}
             if not changed:
                 return ()
-            users = [p for p in self.programs.values() if p.loaded and set(p.prepared.maps) & changed.keys()]
             swapped: dict[str, tuple[bytes | None, Fd | None]] = {}
+            users: list[Program] = []
             reloaded: list[Program] = []
             try:
                 for name, data in changed.items():
                     before = self._registry.data(name)
                     swapped[name] = (before, self._registry.swap_data(name, data))
+                users = self._readers_of(changed)
                 for program in users:
                     program.reload()
                     reloaded.append(program)
             except BaseException:
                 for name, (before, old) in swapped.items():
                     self._registry.restore_data(name, before, old)
-                for program in reloaded:
-                    program.reload()
+                for program in self._readers_of(changed):
+                    if program in reloaded or program not in users:  # on the new values: reloaded, or loaded since
+                        program.reload()
                 raise
             for _, old in swapped.values():
                 if old is not None:
                     old.close()
             return tuple(p.name for p in users)
+
+    def _readers_of(self, maps: Iterable[str]) -> list[Program]:
+        """The loaded programs that read ``maps``, chosen as the constants generation moves on.
+
+        A load under way now publishes its program after this (and loads
+        again, seeing the new generation) or before (and is chosen here).
+        """
+        wanted = set(maps)
+        with self._published:
+            self._constants_generation += 1
+            return [p for p in self.programs.values() if p.loaded and set(p.prepared.maps) & wanted]
 
     def prepare(self) -> dict[str, DynbpfError]:
         """Prepare every program now (libbpf's contract) rather than each on first use; return those that cannot be.

@@ -260,20 +260,28 @@ class Program:
         coll = self._collection
         needs = self.maps
         coll._registry.acquire(needs)
-        try:
-            loaded: Loaded = load_program(prepared, btf_fd=coll._btf_fd(), options=options)
-        except BaseException:
-            coll._registry.release(needs)
-            raise
-        try:
-            for bound in coll._bound:
-                commands.prog_bind_map(loaded.fd.raw, coll._registry.require(bound))
-            coll._registry.program_loaded(self.name, loaded.fd.raw)
-        except BaseException:
-            loaded.fd.close()
-            coll._registry.release(needs)
-            raise
-        self._fd = loaded.fd
+        while True:
+            generation = coll._constants_generation
+            try:
+                loaded: Loaded = load_program(prepared, btf_fd=coll._btf_fd(), options=options)
+            except BaseException:
+                coll._registry.release(needs)
+                raise
+            try:
+                for bound in coll._bound:
+                    commands.prog_bind_map(loaded.fd.raw, coll._registry.require(bound))
+                with coll._published:
+                    current = coll._constants_generation == generation
+                    if current:
+                        coll._registry.program_loaded(self.name, loaded.fd.raw)
+                        self._fd = loaded.fd
+            except BaseException:
+                loaded.fd.close()
+                coll._registry.release(needs)
+                raise
+            if current:
+                break
+            loaded.fd.close()  # set_constants changed .rodata under this load, after choosing what to reload: again
         self.log, self.seconds = loaded.log, loaded.seconds
         coll._measured(prepared, loaded.seconds)
 
