@@ -859,15 +859,20 @@ class Round:
 
         ``set_constants`` puts a new ``.rodata`` at its number and reloads
         the programs that read it: none may keep the old one (and its old
-        values). Programs that only have ``.rodata`` bound (as libbpf binds
-        it to every program) are not reloaded and keep the old one bound.
+        values), even bound beside the new. Programs that only have
+        ``.rodata`` bound (as libbpf binds it to every program) are not
+        reloaded and keep the old one bound.
         """
+        current = set(snap.map_ids.values())
         for name, prog_id in snap.loaded.items():
             program = self.coll.programs[name]
             used = set(commands.prog_map_ids(program.fd))
             old = sorted(m for m in program.prepared.maps if m in snap.map_ids and snap.map_ids[m] not in used)
             if old:
                 snap.problems.append(f"program {name} (id {prog_id}) does not use the maps {old} at their numbers now")
+            if ".rodata" in program.prepared.maps and used - current:
+                stale = sorted(used - current)
+                snap.problems.append(f"program {name} (id {prog_id}) reads .rodata and uses maps {stale} gone since")
         if snap.exists[".rodata"]:
             var = self.coll.spec.variables["sx_step"]
             value = ctypes.create_string_buffer(self.coll.spec.maps[".rodata"].value_size)
