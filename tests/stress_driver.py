@@ -468,6 +468,7 @@ class Round:
         if config.features is not None:
             self.app = Application(self.coll, config.features, workers=2, check=self._check_requirement)
         self.step = 1  # the sx_step the last set_constants left
+        self._step_lock = threading.Lock()
         self._local = threading.local()  # per worker: whether its apply still owes a status() probe
         self._notes_lock = threading.Lock()
         #: Outcomes of the status() probes made inside applies, for the report.
@@ -666,7 +667,7 @@ class Round:
         }
 
     def _check_failure(self, op: Op, error: ApplyError, wanted: Mapping[str, str] | None) -> None:
-        """An apply may fail only for hooks none of whose variants can work; an apply that failed changed nothing.
+        """An apply may fail only for hooks none of whose variants can work.
 
         Where the driver knows the configuration asked (apply, switch), the
         hook's state comes from it; else (pause, resume) a hook is failed
@@ -684,10 +685,11 @@ class Round:
 
     def _set_constants(self, op: Op) -> str:
         assert self.app is not None
-        reloaded = self.app.set_constants({"sx_step": op.value})
-        if op.value == self.step and reloaded:
-            raise InvariantError(f"{op}: reloaded {reloaded} though sx_step was already {op.value}")
-        self.step = op.value
+        with self._step_lock:  # the application serialises the calls; this, the driver's record of them
+            reloaded = self.app.set_constants({"sx_step": op.value})
+            if op.value == self.step and reloaded:
+                raise InvariantError(f"{op}: reloaded {reloaded} though sx_step was already {op.value}")
+            self.step = op.value
         return "set_constants" if reloaded else "set_constants:none"
 
     def _status(self, what: str) -> dict[str, Any]:
