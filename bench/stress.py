@@ -2,8 +2,11 @@
 
 The driver is tests/stress_driver.py (the CI test runs a few thousand
 operations of it): rounds of the 50-program stress fixture opened with
-mixed map policies, each step ``--threads`` operations at once, then the
-runtime's view compared with /proc and the kernel. Unlike the test, a
+mixed map policies, most with some tracing programs run as an
+application's features (apply, pause, resume, variant switch and
+set_constants operations among the others), each step ``--threads``
+operations at once, then the runtime's view and the application's status
+compared with /proc, the kernel and the configuration. Unlike the test, a
 violation ends only its round; the run goes on and reports them all.
 
 Run as root: ``.venv/bin/python bench/stress.py --operations 100000 --threads 8 --seed S``
@@ -44,19 +47,21 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--seed", type=int, default=None, help="default: a random seed, printed")
     parser.add_argument("--no-attach", action="store_true", help="leave attach/detach out of the operations")
+    parser.add_argument("--no-features", action="store_true", help="no round runs programs as features")
     parser.add_argument("--stop", action="store_true", help="stop at the first violation")
     args = parser.parse_args()
 
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 32)
     print(
         f"stress: seed {seed}, {args.operations} operations, {args.threads} threads, "
-        f"attach {'off' if args.no_attach else 'on'}",
+        f"attach {'off' if args.no_attach else 'on'}, features {'off' if args.no_features else 'on'}",
         flush=True,
     )
     stress = sd.Stress(
         seed=seed,
         threads=args.threads,
         attach=not args.no_attach,
+        features=not args.no_features,
         stop_on_violation=args.stop,
         progress=_progress(time.perf_counter()),
     )

@@ -317,4 +317,95 @@ def test_status_never_waits_for_an_apply_under_way(no_fd_leak: None) -> None:
         finally:
             release.set()
             worker.join()
+
+
+# --- found by the stress driver's feature operations (tests/stress_driver.py) -----------------------------
+
+
+def test_pause_after_a_constants_change_detaches_the_reloaded_programs() -> None:
+    """A reload re-makes tracing links; the application must detach the new ones, not the ones it made first."""
+    with dynbpf.open(obj(), map_policy="on_demand") as coll, Application(coll, features(["raw_getpgid"])) as app:
+        app.apply({"seq": "enabled"})
+        program = coll.programs["raw_getpgid"]
+        assert app.set_constants({"weight": 2}) == ("raw_getpgid",)
+        assert len(program.links) == 1
+        app.pause("seq")
+        assert program.links == ()
+        getpgid(1)
+        assert counted(app) == 0
+        app.enable("seq")
+        assert len(program.links) == 1
+        getpgid(2)
+        assert counted(app) == 1
+        assert app.status()["hooks"]["getpgid"]["state"] == "enabled"
+
+
+def test_use_of_the_variant_that_runs_keeps_it() -> None:
+    """The kernel refuses a second perf link of one program on one tracepoint: chosen again, it is not attached anew."""
+    with (
+        dynbpf.open(obj(), map_policy="on_demand") as coll,
+        Application(coll, features(["tp_getpgid", "raw_getpgid"])) as app,
+    ):
+        app.apply({"seq": "enabled"})
+        program = coll.programs["tp_getpgid"]
+        ident, links = program.id, program.links
+        decided = app.apply({"seq": "enabled"}, use={"getpgid": "tp_getpgid"})["getpgid"]
+        assert [(d["variant"], d["outcome"]) for d in decided] == [("tp_getpgid", "kept")]
+        assert (program.id, program.links) == (ident, links)
+        assert not coll.programs["raw_getpgid"].loaded
+        app.apply({"seq": "paused"})
+        app.apply({"seq": "enabled"}, reselect=True)  # the first variant again: kept, attached once
+        assert app.status()["hooks"]["getpgid"]["variant"] == "tp_getpgid"
+        assert len(program.links) == 1
+
+
+def test_a_fallback_to_the_variant_that_runs_keeps_it() -> None:
+    """use= a variant the verifier rejects: the fallback is the variant that runs, which stays as it is."""
+    fm = features(["tp_getpgid", "broken_getpgid"])
+    with dynbpf.open(obj(), map_policy="on_demand") as coll, Application(coll, fm) as app:
+        app.apply({"seq": "enabled"})
+        program = coll.programs["tp_getpgid"]
+        ident, links = program.id, program.links
+        decided = app.apply({"seq": "enabled"}, use={"getpgid": "broken_getpgid"})["getpgid"]
+        assert [(d["variant"], d["outcome"]) for d in decided] == [
+            ("broken_getpgid", "rejected"),
+            ("tp_getpgid", "kept"),
+        ]
+        assert (program.id, program.links) == (ident, links)
+        getpgid(1)
+        assert counted(app) == 1
+
+
+def test_a_kept_variant_that_cannot_attach_falls_back_to_any_other() -> None:
+    """Chosen while paused (use=), a variant whose target is missing fails to attach on enable: the others are tried,
+    the ones declared before it too."""
+    fm = features(["tp_getpgid", "missing_getpgid"])
+    with dynbpf.open(obj(), map_policy="on_demand") as coll, Application(coll, fm) as app:
+        app.apply({"seq": "paused"}, use={"getpgid": "missing_getpgid"})
+        assert app.status()["hooks"]["getpgid"]["variant"] == "missing_getpgid"
+        decided = app.apply({"seq": "enabled"})["getpgid"]
+        assert [(d["variant"], d["outcome"]) for d in decided] == [
+            ("missing_getpgid", "kept"),
+            ("missing_getpgid", "attach-failed"),
+            ("tp_getpgid", "chosen"),
+        ]
+        assert not coll.programs["missing_getpgid"].loaded
+        getpgid(1)
+        assert counted(app) == 1
+
+
+def test_a_paused_variant_that_cannot_attach_is_failed_when_enabled_not_left_paused() -> None:
+    """A best-effort hook whose only variant loads but cannot attach: enabled, it is reported failed and unloaded."""
+    fm = features(["tp_getpgid"], flaky=["missing_getpgid"])
+    with dynbpf.open(obj(), map_policy="on_demand") as coll, Application(coll, fm) as app:
+        app.apply({"extra": "paused"})
+        assert app.status()["hooks"]["flaky"]["state"] == "paused"
+        app.apply({"extra": "enabled"})
+        flaky = app.status()["hooks"]["flaky"]
+        assert flaky["state"] == "failed"
+        assert [(d["variant"], d["outcome"]) for d in flaky["decisions"]] == [
+            ("missing_getpgid", "kept"),
+            ("missing_getpgid", "attach-failed"),
+        ]
+        assert not coll.programs["missing_getpgid"].loaded
         assert app.status()["hooks"]["getpgid"]["state"] == "enabled"

@@ -409,3 +409,24 @@ def test_an_event_reader_holds_its_on_demand_map_and_close_closes_it(no_fd_leak:
         assert not coll.map_exists("samples")
         open_reader = coll.ring_buffer("audit")
     assert open_reader.closed  # the collection closed it
+
+
+def test_a_load_under_way_while_constants_change_gets_the_new_ones(no_fd_leak: None) -> None:
+    """set_constants reloaded the programs loaded when it began; one whose load was under way kept the old .rodata
+    (the stress driver saw it: a program loaded beside set_constants used a .rodata no number held any more)."""
+    with dynbpf.open(build("slow_constants")) as coll:
+        slow, quick = coll.programs["slow"], coll.programs["quick"]
+        assert not coll.prepare()  # the thread below goes straight to the verifier
+        quick.load()
+        loading = threading.Thread(target=slow.load)
+        loading.start()
+        threading.Event().wait(0.05)  # the slow program is in the verifier now (for ~0.25 s), not yet loaded
+        assert not slow.loaded
+        assert coll.set_constants({"factor": 7}) == ("quick",)
+        loading.join()
+        rodata = map_id(coll, ".rodata")
+        for program in (quick, slow):
+            assert rodata in commands.prog_map_ids(program.fd), program.name
+        assert coll.programs["quick"].state is ProgramState.LOADED
+        assert commands.prog_test_run(quick.fd, data_in=bytes(64)).retval == 7
+        assert commands.prog_test_run(slow.fd, data_in=bytes(64)).retval in (7, 8)

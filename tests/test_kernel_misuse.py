@@ -137,6 +137,21 @@ def test_reload_of_an_iterator_updates_its_link_in_place(no_fd_leak: None) -> No
         assert link.read()  # type: ignore[attr-defined]
 
 
+def test_repeated_reloads_of_an_iterator_leave_its_link_one_listener(no_fd_leak: None) -> None:
+    """Each in-place update re-added the program's listener on top of the old one: 2^n listeners after n reloads
+    (a stress run's set_constants calls reloaded one attached iterator until every reload took seconds)."""
+    with dynbpf.open(agent()) as coll:
+        prog = coll.programs["dump_tasks"]
+        prog.load()
+        link = prog.attach()
+        for _ in range(12):
+            prog.reload()
+        assert len(link._listeners) == 1  # the program's own, once
+        assert prog.links == (link,)
+        link.detach()
+        assert prog.links == ()
+
+
 def test_processes_opening_one_object_with_pinned_maps_at_once_share_them(pin_root: str) -> None:
     """8 of 20 simultaneous opens failed with BPF_OBJ_PIN EEXIST (check, then create): the loser reuses the pin."""
     import subprocess

@@ -141,16 +141,43 @@ def test_stress_fixture_has_what_the_driver_relies_on(fixture: sd.Fixture) -> No
 
 
 def test_operations_depend_only_on_the_seed(fixture: sd.Fixture) -> None:
-    kinds, weights = list(sd.WEIGHTS), list(sd.WEIGHTS.values())
+    weighted = {**sd.WEIGHTS, **sd.FEATURE_WEIGHTS}
+    kinds, weights = list(weighted), list(weighted.values())
 
     def draw(seed: int) -> list[str]:
         rng = random.Random(seed)
         config = sd.choose_round(rng, fixture, 0)
-        return [config.describe()] + [str(sd.choose_op(rng, fixture, kinds, weights)) for _ in range(200)]
+        return [config.describe()] + [str(sd.choose_op(rng, fixture, kinds, weights, config)) for _ in range(300)]
 
     assert draw(7) == draw(7)
     assert draw(7) != draw(8)
-    assert {op.split("(")[0] for op in draw(7)[1:]} == set(sd.WEIGHTS)
+    assert {op.split("(")[0] for op in draw(7)[1:]} == set(weighted)
+
+
+def test_feature_rounds_declare_real_alternatives_and_leave_the_rest_to_the_other_operations(
+    fixture: sd.Fixture,
+) -> None:
+    """Feature maps are built over the fixture's tracing programs; the other operations never touch them."""
+    assert {p for alternatives in sd.HOOKS.values() for v in alternatives for p in v} <= set(fixture.attachable())
+    rng = random.Random(3)
+    broken = Counter[str]()
+    for index in range(40):
+        config = sd.choose_round(rng, fixture, index)
+        if config.features is None:
+            assert index > 0, "the first round always has features"
+            continue
+        declared = {p for h in config.features.hooks.values() for p in h.programs}
+        assert set(config.free(fixture.programs)) == set(fixture.programs) - declared
+        for hook in config.features.hooks.values():
+            for variant in hook.variants:
+                broken[variant.name.partition("!")[2] or "sound"] += 1
+                assert sd.works(variant, "paused", ()) == ("!refused" not in variant.name)
+                assert sd.works(variant, "enabled", ()) == ("!" not in variant.name)
+        weighted = {**sd.WEIGHTS, **sd.FEATURE_WEIGHTS}
+        for _ in range(50):
+            op = sd.choose_op(rng, fixture, list(weighted), list(weighted.values()), config)
+            assert not set(op.programs) & declared, op
+    assert min(broken[kind] for kind in ("refused", "missing", "sound")) > 0, broken
 
 
 # --- the runtime under stress -------------------------------------------------------------------------
@@ -173,12 +200,18 @@ def _assert_exercised(report: sd.Report, operations: int) -> None:
     for outcome in ("load_many", "unload_many", "peek", "attach", "attach:iter-read"):
         assert done[outcome] > 0, (outcome, done)
     assert done["run:refused"] > 0, "no operation ever met an unloaded program"
+    for outcome in ("apply", "apply_alone", "pause", "resume", "switch", "set_constants", "status"):
+        assert done[outcome] > 0, (outcome, done)
+    assert done["status:during-apply"] > 0, "status() was never asked while an apply held the lock"
 
 
 def test_concurrent_lifecycle_keeps_runtime_and_kernel_in_agreement(no_fd_leak: None) -> None:
     report = _stress(threads=4, operations=3000)
     _assert_exercised(report, 3000)
     assert report.rounds >= 3
+    done = report.outcomes
+    assert done["apply:failed"] + done["pause:failed"] + done["resume:failed"] > 0, "no apply failed"
+    assert done["apply_alone:rolled-back"] > 0, "no atomic apply was rolled back alone"
 
 
 def test_serial_lifecycle_keeps_runtime_and_kernel_in_agreement(no_fd_leak: None) -> None:

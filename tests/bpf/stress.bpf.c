@@ -14,6 +14,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define SOCKET_STAGES 2
 
 const volatile u32 target_tgid = 0;	/* .rodata */
+const volatile u64 sx_step = 1;		/* .rodata: what a traced event adds to its sx_hits counter (set_constants changes it) */
 u64 sx_hits[64];			/* .bss: one counter per program */
 u64 sx_generation = 1;			/* .data */
 
@@ -100,7 +101,7 @@ static __always_inline void note(void *map, u32 key)
 /* A traced event from this process: count it in the shared maps (and a private one). */
 #define COUNT(id)                                    \
 	do {                                         \
-		__sync_fetch_and_add(&sx_hits[id], 1); \
+		__sync_fetch_and_add(&sx_hits[id], sx_step); \
 		bump(&sx_counts, id);                \
 		note(&sx_hash, id);                  \
 	} while (0)

@@ -224,7 +224,16 @@ class Application(Closing):
         Serialised with applies; atomic like them. Returns the programs reloaded.
         """
         with self._apply_lock:
-            return self.collection.set_constants(constants)
+            try:
+                return self.collection.set_constants(constants)
+            finally:
+                # A reload moves each link to the new program, re-making those the kernel cannot update
+                # (tracepoints, raw and BTF tracepoints): the links to detach on pause are the programs' now.
+                for run in self._runs.values():
+                    if run.links:
+                        run.links[:] = [
+                            link for p in run.variant.programs for link in self.collection.programs[p].links
+                        ]
 
     def close(self) -> None:
         """Disable every feature (the collection stays open); nothing to do once the collection is closed."""
@@ -321,7 +330,7 @@ class Application(Closing):
                         failure = self._attach(hook, run.variant)
                         if isinstance(failure, Decision):
                             decisions[hook].append(failure)
-                            pending[hook] = self._after(hook, run.variant)
+                            pending[hook] = [v for v in self._order(hook, first=None) if v != run.variant]
                         else:
                             attached[hook] = failure
                     continue
@@ -329,11 +338,15 @@ class Application(Closing):
                     hook, first=first.get(hook) or (None if hook in again else self._chosen.get(hook))
                 )
             tried = list(pending)
-            self._select(pending, wanted, made, decisions)
+            kept = self._select(pending, wanted, made, attached, decisions)
         except BaseException:
             self._undo(made, attached)
             raise
-        failed = {h: tuple(d for d in decisions.get(h, ()) if d.outcome != "kept") for h in tried if h not in made}
+        failed = {
+            h: tuple(d for d in decisions.get(h, ()) if d.outcome != "kept")
+            for h in tried
+            if h not in made and h not in kept
+        }
         hard = {h: d for h, d in failed.items() if h in required}
         if hard and atomic:
             self._undo(made, attached)
@@ -355,32 +368,43 @@ class Application(Closing):
             variants.sort(key=lambda v: v.name != first)
         return variants
 
-    def _after(self, hook: str, variant: Variant) -> list[Variant]:
-        variants = list(self.features.hooks[hook].variants)
-        return variants[variants.index(variant) + 1 :]
-
     def _select(
         self,
         pending: dict[str, list[Variant]],
         wanted: Mapping[str, FeatureState],
         made: dict[str, _HookRun],
+        attached: dict[str, list[Link]],
         decisions: dict[str, list[Decision]],
-    ) -> None:
-        """Rounds of: pick each pending hook's next acceptable variant, load them all in parallel, attach."""
+    ) -> set[str]:
+        """Rounds of: pick each pending hook's next acceptable variant, load them all in parallel, attach.
+
+        Returns the hooks whose pick was the variant that runs already: it
+        stays as it is (attached if need be, into ``attached``), since
+        loading and attaching it anew would give it a second link, which the
+        kernel refuses for a program on one perf tracepoint.
+        """
+        kept: set[str] = set()
         while pending:
             picks: dict[str, Variant] = {}
             for hook, candidates in list(pending.items()):
+                run = self._runs.get(hook)
                 while candidates:
                     variant = candidates.pop(0)
                     refusal = self._refusal(hook, variant)
-                    if refusal is None:
+                    if refusal is not None:
+                        decisions.setdefault(hook, []).append(refusal)
+                    elif run is None or variant != run.variant:
                         picks[hook] = variant
                         break
-                    decisions.setdefault(hook, []).append(refusal)
+                    elif (again := self._keep(hook, run, wanted[hook], decisions)) is not None:
+                        if again:
+                            attached[hook] = again
+                        kept.add(hook)
+                        break
                 if hook not in picks:
-                    del pending[hook]  # out of variants
+                    del pending[hook]  # out of variants, or kept
             if not picks:
-                return
+                return kept
             names = [p for v in picks.values() for p in v.programs]
             was_loaded = {p for p in names if self.collection.programs[p].loaded}
             started = time.monotonic()
@@ -403,6 +427,21 @@ class Application(Closing):
                 made[hook] = _HookRun(variant, links)
                 decisions.setdefault(hook, []).append(_chosen(hook, variant, self.collection, wall, bool(links)))
                 del pending[hook]
+        return kept
+
+    def _keep(
+        self, hook: str, run: _HookRun, state: FeatureState, decisions: dict[str, list[Decision]]
+    ) -> list[Link] | None:
+        """Chosen again, the variant that runs stays: the links made for it (none if it needs none), or None if
+        it needs them and cannot attach."""
+        decisions.setdefault(hook, []).append(Decision(hook, run.variant.name, "kept", "chosen again; it runs already"))
+        if state is not FeatureState.ENABLED or run.links:
+            return []
+        got = self._attach(hook, run.variant)
+        if isinstance(got, Decision):
+            decisions[hook].append(got)
+            return None
+        return got
 
     def _refusal(self, hook: str, variant: Variant) -> Decision | None:
         check = self._check or _default_check()
@@ -468,7 +507,10 @@ class Application(Closing):
         for hook in list(self._runs):
             state = wanted.get(hook, FeatureState.DISABLED)
             run = self._runs[hook]
-            if state is FeatureState.DISABLED:
+            # An enabled hook left without links: its variant (chosen while paused) failed to attach and no
+            # other worked. It is failed, not paused: nothing of it stays loaded.
+            stranded = state is FeatureState.ENABLED and not run.links and hook in failed
+            if state is FeatureState.DISABLED or stranded:
                 for link in run.links:
                     link.detach()
                 self._unload(run.variant, keep=set())

@@ -91,6 +91,10 @@ class Collection(Closing):
         self._lock = threading.RLock()
         self._closed = False
         self._constants_lock = threading.Lock()
+        # Which constants loads see: set_constants bumps it (under _published, with choosing what to reload), and
+        # a load publishes its program only if it did not change meanwhile, else loads again (Program._load).
+        self._constants_generation = 0
+        self._published = threading.Lock()
         self._in_flight = 0  # calls using reserved map numbers right now; close() waits for them
         self._idle = threading.Condition(threading.Lock())
         self._map_views: dict[str, Map] = {}
@@ -335,16 +339,17 @@ class Collection(Closing):
             changed = {n: d for n, d in wanted.items() if d != self._registry.data(n)}
             if not changed:
                 return ()
-            users = [p for p in self.programs.values() if p.loaded and set(p.prepared.maps) & changed.keys()]
+            swapped: dict[str, tuple[bytes | None, Fd | None]] = {}
+            users: list[Program] = []
+            fresh: dict[Program, Loaded] = {}
             with contextlib.ExitStack() as held:
-                for program in users:  # no load, unload or reload of these in between: one program order, no deadlock
-                    held.enter_context(program._lock)
-                users = [p for p in users if p.loaded]
-                swapped: dict[str, tuple[bytes | None, Fd | None]] = {}
-                fresh: dict[Program, Loaded] = {}
                 try:
                     for name, data in changed.items():
                         swapped[name] = (self._registry.data(name), self._registry.swap_data(name, data))
+                    users = self._readers_of(changed)
+                    for program in users:  # no load, unload or reload of these in between; one order, no deadlock
+                        held.enter_context(program._lock)
+                    users = [p for p in users if p.loaded]
                     for program in users:  # every new program loads before any old one is touched
                         fresh[program] = program._replacement(LoadOptions())
                 except BaseException:
@@ -352,6 +357,9 @@ class Collection(Closing):
                         program._discard(loaded)
                     for name, (before, old) in swapped.items():
                         self._registry.restore_data(name, before, old)
+                    for program in self._readers_of(changed):
+                        if program not in users:  # loaded meanwhile, on the values given up: load it again
+                            program.reload()
                     raise
                 failed: list[DynbpfError] = []
                 for program in users:
@@ -365,6 +373,17 @@ class Collection(Closing):
                 if failed:
                     raise failed[0]
             return tuple(p.name for p in users)
+
+    def _readers_of(self, maps: Iterable[str]) -> list[Program]:
+        """The loaded programs that read ``maps``, chosen as the constants generation moves on.
+
+        A load under way now publishes its program after this (and loads
+        again, seeing the new generation) or before (and is chosen here).
+        """
+        wanted = set(maps)
+        with self._published:
+            self._constants_generation += 1
+            return [p for p in self.programs.values() if p.loaded and set(p.prepared.maps) & wanted]
 
     def prepare(self) -> dict[str, DynbpfError]:
         """Prepare every program now (libbpf's contract) rather than each on first use; return those that cannot be.

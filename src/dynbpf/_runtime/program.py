@@ -144,7 +144,15 @@ class Program:
             if self._fd is None:
                 self._load(options)
                 return
-            self._switch(self._replacement(options))
+            coll = self._collection
+            while True:
+                generation = coll._constants_generation
+                loaded = self._replacement(options)
+                with coll._published:
+                    if coll._constants_generation == generation:
+                        self._switch(loaded)
+                        return
+                self._discard(loaded)  # as in _load: loaded on .rodata that set_constants has replaced since
 
     def _switch(self, loaded: Loaded) -> None:
         """Put ``loaded`` (from :meth:`_replacement`) in the loaded program's place, its links and slots with it.
@@ -264,7 +272,15 @@ class Program:
         self._collection._require_open()
 
     def _load(self, options: LoadOptions) -> None:
-        self._install(self._replacement(options))
+        coll = self._collection
+        while True:
+            generation = coll._constants_generation
+            loaded = self._replacement(options)
+            with coll._published:  # set_constants chooses what to reload under this lock
+                if coll._constants_generation == generation:
+                    self._install(loaded)
+                    return
+            self._discard(loaded)  # .rodata changed under this load, after set_constants chose what to reload: again
 
     def _replacement(self, options: LoadOptions) -> Loaded:
         """A new kernel program from the prepared instructions, holding its maps, not yet this program's.
@@ -330,6 +346,7 @@ class Program:
                 self._links.remove(link)
         target = self._targets.pop(id(link), None)
         if event == "update" and new_prog_fd is not None:
+            link.remove_listener(self._link_event)  # no longer ours (the new owner, maybe this program, adopts it)
             owner = self._collection._program_by_fd(new_prog_fd)
             if owner is not None:
                 owner._adopt(link)
