@@ -1,9 +1,8 @@
 """Regressions found by a review of issue 14's features layer (Application, set_constants), on the real kernel.
 
 Each test states what the docs (docs/features.md) promise and checks it
-against the kernel. Those that fail on the code as reviewed are marked
-``xfail(strict=True)`` with the reason; a fix makes them pass, and the
-strict mark then asks for the mark to go.
+against the kernel. Every one failed on the code as reviewed (each was
+committed as a strict xfail first) and passes since its fix.
 
 The fixture is tests/bpf/features_app.bpf.c: its getpgid programs count
 ``getpgid(SEQ_BASE + seq)`` calls in ``counters[0]`` (and their ``weight``,
@@ -64,12 +63,6 @@ def kernel_state() -> tuple[object, ...]:
     return ks.held_prog_ids(), ks.held_link_ids(), ks.held_map_ids()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Application keeps the Link objects it made (_HookRun.links); set_constants and Program.reload re-make "
-    "a tracepoint's link as a new Link, so pause() detaches dead links and the program keeps running, and the "
-    "next enable() fails to attach it again (EEXIST) and falls to another variant",
-)
 @pytest.mark.parametrize("change", ["set_constants", "reload"])
 def test_pause_after_a_reload_detaches_the_hook(change: str) -> None:
     """docs: "Paused = loaded but detached"; set_constants/reload keep the program's links."""
@@ -91,11 +84,6 @@ def test_pause_after_a_reload_detaches_the_hook(change: str) -> None:
         assert len(program.links) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="choosing the running variant again attaches its program a second time; a tracepoint refuses the "
-    "same program twice (EEXIST), so the running variant is reported attach-failed and another one replaces it",
-)
 @pytest.mark.parametrize("how", ["use", "reselect"])
 def test_choosing_the_running_variant_again_keeps_it(how: str) -> None:
     """use={hook: the variant that runs} (or reselect=True where it is the first) must keep it running."""
@@ -111,11 +99,6 @@ def test_choosing_the_running_variant_again_keeps_it(how: str) -> None:
         assert len(app.collection.programs["tp_getpgid"].links) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_undo unloads every program of a variant the apply chose (keep= only the old variant's), "
-    "including one the user had loaded before the apply; _select's own rollback keeps was_loaded, _undo does not",
-)
 def test_a_rolled_back_apply_keeps_a_program_loaded_by_hand() -> None:
     """docs: atomic by default, "the kernel holds the same programs, links and maps as before the call"."""
     with running(features(["tp_getpgid"], doomed=["broken_getpgid", "missing_getpgid"])) as app:
@@ -128,12 +111,6 @@ def test_a_rolled_back_apply_keeps_a_program_loaded_by_hand() -> None:
         assert kernel_state() == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Application._attach catches DynbpfError only: the TypeError of an attach keyword typo (a BaseException "
-    "such as Ctrl-C likewise) escapes _select after the variant loaded and its first program attached, and "
-    "_undo knows neither (they are not in `made`): programs stay loaded and attached, status says 'off'",
-)
 def test_an_attach_keyword_mistake_leaves_nothing_loaded_or_attached() -> None:
     """A typo in a variant's attach keywords must not leave half a variant running behind the app's back."""
     fm = features([Variant(["tp_getpgid", "raw_getpgid"], attach={"raw_getpgid": {"tracepont": "sys_enter"}})])
@@ -158,11 +135,6 @@ class _CtrlC(int):
         raise KeyboardInterrupt
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_select registers a variant in `made` only once all its programs attached: an interrupt (Ctrl-C) "
-    "between its load and that point leaves its programs loaded and its first links attached, unknown to _undo",
-)
 def test_an_interrupt_while_a_variant_attaches_leaves_the_kernel_as_it_was() -> None:
     """Ctrl-C during an apply: the apply is undone like a failed one (docs: atomic by default)."""
     fm = features([Variant(["tp_getpgid", "raw_getpgid"], attach={"raw_getpgid": {"cookie": _CtrlC(0)}})])
@@ -176,12 +148,6 @@ def test_an_interrupt_while_a_variant_attaches_leaves_the_kernel_as_it_was() -> 
         assert kernel_state() == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MapRegistry.swap_data records the new bytes (self._data) before creating the new map; when that "
-    "fails, set_constants' rollback does not know the map (not in `swapped`), so the registry keeps the new "
-    "values: a retry finds nothing changed and reloads nothing, and the next on-demand re-creation uses them",
-)
 def test_a_failed_set_constants_leaves_the_old_values_and_can_be_retried() -> None:
     """docs: set_constants is atomic: when it fails nothing changed, so asking again must do the change."""
     with running(features(["tp_getpgid"])) as app:
@@ -202,11 +168,6 @@ def test_a_failed_set_constants_leaves_the_old_values_and_can_be_retried() -> No
         assert counted(app, 1) == 5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="status() asks every listed program its state, which prepares it; after the collection closed, a "
-    "program never prepared (the first variant of an off hook) raises StateError, even after app.close()",
-)
 def test_status_answers_after_the_collection_closed() -> None:
     """status() is what the CLI and the agent show: it must answer whatever state the collection is in."""
     coll = dynbpf.open(obj(), map_policy="on_demand")
@@ -220,11 +181,6 @@ def test_status_answers_after_the_collection_closed() -> None:
     json.dumps(app.status())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="status() and explain() copy the committed snapshot one level deep: their lists and evidence dicts "
-    "are the snapshot's own, so a caller editing the result edits what every later reader sees",
-)
 def test_editing_a_status_or_explain_result_changes_nothing() -> None:
     with running(features(["tp_getpgid"])) as app:
         app.apply({"seq": "enabled"})
@@ -239,11 +195,6 @@ def test_editing_a_status_or_explain_result_changes_nothing() -> None:
         assert app.explain() == explained
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="apply(reselect='getpgid') takes the string as an iterable of hooks and fails with "
-    "\"reselect/use name unknown hooks ['d', 'e', 'g', 'i', 'p', 't']\"",
-)
 def test_reselect_given_one_hook_name_as_a_string() -> None:
     """Collection.load refuses a lone string with a TypeError saying so; apply(reselect=) should do no worse."""
     with running(features(["btf_getpgid", "tp_getpgid"])) as app:
@@ -255,11 +206,6 @@ def test_reselect_given_one_hook_name_as_a_string() -> None:
         assert app.status()["hooks"]["getpgid"]["variant"] == "btf_getpgid"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ApplyError always says 'the previous configuration stays', also for atomic=False, which commits "
-    "the new configuration and keeps what worked",
-)
 def test_a_non_atomic_apply_error_does_not_say_the_previous_configuration_stays() -> None:
     with running(features(["tp_getpgid"], doomed=["broken_getpgid"])) as app:
         with pytest.raises(ApplyError) as e:
@@ -284,12 +230,6 @@ int probe(void *ctx)
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="set_constants re-makes a uprobe's link from its path; when that fails (the file was removed) "
-    "Program._move detaches the old link anyway, and the application, which keeps its own Link objects, "
-    "still reports the hook enabled with nothing attached",
-)
 def test_a_set_constants_that_cannot_re_make_a_link_leaves_a_truthful_status(tmp_path: Path) -> None:
     """After a set_constants error, status() must still say what runs: 'enabled' only with the hook attached."""
     binary = tmp_path / "true"

@@ -130,9 +130,9 @@ def test_a_failed_apply_leaves_the_kernel_as_it_was() -> None:
         assert app.config["ppid"] == "disabled"
 
 
-def test_a_best_effort_hook_never_fails_an_apply(app: Application) -> None:
+def test_a_best_effort_hook_never_fails_an_apply(no_fd_leak: None) -> None:
     fm = features(["tp_getpgid"], flaky=["broken_getpgid"])
-    with Application(app.collection, fm) as other:
+    with dynbpf.open(obj(), map_policy="on_demand") as coll, Application(coll, fm) as other:
         other.apply({"extra": "enabled"})
         status = other.status()
         assert status["hooks"]["flaky"]["state"] == "failed"
@@ -409,3 +409,11 @@ def test_a_paused_variant_that_cannot_attach_is_failed_when_enabled_not_left_pau
         ]
         assert not coll.programs["missing_getpgid"].loaded
         assert app.status()["hooks"]["getpgid"]["state"] == "enabled"
+
+
+def test_one_application_runs_a_collection_at_a_time(app: Application) -> None:
+    with pytest.raises(dynbpf.StateError, match="run by another Application"):
+        Application(app.collection, features())
+    app.close()
+    with Application(app.collection, features()) as second:  # closed, the first lets go
+        second.apply({"seq": "enabled"})

@@ -27,6 +27,7 @@ state and never waits for an apply under way.
 
 from __future__ import annotations
 
+import copy
 import enum
 import threading
 import time
@@ -95,10 +96,10 @@ class Decision:
 
 @dataclass(slots=True)
 class _HookRun:
-    """What runs for one hook: its variant, loaded; attached when ``links`` is not empty."""
+    """What runs for one hook: its variant, loaded. Its links are its programs' (:meth:`Application._links`):
+    a reload re-makes a link, so a copy kept here would go stale."""
 
     variant: Variant
-    links: list[Link] = field(default_factory=list)
 
 
 Checker = Callable[[Requirement], "Support"]
@@ -138,6 +139,12 @@ class Application(Closing):
             for variant in hook.variants:
                 for req in variant.requires:
                     validate(req, where=variant.where or hook.where)
+        if collection._feature_owner is not None:
+            raise StateError(
+                f"object {collection.spec.name!r} is run by another Application already: one application owns "
+                "its programs (close() the other first)"
+            )
+        collection._feature_owner = self
         self.collection = collection
         self.features = features
         self._workers = workers
@@ -149,13 +156,14 @@ class Application(Closing):
         self._decisions: dict[str, tuple[Decision, ...]] = {}
         self._failed: dict[str, tuple[Decision, ...]] = {}  # best-effort hooks left without a variant
         self._stats: Fd | None = None
+        self._by_hand: set[str] = set()  # programs of hooks the caller loaded before an apply: it never unloads them
         self._snapshot: dict[str, Any] = self._make_snapshot()
 
     # --- configuring ---------------------------------------------------------------
 
     @property
     def config(self) -> Mapping[str, FeatureState]:
-        """Each feature's configured state, as the last successful apply left it."""
+        """Each feature's configured state, as the last apply that took effect left it (``atomic=False`` too)."""
         return MappingProxyType(dict(self._snapshot["config"]))
 
     def apply(
@@ -177,6 +185,8 @@ class Application(Closing):
         is still raised).
         """
         wanted = self._parse(config)
+        if isinstance(reselect, str):
+            reselect = (reselect,)
         again = set(self.features.hooks) if reselect is True else set(reselect or ())
         first = dict(use or {})
         unknown = (again | set(first)) - set(self.features.hooks)
@@ -224,49 +234,52 @@ class Application(Closing):
         Serialised with applies; atomic like them. Returns the programs reloaded.
         """
         with self._apply_lock:
-            try:
-                return self.collection.set_constants(constants)
-            finally:
-                # A reload moves each link to the new program, re-making those the kernel cannot update
-                # (tracepoints, raw and BTF tracepoints): the links to detach on pause are the programs' now.
-                for run in self._runs.values():
-                    if run.links:
-                        run.links[:] = [
-                            link for p in run.variant.programs for link in self.collection.programs[p].links
-                        ]
+            return self.collection.set_constants(constants)
 
     def close(self) -> None:
-        """Disable every feature (the collection stays open); nothing to do once the collection is closed."""
+        """Disable every feature (the collection stays open, and another Application may run it now)."""
         self.collect_stats(False)
-        if self.collection.closed:
-            with self._apply_lock:
-                self._runs.clear()
-                self._config = dict.fromkeys(self.features.features, FeatureState.DISABLED)
-                self._snapshot = self._make_snapshot()
-            return
-        self.apply({})
+        try:
+            if self.collection.closed:
+                with self._apply_lock:
+                    self._runs.clear()
+                    self._config = dict.fromkeys(self.features.features, FeatureState.DISABLED)
+                    self._snapshot = self._make_snapshot()
+            else:
+                self.apply({})
+        finally:
+            if self.collection._feature_owner is self:
+                self.collection._feature_owner = None
 
     # --- reading ---------------------------------------------------------------------
 
     def explain(self) -> dict[str, Any]:
         """Every hook's decisions, JSON-serialisable: which variant won and why the others did not."""
-        return {hook: [d.as_dict() for d in decisions] for hook, decisions in self._snapshot["decisions"].items()}
+        decided = self._snapshot["decisions"]
+        return copy.deepcopy({hook: [d.as_dict() for d in decisions] for hook, decisions in decided.items()})
 
     def status(self) -> dict[str, Any]:
         """Per feature, hook and program: state, chosen variant, timings, links and kernel run statistics.
 
-        JSON-serialisable. Reads the last committed state: never waits for
-        an apply under way.
+        JSON-serialisable, and the caller's to change. Reads what the last
+        apply committed and the programs' own state: never waits for an
+        apply under way, never prepares a program. A hook's ``state`` is
+        read from its programs: ``enabled`` (every program attached),
+        ``paused`` (loaded, detached), ``detached`` (wanted enabled, but a
+        link is gone: a reload could not re-make it, or it was detached by
+        hand), ``failed`` (no variant worked) or ``off``.
         """
-        snap = self._snapshot
+        snap = copy.deepcopy(self._snapshot)
         programs: dict[str, Any] = {}
         for hook in snap["hooks"].values():
             for name in hook["programs"]:
                 programs[name] = self._program_status(name)
+            if hook["variant"] is not None:
+                hook["state"] = _hook_state(hook, programs)
         return {
             "stats": self._stats is not None,
-            "features": {name: dict(f) for name, f in snap["features"].items()},
-            "hooks": {name: dict(h) for name, h in snap["hooks"].items()},
+            "features": snap["features"],
+            "hooks": snap["hooks"],
             "programs": programs,
         }
 
@@ -283,6 +296,9 @@ class Application(Closing):
         return wanted
 
     def _change(self, features: Iterable[str], state: FeatureState) -> dict[str, Any]:
+        for name in features:
+            if not isinstance(name, str):
+                raise TypeError(f"give feature names as arguments (app.pause('a', 'b')), not {name!r}")
         with self._apply_lock:
             self.collection._require_open()
             config: dict[str, FeatureState | str] = dict(self._config)
@@ -317,6 +333,16 @@ class Application(Closing):
     ) -> dict[str, Any]:
         effective = self._effective(config)
         wanted, required = self._wanted_hooks(effective)
+        for hook in first:
+            if hook not in wanted:
+                raise FeatureMapError(f"use: no enabled or paused feature needs hook {hook!r}, so it runs no variant")
+        ours = {name for run in self._runs.values() for name in run.variant.programs}
+        self._by_hand = {
+            name
+            for hook in self.features.hooks.values()
+            for name in hook.programs
+            if name not in ours and self.collection.programs[name].loaded
+        }
         made: dict[str, _HookRun] = {}  # hooks given a new variant by this call
         attached: dict[str, list[Link]] = {}  # hooks whose kept variant this call attached
         decisions: dict[str, list[Decision]] = {}
@@ -326,7 +352,7 @@ class Application(Closing):
                 run = self._runs.get(hook)
                 if run is not None and hook not in again:
                     decisions[hook] = [Decision(hook, run.variant.name, "kept", "chosen by an earlier apply")]
-                    if state is FeatureState.ENABLED and not run.links:
+                    if state is FeatureState.ENABLED and not self._attached(run.variant):
                         failure = self._attach(hook, run.variant)
                         if isinstance(failure, Decision):
                             decisions[hook].append(failure)
@@ -358,7 +384,7 @@ class Application(Closing):
         self._failed = {h: d for h, d in failed.items() if h not in self._runs}
         self._snapshot = self._make_snapshot(effective, wanted, required)
         if hard:
-            raise ApplyError(hard)
+            raise ApplyError(hard, rolled_back=False)
         return {hook: [d.as_dict() for d in ds] for hook, ds in decisions.items()}
 
     def _order(self, hook: str, *, first: str | None) -> list[Variant]:
@@ -407,27 +433,56 @@ class Application(Closing):
                 return kept
             names = [p for v in picks.values() for p in v.programs]
             was_loaded = {p for p in names if self.collection.programs[p].loaded}
-            started = time.monotonic()
-            failures = self.collection.load(names, workers=self._workers)
-            wall = time.monotonic() - started
-            for hook, variant in picks.items():
-                bad = {p: failures[p] for p in variant.programs if p in failures}
-                if bad:
-                    self._unload(variant, keep=was_loaded)
-                    decisions.setdefault(hook, []).append(_rejected(hook, variant, bad))
-                    continue
-                links: list[Link] = []
-                if wanted[hook] is FeatureState.ENABLED:
-                    got = self._attach(hook, variant)
-                    if isinstance(got, Decision):
+            try:
+                self._round(
+                    picks,
+                    names=names,
+                    was_loaded=was_loaded,
+                    wanted=wanted,
+                    made=made,
+                    pending=pending,
+                    decisions=decisions,
+                )
+            except BaseException:  # an interrupt: what this round loaded or attached and did not record goes
+                for hook, variant in picks.items():
+                    if hook not in made:
+                        self._detach(variant, keep=was_loaded)
                         self._unload(variant, keep=was_loaded)
-                        decisions.setdefault(hook, []).append(got)
-                        continue
-                    links = got
-                made[hook] = _HookRun(variant, links)
-                decisions.setdefault(hook, []).append(_chosen(hook, variant, self.collection, wall, bool(links)))
-                del pending[hook]
+                raise
         return kept
+
+    def _round(
+        self,
+        picks: Mapping[str, Variant],
+        *,
+        names: list[str],
+        was_loaded: set[str],
+        wanted: Mapping[str, FeatureState],
+        made: dict[str, _HookRun],
+        pending: dict[str, list[Variant]],
+        decisions: dict[str, list[Decision]],
+    ) -> None:
+        """Load one round's picks in parallel, attach those of enabled hooks, record what worked."""
+        started = time.monotonic()
+        failures = self.collection.load(names, workers=self._workers)
+        wall = time.monotonic() - started
+        for hook, variant in picks.items():
+            bad = {p: failures[p] for p in variant.programs if p in failures}
+            if bad:
+                self._unload(variant, keep=was_loaded)
+                decisions.setdefault(hook, []).append(_rejected(hook, variant, bad))
+                continue
+            links: list[Link] = []
+            if wanted[hook] is FeatureState.ENABLED:
+                got = self._attach(hook, variant)
+                if isinstance(got, Decision):
+                    self._unload(variant, keep=was_loaded)
+                    decisions.setdefault(hook, []).append(got)
+                    continue
+                links = got
+            made[hook] = _HookRun(variant)
+            decisions.setdefault(hook, []).append(_chosen(hook, variant, self.collection, wall, bool(links)))
+            del pending[hook]
 
     def _keep(
         self, hook: str, run: _HookRun, state: FeatureState, decisions: dict[str, list[Decision]]
@@ -435,7 +490,7 @@ class Application(Closing):
         """Chosen again, the variant that runs stays: the links made for it (none if it needs none), or None if
         it needs them and cannot attach."""
         decisions.setdefault(hook, []).append(Decision(hook, run.variant.name, "kept", "chosen again; it runs already"))
-        if state is not FeatureState.ENABLED or run.links:
+        if state is not FeatureState.ENABLED or self._attached(run.variant):
             return []
         got = self._attach(hook, run.variant)
         if isinstance(got, Decision):
@@ -462,17 +517,35 @@ class Application(Closing):
             program = self.collection.programs[name]
             try:
                 links.append(program.attach(**dict(variant.attach.get(name, {}))))
-            except DynbpfError as e:
+            except Exception as e:  # a TypeError of a misspelt attach keyword too: the variant cannot attach
                 for link in links:
                     link.detach()
                 evidence = {"program": name, "error": type(e).__name__, "message": str(e)}
                 return Decision(hook, variant.name, "attach-failed", f"{name}: {e}", evidence)
+            except BaseException:
+                for link in links:
+                    link.detach()
+                raise
         return links
 
     def _unload(self, variant: Variant, *, keep: set[str]) -> None:
+        """Unload ``variant``'s programs but those in ``keep`` and those the caller loaded by hand."""
         for name in variant.programs:
-            if name not in keep:
+            if name not in keep and name not in self._by_hand:
                 self.collection.programs[name].unload()
+
+    def _links(self, variant: Variant) -> list[Link]:
+        return [link for name in variant.programs for link in self.collection.programs[name].links]
+
+    def _attached(self, variant: Variant) -> bool:
+        """Whether every program of ``variant`` is attached (has a live link)."""
+        return all(self.collection.programs[name].links for name in variant.programs)
+
+    def _detach(self, variant: Variant, *, keep: Iterable[str] = ()) -> None:
+        kept = set(keep)
+        for name in variant.programs:
+            if name not in kept:
+                self.collection.programs[name].detach()
 
     def _undo(self, made: Mapping[str, _HookRun], attached: Mapping[str, list[Link]]) -> None:
         """Take back what an apply made, leaving what ran before it as it was."""
@@ -482,8 +555,7 @@ class Application(Closing):
         for hook, run in made.items():
             old = self._runs.get(hook)
             keep = set(old.variant.programs) if old is not None else set()
-            for link in run.links:
-                link.detach()
+            self._detach(run.variant, keep=keep)
             self._unload(run.variant, keep=keep)
 
     def _commit(
@@ -494,31 +566,25 @@ class Application(Closing):
         failed: Mapping[str, tuple[Decision, ...]],
     ) -> None:
         """Break what the new configuration no longer needs, now that its replacements run."""
-        for hook, links in attached.items():
-            self._runs[hook].links.extend(links)
         for hook, run in made.items():
             old = self._runs.get(hook)
             self._runs[hook] = run
             self._chosen[hook] = run.variant.name
             if old is not None:
-                for link in old.links:
-                    link.detach()
+                self._detach(old.variant, keep=set(run.variant.programs))
                 self._unload(old.variant, keep=set(run.variant.programs))
         for hook in list(self._runs):
             state = wanted.get(hook, FeatureState.DISABLED)
             run = self._runs[hook]
             # An enabled hook left without links: its variant (chosen while paused) failed to attach and no
             # other worked. It is failed, not paused: nothing of it stays loaded.
-            stranded = state is FeatureState.ENABLED and not run.links and hook in failed
+            stranded = state is FeatureState.ENABLED and not self._attached(run.variant) and hook in failed
             if state is FeatureState.DISABLED or stranded:
-                for link in run.links:
-                    link.detach()
+                del self._runs[hook]  # first: an interrupt from here on leaves less running than recorded, not more
+                self._detach(run.variant)
                 self._unload(run.variant, keep=set())
-                del self._runs[hook]
-            elif state is FeatureState.PAUSED and run.links:
-                for link in run.links:
-                    link.detach()
-                run.links.clear()
+            elif state is FeatureState.PAUSED:
+                self._detach(run.variant)
 
     # --- status ----------------------------------------------------------------------
 
@@ -543,7 +609,7 @@ class Application(Closing):
         for name, hook in self.features.hooks.items():
             run = self._runs.get(name)
             if run is not None:
-                state = "enabled" if run.links else "paused"
+                state = "enabled" if self._attached(run.variant) else "paused"
             elif name in self._failed:
                 state = "failed"
             else:
@@ -568,11 +634,13 @@ class Application(Closing):
         from dynbpf._sys import commands
 
         program = self.collection.programs[name]
-        out: dict[str, Any] = {"state": program.state.value, "verification_ms": None, "links": []}
+        links = program.links
+        state = "attached" if links else "loaded" if program.loaded else "not loaded"
+        out: dict[str, Any] = {"state": state, "verification_ms": None, "links": []}
         try:
             fd = program.fd
         except StateError:
-            return out
+            return out  # not loaded (asking for its lifecycle state would prepare it)
         out["verification_ms"] = round(program.seconds * 1000, 3)
         out["links"] = [link.description for link in program.links]
         try:
@@ -581,6 +649,15 @@ class Application(Closing):
             return out  # unloaded since the state was read
         out.update(id=int(info.id), run_cnt=int(info.run_cnt), run_time_ns=int(info.run_time_ns))
         return out
+
+
+def _hook_state(hook: Mapping[str, Any], programs: Mapping[str, Mapping[str, Any]]) -> str:
+    states = [programs[name]["state"] for name in hook["programs"]]
+    if all(s == "attached" for s in states):
+        return "enabled"
+    if any(s == "not loaded" for s in states):
+        return "off"  # unloaded since the apply (the collection closed, or by hand)
+    return "detached" if hook["wanted"] == FeatureState.ENABLED.value else "paused"
 
 
 def _first_programs(hook: Hook) -> list[str]:

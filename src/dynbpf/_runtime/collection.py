@@ -91,6 +91,7 @@ class Collection(Closing):
         self._lock = threading.RLock()
         self._closed = False
         self._constants_lock = threading.Lock()
+        self._feature_owner: object = None  # the Application running this collection's programs, if any
         # Which constants loads see: set_constants bumps it (under _published, with choosing what to reload), and
         # a load publishes its program only if it did not change meanwhile, else loads again (Program._load).
         self._constants_generation = 0
