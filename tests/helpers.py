@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -444,3 +444,20 @@ def run_bench(*args: str, bench: str = "bench.prepare_load") -> str:
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc.stdout
+
+
+# --- the features_app fixture (tests/bpf/features_app.bpf.c) -----------------------------------------
+
+#: getpgid(SEQ_BASE + seq) is what features_app's getpgid programs count (seen[seq], counters[0])
+SEQ_BASE = 0x40000000
+
+
+def numbered_getpgid(seq: int) -> None:
+    """One numbered event for features_app's getpgid programs (the call itself fails: no such process)."""
+    with suppress(ProcessLookupError):
+        os.getpgid(SEQ_BASE + seq)
+
+
+def features_app_counter(app: Any, index: int = 0) -> int:
+    """features_app's ``counters[index]``: [0] getpgid events, [1] their weights, [2] getppid events."""
+    return int(app.collection.maps["counters"][index])

@@ -26,10 +26,9 @@ import dynbpf
 from dynbpf import Application, ApplyError, Feature, FeatureMap, Variant
 from tests import kernel_state as ks
 from tests.bpfbuild import build, compile_source
+from tests.helpers import features_app_counter, numbered_getpgid
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
-
-SEQ_BASE = 0x40000000
 
 
 def obj() -> Path:
@@ -50,15 +49,6 @@ def running(fm: FeatureMap) -> Iterator[Application]:
         yield app
 
 
-def getpgid(seq: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.getpgid(SEQ_BASE + seq)
-
-
-def counted(app: Application, index: int = 0) -> int:
-    return int(app.collection.maps["counters"][index])
-
-
 def kernel_state() -> tuple[object, ...]:
     return ks.held_prog_ids(), ks.held_link_ids(), ks.held_map_ids()
 
@@ -76,9 +66,9 @@ def test_pause_after_a_reload_detaches_the_hook(change: str) -> None:
         assert len(program.links) == 1
         app.pause("seq")
         assert app.status()["hooks"]["getpgid"]["state"] == "paused"
-        getpgid(1)
+        numbered_getpgid(1)
         assert program.links == ()
-        assert counted(app) == 0  # paused: nothing counts
+        assert features_app_counter(app) == 0  # paused: nothing counts
         app.enable("seq")
         assert app.status()["hooks"]["getpgid"]["variant"] == "tp_getpgid"  # resuming costs an attach, no switch
         assert len(program.links) == 1
@@ -164,8 +154,8 @@ def test_a_failed_set_constants_leaves_the_old_values_and_can_be_retried() -> No
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         assert app.collection.rodata.weight == 1
         assert app.set_constants({"weight": 5}) == ("tp_getpgid",)
-        getpgid(1)
-        assert counted(app, 1) == 5
+        numbered_getpgid(1)
+        assert features_app_counter(app, 1) == 5
 
 
 def test_status_answers_after_the_collection_closed() -> None:

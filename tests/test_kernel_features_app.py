@@ -7,9 +7,7 @@ between variants lost an event is a fact the map holds.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import random
 import threading
 import time
@@ -25,10 +23,10 @@ from dynbpf._probes import attach as attach_probes
 from dynbpf._probes.result import Support
 from tests import kernel_state as ks
 from tests.bpfbuild import build
+from tests.helpers import features_app_counter, numbered_getpgid
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
 
-SEQ_BASE = 0x40000000
 GETPGID = ["fexit_getpgid", "broken_getpgid", "missing_getpgid", "btf_getpgid", "tp_getpgid", "raw_getpgid"]
 
 
@@ -54,15 +52,6 @@ def fexit_first() -> list[str | Variant]:
 def app() -> Iterator[Application]:
     with dynbpf.open(obj(), map_policy="on_demand") as coll, Application(coll, features(fexit_first())) as running:
         yield running
-
-
-def getpgid(seq: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.getpgid(SEQ_BASE + seq)
-
-
-def counted(app: Application, index: int = 0) -> int:
-    return int(app.collection.maps["counters"][index])
 
 
 def test_variants_fall_back_on_probe_verifier_and_attach_with_evidence(app: Application) -> None:
@@ -92,8 +81,8 @@ def test_variants_fall_back_on_probe_verifier_and_attach_with_evidence(app: Appl
     json.dumps(app.explain())
     json.dumps(app.status())
     for seq in range(10):
-        getpgid(seq)
-    assert counted(app) == 10
+        numbered_getpgid(seq)
+    assert features_app_counter(app) == 10
     status = app.status()
     winner = status["hooks"]["getpgid"]["variant"]
     assert status["hooks"]["getpgid"]["state"] == "enabled"
@@ -161,13 +150,13 @@ def test_pause_and_resume_cost_an_attach_not_a_verification(app: Application) ->
     program = app.collection.programs[winner]
     ident = program.id
     app.pause("seq")
-    getpgid(1)
-    assert counted(app) == 0  # paused: loaded, not attached
+    numbered_getpgid(1)
+    assert features_app_counter(app) == 0  # paused: loaded, not attached
     assert app.collection.map_exists("seen")  # a paused feature's programs still hold their on-demand maps
     app.enable("seq")
     assert program.id == ident
-    getpgid(2)
-    assert counted(app) == 1
+    numbered_getpgid(2)
+    assert features_app_counter(app) == 1
     app.apply({})
     assert not app.collection.map_exists("seen")  # freed once no enabled or paused feature needs it
 
@@ -184,7 +173,7 @@ def test_switching_variants_under_load_loses_no_event() -> None:
         def generate() -> None:
             seq = 0
             while not stop.is_set() and seq < total:
-                getpgid(seq)
+                numbered_getpgid(seq)
                 seq += 1
                 if seq % 64 == 0:
                     time.sleep(0.0002)
@@ -208,7 +197,7 @@ def test_switching_variants_under_load_loses_no_event() -> None:
         missing = [seq for seq, hits in seen.lookup_batch() if seq < sent[0] and not hits]
         assert sent[0] > 1000
         assert missing == [], f"{len(missing)} of {sent[0]} events lost"
-        assert counted(app) >= sent[0]  # counted across every switch: the map was never re-created
+        assert features_app_counter(app) >= sent[0]  # counted across every switch: the map was never re-created
 
 
 def test_constants_change_while_running_without_losing_events_or_counts(app: Application) -> None:
@@ -218,15 +207,15 @@ def test_constants_change_while_running_without_losing_events_or_counts(app: App
     links_before = len(program.links)
     untouched = app.collection.programs["tp_getppid"].id
     for seq in range(5):
-        getpgid(seq)
-    assert counted(app, 1) == 5  # weight 1
+        numbered_getpgid(seq)
+    assert features_app_counter(app, 1) == 5  # weight 1
     assert app.set_constants({"weight": 3}) == (winner,)  # tp_getppid does not read .rodata: not reloaded
     assert app.collection.programs["tp_getppid"].id == untouched
     assert len(program.links) == links_before  # re-attached to the same hook
     for seq in range(5, 7):
-        getpgid(seq)
-    assert counted(app, 0) == 7  # the counter map kept its contents across the reload
-    assert counted(app, 1) == 5 + 2 * 3
+        numbered_getpgid(seq)
+    assert features_app_counter(app, 0) == 7  # the counter map kept its contents across the reload
+    assert features_app_counter(app, 1) == 5 + 2 * 3
     assert app.collection.rodata.weight == 3
     assert app.set_constants({"weight": 3}) == ()  # nothing changed, nothing reloaded
 
@@ -236,7 +225,7 @@ def test_status_counts_runs_while_stats_are_collected(app: Application) -> None:
     winner = app.status()["hooks"]["getpgid"]["variant"]
     app.collect_stats()
     for seq in range(20):
-        getpgid(seq)
+        numbered_getpgid(seq)
     status = app.status()
     assert status["stats"] is True
     assert status["programs"][winner]["run_cnt"] >= 20  # every getpgid, and for sys_enter hooks other syscalls too
@@ -289,8 +278,8 @@ def test_constants_the_verifier_refuses_leave_everything_as_it_was() -> None:
         assert (ks.held_prog_ids(), ks.held_link_ids(), ks.held_map_ids()) == before
         assert coll.rodata.weight == 1
         assert coll.rodata.slot == 0
-        getpgid(1)
-        assert counted(app, 1) == 1  # the programs still see weight 1
+        numbered_getpgid(1)
+        assert features_app_counter(app, 1) == 1  # the programs still see weight 1
         assert set(app.set_constants({"slot": 2})) == {"tp_getpgid", "slotted_getppid"}  # both read .rodata
 
 
@@ -331,12 +320,12 @@ def test_pause_after_a_constants_change_detaches_the_reloaded_programs() -> None
         assert len(program.links) == 1
         app.pause("seq")
         assert program.links == ()
-        getpgid(1)
-        assert counted(app) == 0
+        numbered_getpgid(1)
+        assert features_app_counter(app) == 0
         app.enable("seq")
         assert len(program.links) == 1
-        getpgid(2)
-        assert counted(app) == 1
+        numbered_getpgid(2)
+        assert features_app_counter(app) == 1
         assert app.status()["hooks"]["getpgid"]["state"] == "enabled"
 
 
@@ -372,8 +361,8 @@ def test_a_fallback_to_the_variant_that_runs_keeps_it() -> None:
             ("tp_getpgid", "kept"),
         ]
         assert (program.id, program.links) == (ident, links)
-        getpgid(1)
-        assert counted(app) == 1
+        numbered_getpgid(1)
+        assert features_app_counter(app) == 1
 
 
 def test_a_kept_variant_that_cannot_attach_falls_back_to_any_other() -> None:
@@ -390,8 +379,8 @@ def test_a_kept_variant_that_cannot_attach_falls_back_to_any_other() -> None:
             ("tp_getpgid", "chosen"),
         ]
         assert not coll.programs["missing_getpgid"].loaded
-        getpgid(1)
-        assert counted(app) == 1
+        numbered_getpgid(1)
+        assert features_app_counter(app) == 1
 
 
 def test_a_paused_variant_that_cannot_attach_is_failed_when_enabled_not_left_paused() -> None:
