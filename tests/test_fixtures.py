@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from tests.bpfbuild import FIXTURES, LINKED, build, fixture_names
+from tests.bpfbuild import FIXTURES, LINKED, build, fixture_names, produce
 from tests.libbpf_oracle import LIBBPF_REFUSES, LibbpfError, LibbpfObject, open_object
 
 FIXTURE_NAMES = fixture_names()
@@ -72,6 +72,31 @@ def test_oracle_reports_libbpf_errors(tmp_path: Path) -> None:
     assert exc.value.log, "libbpf's own messages should be captured"
     with pytest.raises(LibbpfError, match="No such file"):
         open_object(tmp_path / "missing.bpf.o")
+
+
+def test_a_refused_build_is_cached_and_raised_again_without_running_the_tool(tmp_path: Path) -> None:
+    """The kernel matrix: a fixture that does not compile for a guest kernel costs one compile, not one a test."""
+    out = tmp_path / "key" / "x.bpf.o"
+    runs: list[Path] = []
+
+    def refused(tmp: Path) -> list[str]:
+        runs.append(tmp)
+        return ["sh", "-c", "echo 'x.bpf.c:1:1: error: use of slot' >&2; exit 1"]
+
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match=r"sh failed on x\.bpf\.c:\nx\.bpf\.c:1:1: error: use of slot"):
+            produce(out, refused, "x.bpf.c")
+    assert len(runs) == 1
+    assert not out.exists()
+
+
+def test_a_build_that_crashed_is_not_cached_as_refused(tmp_path: Path) -> None:
+    """Only a refusal with diagnostics is remembered; a tool killed or failing otherwise runs again."""
+    out = tmp_path / "key" / "x.bpf.o"
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="sh failed"):
+            produce(out, lambda tmp: ["sh", "-c", "echo 'error: out of memory' >&2; exit 137"], "x.bpf.c")
+    assert produce(out, lambda tmp: ["touch", str(tmp)], "x.bpf.c") == out
 
 
 def test_arith() -> None:
