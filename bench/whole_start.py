@@ -56,6 +56,7 @@ from tests.bpfbuild import CACHE, produce
 from bench import import_time, linked_agent, runtime_load, synth_agent
 from bench.prepare_load import _maxrss_kib, machine, median
 from bench.synth import compile_cached
+from dynbpf._sys.fs import tracefs_root
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
@@ -457,6 +458,8 @@ def main() -> None:
     raw: dict[str, Any] = {"objects": {name: measure_object(p, args.repeat, args.workers) for name, p in paths.items()}}
     raw["import"] = import_cost(args.import_repeat)
     obj, tool = first_event_object(), first_event_tool()
+    # both tools attach a tracepoint; a fresh machine may not have tracefs mounted yet
+    tracefs_root(mount_if_missing=True)
     raw["first_event"] = {"c": [], "python": []}
     for _ in range(args.repeat):
         raw["first_event"]["c"].append(attempt(partial(time_to_event, [str(tool), str(obj)])))
