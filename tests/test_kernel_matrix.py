@@ -16,6 +16,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -415,3 +416,53 @@ def test_vm_smoke(tmp_path: Path) -> None:
     assert probe["kernel"]["release"] == run["release"] == run["uname"]
     assert set(run["capabilities"]) == set(km.CAPABILITIES)
     assert f"{kernel}  " in proc.stdout  # the summary table
+
+
+# --- a guest that takes too long ----------------------------------------------------------------
+
+
+def test_a_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
+    """vng leaves qemu behind when killed alone: the deadline takes the command's whole group, a
+    grandchild holding the output pipe included, and says it did."""
+    pid_file = tmp_path / "grandchild"
+    script = f"sleep 300 & echo $! > {pid_file}; echo started; wait"
+    lines: list[str] = []
+    started = time.monotonic()
+    returncode, timed_out = km.run_bounded(["sh", "-c", script], dict(os.environ), 1.0, lines.append)
+    assert timed_out is True
+    assert returncode < 0  # killed by a signal
+    assert time.monotonic() - started < 30
+    assert lines == ["started\n"]
+    grandchild = int(pid_file.read_text())
+    assert not _alive_after(grandchild, 5.0)  # gone, not merely orphaned
+
+
+def _alive_after(pid: int, seconds: float) -> bool:
+    """Whether ``pid`` still exists after ``seconds`` (its reaper may take a moment)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_a_command_within_its_time_keeps_its_exit_status_and_output() -> None:
+    lines: list[str] = []
+    assert km.run_bounded(["sh", "-c", "echo one; echo two; exit 3"], dict(os.environ), 60, lines.append) == (3, False)
+    assert lines == ["one\n", "two\n"]
+
+
+def test_the_guest_imports_this_checkouts_source_first() -> None:
+    env = km.checkout_env({"PYTHONPATH": "/elsewhere/src"})
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(ROOT / "src"), str(ROOT), "/elsewhere/src"]
+    proc = subprocess.run(
+        [str(km.PYTHON), "-c", "import dynbpf; print(dynbpf.__file__)"],
+        env=km.checkout_env(dict(os.environ)),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert Path(proc.stdout.strip()).is_relative_to(ROOT / "src")
