@@ -624,7 +624,13 @@ def run_bounded(
         start_new_session=True,
     )
     assert proc.stdout is not None
-    reader = threading.Thread(target=lambda: [echo(line) for line in proc.stdout or ()], daemon=True)
+    output = proc.stdout
+
+    def pump() -> None:
+        for line in output:
+            echo(line)
+
+    reader = threading.Thread(target=pump, daemon=True)
     reader.start()
     timed_out = False
     try:
@@ -637,7 +643,7 @@ def run_bounded(
     # the group may outlive its leader (qemu after vng), at the deadline or not
     _kill_group(proc)
     reader.join(timeout=10)
-    proc.stdout.close()
+    output.close()
     return proc.wait(), timed_out
 
 
