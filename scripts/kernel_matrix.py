@@ -637,7 +637,7 @@ def run_bounded(
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         timed_out = True
-    except BaseException:  # Ctrl-C: the guest goes too
+    except BaseException:  # Ctrl-C, SIGTERM (main turns it into SystemExit): the guest goes too
         _kill_group(proc)
         raise
     # the group may outlive its leader (qemu after vng), at the deadline or not
@@ -707,10 +707,16 @@ def run_kernel(name: str, kernel: Kernel, args: argparse.Namespace, results: Pat
     return run
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM (a CI job cancelled, ``timeout``, ``kill``) unwinds like Ctrl-C: the guest goes too."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str]) -> int:
     if argv[:1] == ["guest"]:
         return guest(argv[1:])
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
     def log(message: str) -> None:
         print(f"[kernel-matrix] {message}", file=sys.stderr, flush=True)

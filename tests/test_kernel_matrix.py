@@ -466,3 +466,23 @@ def test_the_guest_imports_this_checkouts_source_first() -> None:
         check=True,
     )
     assert Path(proc.stdout.strip()).is_relative_to(ROOT / "src")
+
+
+def test_a_terminated_runner_takes_its_guest_down(tmp_path: Path) -> None:
+    """SIGTERM to the runner (a cancelled CI job) unwinds it through run_bounded's clean-up: the
+    command's process group goes with it instead of emulating on, orphaned."""
+    pid_file = tmp_path / "grandchild"
+    runner = (
+        "import os, sys, signal\n"
+        f"sys.path.insert(0, {str(ROOT / 'scripts')!r})\n"
+        "import kernel_matrix as km\n"
+        "signal.signal(signal.SIGTERM, km._exit_on_sigterm)\n"
+        f"script = 'sleep 300 & echo $! > {pid_file}; echo started; wait'\n"
+        "km.run_bounded(['sh', '-c', script], dict(os.environ), 300, lambda line: print(line, end='', flush=True))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", runner], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "started\n"
+    proc.terminate()
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + 15, stderr
+    assert not _alive_after(int(pid_file.read_text()), 5.0)
