@@ -559,11 +559,44 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--memory", default="4G", help="guest memory (default 4G)")
     parser.add_argument("--timeout", type=float, default=7200, help="seconds one guest may run (default 7200)")
     parser.add_argument("--results", type=Path, help="where results go (default .cache/kernel-matrix/<time>)")
+    parser.add_argument(
+        "--tests-from",
+        type=Path,
+        metavar="FILE",
+        help="pytest arguments from FILE, one test path or node id a line, # comments (.ci/guest-tests)",
+    )
     args = parser.parse_args(argv)
     for name in args.kernels:
         parse_version(name)
-    args.pytest_args = pytest_args
+    args.pytest_args = [*(read_selection(args.tests_from) if args.tests_from else []), *pytest_args]
     return args
+
+
+def read_selection(path: Path) -> list[str]:
+    """The pytest arguments a selection file holds (``.ci/guest-tests``): each line a test path or node
+    id, or an option with its value (``--deselect tests/test_x.py::test_y``); ``#`` starts a comment.
+
+    A test path that does not exist is an error naming the file and line, found on the host before any
+    kernel boots: pytest would report it only after the boot, or a renamed file would silently leave
+    its tests out of CI.
+    """
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise MatrixError(f"selection file {path}: {e.strerror}") from e
+    selection: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError as e:
+            raise MatrixError(f"{path}:{number}: {e}") from e
+        for word in words:
+            if not word.startswith("-") and not (ROOT / word.split("::")[0]).exists():
+                raise MatrixError(f"{path}:{number}: no such test file {word.split('::')[0]!r} in {ROOT}")
+        selection += words
+    if not selection:
+        raise MatrixError(f"selection file {path} selects nothing")
+    return selection
 
 
 def checkout_env(env: dict[str, str]) -> dict[str, str]:
@@ -614,34 +647,40 @@ def run_bounded(
     holding the pipe open). So the command gets a session of its own, and at the deadline its whole
     process group gets SIGTERM, then SIGKILL after a grace period.
     """
-    proc = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    assert proc.stdout is not None
-    output = proc.stdout
-
-    def pump() -> None:
-        for line in output:
-            echo(line)
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
+    proc: subprocess.Popen[str] | None = None
     timed_out = False
     try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-    except BaseException:  # Ctrl-C, SIGTERM (main turns it into SystemExit): the guest goes too
-        _kill_group(proc)
-        raise
-    # the group may outlive its leader (qemu after vng), at the deadline or not
-    _kill_group(proc)
+        proc = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+        output = proc.stdout
+        assert output is not None
+
+        def pump() -> None:
+            for line in output:
+                echo(line)
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+    finally:
+        # on time, late, or unwinding from Ctrl-C or SIGTERM (main turns it into SystemExit): the group
+        # may outlive its leader (qemu after vng), and nothing may interrupt its killing
+        if proc is not None:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+            try:
+                _kill_group(proc)
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
     reader.join(timeout=10)
     output.close()
     return proc.wait(), timed_out
@@ -715,11 +754,16 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 def main(argv: Sequence[str]) -> int:
     if argv[:1] == ["guest"]:
         return guest(argv[1:])
-    args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
     def log(message: str) -> None:
         print(f"[kernel-matrix] {message}", file=sys.stderr, flush=True)
+
+    try:
+        args = parse_args(argv)
+    except MatrixError as e:
+        log(str(e))
+        return 2
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
     started = time.monotonic()
     try:

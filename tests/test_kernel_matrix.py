@@ -486,3 +486,47 @@ def test_a_terminated_runner_takes_its_guest_down(tmp_path: Path) -> None:
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 128 + 15, stderr
     assert not _alive_after(int(pid_file.read_text()), 5.0)
+
+
+# --- the CI selection ---------------------------------------------------------------------------
+
+
+def test_a_selection_file_holds_paths_node_ids_and_options_with_comments(tmp_path: Path) -> None:
+    selection = tmp_path / "guest-tests"
+    selection.write_text(
+        "# comment\n\ntests/test_kernel_attach.py  # why\n"
+        "tests/test_kernel_lifecycle.py::test_x\n--deselect 'tests/test_kernel_attach.py::test_y[a b]'\n"
+    )
+    assert km.read_selection(selection) == [
+        "tests/test_kernel_attach.py",
+        "tests/test_kernel_lifecycle.py::test_x",
+        "--deselect",
+        "tests/test_kernel_attach.py::test_y[a b]",
+    ]
+    args = km.parse_args(["7", "--tests-from", str(selection), "--", "-q"])
+    assert args.pytest_args == [*km.read_selection(selection), "-q"]
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("tests/test_kernel_attach.py\ntests/test_gone.py\n", r":2: no such test file 'tests/test_gone.py'"),
+        ("# only a comment\n", "selects nothing"),
+        ("tests/test_kernel_attach.py 'unclosed\n", ":1: No closing quotation"),
+    ],
+)
+def test_a_selection_naming_no_real_test_is_refused_before_booting(tmp_path: Path, text: str, error: str) -> None:
+    selection = tmp_path / "guest-tests"
+    selection.write_text(text)
+    with pytest.raises(km.MatrixError, match=error):
+        km.parse_args(["7", "--tests-from", str(selection)])
+    assert km.main(["7", "--fetch-only", "--tests-from", str(selection)]) == 2  # refused, nothing fetched
+
+
+def test_the_ci_selection_names_real_tests_and_ci_runs_it_on_the_newest_7x() -> None:
+    selection = km.read_selection(ROOT / ".ci" / "guest-tests")
+    assert "tests/test_kernel_attach.py" in selection
+    run = (ROOT / ".ci" / "run").read_text()
+    assert "./test.sh\n" in run
+    assert "scripts/kernel-matrix.sh 7 " in run
+    assert "--tests-from .ci/guest-tests" in run
