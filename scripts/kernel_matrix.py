@@ -31,13 +31,15 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -49,7 +51,9 @@ KERNELS = CACHE / "kernels"
 RESULTS = CACHE / "kernel-matrix"
 VNG = ROOT / ".tools" / "matrix" / "bin" / "vng"
 PYTHON = ROOT / ".venv" / "bin" / "python"
-DYNBPF = ROOT / ".venv" / "bin" / "dynbpf"
+#: ``dynbpf`` run from this checkout's source (the venv's console script imports whichever checkout the
+#: venv was installed from, which need not be this one)
+DYNBPF = (str(PYTHON), "-c", "from dynbpf._cli.main import main; main()")
 #: what a bare run boots: the oldest kernel the suite supports, Debian stable's, the newest 7.x
 DEFAULT_KERNELS = ("6.1", "6.12", "7")
 #: Debian suites searched for kernel builds, on the host's Debian mirror
@@ -555,11 +559,51 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--memory", default="4G", help="guest memory (default 4G)")
     parser.add_argument("--timeout", type=float, default=7200, help="seconds one guest may run (default 7200)")
     parser.add_argument("--results", type=Path, help="where results go (default .cache/kernel-matrix/<time>)")
+    parser.add_argument(
+        "--tests-from",
+        type=Path,
+        metavar="FILE",
+        help="pytest arguments from FILE, one test path or node id a line, # comments (.ci/guest-tests)",
+    )
     args = parser.parse_args(argv)
     for name in args.kernels:
         parse_version(name)
-    args.pytest_args = pytest_args
+    args.pytest_args = [*(read_selection(args.tests_from) if args.tests_from else []), *pytest_args]
     return args
+
+
+def read_selection(path: Path) -> list[str]:
+    """The pytest arguments a selection file holds (``.ci/guest-tests``): each line a test path or node
+    id, or an option with its value (``--deselect tests/test_x.py::test_y``); ``#`` starts a comment.
+
+    A test path that does not exist is an error naming the file and line, found on the host before any
+    kernel boots: pytest would report it only after the boot, or a renamed file would silently leave
+    its tests out of CI.
+    """
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise MatrixError(f"selection file {path}: {e.strerror}") from e
+    selection: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError as e:
+            raise MatrixError(f"{path}:{number}: {e}") from e
+        for word in words:
+            if not word.startswith("-") and not (ROOT / word.split("::")[0]).exists():
+                raise MatrixError(f"{path}:{number}: no such test file {word.split('::')[0]!r} in {ROOT}")
+        selection += words
+    if not selection:
+        raise MatrixError(f"selection file {path} selects nothing")
+    return selection
+
+
+def checkout_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with this checkout's ``src`` and root first on the import path: the venv may be shared
+    with another checkout (a git worktree's, linked), whose editable install would otherwise win."""
+    path = [str(ROOT / "src"), str(ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**env, "PYTHONPATH": os.pathsep.join(dict.fromkeys(path))}
 
 
 def fixture_cache() -> Path:
@@ -570,7 +614,7 @@ def fixture_cache() -> Path:
 def precompile(kernel: Kernel) -> list[str]:
     """Every fixture compiled on the host against the guest kernel's BTF, into the shared cache; the
     fixtures that do not compile for it, each with clang's first error."""
-    env = {**os.environ, "DYNBPF_TEST_BTF": str(kernel.btf), "DYNBPF_TEST_CACHE": str(fixture_cache())}
+    env = checkout_env({**os.environ, "DYNBPF_TEST_BTF": str(kernel.btf), "DYNBPF_TEST_CACHE": str(fixture_cache())})
     proc = subprocess.run(
         [str(PYTHON), "-m", "tests.bpfbuild"], cwd=ROOT, env=env, capture_output=True, text=True, check=False
     )
@@ -593,6 +637,69 @@ def vng_command(kernel: Kernel, args: argparse.Namespace, results: Path) -> list
     return [*command, "--exec", shlex.join(guest)]
 
 
+def run_bounded(
+    command: Sequence[str], env: dict[str, str], timeout: float, echo: Callable[[str], None]
+) -> tuple[int, bool]:
+    """Run ``command``, each line of its output to ``echo``, for at most ``timeout`` seconds: its exit
+    status, and whether it was killed for taking longer.
+
+    vng starts qemu as a child of its own, which outlives vng killed alone and goes on emulating (and
+    holding the pipe open). So the command gets a session of its own, and at the deadline its whole
+    process group gets SIGTERM, then SIGKILL after a grace period.
+    """
+    proc: subprocess.Popen[str] | None = None
+    timed_out = False
+    try:
+        proc = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+        output = proc.stdout
+        assert output is not None
+
+        def pump() -> None:
+            for line in output:
+                echo(line)
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+    finally:
+        # on time, late, or unwinding from Ctrl-C or SIGTERM (main turns it into SystemExit): the group
+        # may outlive its leader (qemu after vng), and nothing may interrupt its killing
+        if proc is not None:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+            try:
+                _kill_group(proc)
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    reader.join(timeout=10)
+    output.close()
+    return proc.wait(), timed_out
+
+
+def _kill_group(proc: subprocess.Popen[str], grace: float = 5) -> None:
+    """SIGTERM to every process of ``proc``'s session, SIGKILL to what is still there after ``grace``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        deadline = time.monotonic() + grace
+        try:
+            os.killpg(proc.pid, sig)
+            while time.monotonic() < deadline:
+                proc.poll()  # reap the leader: a zombie still counts as a member of the group
+                os.killpg(proc.pid, 0)
+                time.sleep(0.05)
+        except ProcessLookupError:
+            return
+
+
 def run_kernel(name: str, kernel: Kernel, args: argparse.Namespace, results: Path, log: Any) -> dict[str, Any]:
     """Boot one kernel and run the guest side; what it reported, with the host's timings."""
     results.mkdir(parents=True, exist_ok=True)
@@ -607,31 +714,27 @@ def run_kernel(name: str, kernel: Kernel, args: argparse.Namespace, results: Pat
     started = time.monotonic()
     status = "ok"
     with (results / "console.log").open("w") as console:
-        proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, env=env
-        )
-        assert proc.stdout is not None
-        try:
-            for line in proc.stdout:
-                console.write(line)
-                sys.stdout.write(f"[{name}] {line}")
-            proc.wait(timeout=args.timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            status = "timeout"
+
+        def echo(line: str) -> None:
+            console.write(line)
+            sys.stdout.write(f"[{name}] {line}")
+
+        returncode, timed_out = run_bounded(command, env, args.timeout, echo)
+    if timed_out:
+        status = f"timeout after {args.timeout:.0f}s"
     vm_s = time.monotonic() - started
     run: dict[str, Any] = {
         "release": kernel.release,
         "precompile_s": precompile_s,
         "vm_s": vm_s,
-        "vng_exit": proc.returncode,
+        "vng_exit": returncode,
         "uncompiled": uncompiled,
     }
     report = results / "guest.json"
     if report.is_file():
         run.update(json.loads(report.read_text()))
     elif status == "ok":
-        status = f"no report from the guest (vng exited {proc.returncode})"
+        status = f"no report from the guest (vng exited {returncode})"
     if (results / "junit.xml").is_file():
         run["outcomes"] = junit_outcomes((results / "junit.xml").read_text())
         run["counts"] = counts(run["outcomes"])
@@ -643,13 +746,24 @@ def run_kernel(name: str, kernel: Kernel, args: argparse.Namespace, results: Pat
     return run
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM (a CI job cancelled, ``timeout``, ``kill``) unwinds like Ctrl-C: the guest goes too."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str]) -> int:
     if argv[:1] == ["guest"]:
         return guest(argv[1:])
-    args = parse_args(argv)
 
     def log(message: str) -> None:
         print(f"[kernel-matrix] {message}", file=sys.stderr, flush=True)
+
+    try:
+        args = parse_args(argv)
+    except MatrixError as e:
+        log(str(e))
+        return 2
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
     started = time.monotonic()
     try:
@@ -699,16 +813,28 @@ def guest(argv: Sequence[str]) -> int:
     # the fixtures were compiled on the host against the BTF taken from the image: the same bytes, or
     # each fixture compiles again in here, slowly
     report["btf_as_on_host"] = hashlib.sha256(live).digest() == hashlib.sha256(kernel.btf.read_bytes()).digest()
-    env = {
-        **os.environ,
-        "CI": "true",
-        "PYTHONDONTWRITEBYTECODE": "1",  # the source tree is read-only in here
-        "HYPOTHESIS_STORAGE_DIRECTORY": "/tmp/hypothesis",
-        "DYNBPF_TEST_CACHE": str(fixture_cache()),
-    }
+    env = checkout_env(
+        {
+            **os.environ,
+            "CI": "true",
+            "PYTHONDONTWRITEBYTECODE": "1",  # the source tree is read-only in here
+            "HYPOTHESIS_STORAGE_DIRECTORY": "/tmp/hypothesis",
+            "DYNBPF_TEST_CACHE": str(fixture_cache()),
+        }
+    )
     env.pop("DYNBPF_TEST_BTF", None)
+    where = subprocess.run(
+        [str(PYTHON), "-c", "import dynbpf; print(dynbpf.__file__)"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    report["dynbpf"] = where.stdout.strip()
+    if not Path(report["dynbpf"]).is_relative_to(ROOT / "src"):
+        raise SystemExit(f"guest: dynbpf imports from {report['dynbpf']}, not from this checkout ({ROOT / 'src'})")
     started = time.monotonic()
-    probe = subprocess.run([str(DYNBPF), "probe", "--json"], capture_output=True, env=env, check=False)
+    probe = subprocess.run([*DYNBPF, "probe", "--json"], capture_output=True, env=env, check=False)
     report["probe_s"] = time.monotonic() - started
     report["probe_exit"] = probe.returncode
     (args.results / "probe.json").write_bytes(probe.stdout)

@@ -198,7 +198,7 @@ def test_core_programs() -> None:
         "tracing",
         "trace_raw_tp",
     )
-    assert obj.program("core_unlink").prog_type_name == "kprobe"
+    assert obj.program("core_putname").prog_type_name == "kprobe"
     assert [m.name for m in obj.maps] == ["core.bss"]
 
 
@@ -240,15 +240,15 @@ KINDS: dict[str, tuple[str, str, str | None]] = {
     "uprobe_plain": ("uprobe", "kprobe", None),
     "uprobe_main_offset": ("uprobe//proc/self/exe:main+0x10", "kprobe", None),
     "uretprobe_getpid": ("uretprobe/libc.so.6:getpid", "kprobe", None),
-    "kprobe_unlinkat": ("kprobe/do_unlinkat", "kprobe", None),
-    "kretprobe_unlinkat": ("kretprobe/do_unlinkat", "kprobe", None),
+    "kprobe_openat2": ("kprobe/do_sys_openat2", "kprobe", None),
+    "kretprobe_openat2": ("kretprobe/do_sys_openat2", "kprobe", None),
     "kprobe_multi_vfs": ("kprobe.multi/vfs_*", "kprobe", "trace_kprobe_multi"),
     "uprobe_multi_getpp": ("uprobe.multi/libc.so.6:getpp*", "unspec", None),  # newer than libbpf 1.1
     "usdt_setjmp": ("usdt/libc.so.6:libc:setjmp", "kprobe", None),
     "ksyscall_openat": ("ksyscall/openat", "kprobe", None),
     "kretsyscall_openat": ("kretsyscall/openat", "kprobe", None),
-    "fentry_unlinkat": ("fentry/do_unlinkat", "tracing", "trace_fentry"),
-    "fexit_unlinkat": ("fexit/do_unlinkat", "tracing", "trace_fexit"),
+    "fentry_openat2": ("fentry/do_sys_openat2", "tracing", "trace_fentry"),
+    "fexit_openat2": ("fexit/do_sys_openat2", "tracing", "trace_fexit"),
     "fmod_ret_test": ("fmod_ret/bpf_modify_return_test", "tracing", "modify_return"),
     "lsm_file_open": ("lsm/file_open", "lsm", "lsm_mac"),
     "lsm_s_committed_creds": ("lsm.s/bprm_committed_creds", "lsm", "lsm_mac"),

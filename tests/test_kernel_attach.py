@@ -600,12 +600,12 @@ TRAMPOLINES = "BPF trampolines (fentry/fexit)"
 @pytest.mark.parametrize(
     ("program", "stand_in", "probe", "capability"),
     [
-        ("kprobe_unlinkat", ProgType.KPROBE, attach_features.kprobes, "kprobes"),
-        ("kretprobe_unlinkat", ProgType.KPROBE, attach_features.kprobes, "kprobes"),
+        ("kprobe_openat2", ProgType.KPROBE, attach_features.kprobes, "kprobes"),
+        ("kretprobe_openat2", ProgType.KPROBE, attach_features.kprobes, "kprobes"),
         ("ksyscall_openat", ProgType.KPROBE, attach_features.kprobes, "kprobes"),
         ("kprobe_multi_vfs", ProgType.KPROBE, attach_features.kprobe_multi, "kprobe.multi links"),
-        ("fentry_unlinkat", ProgType.SOCKET_FILTER, attach_features.trampolines, TRAMPOLINES),
-        ("fexit_unlinkat", ProgType.SOCKET_FILTER, attach_features.trampolines, TRAMPOLINES),
+        ("fentry_openat2", ProgType.SOCKET_FILTER, attach_features.trampolines, TRAMPOLINES),
+        ("fexit_openat2", ProgType.SOCKET_FILTER, attach_features.trampolines, TRAMPOLINES),
         ("fmod_ret_test", ProgType.SOCKET_FILTER, attach_features.trampolines, TRAMPOLINES),
         ("lsm_file_open", ProgType.SOCKET_FILTER, attach_features.lsm, "BPF LSM"),
     ],
@@ -650,9 +650,17 @@ def test_kinds_without_an_attacher_say_so() -> None:
 
 @pytest.mark.needs_bpftool
 def test_link_info_fields_and_iter_info_match_kernel_btf() -> None:
+    """Every field dynbpf reads is where this kernel's BTF puts it. A link kind whose details the kernel's
+    bpf_link_info does not have yet (perf_event, tcx, netfilter, uprobe_multi before 6.6 / 6.4) is
+    left out: such links report their kind without details there, which is what dynbpf shows."""
     kernel = kernel_offsets(kernel_type("STRUCT", "bpf_link_info"))
+    checked = 0
     for field, offset in FIELDS.items():
+        if field.split(".")[0] not in kernel:
+            continue
         assert kernel[field] == UNION + offset, field
+        checked += 1
+    assert checked >= 10  # raw_tracepoint, tracing, iter, cgroup and xdp are older than any kernel we run on
     iter_info = kernel_offsets(kernel_type("UNION", "bpf_iter_link_info"))
     assert ctypes_offsets(attrs.IterLinkInfo) == {k: v for k, v in iter_info.items() if "." in k}
     assert ctypes.sizeof(attrs.IterLinkInfo) == kernel_type("UNION", "bpf_iter_link_info")["size"]
@@ -662,10 +670,10 @@ def test_link_info_fields_and_iter_info_match_kernel_btf() -> None:
 
 
 def kinds_slot(name: str) -> int:
-    """Index of ``S_<name>`` in kinds.bpf.c's ``enum slot`` (each program bumps ``ran[slot]``)."""
+    """Index of ``S_<name>`` in kinds.bpf.c's ``enum kinds_slot`` (each program bumps ``ran[slot]``)."""
     source = (FIXTURES / "kinds.bpf.c").read_text()
-    body = source[source.index("enum slot {") : source.index("NR_SLOTS")]
-    names = [n.strip() for n in body.removeprefix("enum slot {").split(",") if n.strip()]
+    body = source[source.index("enum kinds_slot {") : source.index("NR_SLOTS")]
+    names = [n.strip() for n in body.removeprefix("enum kinds_slot {").split(",") if n.strip()]
     return names.index(f"S_{name}")
 
 

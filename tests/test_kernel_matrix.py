@@ -16,6 +16,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -415,3 +416,117 @@ def test_vm_smoke(tmp_path: Path) -> None:
     assert probe["kernel"]["release"] == run["release"] == run["uname"]
     assert set(run["capabilities"]) == set(km.CAPABILITIES)
     assert f"{kernel}  " in proc.stdout  # the summary table
+
+
+# --- a guest that takes too long ----------------------------------------------------------------
+
+
+def test_a_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
+    """vng leaves qemu behind when killed alone: the deadline takes the command's whole group, a
+    grandchild holding the output pipe included, and says it did."""
+    pid_file = tmp_path / "grandchild"
+    script = f"sleep 300 & echo $! > {pid_file}; echo started; wait"
+    lines: list[str] = []
+    started = time.monotonic()
+    returncode, timed_out = km.run_bounded(["sh", "-c", script], dict(os.environ), 1.0, lines.append)
+    assert timed_out is True
+    assert returncode < 0  # killed by a signal
+    assert time.monotonic() - started < 30
+    assert lines == ["started\n"]
+    grandchild = int(pid_file.read_text())
+    assert not _alive_after(grandchild, 5.0)  # gone, not merely orphaned
+
+
+def _alive_after(pid: int, seconds: float) -> bool:
+    """Whether ``pid`` still exists after ``seconds`` (its reaper may take a moment)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_a_command_within_its_time_keeps_its_exit_status_and_output() -> None:
+    lines: list[str] = []
+    assert km.run_bounded(["sh", "-c", "echo one; echo two; exit 3"], dict(os.environ), 60, lines.append) == (3, False)
+    assert lines == ["one\n", "two\n"]
+
+
+def test_the_guest_imports_this_checkouts_source_first() -> None:
+    env = km.checkout_env({"PYTHONPATH": "/elsewhere/src"})
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(ROOT / "src"), str(ROOT), "/elsewhere/src"]
+    proc = subprocess.run(
+        [str(km.PYTHON), "-c", "import dynbpf; print(dynbpf.__file__)"],
+        env=km.checkout_env(dict(os.environ)),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert Path(proc.stdout.strip()).is_relative_to(ROOT / "src")
+
+
+def test_a_terminated_runner_takes_its_guest_down(tmp_path: Path) -> None:
+    """SIGTERM to the runner (a cancelled CI job) unwinds it through run_bounded's clean-up: the
+    command's process group goes with it instead of emulating on, orphaned."""
+    pid_file = tmp_path / "grandchild"
+    runner = (
+        "import os, sys, signal\n"
+        f"sys.path.insert(0, {str(ROOT / 'scripts')!r})\n"
+        "import kernel_matrix as km\n"
+        "signal.signal(signal.SIGTERM, km._exit_on_sigterm)\n"
+        f"script = 'sleep 300 & echo $! > {pid_file}; echo started; wait'\n"
+        "km.run_bounded(['sh', '-c', script], dict(os.environ), 300, lambda line: print(line, end='', flush=True))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", runner], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "started\n"
+    proc.terminate()
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + 15, stderr
+    assert not _alive_after(int(pid_file.read_text()), 5.0)
+
+
+# --- the CI selection ---------------------------------------------------------------------------
+
+
+def test_a_selection_file_holds_paths_node_ids_and_options_with_comments(tmp_path: Path) -> None:
+    selection = tmp_path / "guest-tests"
+    selection.write_text(
+        "# comment\n\ntests/test_kernel_attach.py  # why\n"
+        "tests/test_kernel_lifecycle.py::test_x\n--deselect 'tests/test_kernel_attach.py::test_y[a b]'\n"
+    )
+    assert km.read_selection(selection) == [
+        "tests/test_kernel_attach.py",
+        "tests/test_kernel_lifecycle.py::test_x",
+        "--deselect",
+        "tests/test_kernel_attach.py::test_y[a b]",
+    ]
+    args = km.parse_args(["7", "--tests-from", str(selection), "--", "-q"])
+    assert args.pytest_args == [*km.read_selection(selection), "-q"]
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("tests/test_kernel_attach.py\ntests/test_gone.py\n", r":2: no such test file 'tests/test_gone.py'"),
+        ("# only a comment\n", "selects nothing"),
+        ("tests/test_kernel_attach.py 'unclosed\n", ":1: No closing quotation"),
+    ],
+)
+def test_a_selection_naming_no_real_test_is_refused_before_booting(tmp_path: Path, text: str, error: str) -> None:
+    selection = tmp_path / "guest-tests"
+    selection.write_text(text)
+    with pytest.raises(km.MatrixError, match=error):
+        km.parse_args(["7", "--tests-from", str(selection)])
+    assert km.main(["7", "--fetch-only", "--tests-from", str(selection)]) == 2  # refused, nothing fetched
+
+
+def test_the_ci_selection_names_real_tests_and_ci_runs_it_on_the_newest_7x() -> None:
+    selection = km.read_selection(ROOT / ".ci" / "guest-tests")
+    assert "tests/test_kernel_attach.py" in selection
+    run = (ROOT / ".ci" / "run").read_text()
+    assert "./test.sh\n" in run
+    assert "scripts/kernel-matrix.sh 7 " in run
+    assert "--tests-from .ci/guest-tests" in run

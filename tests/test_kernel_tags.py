@@ -127,8 +127,8 @@ LIBBPF_CANNOT: dict[str, Cannot] = {
     ),
     **_kernel_refuses(
         attach_features.trampolines(),
-        "kinds/fentry_unlinkat",
-        "kinds/fexit_unlinkat",
+        "kinds/fentry_openat2",
+        "kinds/fexit_openat2",
         "kinds/fmod_ret_test",
         "kinds/optional_vfs_read",
         "features_app/fexit_getpgid",

@@ -12,6 +12,16 @@ struct task_struct___pre514 {
 	long state;
 } __attribute__((preserve_access_index));
 
+/* filename::refcnt was an atomic_t up to 7.2 and is a plain int (in an anonymous struct member)
+ * since: two flavours, and the one this kernel has is read. */
+struct filename___atomic {
+	atomic_t refcnt;
+} __attribute__((preserve_access_index));
+
+struct filename___int {
+	int refcnt;
+} __attribute__((preserve_access_index));
+
 /* A local-only type: bpf_core_type_exists() must resolve to 0. */
 struct dynbpf_not_in_kernel {
 	int x;
@@ -62,14 +72,19 @@ int BPF_PROG(core_fork, struct task_struct *parent, struct task_struct *child)
 	return 0;
 }
 
-SEC("kprobe/do_unlinkat")
-int BPF_KPROBE(core_unlink, int dfd, struct filename *name)
+/* putname: one signature on every kernel of the matrix (do_unlinkat is gone from 7.x) */
+SEC("kprobe/putname")
+int BPF_KPROBE(core_putname, struct filename *name)
 {
+	struct filename___atomic *atomic = (void *)name;
 	const char *path = BPF_CORE_READ(name, name);
 	char buf[32];
 
 	bpf_core_read_str(buf, sizeof(buf), path);
-	last_fork.child_pid = BPF_CORE_READ(name, refcnt.counter);
+	if (bpf_core_field_exists(atomic->refcnt.counter))
+		last_fork.child_pid = BPF_CORE_READ(atomic, refcnt.counter);
+	else
+		last_fork.child_pid = BPF_CORE_READ((struct filename___int *)name, refcnt);
 	return 0;
 }
 

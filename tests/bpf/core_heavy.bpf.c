@@ -104,8 +104,10 @@ int BPF_PROG(heavy_fork, struct task_struct *parent, struct task_struct *child)
 	return 0;
 }
 
+/* The first argument is a struct mnt_idmap * since 6.3 (a struct user_namespace * before; 6.1's
+ * vmlinux.h has no mnt_idmap): unused here, so untyped. */
 SEC("kprobe/vfs_unlink")
-int BPF_KPROBE(heavy_unlink, struct mnt_idmap *idmap, struct inode *dir, struct dentry *dentry)
+int BPF_KPROBE(heavy_unlink, void *idmap, struct inode *dir, struct dentry *dentry)
 {
 	/* i_nlink sits in an anonymous union, qstr::len in an anonymous struct in one. */
 	heavy.nlink = BPF_CORE_READ(dir, i_nlink);
@@ -113,8 +115,9 @@ int BPF_KPROBE(heavy_unlink, struct mnt_idmap *idmap, struct inode *dir, struct 
 	return 0;
 }
 
-SEC("kprobe/do_unlinkat")
-int BPF_KPROBE(heavy_unlinkat, int dfd, struct filename *name)
+/* putname: one signature on every kernel of the matrix (do_unlinkat is gone from 7.x) */
+SEC("kprobe/putname")
+int BPF_KPROBE(heavy_putname, struct filename *name)
 {
 	/* iname is a flexible array: any index is allowed. */
 	heavy.iname2 = BPF_CORE_READ(name, iname[2]);

@@ -9,9 +9,12 @@
 
 #define TC_ACT_OK 0
 #define NF_ACCEPT 1
+/* TCX_NEXT, spelt out: enum tcx_action_base is 6.6+ and older kernels' vmlinux.h lack it */
+#define KINDS_TCX_NEXT -1
 
-/* Every program bumps its own slot, so a test can tell which ones ran. */
-enum slot {
+/* Every program bumps its own slot, so a test can tell which ones ran. (Not "enum slot": every
+ * Debian kernel's vmlinux.h has a struct slot, and C tags share one namespace.) */
+enum kinds_slot {
 	S_TP, S_TRACEPOINT, S_RAW_TP, S_RAW_TRACEPOINT, S_TP_BTF,
 	S_UPROBE, S_UPROBE_TARGET, S_URETPROBE, S_KPROBE, S_KRETPROBE,
 	S_KPROBE_MULTI, S_UPROBE_MULTI, S_USDT, S_KSYSCALL, S_KRETSYSCALL,
@@ -25,7 +28,7 @@ enum slot {
 __u64 ran[NR_SLOTS];
 __u64 last_value[NR_SLOTS];
 
-static __always_inline void hit(enum slot s, __u64 value)
+static __always_inline void hit(enum kinds_slot s, __u64 value)
 {
 	__sync_fetch_and_add(&ran[s], 1);
 	last_value[s] = value;
@@ -90,15 +93,16 @@ int BPF_KRETPROBE(uretprobe_getpid, int ret)
 	return 0;
 }
 
-SEC("kprobe/do_unlinkat")
-int BPF_KPROBE(kprobe_unlinkat, int dfd, struct filename *name)
+/* do_sys_openat2: one signature on every kernel of the matrix (do_unlinkat is gone from 7.x) */
+SEC("kprobe/do_sys_openat2")
+int BPF_KPROBE(kprobe_openat2, int dfd, const char *filename)
 {
 	hit(S_KPROBE, dfd);
 	return 0;
 }
 
-SEC("kretprobe/do_unlinkat")
-int BPF_KRETPROBE(kretprobe_unlinkat, long ret)
+SEC("kretprobe/do_sys_openat2")
+int BPF_KRETPROBE(kretprobe_openat2, long ret)
 {
 	hit(S_KRETPROBE, ret);
 	return 0;
@@ -139,15 +143,15 @@ int BPF_KRETPROBE(kretsyscall_openat, long ret)
 	return 0;
 }
 
-SEC("fentry/do_unlinkat")
-int BPF_PROG(fentry_unlinkat, int dfd, struct filename *name)
+SEC("fentry/do_sys_openat2")
+int BPF_PROG(fentry_openat2, int dfd, const char *filename)
 {
 	hit(S_FENTRY, dfd);
 	return 0;
 }
 
-SEC("fexit/do_unlinkat")
-int BPF_PROG(fexit_unlinkat, int dfd, struct filename *name, int ret)
+SEC("fexit/do_sys_openat2")
+int BPF_PROG(fexit_openat2, int dfd, const char *filename, void *how, long ret)
 {
 	hit(S_FEXIT, ret);
 	return 0;
@@ -203,14 +207,14 @@ SEC("tcx/ingress")
 int tcx_ingress(struct __sk_buff *skb)
 {
 	hit(S_TCX_IN, skb->len);
-	return TCX_NEXT;
+	return KINDS_TCX_NEXT;
 }
 
 SEC("tcx/egress")
 int tcx_egress(struct __sk_buff *skb)
 {
 	hit(S_TCX_OUT, skb->len);
-	return TCX_NEXT;
+	return KINDS_TCX_NEXT;
 }
 
 SEC("cgroup_skb/ingress")
@@ -295,8 +299,9 @@ int flow_dissect(struct __sk_buff *skb)
 	return BPF_FLOW_DISSECTOR_CONTINUE;
 }
 
+/* struct bpf_nf_ctx is 6.4+ (6.1's vmlinux.h lacks it) and unused here: untyped */
 SEC("netfilter")
-int netfilter_accept(struct bpf_nf_ctx *ctx)
+int netfilter_accept(void *ctx)
 {
 	hit(S_NETFILTER, 1);
 	return NF_ACCEPT;
