@@ -1,6 +1,6 @@
 """Attach loaded programs to their hooks; every attachment is a :class:`Link`.
 
-``attach(kind, prog_fd, name=..., **target)`` reads what the section name
+``attach(kind, prog_fd, name, **target)`` reads what the section name
 already says (``ProgramKind`` from ``dynbpf._elf.sections``) and lets
 keywords complete or override it, per kind (docs/attach.md). One module per
 family of kinds does the work; this one only picks it. A kind the running
@@ -90,19 +90,25 @@ def kind_label(kind: ProgramKind) -> str:
 def attach(
     kind: ProgramKind,
     prog_fd: int,
+    program: str | None = None,
+    /,
     *,
-    name: str,
     attach_btf_id: int = 0,
     usdt_context: UsdtContext | None = None,
     **target: Any,
 ) -> Link:
-    """Attach the loaded program ``prog_fd`` (called ``name``) to the hook ``kind`` and ``target`` describe.
+    """Attach the loaded program ``prog_fd`` (called ``program``, or ``name=``) to the hook ``kind`` and
+    ``target`` describe.
 
     The returned link is the attachment: it lasts until ``detach()`` (or,
     once pinned, until ``unpin()``). See docs/attach.md for the target
-    keywords of each kind. ``usdt_context`` is the collection's USDT spec
-    map, which a usdt program needs (``Program.attach`` passes it).
+    keywords of each kind. A usdt probe's own ``name=`` needs the program's
+    name passed positionally; ``usdt_context`` is the collection's USDT spec
+    map, which a usdt program needs (``Program.attach`` passes both).
     """
+    name = program if program is not None else target.pop("name", None)
+    if not isinstance(name, str):
+        raise TypeError("attach() needs the program's name (positionally, or as name=)")
     prog_fd = operator.index(prog_fd)
     request = Request(name, kind_label(kind))
     if kind.error is not None and not target:

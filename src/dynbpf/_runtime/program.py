@@ -219,7 +219,7 @@ class Program:
         link = attach(
             prepared.kind,
             self._fd.raw,
-            name=self.name,
+            self.name,
             attach_btf_id=prepared.attach_btf_id,
             usdt_context=self._usdt_context(prepared),
             **target,
