@@ -389,3 +389,25 @@ def test_failures_name_the_probe_and_what_the_file_has(coll: dynbpf.Collection, 
         prog.attach(path=str(target.binary), provider="dynbpf", name="regs", symbol="main")
     assert coll._usdt_spec_ids().used == set()  # nothing held by the failed attaches
     assert prog.links == ()
+
+
+SYSTEM_PYTHON = Path("/usr/bin/python3")
+
+
+def test_a_distribution_binary_s_probe_behind_a_semaphore(coll: dynbpf.Collection) -> None:
+    """Debian's python3 has USDT probes, each behind a semaphore: python:gc__start's generation is a stack slot."""
+    if not SYSTEM_PYTHON.exists() or not any(n.name == "gc__start" for n in read_notes(str(SYSTEM_PYTHON))):
+        require(f"{SYSTEM_PYTHON} has no python:gc__start probe (a Python built without --with-dtrace)")
+    prog = coll.programs["mem"]
+    prog.load()
+    if not supported_or_refused(prog, path=str(SYSTEM_PYTHON), provider="python", name="gc__start"):
+        return
+    (site,) = find_sites(str(SYSTEM_PYTHON), "python", "gc__start")
+    assert site.semaphore_offset
+    collect = "import gc, os; gc.collect(1); os._exit(0)"  # os._exit: no collection at shutdown after ours
+    with prog.attach(path=str(SYSTEM_PYTHON), provider="python", name="gc__start"):
+        subprocess.run([str(SYSTEM_PYTHON), "-I", "-c", collect], check=True)
+    seen = coll.bss.mem_seen
+    assert seen.hits >= 1
+    assert (seen.cnt, seen.errors) == (1, 0)
+    assert seen.args[0] == 1  # the generation gc.collect(1) collected, the last collection of the process
