@@ -411,3 +411,23 @@ def test_a_distribution_binary_s_probe_behind_a_semaphore(coll: dynbpf.Collectio
     assert seen.hits >= 1
     assert (seen.cnt, seen.errors) == (1, 0)
     assert seen.args[0] == 1  # the generation gc.collect(1) collected, the last collection of the process
+
+
+def test_reload_moves_the_probe_to_the_new_program(coll: dynbpf.Collection, target: Target) -> None:
+    """A usdt link cannot be updated in place: reload attaches the new program, then detaches the old link."""
+    prog = coll.programs["regs"]
+    prog.load()
+    if not supported_or_refused(prog, path=str(target.binary), provider="dynbpf", name="regs"):
+        return
+    prog.attach(path=str(target.binary), provider="dynbpf", name="regs", cookie=1)
+    old_id = prog.id
+    prog.reload()
+    assert prog.id != old_id
+    (link,) = prog.links
+    assert coll._usdt_spec_ids().used == {1}  # the new link's id was taken while the old one still held 0
+    finish(run(target))
+    seen = coll.bss.regs_seen
+    assert (seen.hits, seen.cnt, seen.errors, seen.cookie) == (TIMES, 9, 0, 1)
+    prog.detach()
+    assert link.closed
+    assert coll._usdt_spec_ids().used == set()
