@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dynbpf._attach.usdt import SpecIds
-from dynbpf._attach.usdt_notes import UsdtNoteError, _notes, read_notes
+from dynbpf._attach.usdt_notes import UsdtNote, UsdtNoteError, UsdtSite, _notes, _Segment, _site, read_notes
 from dynbpf._attach.usdt_spec import (
     MAX_ARGS,
     REGISTERS,
@@ -206,3 +206,18 @@ def test_spec_ids_are_the_lowest_free_below_the_capacity() -> None:
     ids.give([0])
     assert ids.take(2, 4) == [0, 3]
     assert ids.used == {0, 1, 2, 3}
+
+
+def test_sites_move_with_stapsdt_base_and_become_file_offsets() -> None:
+    """A prelinked file: the site moves as far as .stapsdt.base did; offsets come from the holding segment."""
+    code, data = _Segment(0x401000, 0x1000, 0x1000, True), _Segment(0x403E00, 0x300, 0x2E00, False)
+    note = UsdtNote("p", "n", pc=0x401130, base=0x402004, semaphore=0x404010, args="")
+    assert _site("f", note, 0x402004, [code, data]) == UsdtSite(note, 0x1130, 0x2E00 + 0x210)
+    assert _site("f", note, 0x402104, [code, data]).offset == 0x1230  # .stapsdt.base moved by 0x100
+    assert _site("f", note, None, [code, data]).offset == 0x1130  # no .stapsdt.base section: as recorded
+    with pytest.raises(UsdtNoteError, match=r"USDT probe p:n of f: its address 0x401130 lies in no loadable segment"):
+        _site("f", note, None, [data])
+    with pytest.raises(UsdtNoteError, match="its semaphore at 0x404010 lies in an executable segment"):
+        _site("f", note, None, [code, _Segment(0x403E00, 0x300, 0x2E00, True)])
+    with pytest.raises(UsdtNoteError, match="lies in a segment that is not executable"):
+        _site("f", note, None, [_Segment(0x401000, 0x1000, 0x1000, False)])

@@ -86,7 +86,7 @@ def find_sites(path: str, provider: str, name: str) -> tuple[UsdtSite, ...]:
 
 def _site(path: str, note: UsdtNote, base_now: int | None, segments: list[_Segment]) -> UsdtSite:
     where = f"USDT probe {note.provider}:{note.name} of {path}"
-    pc = note.pc + (base_now - note.base if base_now is not None and note.base else 0)
+    pc = note.pc + (base_now - note.base if base_now else 0)  # libbpf's rule: only with a .stapsdt.base
     code = next((s for s in segments if s.holds(pc)), None)
     if code is None or not code.executable:
         what = "no loadable segment" if code is None else "a segment that is not executable"
