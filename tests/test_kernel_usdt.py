@@ -77,6 +77,8 @@ int main(int argc, char **argv)
 	long acc = 0;
 	char go;
 
+	printf("ready\n"); /* its libraries are mapped: a probe can find them in /proc/<pid>/maps */
+	fflush(stdout);
 	if (argc != 4 || read(0, &go, 1) != 1) /* the test attaches first, then lets us run */
 		return 1;
 	semaphore = dynbpf_guarded_semaphore;
@@ -164,9 +166,22 @@ def coll() -> Iterator[dynbpf.Collection]:
 
 
 def run(target: Target, *, times: int = TIMES) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    """The program, started and waiting for the go (its libraries mapped by then)."""
+    proc = subprocess.Popen(
         [str(target.binary), str(K), str(times), TEXT], stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
+    assert proc.stdout is not None
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+    except BaseException:
+        stop(proc)
+        raise
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.kill()
+    proc.communicate()  # waits, and closes its pipes
 
 
 def finish(proc: subprocess.Popen[bytes]) -> tuple[int, int, int]:
@@ -174,8 +189,7 @@ def finish(proc: subprocess.Popen[bytes]) -> tuple[int, int, int]:
     try:
         out, _ = proc.communicate(b"g", timeout=60)
     finally:
-        proc.kill()
-        proc.wait()
+        stop(proc)
     assert proc.returncode == 0
     semaphore, guarded, acc = (int(x) for x in out.split())
     return semaphore, guarded, acc
@@ -315,8 +329,7 @@ def test_a_shared_library_probe_by_name_in_the_process(coll: dynbpf.Collection, 
             )
             _, _, acc = finish(proc)
     finally:
-        proc.kill()
-        proc.wait()
+        stop(proc)
     assert acc == TIMES * (K + 1)
     seen = coll.bss.lib_seen
     assert (seen.hits, seen.cnt, seen.errors) == (TIMES, 2, 0)
