@@ -8,7 +8,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 UV_VERSION="0.13.9"
-APT_PACKAGES=(clang llvm libbpf-dev bpftool)
+APT_PACKAGES=(clang llvm libbpf-dev bpftool gcc systemtap-sdt-dev)
 MATRIX=0
 if [[ "${1:-}" == --matrix ]]; then
     MATRIX=1

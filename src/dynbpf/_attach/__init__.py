@@ -1,6 +1,6 @@
 """Attach loaded programs to their hooks; every attachment is a :class:`Link`.
 
-``attach(kind, prog_fd, name=..., **target)`` reads what the section name
+``attach(kind, prog_fd, name, **target)`` reads what the section name
 already says (``ProgramKind`` from ``dynbpf._elf.sections``) and lets
 keywords complete or override it, per kind (docs/attach.md). One module per
 family of kinds does the work; this one only picks it. A kind the running
@@ -28,6 +28,7 @@ from dynbpf._attach.tracepoint import attach_tracepoint
 from dynbpf._attach.tracing import attach_tracing, tracing_kind
 from dynbpf._attach.uprobe import attach_uprobe, is_retprobe
 from dynbpf._attach.uprobe_multi import attach_uprobe_multi
+from dynbpf._attach.usdt import UsdtContext, attach_usdt
 from dynbpf._elf.sections import Attacher, ProgramKind
 from dynbpf._probes import attach as attach_features
 from dynbpf._sys.constants import AttachType, ProgType
@@ -35,7 +36,6 @@ from dynbpf._sys.constants import AttachType, ProgType
 __all__ = ["IoctlPerfLink", "IterLink", "Link", "LinkGroup", "attach", "kind_label"]
 
 _NOT_YET = {
-    Attacher.USDT: "usdt programs need the binary's USDT notes and argument specs, which dynbpf does not read yet",
     Attacher.KPROBE_MULTI: "kprobe.multi links are not implemented by dynbpf yet",
     Attacher.KPROBE_SESSION: "kprobe.session links are not implemented by dynbpf yet",
     Attacher.TRACING_MULTI: "fentry.multi links are not implemented by dynbpf yet",
@@ -87,13 +87,28 @@ def kind_label(kind: ProgramKind) -> str:
     )
 
 
-def attach(kind: ProgramKind, prog_fd: int, *, name: str, attach_btf_id: int = 0, **target: Any) -> Link:
-    """Attach the loaded program ``prog_fd`` (called ``name``) to the hook ``kind`` and ``target`` describe.
+def attach(
+    kind: ProgramKind,
+    prog_fd: int,
+    program: str | None = None,
+    /,
+    *,
+    attach_btf_id: int = 0,
+    usdt_context: UsdtContext | None = None,
+    **target: Any,
+) -> Link:
+    """Attach the loaded program ``prog_fd`` (called ``program``, or ``name=``) to the hook ``kind`` and
+    ``target`` describe.
 
     The returned link is the attachment: it lasts until ``detach()`` (or,
     once pinned, until ``unpin()``). See docs/attach.md for the target
-    keywords of each kind.
+    keywords of each kind. A usdt probe's own ``name=`` needs the program's
+    name passed positionally; ``usdt_context`` is the collection's USDT spec
+    map, which a usdt program needs (``Program.attach`` passes both).
     """
+    name = program if program is not None else target.pop("name", None)
+    if not isinstance(name, str):
+        raise TypeError("attach() needs the program's name (positionally, or as name=)")
     prog_fd = operator.index(prog_fd)
     request = Request(name, kind_label(kind))
     if kind.error is not None and not target:
@@ -126,6 +141,8 @@ def attach(kind: ProgramKind, prog_fd: int, *, name: str, attach_btf_id: int = 0
         return attach_kprobe(request, kind, prog_fd, target)
     if attacher is Attacher.UPROBE_MULTI:
         return attach_uprobe_multi(request, kind, prog_fd, target)
+    if attacher is Attacher.USDT:
+        return attach_usdt(request, kind, prog_fd, target, usdt_context)
     gate = _GATES.get(attacher)
     if gate is not None:
         request.require(gate())

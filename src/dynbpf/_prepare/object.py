@@ -28,7 +28,7 @@ from dynbpf._btf.kernel import KernelBtf
 from dynbpf._btf.kinds import Kind
 from dynbpf._btf.spec import Spec
 from dynbpf._btf.types import Struct
-from dynbpf._elf.sections import AttachTarget
+from dynbpf._elf.sections import Attacher, AttachTarget
 from dynbpf._elf.spec import (
     DataReference,
     ExternKind,
@@ -373,6 +373,8 @@ class _Context:
         lines = tuple((slots.slot(p.start), p.function.name) for p in linked.functions)
         attach_btf_id, attach_obj_fd, expected = 0, 0, prog.kind.expected_attach_type
         expected_attach_type = int(expected) if expected is not None else 0
+        if prog.kind.attacher is Attacher.USDT and expected is None and _uprobe_multi_links():
+            expected_attach_type = int(AttachType.TRACE_UPROBE_MULTI)  # as libbpf: one link for all its call sites
         if needs_kernel_target(prog.kind):
             target = self._kernel_target(prog)
             attach_btf_id = target.btf_id
@@ -548,3 +550,10 @@ def _struct_ops_slots(obj: ObjectSpec, vmlinux: Spec | None) -> dict[str, Struct
             if member in members and program not in found:
                 found[program] = StructOpsSlot(m.name, ids[0], members.index(member))
     return found
+
+
+def _uprobe_multi_links() -> bool:
+    """Whether the running kernel has uprobe_multi links (usdt programs are loaded for them if so)."""
+    from dynbpf._probes import attach as attach_features
+
+    return attach_features.uprobe_multi().supported

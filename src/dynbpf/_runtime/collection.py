@@ -37,6 +37,7 @@ from dynbpf._sys.constants import MapFlags
 from dynbpf.errors import DynbpfError, NotFound, OptionError, StateError
 
 if TYPE_CHECKING:  # the map views and event readers load with their first use (docs/architecture.md)
+    from dynbpf._attach.usdt import SpecIds
     from dynbpf._maps.map import Map
     from dynbpf._maps.perfbuf import PerfBuffer
     from dynbpf._maps.reader import EventReader
@@ -103,6 +104,7 @@ class Collection(Closing):
         self._prepared: PreparedObject | None = None
         self._registry = MapRegistry(spec.name)
         self._readers: weakref.WeakSet[EventReader] = weakref.WeakSet()
+        self._usdt_ids: SpecIds | None = None  # the USDT spec ids its usdt programs' links hold
         self._measured_seconds = 0.0
         self._measured_insns = 0
         off = frozenset(_names(disabled, "disabled"))
@@ -445,6 +447,15 @@ class Collection(Closing):
     def _require_open(self) -> None:
         if self._closed:
             raise StateError(f"collection {self.spec.name!r} is closed")
+
+    def _usdt_spec_ids(self) -> SpecIds:
+        """The ids in use in this collection's ``__bpf_usdt_specs``, which all its usdt programs share."""
+        from dynbpf._attach.usdt import SpecIds
+
+        with self._lock:
+            if self._usdt_ids is None:
+                self._usdt_ids = SpecIds()
+            return self._usdt_ids
 
     @contextlib.contextmanager
     def _using_numbers(self) -> Iterator[None]:

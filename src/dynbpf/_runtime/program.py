@@ -17,11 +17,13 @@ from dynbpf._prepare.prepared import PreparedProgram
 from dynbpf._runtime.load import Loaded, LoadOptions, load_program
 from dynbpf._runtime.state import ProgramState
 from dynbpf._sys import commands
+from dynbpf._sys.constants import AttachType
 from dynbpf._sys.fd import Fd
 from dynbpf.errors import DynbpfError, StateError
 
 if TYPE_CHECKING:
     from dynbpf._attach import Link
+    from dynbpf._attach.usdt import UsdtContext
     from dynbpf._runtime.collection import Collection
 
 _CLONE_OPTIONS = (*(f.name for f in dataclasses.fields(LoadOptions)), "log_buffer")
@@ -214,10 +216,31 @@ class Program:
 
         assert self._fd is not None
         prepared = self.prepared
-        link = attach(prepared.kind, self._fd.raw, name=self.name, attach_btf_id=prepared.attach_btf_id, **target)
+        link = attach(
+            prepared.kind,
+            self._fd.raw,
+            self.name,
+            attach_btf_id=prepared.attach_btf_id,
+            usdt_context=self._usdt_context(prepared),
+            **target,
+        )
         self._targets[id(link)] = dict(target)  # what reload() re-attaches it to
         self._adopt(link)
         return link
+
+    def _usdt_context(self, prepared: PreparedProgram) -> UsdtContext | None:
+        """For a usdt program: the spec map its ``usdt.bpf.h`` code reads (held while it is loaded), and its ids."""
+        from dynbpf._attach.usdt import SPECS_MAP, UsdtContext
+        from dynbpf._elf.sections import Attacher
+
+        if prepared.kind.attacher is not Attacher.USDT:
+            return None
+        coll = self._collection
+        return UsdtContext(
+            specs_fd=coll._registry.require(SPECS_MAP) if SPECS_MAP in prepared.maps else None,
+            ids=coll._usdt_spec_ids(),
+            multi=prepared.expected_attach_type == AttachType.TRACE_UPROBE_MULTI,
+        )
 
     def detach(self) -> None:
         """Detach every link of this program (pinned links stay in bpffs); it stays loaded."""
