@@ -16,6 +16,7 @@ from dynbpf._attach.link import Link
 from dynbpf._attach.request import Request, integer, take
 from dynbpf._elf.sections import ProgramKind
 from dynbpf._probes import attach as attach_features
+from dynbpf._probes import net_attach
 from dynbpf._sys import commands
 from dynbpf._sys.attrs import LinkCreateAttr
 from dynbpf._sys.constants import AttachType
@@ -77,6 +78,6 @@ def attach_tcx(request: Request, kind: ProgramKind, prog_fd: int, target: dict[s
     ifindex, name = interface(request, options)
     request = Request(request.program, family).at(f"{direction} {name} (ifindex {ifindex})")
     attr = LinkCreateAttr(prog_fd=prog_fd, target_fd=ifindex, attach_type=eat)
-    probe = attach_features.tcx if family == "tcx" else None
+    probe = attach_features.tcx if family == "tcx" else net_attach.netkit
     fd = request.call(lambda: commands.link_create(attr, request.what), probe=probe)
     return Link(fd, kind=family, description=request.what)

@@ -65,7 +65,8 @@ def attach_netns(request: Request, kind: ProgramKind, prog_fd: int, target: dict
         attr = LinkCreateAttr(prog_fd=prog_fd, target_fd=ns.raw, attach_type=eat)
         reasons = {
             errno.EINVAL: "not a network namespace, or the program's type or attach type does not fit",
-            errno.EEXIST: "a flow dissector is attached there already (or to the root namespace, which wins)",
+            errno.E2BIG: "a flow dissector is attached there already (one per namespace)",
+            errno.EEXIST: "a flow dissector is attached to the root namespace, which overrides every other one",
         }
         fd = request.call(lambda: commands.link_create(attr, request.what), probe=probe, reasons=reasons)
     return Link(fd, kind=label, description=request.what)
