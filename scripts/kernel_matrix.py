@@ -705,6 +705,9 @@ def guest(argv: Sequence[str]) -> int:
         "PYTHONDONTWRITEBYTECODE": "1",  # the source tree is read-only in here
         "HYPOTHESIS_STORAGE_DIRECTORY": "/tmp/hypothesis",
         "DYNBPF_TEST_CACHE": str(fixture_cache()),
+        # this checkout's source, not whatever the venv's editable install points at (a git worktree
+        # sharing another checkout's .venv would otherwise test that checkout's code)
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])),
     }
     env.pop("DYNBPF_TEST_BTF", None)
     started = time.monotonic()
