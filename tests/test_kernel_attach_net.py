@@ -25,26 +25,26 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import pytest
 
 import dynbpf
 from dynbpf import ProgramState
-from dynbpf._asm.insn import return_imm
 from dynbpf._attach import Link, SockmapAttachment, attach
 from dynbpf._attach.request import Request
 from dynbpf._elf.sections import program_kind
 from dynbpf._probes import attach as attach_features
 from dynbpf._probes import net_attach
-from dynbpf._probes.trial import load as load_trial
 from dynbpf._sys import commands, netns
-from dynbpf._sys.constants import AttachType, ProgType
-from dynbpf.errors import AttachError, KernelUnsupported, StateError
+from dynbpf._sys.constants import AttachType
+from dynbpf.errors import AttachError, StateError
 from tests.bpfbuild import build
 from tests.helpers import kernel_lacks
 from tests.test_kernel_attach import private_cgroup
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
+T = TypeVar("T")
 
 STEER_PORT = 7007  # nobody listens there in the private namespace: only sk_lookup makes connect() work
 DENY_PORT = 7008
@@ -95,7 +95,8 @@ def private_netns() -> Iterator[int]:
         yield ns.raw
 
 
-def inside(ns: int, fn: Callable[[], object]) -> object:
+def inside(ns: int, fn: Callable[[], T]) -> T:
+    """``fn()`` run by a thread inside the namespace ``ns``."""
     return netns.in_thread(fn, netns=ns)
 
 
@@ -105,9 +106,9 @@ def connect_errno(ns: int, port: int) -> int:
     def attempt() -> int:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.settimeout(5)
-            return s.connect_ex(("127.0.0.1", port))
+            return int(s.connect_ex(("127.0.0.1", port)))
 
-    return int(inside(ns, attempt))  # type: ignore[call-overload]
+    return inside(ns, attempt)
 
 
 def udp_arrives(port: int, payload: bytes = b"dynbpf") -> bool:
@@ -146,7 +147,7 @@ def test_sk_lookup_steers_connections_to_a_port_nobody_listens_on(no_fd_leak: No
             s.listen(4)
             return s
 
-        listener: socket.socket = inside(ns, listen)  # type: ignore[assignment]
+        listener = inside(ns, listen)
         with listener:
             listener.settimeout(5)
             coll.maps["lookup_socks"][0] = listener.fileno()
@@ -529,23 +530,90 @@ def test_tcx_drops_on_an_interface_until_updated_or_detached(no_fd_leak: None) -
             link.update(prog)
 
 
-def test_netkit_is_refused_cleanly_where_the_kernel_has_none(no_fd_leak: None) -> None:
-    """A netkit link needs a netkit device, which this suite does not create (that takes rtnetlink): it
-    checks the probe's two answers instead. Without netkit a clean KernelUnsupported carrying the probe's
-    evidence; with it, the kernel's refusal of lo, which is no netkit device.
+RTM_NEWLINK, NLMSG_ERROR = 16, 2
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
+IFLA_IFNAME, IFLA_LINKINFO, IFLA_INFO_KIND = 3, 18, 1
+NETKIT = "dynbpfnk0"
+
+
+def rtattr(kind: int, data: bytes) -> bytes:
+    length = 4 + len(data)
+    return struct.pack("=HH", length, kind) + data + b"\0" * (-length % 4)
+
+
+def create_netkit(name: str) -> None:
+    """A netkit pair in the calling thread's namespace: rtnetlink RTM_NEWLINK of kind "netkit" (L3 mode,
+    the default); the primary is ``name``, the kernel names the peer nk<N>.
     """
-    support = net_attach.netkit()
-    kind = program_kind("netkit/primary")
-    assert kind.expected_attach_type == AttachType.NETKIT_PRIMARY
-    with load_trial(ProgType.SCHED_CLS, return_imm(0), expected_attach_type=AttachType.NETKIT_PRIMARY) as trial:
-        assert trial.fd is not None
-        if support:
-            with pytest.raises(AttachError, match=r"\(netkit primary lo \(ifindex 1\)\): .*ENXIO"):
-                attach(kind, trial.fd.raw, name="nk", interface="lo")
+    body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0)  # struct ifinfomsg
+    body += rtattr(IFLA_IFNAME, name.encode() + b"\0")
+    body += rtattr(IFLA_LINKINFO, rtattr(IFLA_INFO_KIND, b"netkit\0"))
+    flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+    message = struct.pack("=IHHII", 16 + len(body), RTM_NEWLINK, flags, 1, 0) + body
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0) as rtnl:  # NETLINK_ROUTE
+        rtnl.bind((0, 0))
+        rtnl.send(message)
+        reply = rtnl.recv(4096)
+    assert struct.unpack_from("=H", reply, 4)[0] == NLMSG_ERROR  # the ack: an error message with error 0
+    err = -struct.unpack_from("=i", reply, 16)[0]
+    if err:
+        raise OSError(err, f"RTM_NEWLINK netkit {name}: {os.strerror(err)}")
+
+
+def set_up(name: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifname = name.encode()
+        flags = struct.unpack_from("16sH", fcntl.ioctl(s, SIOCGIFFLAGS, struct.pack("16sH14x", ifname, 0)))[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", ifname, flags | IFF_UP))
+
+
+def netkit_pair() -> str:
+    """Create and bring up a netkit pair (primary NETKIT); the peer's name."""
+    create_netkit(NETKIT)
+    peer = next(name for _, name in socket.if_nameindex() if name not in ("lo", NETKIT))
+    set_up(NETKIT)
+    set_up(peer)
+    return peer
+
+
+def send_from(ifname: str) -> None:
+    """One IPv4/UDP packet sent out of ``ifname`` (an L3 device: no link-layer header)."""
+    with socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800)) as p:
+        p.sendto(udp_packet(1234, DENY_PORT)[14:], (ifname, 0x0800))
+
+
+def test_netkit_programs_see_what_each_side_of_a_pair_sends(no_fd_leak: None) -> None:
+    """netkit/primary runs for what the primary device sends, netkit/peer for what its peer sends; both
+    are attached through the primary. A kernel without netkit refuses with KernelUnsupported (the probe's
+    evidence); one with it refuses lo, which is no netkit device.
+    """
+    with opened() as coll, private_netns() as ns:
+        primary, peer = coll.programs["netkit_primary"], coll.programs["netkit_peer"]
+        if kernel_lacks(net_attach.netkit(), lambda: load_and_attach(primary, interface="lo")):
             return
-        with pytest.raises(KernelUnsupported) as exc:
-            attach(kind, trial.fd.raw, name="nk", interface="lo")
-    assert exc.value.how == support.how
+        primary.load()
+        peer.load()
+        with pytest.raises(AttachError, match=r"\(netkit primary lo \(ifindex 1\)\): .*ENXIO"):
+            primary.attach(interface="lo")
+        peer_name = inside(ns, netkit_pair)
+        ifindex = inside(ns, lambda: socket.if_nametoindex(NETKIT))
+        links = inside(ns, lambda: [primary.attach(interface=NETKIT), peer.attach(interface=NETKIT)])
+        assert [link.kind for link in links] == ["netkit", "netkit"]
+        assert inside(ns, lambda: [link.facts().description for link in links]) == [
+            f"netkit primary {NETKIT} (ifindex {ifindex})",
+            f"netkit peer {NETKIT} (ifindex {ifindex})",
+        ]
+        inside(ns, lambda: send_from(peer_name))
+        wait_for(lambda: bss(coll, "netkit_peer_seen") >= 1, "the peer's program")
+        assert bss(coll, "netkit_primary_seen") == 0
+        inside(ns, lambda: send_from(NETKIT))
+        wait_for(lambda: bss(coll, "netkit_primary_seen") >= 1, "the primary's program")
+        for link in links:
+            link.detach()
+        seen = (bss(coll, "netkit_primary_seen"), bss(coll, "netkit_peer_seen"))
+        inside(ns, lambda: send_from(peer_name))
+        inside(ns, lambda: send_from(NETKIT))
+        assert (bss(coll, "netkit_primary_seen"), bss(coll, "netkit_peer_seen")) == seen
 
 
 def test_prog_attach_stand_in_used_where_the_kernel_has_no_sockmap_links(no_fd_leak: None) -> None:

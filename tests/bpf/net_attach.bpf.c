@@ -58,6 +58,7 @@ __u32 dissected_dport;
 __u32 deny_port, drop_port;
 __u64 connect_denied, egress_seen, egress_dropped, sysctl_denied, sockopt_denied, dev_denied;
 __u64 tcx_seen, tcx_dropped;
+__u64 netkit_primary_seen, netkit_peer_seen;
 
 SEC("sk_lookup")
 int steer_lookup(struct bpf_sk_lookup *ctx)
@@ -283,6 +284,21 @@ SEC("tcx/ingress")
 int tcx_next(struct __sk_buff *skb)
 {
 	__sync_fetch_and_add(&tcx_seen, 1);
+	return NETATT_TCX_NEXT;
+}
+
+/* netkit: what the primary device sends, and what its peer sends; both go on (policy: pass). */
+SEC("netkit/primary")
+int netkit_primary(struct __sk_buff *skb)
+{
+	__sync_fetch_and_add(&netkit_primary_seen, 1);
+	return NETATT_TCX_NEXT;
+}
+
+SEC("netkit/peer")
+int netkit_peer(struct __sk_buff *skb)
+{
+	__sync_fetch_and_add(&netkit_peer_seen, 1);
 	return NETATT_TCX_NEXT;
 }
 
