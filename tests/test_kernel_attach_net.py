@@ -176,7 +176,7 @@ def test_sk_lookup_steers_connections_to_a_port_nobody_listens_on(no_fd_leak: No
                 link.update(prog)
 
 
-def test_sk_lookup_defaults_to_the_calling_threads_namespace_and_takes_paths(no_fd_leak: None) -> None:
+def test_sk_lookup_defaults_to_the_calling_threads_namespace_and_takes_paths(pin_root: str, no_fd_leak: None) -> None:
     with opened() as coll, private_netns() as ns:
         prog = coll.programs["pass_lookup"]
         if kernel_lacks(net_attach.sk_lookup(), lambda: load_and_attach(prog, netns=ns)):
@@ -191,6 +191,10 @@ def test_sk_lookup_defaults_to_the_calling_threads_namespace_and_takes_paths(no_
         path = f"/proc/self/fd/{ns}"
         with prog.attach(netns=path) as by_path:
             assert by_path.description == f"sk_lookup netns net:[{ino}]"
+            by_path.pin(os.path.join(pin_root, "lookup"))
+            with Link.from_pin(os.path.join(pin_root, "lookup")) as reopened:
+                assert (reopened.kind, reopened.description) == ("sk_lookup", by_path.description)
+            by_path.unpin()
         with pytest.raises(AttachError, match=r"sk_lookup netns /nonexistent.*cannot open the network namespace"):
             prog.attach(netns="/nonexistent")
         with pytest.raises(AttachError, match=r"not a network namespace"), open("/dev/null") as f:
@@ -240,7 +244,8 @@ def test_flow_dissector_fills_the_flow_keys_and_runs_for_its_namespace(no_fd_lea
         assert link.kind == "flow_dissector"
         assert link.facts().description == f"flow_dissector netns net:[{os.fstat(ns).st_ino}]"
         before = bss(coll, "dissected")
-        packet_fanout_udp(DROP_PORT, 0)
+        packet_fanout_udp(DROP_PORT, 2)  # the host's namespace: dissected by the kernel, not the program
+        assert bss(coll, "dissected") == before
         inside(ns, lambda: packet_fanout_udp(DENY_PORT, 3))
         assert bss(coll, "dissected") >= before + 3
         assert bss(coll, "dissected_dport") == DENY_PORT
