@@ -602,12 +602,15 @@ def test_netkit_programs_see_what_each_side_of_a_pair_sends(no_fd_leak: None) ->
             primary.attach(interface="lo")
         peer_name = inside(ns, netkit_pair)
         ifindex = inside(ns, lambda: socket.if_nametoindex(NETKIT))
+        peer_ifindex = inside(ns, lambda: socket.if_nametoindex(peer_name))
         links = inside(ns, lambda: [primary.attach(interface=NETKIT), peer.attach(interface=NETKIT)])
         assert [link.kind for link in links] == ["netkit", "netkit"]
-        assert inside(ns, lambda: [link.facts().description for link in links]) == [
+        expected = [
             f"netkit primary {NETKIT} (ifindex {ifindex})",
-            f"netkit peer {NETKIT} (ifindex {ifindex})",
+            f"netkit peer {peer_name} (ifindex {peer_ifindex})",  # attached through the primary, runs on the peer
         ]
+        assert [link.description for link in links] == expected
+        assert inside(ns, lambda: [link.facts().description for link in links]) == expected
         inside(ns, lambda: send_from(peer_name))
         wait_for(lambda: bss(coll, "netkit_peer_seen") >= 1, "the peer's program")
         assert bss(coll, "netkit_primary_seen") == 0
