@@ -637,8 +637,8 @@ def test_kinds_attach_where_their_probe_says_so_and_else_raise_kernel_unsupporte
 
 
 def test_kinds_without_an_attacher_say_so() -> None:
-    with pytest.raises(AttachError, match="'sk_msg' programs are attached to an object the caller names"):
-        attach(program_kind("sk_msg"), 0, name="x")
+    with pytest.raises(AttachError, match="'lirc_mode2' programs are attached to an object the caller names"):
+        attach(program_kind("lirc_mode2"), 0, name="x")
     with pytest.raises(AttachError, match="__bpf_usdt_specs map, which only its collection can fill"):
         attach(program_kind("usdt/libc.so.6:libc:setjmp"), 0, name="u")
     with pytest.raises(AttachError, match="registering their struct_ops map"):

@@ -125,6 +125,17 @@ LIBBPF_CANNOT: dict[str, Cannot] = {
     "kinds/netfilter_accept": Cannot(
         "libbpf 1.1 does not know SEC(netfilter) (newer than it)", errno.EINVAL, _UNKNOWN_SECTION
     ),
+    "net_attach/judge_skb": Cannot(
+        "libbpf 1.1 does not know SEC(sk_skb/verdict) (newer than it)", errno.EINVAL, _UNKNOWN_SECTION
+    ),
+    "net_attach/tcx_drop": Cannot("libbpf 1.1 does not know SEC(tcx/...) (newer)", errno.EINVAL, _UNKNOWN_SECTION),
+    "net_attach/tcx_next": Cannot("libbpf 1.1 does not know SEC(tcx/...) (newer)", errno.EINVAL, _UNKNOWN_SECTION),
+    "net_attach/netkit_primary": Cannot(
+        "libbpf 1.1 does not know SEC(netkit/...) (newer)", errno.EINVAL, _UNKNOWN_SECTION
+    ),
+    "net_attach/netkit_peer": Cannot(
+        "libbpf 1.1 does not know SEC(netkit/...) (newer)", errno.EINVAL, _UNKNOWN_SECTION
+    ),
     **_kernel_refuses(
         attach_features.trampolines(),
         "kinds/fentry_openat2",

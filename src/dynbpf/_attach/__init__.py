@@ -21,9 +21,11 @@ from dynbpf._attach.kprobe import attach_kprobe
 from dynbpf._attach.link import IoctlPerfLink, IterLink, Link, LinkGroup
 from dynbpf._attach.netdev import DIRECTIONS, attach_tcx, attach_xdp
 from dynbpf._attach.netfilter import attach_netfilter
+from dynbpf._attach.netns import attach_netns
 from dynbpf._attach.perf_event import attach_perf_event
 from dynbpf._attach.raw_tp import attach_raw_tp
 from dynbpf._attach.request import Request
+from dynbpf._attach.sockmap import SockmapAttachment, attach_sockmap
 from dynbpf._attach.tracepoint import attach_tracepoint
 from dynbpf._attach.tracing import attach_tracing, tracing_kind
 from dynbpf._attach.uprobe import attach_uprobe, is_retprobe
@@ -33,7 +35,7 @@ from dynbpf._elf.sections import Attacher, ProgramKind
 from dynbpf._probes import attach as attach_features
 from dynbpf._sys.constants import AttachType, ProgType
 
-__all__ = ["IoctlPerfLink", "IterLink", "Link", "LinkGroup", "attach", "kind_label"]
+__all__ = ["IoctlPerfLink", "IterLink", "Link", "LinkGroup", "SockmapAttachment", "attach", "kind_label"]
 
 _NOT_YET = {
     Attacher.KPROBE_MULTI: "kprobe.multi links are not implemented by dynbpf yet",
@@ -61,7 +63,17 @@ _GATES = {
 }
 
 
-_BY_PROG_TYPE = {ProgType.PERF_EVENT: "perf_event", ProgType.XDP: "xdp", ProgType.NETFILTER: "netfilter"}
+_BY_PROG_TYPE = {
+    ProgType.PERF_EVENT: "perf_event",
+    ProgType.XDP: "xdp",
+    ProgType.NETFILTER: "netfilter",
+    ProgType.SK_LOOKUP: "sk_lookup",
+    ProgType.FLOW_DISSECTOR: "flow_dissector",
+    ProgType.SK_MSG: "sk_msg",
+    ProgType.SK_SKB: "sk_skb",
+}
+_NETNS_TYPES = (ProgType.SK_LOOKUP, ProgType.FLOW_DISSECTOR)
+_SOCKMAP_TYPES = (ProgType.SK_MSG, ProgType.SK_SKB)
 
 
 def kind_label(kind: ProgramKind) -> str:
@@ -122,6 +134,10 @@ def attach(
         return attach_tcx(request, kind, prog_fd, target)
     if prog_type == ProgType.NETFILTER:
         return attach_netfilter(request, prog_fd, target)
+    if prog_type in _NETNS_TYPES:
+        return attach_netns(request, kind, prog_fd, target)
+    if prog_type in _SOCKMAP_TYPES:
+        return attach_sockmap(request, kind, prog_fd, target)
     if prog_type in CGROUP_TYPES or kind.expected_attach_type == AttachType.LSM_CGROUP:
         if kind.expected_attach_type == AttachType.LSM_CGROUP:
             request.require(attach_features.lsm())
@@ -147,7 +163,7 @@ def attach(
     if gate is not None:
         request.require(gate())
     reason = _NOT_YET.get(attacher) or (
-        f"{kind.section!r} programs are attached to an object the caller names (a socket, a sockmap, a network "
-        "namespace, a lirc device...), which dynbpf._attach does not do yet"
+        f"{kind.section!r} programs are attached to an object the caller names (a socket, a lirc device...), "
+        "which dynbpf._attach does not do yet"
     )
     raise request.at(kind.section).error(reason)

@@ -45,6 +45,10 @@ FIELDS = {
     "xdp.ifindex": 0,
     "tcx.ifindex": 0,
     "tcx.attach_type": 4,
+    "netns.netns_ino": 0,
+    "netns.attach_type": 4,
+    "sockmap.map_id": 0,
+    "sockmap.attach_type": 4,
     "netfilter.pf": 0,
     "netfilter.hooknum": 4,
     "netfilter.priority": 8,
@@ -165,6 +169,11 @@ def _describe_attached(link_type: int, info: LinkInfo, name: str) -> tuple[str, 
         cgroup_id = struct.unpack_from("=Q", info, UNION + FIELDS["cgroup.cgroup_id"])[0]
         cgroup_hook = type_name(AttachType, _u32(info, "cgroup.attach_type")).removeprefix("cgroup_")
         return "cgroup", f"cgroup {cgroup_hook} (cgroup id {cgroup_id})"
+    if link_type == LinkType.NETNS:
+        netns_kind = type_name(AttachType, _u32(info, "netns.attach_type"))
+        return netns_kind, f"{netns_kind} netns net:[{_u32(info, 'netns.netns_ino')}]"
+    if link_type == LinkType.SOCKMAP:
+        return sockmap_description(_u32(info, "sockmap.attach_type"), _u32(info, "sockmap.map_id"))
     if link_type == LinkType.NETFILTER:
         priority = struct.unpack_from("=i", info, UNION + FIELDS["netfilter.priority"])[0]
         pf, hook = _u32(info, "netfilter.pf"), _u32(info, "netfilter.hooknum")
@@ -175,6 +184,21 @@ def _describe_attached(link_type: int, info: LinkInfo, name: str) -> tuple[str, 
         return kind, f"{kind} {name} ({_u32(info, 'uprobe_multi.count')} functions)" + (f" pid {pid}" if pid else "")
     kind = type_name(LinkType, link_type)
     return kind, kind
+
+
+#: a sockmap link's attach type -> (kind, hook); dynbpf._attach.sockmap describes its links the same way
+SOCKMAP_HOOKS: dict[int, tuple[str, str]] = {
+    AttachType.SK_MSG_VERDICT: ("sk_msg", "verdict"),
+    AttachType.SK_SKB_STREAM_PARSER: ("sk_skb", "stream_parser"),
+    AttachType.SK_SKB_STREAM_VERDICT: ("sk_skb", "stream_verdict"),
+    AttachType.SK_SKB_VERDICT: ("sk_skb", "verdict"),
+}
+
+
+def sockmap_description(attach_type: int, map_id: int) -> tuple[str, str]:
+    """(kind, description) of a program on a socket map, as its link info reads back."""
+    kind, hook = SOCKMAP_HOOKS.get(attach_type, ("sockmap", f"attach type {attach_type}"))
+    return kind, f"{kind} {hook} (map id {map_id})"
 
 
 def _interface(ifindex: int) -> str:

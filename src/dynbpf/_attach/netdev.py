@@ -9,16 +9,20 @@ away with the link and can be pinned or updated to another program.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from typing import Any
 
 from dynbpf._attach.link import Link
+from dynbpf._attach.linkinfo import link_facts
 from dynbpf._attach.request import Request, integer, take
 from dynbpf._elf.sections import ProgramKind
 from dynbpf._probes import attach as attach_features
+from dynbpf._probes import net_attach
 from dynbpf._sys import commands
 from dynbpf._sys.attrs import LinkCreateAttr
 from dynbpf._sys.constants import AttachType
+from dynbpf.errors import SyscallError
 
 ACCEPTED_XDP = ("interface", "ifindex", "mode")
 ACCEPTED = ("interface", "ifindex")
@@ -77,6 +81,12 @@ def attach_tcx(request: Request, kind: ProgramKind, prog_fd: int, target: dict[s
     ifindex, name = interface(request, options)
     request = Request(request.program, family).at(f"{direction} {name} (ifindex {ifindex})")
     attr = LinkCreateAttr(prog_fd=prog_fd, target_fd=ifindex, attach_type=eat)
-    probe = attach_features.tcx if family == "tcx" else None
+    probe = attach_features.tcx if family == "tcx" else net_attach.netkit
     fd = request.call(lambda: commands.link_create(attr, request.what), probe=probe)
-    return Link(fd, kind=family, description=request.what)
+    link = Link(fd, kind=family, description=request.what)
+    if eat == AttachType.NETKIT_PEER:
+        # attached through the primary, but the kernel puts the program on the peer device: say so, as
+        # the link's info (and Link.from_pin) will
+        with contextlib.suppress(SyscallError):
+            link.description = link_facts(fd.raw).description
+    return link

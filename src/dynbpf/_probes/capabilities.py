@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-from dynbpf._probes import attach, kernel
+from dynbpf._probes import attach, kernel, net_attach
 from dynbpf._probes.maps import map_type
 from dynbpf._probes.result import Support
 from dynbpf._sys.constants import MapType
@@ -54,6 +54,11 @@ ATTACH_KINDS: Mapping[str, Probe] = MappingProxyType(
         "tcx": attach.tcx,
         "netfilter": attach.netfilter,
         "cgroup": attach.cgroup,
+        "sk_lookup": net_attach.sk_lookup,
+        "flow_dissector": net_attach.flow_dissector,
+        "sockmap_link": net_attach.sockmap_link,
+        "sockmap_attach": net_attach.sockmap_attach,
+        "netkit": net_attach.netkit,
         "xdp": attach.xdp,
         "struct_ops": attach.struct_ops,
         "struct_ops_link": attach.struct_ops_link,

@@ -126,6 +126,20 @@ class ProgAttachAttr(Attr):
     ]
 
 
+class ProgQueryAttr(Attr):
+    """BPF_PROG_QUERY: which programs BPF_PROG_ATTACH (or links) put on a target (cgroup, netns, sockmap...)."""
+
+    _fields_ = [
+        ("target_fd", u32),
+        ("attach_type", u32),
+        ("query_flags", u32),
+        ("attach_flags", u32),
+        ("prog_ids", u64),
+        ("prog_cnt", u32),
+        ("_pad0", u32),
+    ]
+
+
 class GetIdAttr(Attr):
     """*_GET_NEXT_ID (``start_id``) and *_GET_FD_BY_ID (same slot holds the id)."""
 

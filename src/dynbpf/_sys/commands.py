@@ -32,9 +32,11 @@ from dynbpf._sys.attrs import (
     MapInfo,
     ObjPinAttr,
     ProgAssocStructOpsAttr,
+    ProgAttachAttr,
     ProgBindMapAttr,
     ProgInfo,
     ProgLoadAttr,
+    ProgQueryAttr,
     ProgTestRunAttr,
     RawTracepointAttr,
     addr,
@@ -378,6 +380,26 @@ def link_create(attr: LinkCreateAttr, detail: str = "") -> Fd:
 
 def link_update(link_fd: int, new_prog_fd: int, *, old_prog_fd: int = 0, flags: int = 0) -> None:
     bpf(Cmd.LINK_UPDATE, LinkUpdateAttr(link_fd=link_fd, new_prog_fd=new_prog_fd, old_prog_fd=old_prog_fd, flags=flags))
+
+
+def prog_attach(target_fd: int, prog_fd: int, attach_type: int, flags: int = 0, detail: str = "") -> None:
+    """BPF_PROG_ATTACH: the attachment lives in the target (a sockmap...), not in an fd of its own."""
+    attr = ProgAttachAttr(target_fd=target_fd, attach_bpf_fd=prog_fd, attach_type=attach_type, attach_flags=flags)
+    bpf(Cmd.PROG_ATTACH, attr, detail=detail)
+
+
+def prog_detach(target_fd: int, prog_fd: int, attach_type: int, detail: str = "") -> None:
+    """BPF_PROG_DETACH of the program ``prog_fd`` that BPF_PROG_ATTACH put on ``target_fd``."""
+    attr = ProgAttachAttr(target_fd=target_fd, attach_bpf_fd=prog_fd, attach_type=attach_type)
+    bpf(Cmd.PROG_DETACH, attr, detail=detail)
+
+
+def prog_query(target_fd: int, attach_type: int, *, max_progs: int = 64) -> list[int]:
+    """Ids of the programs attached to ``target_fd`` for ``attach_type`` (BPF_PROG_QUERY)."""
+    ids = (ctypes.c_uint32 * max_progs)()
+    attr = ProgQueryAttr(target_fd=target_fd, attach_type=attach_type, prog_ids=addr(ids), prog_cnt=max_progs)
+    bpf(Cmd.PROG_QUERY, attr)
+    return list(ids[: min(attr.prog_cnt, max_progs)])
 
 
 def link_detach(link_fd: int) -> None:

@@ -1,0 +1,135 @@
+"""Programs attached to a socket map: sk_msg and sk_skb (stream_parser, stream_verdict, verdict).
+
+Target keyword: ``map=``, the sockmap or sockhash (a dynbpf ``Map``, or an
+fd of one). The program then runs for every socket in that map: sk_msg on
+each ``sendmsg``, sk_skb on what each socket receives.
+
+Kernels with sockmap links (6.10, the ``sockmap_link`` probe) get a BPF
+link: pinnable, updatable, ended by its fd. Older kernels only have
+BPF_PROG_ATTACH, where the map itself holds the program:
+:class:`SockmapAttachment` stands for that attachment (detach = BPF_PROG_DETACH),
+and refuses to replace a program already attached there (BPF_PROG_ATTACH
+would, silently).
+"""
+
+from __future__ import annotations
+
+import errno
+import operator
+import os
+import threading
+from typing import Any, SupportsIndex
+
+from dynbpf._attach.link import HasFd, Link, program_fd
+from dynbpf._attach.linkinfo import SOCKMAP_HOOKS, LinkFacts, sockmap_description
+from dynbpf._attach.request import Request, take
+from dynbpf._elf.sections import ProgramKind
+from dynbpf._probes import net_attach
+from dynbpf._sys import commands
+from dynbpf._sys.attrs import LinkCreateAttr
+from dynbpf._sys.constants import MapType
+from dynbpf._sys.fd import Fd
+from dynbpf.errors import AttachError, StateError, SyscallError
+
+ACCEPTED = ("map",)
+SOCK_MAPS = (MapType.SOCKMAP, MapType.SOCKHASH)
+
+
+def attach_sockmap(request: Request, kind: ProgramKind, prog_fd: int, target: dict[str, Any]) -> Link:
+    eat = kind.expected_attach_type
+    if eat not in SOCKMAP_HOOKS:
+        raise request.at(kind.section).error(
+            "the section names no hook: use sk_skb/stream_parser, sk_skb/stream_verdict or sk_skb/verdict"
+        )
+    assert eat is not None
+    options = take(request, target, ACCEPTED)
+    given = options.get("map")
+    if given is None:
+        raise request.error("no map given: pass map= (the sockmap or sockhash, a Map or an fd) to attach()")
+    try:
+        map_fd = program_fd(given)  # anything with an fd, or an fd number
+    except (TypeError, StateError) as e:
+        raise request.error(f"map={given!r} is neither a map nor a file descriptor ({e})") from None
+    try:
+        info = commands.map_info(map_fd)
+    except SyscallError as e:
+        raise request.error(f"map={given!r} is not a BPF map ({e})") from e
+    label, description = sockmap_description(eat, int(info.id))
+    request = Request(request.program, label).at(description.removeprefix(f"{label} "))
+    if info.type not in SOCK_MAPS:
+        raise request.error(f"map id {info.id} is a {MapType(info.type).name.lower()} map, not a sockmap or sockhash")
+    if net_attach.sockmap_link():
+        attr = LinkCreateAttr(prog_fd=prog_fd, target_fd=map_fd, attach_type=eat)
+        reasons = {errno.EBUSY: "the map already runs a program for this hook; detach it first"}
+        fd = request.call(lambda: commands.link_create(attr, request.what), reasons=reasons)
+        return Link(fd, kind=label, description=request.what)
+    request.require(net_attach.sockmap_attach())
+    return SockmapAttachment.make(request, map_fd, prog_fd, eat)
+
+
+class SockmapAttachment(Link):
+    """A program on a socket map through BPF_PROG_ATTACH (kernels before sockmap links).
+
+    The map holds the program, so this object keeps its own copies of the
+    map's and the program's fds and detaches with BPF_PROG_DETACH. It cannot
+    be pinned (there is no link object); :meth:`update` swaps the program
+    with another BPF_PROG_ATTACH, which the kernel does atomically. If the
+    map is freed first, the attachment ends with it.
+    """
+
+    def __init__(self, prog: Fd, map_fd: Fd, attach_type: int, *, kind: str, description: str) -> None:
+        super().__init__(prog, kind=kind, description=description)
+        self._map = map_fd
+        self._attach_type = attach_type
+        self._swap = threading.Lock()
+
+    @classmethod
+    def make(cls, request: Request, map_fd: int, prog_fd: int, attach_type: int) -> SockmapAttachment:
+        try:
+            present = commands.prog_query(map_fd, attach_type)
+        except SyscallError:
+            present = []  # kernels before 6.0 cannot say; BPF_PROG_ATTACH will replace
+        if present:
+            raise request.error(
+                f"the map already runs program id {present[0]} for this hook (BPF_PROG_ATTACH would replace it "
+                "silently); detach it first"
+            )
+        mine, prog = Fd(os.dup(map_fd), "map"), Fd(os.dup(prog_fd), "prog")
+        try:
+            request.call(lambda: commands.prog_attach(mine.raw, prog.raw, attach_type, detail=request.what))
+        except BaseException:
+            mine.close()
+            prog.close()
+            raise
+        return cls(prog, mine, attach_type, kind=request.kind, description=request.what)
+
+    def pin(self, path: str) -> None:
+        raise AttachError(
+            f"cannot pin {self.description}: it is attached with BPF_PROG_ATTACH (this kernel has no sockmap "
+            "links), so there is no link object to pin; the map holds the program while the map lives"
+        )
+
+    def facts(self) -> LinkFacts:
+        raise StateError(f"{self.description} has no kernel link object (BPF_PROG_ATTACH on the map)")
+
+    def update(self, new_program: SupportsIndex | HasFd) -> None:
+        new_fd = program_fd(new_program)
+        with self._lock:
+            self._open_fd()
+            try:
+                commands.prog_attach(self._map.raw, new_fd, self._attach_type, detail=self.description)
+            except SyscallError as e:
+                raise AttachError(f"cannot update {self.description} to program fd {new_fd}: {e}") from e
+            old, self._fd = self._fd, Fd(os.dup(operator.index(new_fd)), "prog")
+            old.close()  # BPF_PROG_DETACH must name the program the map runs now
+        self._notify("update", new_fd)
+
+    def _close(self) -> None:
+        try:
+            commands.prog_detach(self._map.raw, self._fd.raw, self._attach_type, detail=self.description)
+        except SyscallError as e:
+            if e.errno != errno.ENOENT:  # ENOENT: the map no longer runs it; the goal is reached
+                raise
+        finally:
+            self._fd.close()
+            self._map.close()
