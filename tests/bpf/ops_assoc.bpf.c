@@ -11,6 +11,7 @@ extern void tcp_reno_cong_avoid(struct sock *sk, __u32 ack, __u32 acked) __ksym;
 extern __u32 tcp_reno_undo_cwnd(struct sock *sk) __ksym;
 
 __u64 getppid_calls;
+__u64 getppid_calls_b;
 
 SEC("struct_ops/a_ssthresh")
 __u32 BPF_PROG(a_ssthresh, struct sock *sk)
@@ -69,6 +70,14 @@ SEC("tracepoint/syscalls/sys_enter_getppid")
 int count_getppid(void *ctx)
 {
 	__sync_fetch_and_add(&getppid_calls, 1);
+	return 0;
+}
+
+/* The same hook's other variant (a feature switches between the two). */
+SEC("tracepoint/syscalls/sys_enter_getppid")
+int count_getppid_b(void *ctx)
+{
+	__sync_fetch_and_add(&getppid_calls_b, 1);
 	return 0;
 }
 

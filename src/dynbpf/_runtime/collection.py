@@ -34,8 +34,8 @@ from dynbpf._runtime.mapregistry import MapRegistry
 from dynbpf._runtime.program import Program
 from dynbpf._runtime.state import MapPolicy, ProgramState
 from dynbpf._sys.closing import Closing
-from dynbpf._sys.constants import MapFlags
-from dynbpf.errors import DynbpfError, NotFound, OptionError, StateError
+from dynbpf._sys.constants import MapFlags, MapType, ProgType
+from dynbpf.errors import DynbpfError, KernelUnsupported, NotFound, OptionError, StateError
 
 if TYPE_CHECKING:  # the map views and event readers load with their first use (docs/architecture.md)
     from dynbpf._maps.map import Map
@@ -116,6 +116,7 @@ class Collection(Closing):
             raise NotFound(f"object {spec.name!r}", "program", unknown[0], spec.programs, option="disabled=")
         default = MapPolicy.of(map_policy, where="map_policy")
         policies = {name: MapPolicy.of(p, where=f"map_policies[{name!r}]") for name, p in (map_policies or {}).items()}
+        tie_to = _association_target(spec, associate_struct_ops)  # before anything is created
         edited = mapedit.apply(spec, map_edits or {})
         self._registry.adopt(edited.reused)
         spec = self.spec = edited.spec if kernel_features.mmapable_arrays() else mapedit.without_mmap(edited.spec)
@@ -155,8 +156,10 @@ class Collection(Closing):
             "program",
             {name: Program(self, name, disabled=name in off) for name in spec.programs},
         )
-        if associate_struct_ops is not False:
-            self._associate_all(associate_struct_ops)
+        if tie_to is not None:
+            for name, prog in spec.programs.items():
+                if prog.kind.prog_type != ProgType.STRUCT_OPS:
+                    self._associations[name] = tie_to
 
     # --- public -----------------------------------------------------------------------
 
@@ -563,37 +566,6 @@ class Collection(Closing):
         with self._lock:
             self._associations[program] = struct_ops
 
-    def _associate_all(self, which: bool | str) -> None:
-        """``associate_struct_ops=``: every program that is not a struct_ops program, tied to one struct_ops map."""
-        from dynbpf._probes import attach as attach_probes
-        from dynbpf._sys.constants import MapType, ProgType
-
-        names = [n for n, m in self.spec.maps.items() if m.type == MapType.STRUCT_OPS]
-        if which is True:
-            if len(names) != 1:
-                raise OptionError(
-                    f"associate_struct_ops=True: object {self.spec.name!r} has {len(names)} struct_ops maps "
-                    f"({', '.join(names) or 'none'}); name the one to associate with"
-                )
-            target = names[0]
-        elif isinstance(which, str):
-            if which not in names:
-                raise NotFound(
-                    f"object {self.spec.name!r}", "struct_ops map", which, names, option="associate_struct_ops="
-                )
-            target = which
-        else:
-            raise TypeError(f"associate_struct_ops= takes True or a struct_ops map's name, not {which!r}")
-        support = attach_probes.struct_ops_assoc()
-        if not support:
-            from dynbpf.errors import KernelUnsupported
-
-            self.close()
-            raise KernelUnsupported(f"{support.name} (associate_struct_ops={which!r})", support.how)
-        for name, prog in self.spec.programs.items():
-            if prog.kind.prog_type != ProgType.STRUCT_OPS:
-                self._associations[name] = target
-
     def _program_by_fd(self, fd: int) -> Program | None:
         for program in self.programs.values():
             own = program._fd
@@ -683,6 +655,32 @@ class _MapViews(Mapping[str, "Map"]):
 
     def __len__(self) -> int:
         return len(self._coll.prepared.maps)
+
+
+def _association_target(spec: ObjectSpec, which: bool | str) -> str | None:
+    """``associate_struct_ops=``: the struct_ops map every program that is not a struct_ops program is tied to."""
+    if which is False:
+        return None
+    names = [n for n, m in spec.maps.items() if m.type == MapType.STRUCT_OPS]
+    if which is True:
+        if len(names) != 1:
+            raise OptionError(
+                f"associate_struct_ops=True: object {spec.name!r} has {len(names)} struct_ops maps "
+                f"({', '.join(names) or 'none'}); name the one to associate with"
+            )
+        target = names[0]
+    elif isinstance(which, str):
+        if which not in names:
+            raise NotFound(f"object {spec.name!r}", "struct_ops map", which, names, option="associate_struct_ops=")
+        target = which
+    else:
+        raise TypeError(f"associate_struct_ops= takes True or a struct_ops map's name, not {which!r}")
+    from dynbpf._probes import attach as attach_probes
+
+    support = attach_probes.struct_ops_assoc()
+    if not support:
+        raise KernelUnsupported(f"{support.name} (associate_struct_ops={which!r})", support.how)
+    return target
 
 
 def _names(names: Iterable[str], what: str) -> list[str]:
