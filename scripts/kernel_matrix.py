@@ -705,6 +705,8 @@ def guest(argv: Sequence[str]) -> int:
         "PYTHONDONTWRITEBYTECODE": "1",  # the source tree is read-only in here
         "HYPOTHESIS_STORAGE_DIRECTORY": "/tmp/hypothesis",
         "DYNBPF_TEST_CACHE": str(fixture_cache()),
+        # this checkout's dynbpf, not whichever one .venv's editable install points at (a worktree sharing a venv)
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]),
     }
     env.pop("DYNBPF_TEST_BTF", None)
     started = time.monotonic()
