@@ -204,6 +204,7 @@ def test_values_the_kernel_refuses_name_the_member(no_fd_leak: None) -> None:
         with pytest.raises(AttachError, match="refused member 'flags'") as refused:
             ops.attach()
         assert "dynbpf_reno" in str(refused.value)
+        assert not any(p.loaded for p in coll.programs.values())  # what the refused attach loaded went again
         assert not ops.attached
         ops.flags = 0
         ops.ssthresh = None  # the kernel requires it
@@ -269,6 +270,7 @@ def test_members_are_matched_by_name_and_one_the_kernel_lacks_is_named(no_fd_lea
         assert ops.members == ("name", "undo_cwnd", "cong_avoid", "ssthresh", "dynbpf_extra")
         with pytest.raises(KernelUnsupported, match="member 'dynbpf_extra' of struct tcp_congestion_ops"):
             ops.attach()
+        assert not any(p.loaded for p in coll.programs.values())  # refused before anything was loaded
         assert not ops.attached
         ops.dynbpf_extra = 0  # left zero, it is skipped, as libbpf does
         name = ops.name = unique_name()

@@ -347,27 +347,32 @@ class StructOps:
         coll._require_open()
         if self.attached:
             raise StateError(f"struct_ops {self.map_name!r} is registered already: {self.link}")
-        for program in self.programs.values():
-            program.load()  # outside our lock: a program's reload takes its own lock, then ours
-        with self._lock:
-            if self.attached:
-                raise StateError(f"struct_ops {self.map_name!r} is registered already: {self.link}")
-            value, written = self._value()
-            fresh = self._write(value, written)
-            map_fd = self._map
-            assert map_fd is not None
-            if self.uses_link:
-                try:
-                    fd = commands.link_create(
-                        LinkCreateAttr(prog_fd=map_fd.raw, attach_type=AttachType.STRUCT_OPS),
-                        detail=f"struct_ops {self.map_name!r}",
-                    )
-                except SyscallError as e:
-                    raise self._refused(e, value) from None
-                link = StructOpsLink(self, fd, legacy=False)
-            else:
-                link = StructOpsLink(self, Fd(_dup(map_fd.raw), "struct_ops map"), legacy=True)
-            self.__dict__["_link"] = link
+        self._check_members()  # what the kernel lacks is named before anything is loaded
+        loaded_now = [p for p in self.programs.values() if p.load()]  # outside our lock: a reload takes its own
+        try:
+            with self._lock:
+                if self.attached:
+                    raise StateError(f"struct_ops {self.map_name!r} is registered already: {self.link}")
+                value, written = self._value()
+                fresh = self._write(value, written)
+                map_fd = self._map
+                assert map_fd is not None
+                if self.uses_link:
+                    try:
+                        fd = commands.link_create(
+                            LinkCreateAttr(prog_fd=map_fd.raw, attach_type=AttachType.STRUCT_OPS),
+                            detail=f"struct_ops {self.map_name!r}",
+                        )
+                    except SyscallError as e:
+                        raise self._refused(e, value) from None
+                    link = StructOpsLink(self, fd, legacy=False)
+                else:
+                    link = StructOpsLink(self, Fd(_dup(map_fd.raw), "struct_ops map"), legacy=True)
+                self.__dict__["_link"] = link
+        except BaseException:
+            for program in loaded_now:  # nothing half done: what this call loaded goes again
+                program.unload()
+            raise
         if fresh:
             coll._struct_ops_replaced(self.map_name)
         return link
@@ -389,6 +394,20 @@ class StructOps:
             found = self.__dict__["_layout"] = layout(self._spec, self._btf, vmlinux)
         return found
 
+    def _check_members(self) -> None:
+        """Raise KernelUnsupported for a member the object sets and the running kernel's struct lacks."""
+        shape = self._layout_now()
+        for m in shape.members:
+            if m.kernel_offset is not None:
+                continue
+            program_name = self._programs.get(m.name) if m.function else None
+            if program_name is not None or any(self._data[m.local_offset : m.local_offset + m.size]):
+                raise KernelUnsupported(
+                    f"member {m.name!r} of struct {shape.struct} (set by struct_ops map {self.map_name!r})",
+                    f"the running kernel's struct {shape.struct} (BTF) has no member {m.name!r}; "
+                    "leave it unset to load on this kernel",
+                )
+
     def _value(self) -> tuple[bytes, tuple[object, ...]]:
         """The kernel's value from the shadow, and what it depends on (data, each program's Fd object)."""
         shape = self._layout_now()
@@ -398,13 +417,7 @@ class StructOps:
             program_name = self._programs.get(m.name) if m.function else None
             local = bytes(self._data[m.local_offset : m.local_offset + m.size])
             if m.kernel_offset is None:
-                if program_name is not None or any(local):
-                    raise KernelUnsupported(
-                        f"member {m.name!r} of struct {shape.struct} (set by struct_ops map {self.map_name!r})",
-                        f"the running kernel's struct {shape.struct} (BTF) has no member {m.name!r}; "
-                        "leave it unset to load on this kernel",
-                    )
-                continue
+                continue  # unset (_check_members)
             if not m.function:
                 value[m.kernel_offset : m.kernel_offset + m.size] = local
                 continue
@@ -563,6 +576,7 @@ class StructOps:
             )
         if self.attached:
             raise StateError(f"struct_ops {self.map_name!r} is registered already: {self.link}")
+        self._check_members()
         for program in self.programs.values():
             program.load()
         with self._lock:
