@@ -180,6 +180,7 @@ class StructOps:
     _written: tuple[object, ...] | None
     _dead: bool
     _link: StructOpsLink | None
+    _tried: bool
 
     def __init__(self, collection: Collection, spec: MapSpec) -> None:
         btf = collection.spec.btf
@@ -201,6 +202,7 @@ class StructOps:
         d["_written"] = None  # what its value was written with (None: nothing yet, the kernel takes one value)
         d["_dead"] = False  # a map-update registration was deleted: the map takes no value any more
         d["_link"] = None
+        d["_tried"] = False  # trial maps held member programs (see _culprit)
 
     # --- what it is ---------------------------------------------------------------------
 
@@ -372,6 +374,11 @@ class StructOps:
         except BaseException:
             for program in loaded_now:  # nothing half done: what this call loaded goes again
                 program.unload()
+            if self._tried:  # trial maps held the programs loaded before: fresh ones, tied to nothing
+                self.__dict__["_tried"] = False
+                for program in self.programs.values():
+                    if program.loaded:
+                        program.reload()
             raise
         if fresh:
             coll._struct_ops_replaced(self.map_name)
@@ -619,9 +626,13 @@ class StructOps:
         A ``BPF_F_LINK`` map runs every check of a registration (each member,
         then the subsystem's validation) when written, without registering;
         the data member whose zeroing makes the value pass is the one refused.
+        A kernel with ``BPF_PROG_ASSOC_STRUCT_OPS`` marks a struct_ops program
+        written into two maps as ambiguous for good, so :meth:`attach` then
+        reloads the member programs (``_tried``).
         """
         if not attach_probes.struct_ops_link():
             return None
+        self.__dict__["_tried"] = bool(attach_probes.struct_ops_assoc())
         shape = self._layout_now()
         prepared = self._collection.prepared
         assert prepared.btf_fd is not None
