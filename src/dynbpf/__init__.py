@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from dynbpf._runtime.mapedit import MapEdit
     from dynbpf._runtime.program import ClonedProgram, Program
     from dynbpf._runtime.state import MapPolicy, ProgramState
+    from dynbpf._runtime.struct_ops import StructOps, StructOpsLink
 
 __version__ = "0.1.0"
 
@@ -92,6 +93,8 @@ __all__ = [
     "Requirement",
     "RingBuffer",
     "StateError",
+    "StructOps",
+    "StructOpsLink",
     "SymbolError",
     "SyscallError",
     "Variables",
@@ -128,5 +131,6 @@ if not TYPE_CHECKING:  # hidden from mypy, which would otherwise accept any attr
             "dynbpf._runtime.mapedit": ("MapEdit",),
             "dynbpf._runtime.program": ("ClonedProgram", "Program"),
             "dynbpf._runtime.state": ("MapPolicy", "ProgramState"),
+            "dynbpf._runtime.struct_ops": ("StructOps", "StructOpsLink"),
         },
     )

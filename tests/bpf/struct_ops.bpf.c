@@ -11,6 +11,8 @@ extern __u32 tcp_reno_undo_cwnd(struct sock *sk) __ksym;
 
 __u64 inits;
 __u64 link_inits;
+__u64 acks;	/* cong_avoid calls: the congestion control ran on a connection */
+__u64 link_acks;
 
 /* The verifier types a tcp_congestion_ops socket argument as tcp_sock. */
 static __always_inline const struct tcp_sock *tcp_sk(const struct sock *sk)
@@ -35,6 +37,7 @@ __u32 BPF_PROG(dyn_ssthresh, struct sock *sk)
 SEC("struct_ops/dyn_cong_avoid")
 void BPF_PROG(dyn_cong_avoid, struct sock *sk, __u32 ack, __u32 acked)
 {
+	__sync_fetch_and_add(&acks, 1);
 	tcp_reno_cong_avoid(sk, ack, acked);
 }
 
@@ -70,6 +73,7 @@ __u32 BPF_PROG(dyn_link_ssthresh, struct sock *sk)
 SEC("struct_ops/dyn_link_cong_avoid")
 void BPF_PROG(dyn_link_cong_avoid, struct sock *sk, __u32 ack, __u32 acked)
 {
+	__sync_fetch_and_add(&link_acks, 1);
 	tcp_reno_cong_avoid(sk, ack, acked);
 }
 

@@ -120,6 +120,11 @@ class PreparedObject(Closing):
         """The prepared cache programs come from and go to (``hits``, ``misses``), if one was asked for."""
         return self.table.cache
 
+    @property
+    def vmlinux(self) -> Spec | None:
+        """The kernel BTF programs are prepared against (the running kernel's, parsed on first need)."""
+        return self.table.vmlinux
+
     def save_cache(self) -> None:
         """Write programs prepared since the last save to the prepared cache, if there is one."""
         if self.table.cache is not None:
@@ -147,6 +152,10 @@ class _Programs:
 
     def done(self, name: str) -> bool:
         return name in self._results
+
+    @property
+    def vmlinux(self) -> Spec | None:
+        return self._context.vmlinux
 
     def result(self, name: str) -> PreparedProgram | DynbpfError:
         got = self._results.get(name)

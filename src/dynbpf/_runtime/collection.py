@@ -9,6 +9,7 @@ and reload one by one or many in parallel, and nothing is re-prepared.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
 import warnings
@@ -33,8 +34,8 @@ from dynbpf._runtime.mapregistry import MapRegistry
 from dynbpf._runtime.program import Program
 from dynbpf._runtime.state import MapPolicy, ProgramState
 from dynbpf._sys.closing import Closing
-from dynbpf._sys.constants import MapFlags
-from dynbpf.errors import DynbpfError, NotFound, OptionError, StateError
+from dynbpf._sys.constants import MapFlags, MapType, ProgType
+from dynbpf.errors import DynbpfError, KernelUnsupported, NotFound, OptionError, StateError
 
 if TYPE_CHECKING:  # the map views and event readers load with their first use (docs/architecture.md)
     from dynbpf._attach.usdt import SpecIds
@@ -43,6 +44,7 @@ if TYPE_CHECKING:  # the map views and event readers load with their first use (
     from dynbpf._maps.reader import EventReader
     from dynbpf._maps.ringbuf import RingBuffer
     from dynbpf._maps.variables import Variables
+    from dynbpf._runtime.struct_ops import StructOps
     from dynbpf._sys.fd import Fd
 
 DISABLED = ProgramState.DISABLED
@@ -67,6 +69,7 @@ class Collection(Closing):
         allow_shared_pin_root: bool = False,
         disabled: Iterable[str] = (),
         cache: bool | str | os.PathLike[str] | None = None,
+        associate_struct_ops: bool | str = False,
         kernel: KernelView | None = None,
     ) -> None:
         """Prepare ``spec`` for this kernel and create the maps that always exist (``dynbpf.open`` reads it first).
@@ -107,12 +110,15 @@ class Collection(Closing):
         self._usdt_ids: SpecIds | None = None  # the USDT spec ids its usdt programs' links hold
         self._measured_seconds = 0.0
         self._measured_insns = 0
+        self._struct_ops: dict[str, StructOps] = {}
+        self._associations: dict[str, str] = {}  # program -> the struct_ops map each of its loads is tied to
         off = frozenset(_names(disabled, "disabled"))
         unknown = sorted(off - set(spec.programs))
         if unknown:  # the first is named; the message lists the programs there are
             raise NotFound(f"object {spec.name!r}", "program", unknown[0], spec.programs, option="disabled=")
         default = MapPolicy.of(map_policy, where="map_policy")
         policies = {name: MapPolicy.of(p, where=f"map_policies[{name!r}]") for name, p in (map_policies or {}).items()}
+        tie_to = _association_target(spec, associate_struct_ops)  # before anything is created
         edited = mapedit.apply(spec, map_edits or {})
         self._registry.adopt(edited.reused)
         spec = self.spec = edited.spec if kernel_features.mmapable_arrays() else mapedit.without_mmap(edited.spec)
@@ -152,6 +158,10 @@ class Collection(Closing):
             "program",
             {name: Program(self, name, disabled=name in off) for name in spec.programs},
         )
+        if tie_to is not None:
+            for name, prog in spec.programs.items():
+                if prog.kind.prog_type != ProgType.STRUCT_OPS:
+                    self._associations[name] = tie_to
 
     # --- public -----------------------------------------------------------------------
 
@@ -169,6 +179,17 @@ class Collection(Closing):
         program needs raises ``StateError``.
         """
         return _MapViews(self)
+
+    @property
+    def struct_ops(self) -> Mapping[str, StructOps]:
+        """The object's struct_ops maps by name: shadows of their members, registered by ``attach()``.
+
+        See docs/struct_ops.md. They exist in the kernel from their first
+        attach or association, not at open.
+        """
+        from dynbpf._runtime.struct_ops import StructOpsViews
+
+        return StructOpsViews(self, self._struct_ops_named)
 
     def map_exists(self, name: str) -> bool:
         """Whether a kernel map sits behind ``name``'s reserved fd number now."""
@@ -419,6 +440,8 @@ class Collection(Closing):
             self._idle.wait_for(lambda: self._in_flight == 0)
         for reader in list(self._readers):
             reader.close()
+        for ops in list(getattr(self, "_struct_ops", {}).values()):
+            ops._close()  # unregistered before their programs go
         for program in getattr(self, "programs", {}).values():
             program.unload()
         self._registry.close()
@@ -486,6 +509,74 @@ class Collection(Closing):
     def _program(self, name: str) -> Program:
         return self.programs[name]
 
+    # --- struct_ops (for StructOps and Program) ----------------------------------------
+
+    def _struct_ops_named(self, name: str) -> StructOps:
+        with self._lock:
+            ops = self._struct_ops.get(name)
+            if ops is None:
+                self._require_open()
+                from dynbpf._runtime.struct_ops import StructOps
+
+                ops = self._struct_ops[name] = StructOps(self, self.spec.maps[name])
+            return ops
+
+    def _struct_ops_of(self, program: str) -> list[StructOps]:
+        """The struct_ops (made so far) whose members ``program`` implements."""
+        with self._lock:
+            made = list(self._struct_ops.values())
+        return [ops for ops in made if program in ops._programs.values()]
+
+    def _struct_ops_attached(self, program: str) -> bool:
+        return any(ops.attached for ops in self._struct_ops_of(program))
+
+    def _struct_ops_switched(self, program: str) -> None:
+        """Member ``program`` was reloaded: what registers it registers the new one."""
+        for ops in self._struct_ops_of(program):
+            ops._refresh()
+
+    def _struct_ops_unloading(self, program: str) -> None:
+        """Member ``program`` is about to unload: what registers it unregisters first."""
+        for ops in self._struct_ops_of(program):
+            ops.detach()
+
+    def _struct_ops_replaced(self, name: str, skip: str = "") -> None:
+        """struct_ops ``name`` has a new kernel map: programs tied to the old one are reloaded and tied anew.
+
+        The kernel ties a program to one map for its life, so following the
+        map takes a new program (a reload keeps links and maps).
+        """
+        with self._lock:
+            tied = [p for p, ops in self._associations.items() if ops == name and p != skip]
+        for program in tied:
+            if self.programs[program].loaded:
+                self.programs[program].reload()
+
+    def _associate(self, program: str, struct_ops: str, prog_fd: int) -> None:
+        """BPF_PROG_ASSOC_STRUCT_OPS of a loaded program with struct_ops ``struct_ops``'s map (made if needed)."""
+        ops = self._struct_ops_named(struct_ops)
+        map_fd, fresh = ops._map_fd()
+        from dynbpf._sys import commands
+        from dynbpf.errors import SyscallError
+
+        try:
+            commands.prog_assoc_struct_ops(prog_fd, map_fd)
+        except SyscallError as e:
+            hint = _ASSOC_HINTS.get(e.errno, e.hint)
+            raise SyscallError(
+                e.command, e.errno, hint, detail=f"program {program!r} with struct_ops map {struct_ops!r}"
+            ) from None
+        if fresh:  # others tied to the old map follow (this program is tied now)
+            self._struct_ops_replaced(struct_ops, skip=program)
+
+    def _associated(self, program: str) -> str | None:
+        with self._lock:
+            return self._associations.get(program)
+
+    def _remember_association(self, program: str, struct_ops: str) -> None:
+        with self._lock:
+            self._associations[program] = struct_ops
+
     def _program_by_fd(self, fd: int) -> Program | None:
         for program in self.programs.values():
             own = program._fd
@@ -513,6 +604,13 @@ class Collection(Closing):
 
 
 _V = TypeVar("_V")
+
+#: what BPF_PROG_ASSOC_STRUCT_OPS's refusals mean (kernel/bpf/syscall.c, bpf_struct_ops.c)
+_ASSOC_HINTS = {
+    errno.EBUSY: "the program is tied to another struct_ops map already; the kernel ties a program "
+    "once for its life: reload it to tie it elsewhere",
+    errno.EINVAL: "the kernel ties only a program that is not a struct_ops program to a struct_ops map, with flags 0",
+}
 
 
 class _Named(Mapping[str, _V], Generic[_V]):
@@ -568,6 +666,32 @@ class _MapViews(Mapping[str, "Map"]):
 
     def __len__(self) -> int:
         return len(self._coll.prepared.maps)
+
+
+def _association_target(spec: ObjectSpec, which: bool | str) -> str | None:
+    """``associate_struct_ops=``: the struct_ops map every program that is not a struct_ops program is tied to."""
+    if which is False:
+        return None
+    names = [n for n, m in spec.maps.items() if m.type == MapType.STRUCT_OPS]
+    if which is True:
+        if len(names) != 1:
+            raise OptionError(
+                f"associate_struct_ops=True: object {spec.name!r} has {len(names)} struct_ops maps "
+                f"({', '.join(names) or 'none'}); name the one to associate with"
+            )
+        target = names[0]
+    elif isinstance(which, str):
+        if which not in names:
+            raise NotFound(f"object {spec.name!r}", "struct_ops map", which, names, option="associate_struct_ops=")
+        target = which
+    else:
+        raise TypeError(f"associate_struct_ops= takes True or a struct_ops map's name, not {which!r}")
+    from dynbpf._probes import attach as attach_probes
+
+    support = attach_probes.struct_ops_assoc()
+    if not support:
+        raise KernelUnsupported(f"{support.name} (associate_struct_ops={which!r})", support.how)
+    return target
 
 
 def _names(names: Iterable[str], what: str) -> list[str]:

@@ -35,7 +35,10 @@ from dynbpf._sys.placeholder import FdSlot, SlotView
 from dynbpf.errors import DynbpfError, NotFound, ObjectFormatError, OptionError, PinError, StateError, SyscallError
 
 #: Map kinds the registry never creates, with the reason callers are told.
-NOT_CREATED = {MapType.STRUCT_OPS: "struct_ops maps are created when registered (attach), not at open"}
+NOT_CREATED = {
+    MapType.STRUCT_OPS: "struct_ops maps are not map views: use coll.struct_ops[name] (created at its attach or "
+    "association, not at open)"
+}
 _MAPS_OF_MAPS = (MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS)
 
 

@@ -19,12 +19,13 @@ from dynbpf._runtime.state import ProgramState
 from dynbpf._sys import commands
 from dynbpf._sys.constants import AttachType
 from dynbpf._sys.fd import Fd
-from dynbpf.errors import DynbpfError, StateError
+from dynbpf.errors import DynbpfError, KernelUnsupported, StateError
 
 if TYPE_CHECKING:
     from dynbpf._attach import Link
     from dynbpf._attach.usdt import UsdtContext
     from dynbpf._runtime.collection import Collection
+    from dynbpf._runtime.struct_ops import StructOps
 
 _CLONE_OPTIONS = (*(f.name for f in dataclasses.fields(LoadOptions)), "log_buffer")
 
@@ -60,7 +61,8 @@ class Program:
             return ProgramState.DISABLED
         if self._fd is None:
             return ProgramState.PREPARED
-        return ProgramState.ATTACHED if self._links else ProgramState.LOADED
+        attached = self._links or self._collection._struct_ops_attached(self.name)
+        return ProgramState.ATTACHED if attached else ProgramState.LOADED
 
     @property
     def prepared(self) -> PreparedProgram:
@@ -176,6 +178,10 @@ class Program:
             failure = self._move(link, target)
             if failure is not None:
                 failed.append(failure)
+        try:
+            self._collection._struct_ops_switched(self.name)  # what registers it now registers the new program
+        except DynbpfError as e:
+            failed.append(e)
         old.close()
         self._collection._registry.release(self.maps)  # the old program's hold
         if failed:
@@ -243,10 +249,53 @@ class Program:
         )
 
     def detach(self) -> None:
-        """Detach every link of this program (pinned links stay in bpffs); it stays loaded."""
+        """Detach every link of this program (pinned links stay in bpffs); it stays loaded.
+
+        A struct_ops program's struct_ops is unregistered.
+        """
         with self._lock:
             for link in self.links:
                 link.detach()
+            self._collection._struct_ops_unloading(self.name)
+
+    def associate_struct_ops(self, struct_ops: StructOps | str) -> None:
+        """Tie this program to a struct_ops map of the collection (BPF_PROG_ASSOC_STRUCT_OPS, kernel 7.0).
+
+        For a program that is not a struct_ops program: kfuncs of the
+        struct_ops' subsystem then find the struct_ops it serves (sched_ext's
+        timers and tracers). Done now if the program is loaded, and again at
+        every later load (a reload, a feature's variant switch) before it is
+        attached: the runtime remembers it. The struct_ops map is created now
+        if it does not exist yet. A kernel without the command raises
+        :class:`KernelUnsupported` with the probe's evidence; one that
+        refuses raises :class:`SyscallError` naming program and map (EBUSY:
+        tied to another map already; EINVAL: a struct_ops program).
+        """
+        from dynbpf._probes import attach as attach_probes
+        from dynbpf._runtime.struct_ops import StructOps
+
+        coll = self._collection
+        if isinstance(struct_ops, StructOps):
+            if struct_ops._collection is not coll:
+                raise ValueError(f"struct_ops {struct_ops.map_name!r} belongs to another collection than {self.name!r}")
+            name = struct_ops.map_name
+        elif isinstance(struct_ops, str):
+            name = coll.struct_ops[struct_ops].map_name  # NotFound for a name the object lacks
+        else:
+            raise TypeError(f"associate_struct_ops() takes a StructOps or its name, not {struct_ops!r}")
+        support = attach_probes.struct_ops_assoc()
+        if not support:
+            raise KernelUnsupported(f"{support.name} (program {self.name!r} with struct_ops map {name!r})", support.how)
+        with self._lock:
+            self._loadable()
+            if self._fd is not None:
+                coll._associate(self.name, name, self._fd.raw)
+            coll._remember_association(self.name, name)
+
+    @property
+    def associated_struct_ops(self) -> str | None:
+        """The struct_ops map this program is tied to at each load (:meth:`associate_struct_ops`), if any."""
+        return self._collection._associated(self.name)
 
     def clone(self, **overrides: Any) -> Fd:
         """Load the prepared program again, as a separate kernel program the caller owns.
@@ -323,6 +372,9 @@ class Program:
         try:
             for bound in coll._bound:
                 commands.prog_bind_map(loaded.fd.raw, coll._registry.require(bound))
+            tied = coll._associated(self.name)
+            if tied is not None:  # before anyone can attach it, as the first load was
+                coll._associate(self.name, tied, loaded.fd.raw)
         except BaseException:
             self._discard(loaded)
             raise
@@ -347,6 +399,7 @@ class Program:
     def _unload(self) -> None:
         if self._fd is None:
             return
+        self._collection._struct_ops_unloading(self.name)
         for link in self.links:
             link.detach()
         fd, self._fd = self._fd, None
