@@ -18,6 +18,7 @@ from typing import Any
 from dynbpf._attach.cgroup import attach_cgroup
 from dynbpf._attach.iter import attach_iter
 from dynbpf._attach.kprobe import attach_kprobe
+from dynbpf._attach.kprobe_multi import attach_kprobe_multi
 from dynbpf._attach.link import IoctlPerfLink, IterLink, Link, LinkGroup
 from dynbpf._attach.netdev import DIRECTIONS, attach_tcx, attach_xdp
 from dynbpf._attach.netfilter import attach_netfilter
@@ -36,8 +37,6 @@ __all__ = ["IoctlPerfLink", "IterLink", "Link", "LinkGroup", "attach", "kind_lab
 
 _NOT_YET = {
     Attacher.USDT: "usdt programs need the binary's USDT notes and argument specs, which dynbpf does not read yet",
-    Attacher.KPROBE_MULTI: "kprobe.multi links are not implemented by dynbpf yet",
-    Attacher.KPROBE_SESSION: "kprobe.session links are not implemented by dynbpf yet",
     Attacher.TRACING_MULTI: "fentry.multi links are not implemented by dynbpf yet",
     Attacher.STRUCT_OPS: "struct_ops programs are not attached one by one: registering their struct_ops map does it",
 }
@@ -55,8 +54,6 @@ CGROUP_TYPES = frozenset(
 )
 
 _GATES = {
-    Attacher.KPROBE_MULTI: attach_features.kprobe_multi,
-    Attacher.KPROBE_SESSION: attach_features.kprobe_multi,
     Attacher.TRACING_MULTI: attach_features.trampolines,
 }
 
@@ -82,6 +79,8 @@ def kind_label(kind: ProgramKind) -> str:
         return kind.rule.split(".")[0].removesuffix("+")
     if attacher is Attacher.UPROBE_MULTI:
         return kind.rule.removesuffix("+").removesuffix(".s")
+    if attacher in (Attacher.KPROBE_MULTI, Attacher.KPROBE_SESSION):
+        return kind.rule.removesuffix("+")
     return {Attacher.TRACEPOINT: "tracepoint", Attacher.RAW_TP: "raw_tp", Attacher.ITER: "iter"}.get(
         attacher, kind.rule.removesuffix("+")
     )
@@ -126,6 +125,8 @@ def attach(kind: ProgramKind, prog_fd: int, *, name: str, attach_btf_id: int = 0
         return attach_kprobe(request, kind, prog_fd, target)
     if attacher is Attacher.UPROBE_MULTI:
         return attach_uprobe_multi(request, kind, prog_fd, target)
+    if attacher in (Attacher.KPROBE_MULTI, Attacher.KPROBE_SESSION):
+        return attach_kprobe_multi(request, kind, prog_fd, target)
     gate = _GATES.get(attacher)
     if gate is not None:
         request.require(gate())
