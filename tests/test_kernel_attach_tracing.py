@@ -30,7 +30,7 @@ from dynbpf._maps.map import btf_by_id
 from dynbpf._probes import attach as attach_features
 from dynbpf._sys import commands
 from dynbpf._sys.constants import AttachType
-from dynbpf.errors import AttachError, DynbpfError, KernelUnsupported
+from dynbpf.errors import AttachError, DynbpfError, KernelUnsupported, NotFound, OptionError
 from tests.bpfbuild import build
 from tests.helpers import PACKET, XDP_DROP, XDP_PASS, kernel_lacks
 
@@ -381,3 +381,68 @@ def test_bare_fentry_section_needs_its_target_at_load(no_fd_leak: None) -> None:
         with pytest.raises(DynbpfError):
             prog.load()
         assert prog.state is not ProgramState.LOADED
+
+
+def test_fentry_fexit_and_freplace_on_a_bpf_program_through_open_options(no_fd_leak: None) -> None:
+    """``attach_targets=`` (libbpf's bpf_program__set_attach_target) names the target program and function at
+    open: every load of those programs is verified against it, and attach() needs nothing more."""
+    with opened() as owner:
+        target = owner.programs["trc_target"]
+        target.load()
+        targets = {
+            "trc_prog_fentry": (target, "trc_target"),
+            "trc_prog_fexit": (target.fd, "trc_target"),
+            "trc_replace": (target, "trc_verdict"),
+        }
+
+        @contextmanager
+        def hooking() -> Iterator[dynbpf.Collection]:
+            with dynbpf.open(build("tracing"), constants={"target_tgid": os.getpid()}, attach_targets=targets) as c:
+                yield c
+
+        def load_fentry() -> object:
+            with hooking() as c:
+                return c.programs["trc_prog_fentry"].load()
+
+        if kernel_lacks(attach_features.trampolines(), load_fentry):
+            return
+        with hooking() as coll:
+            fentry, fexit, replace = (coll.programs[n] for n in ("trc_prog_fentry", "trc_prog_fexit", "trc_replace"))
+            for prog in (fentry, fexit, replace):
+                prog.load()
+            main_id = func_btf_id(target.fd, "trc_target")
+            with fentry.attach(cookie=5) as entry, fexit.attach() as exit_link:
+                assert entry.description == f"fentry (BTF id {main_id})"
+                assert exit_link.facts().kind == "fexit"
+                assert commands.prog_test_run(target.fd, data_in=PACKET).retval == XDP_PASS
+                assert (bss(coll, "prog_fentry_hits"), bss(coll, "prog_fexit_ret")) == (1, XDP_PASS)
+                with replace.attach() as replaced:
+                    assert replaced.kind == "freplace"
+                    assert commands.prog_test_run(target.fd, data_in=PACKET).retval == XDP_DROP
+                    assert bss(coll, "prog_fexit_ret") == XDP_DROP
+                fentry.reload()  # verified against the same target again
+                assert fentry.state is ProgramState.LOADED or fentry.state is ProgramState.ATTACHED
+            assert commands.prog_test_run(target.fd, data_in=PACKET).retval == XDP_PASS
+
+
+def test_attach_targets_are_checked_at_open(no_fd_leak: None) -> None:
+    with opened() as owner:
+        target = owner.programs["trc_target"]
+
+        def opening(**targets: object) -> None:
+            with dynbpf.open(build("tracing"), attach_targets=targets):
+                pass
+
+        with pytest.raises(OptionError, match=r"'trc_prog_fentry'\]: the target program must be loaded"):
+            opening(trc_prog_fentry=(target, "trc_target"))
+        target.load()
+        with pytest.raises(NotFound, match="trc_nope"):
+            opening(trc_nope=(target, "trc_target"))
+        with pytest.raises(OptionError, match=r"program 'trc_target' \(section 'xdp'\) cannot hook a BPF program"):
+            opening(trc_target=(target, "trc_target"))
+        with pytest.raises(OptionError, match=r"has no function 'trc_nope' \(its functions: .*trc_verdict"):
+            opening(trc_prog_fentry=(target, "trc_nope"))
+        with pytest.raises(OptionError, match=r"takes \(target program, function name\)"):
+            opening(trc_prog_fentry=target)
+        with pytest.raises(OptionError, match="is not a loaded BPF program"):
+            opening(trc_prog_fentry=(0, "trc_target"))

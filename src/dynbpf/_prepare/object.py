@@ -174,6 +174,8 @@ class _Programs:
         """Not a program using ``__ksym`` externs or kfuncs: addresses, module BTF and weak misses change with
         modules loaded and unloaded, which nothing in a cache key sees."""
         obj = self._context.obj
+        if name in self._context.program_targets:
+            return False  # prepared without its section's kernel target: not what another open would want
         return all(obj.externs[e].kind is ExternKind.KCONFIG for e in obj.externs_used(name))
 
     def _map_numbers(self) -> dict[int, str]:
@@ -194,6 +196,7 @@ def prepare(
     btf_support: btf_sanitize.BtfSupport | None = None,
     layout: btf_fixup.ElfLayout | None = None,
     absent_maps: frozenset[str] = frozenset(),
+    program_targets: frozenset[str] = frozenset(),
     lazy: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
     cache_key: bytes = b"",
@@ -209,6 +212,9 @@ def prepare(
     ``absent_maps`` are maps that will not be created (libbpf's
     ``bpf_map__set_autocreate(map, false)``): like libbpf, references to
     them are poisoned, so a program fails to load only if one is reachable.
+    ``program_targets`` are programs whose attach target is a BPF program
+    given at load (libbpf's ``bpf_program__set_attach_target``): their
+    section's name is not looked up in kernel BTF, and they are not cached.
 
     ``vmlinux``, ``config`` and ``kallsyms`` default to the running
     kernel's; tests pass others. ``layout`` is what the BTF fix-up needs
@@ -246,6 +252,7 @@ def prepare(
             vmlinux=vmlinux,
             with_btf_info=btf is not None,
             absent_maps=absent_maps,
+            program_targets=program_targets,
         )
         cached = None
         if cache_dir is not None:
@@ -289,6 +296,7 @@ class _Context:
         vmlinux: Spec | None,
         with_btf_info: bool,
         absent_maps: frozenset[str] = frozenset(),
+        program_targets: frozenset[str] = frozenset(),
     ) -> None:
         self.obj = obj
         self.map_fd = map_fd
@@ -297,6 +305,7 @@ class _Context:
         self._vmlinux = vmlinux  # None: the running kernel's, parsed when something first needs it
         self.with_btf_info = with_btf_info
         self.absent_maps = absent_maps
+        self.program_targets = program_targets
         self.map_index = _libbpf_map_order(obj)
         self._resolver: Resolver | None = None
         self.fd_array: list[int] = [0]  # index 0 is vmlinux by the kernel's convention
@@ -373,7 +382,7 @@ class _Context:
         lines = tuple((slots.slot(p.start), p.function.name) for p in linked.functions)
         attach_btf_id, attach_obj_fd, expected = 0, 0, prog.kind.expected_attach_type
         expected_attach_type = int(expected) if expected is not None else 0
-        if needs_kernel_target(prog.kind):
+        if needs_kernel_target(prog.kind) and name not in self.program_targets:
             target = self._kernel_target(prog)
             attach_btf_id = target.btf_id
             if target.module is not None:

@@ -214,7 +214,8 @@ class Program:
 
         assert self._fd is not None
         prepared = self.prepared
-        link = attach(prepared.kind, self._fd.raw, name=self.name, attach_btf_id=prepared.attach_btf_id, **target)
+        btf_id = self._collection._attach_btf_id(self.name, prepared.attach_btf_id)
+        link = attach(prepared.kind, self._fd.raw, name=self.name, attach_btf_id=btf_id, **target)
         self._targets[id(link)] = dict(target)  # what reload() re-attaches it to
         self._adopt(link)
         return link
@@ -251,7 +252,8 @@ class Program:
         with self._collection._using_numbers():  # close() waits for this load rather than freeing its maps under it
             registry.acquire(prepared.maps)
             try:
-                loaded = load_program(prepared, btf_fd=self._collection._btf_fd(), options=LoadOptions(**overrides))
+                options = self._collection._load_options(self.name, LoadOptions(**overrides))
+                loaded = load_program(prepared, btf_fd=self._collection._btf_fd(), options=options)
             except BaseException:
                 registry.release(prepared.maps)
                 raise
@@ -293,6 +295,7 @@ class Program:
         needs = self.maps
         coll._registry.acquire(needs)
         try:
+            options = coll._load_options(self.name, options)
             loaded: Loaded = load_program(prepared, btf_fd=coll._btf_fd(), options=options)
         except BaseException:
             coll._registry.release(needs)
