@@ -28,8 +28,10 @@ from dynbpf._attach import attach
 from dynbpf._btf.kinds import Kind
 from dynbpf._maps.map import btf_by_id
 from dynbpf._probes import attach as attach_features
+from dynbpf._probes.kernel import BPF_FUNC_GET_ATTACH_COOKIE
+from dynbpf._probes.programs import helper
 from dynbpf._sys import commands
-from dynbpf._sys.constants import AttachType
+from dynbpf._sys.constants import AttachType, ProgType
 from dynbpf.errors import AttachError, DynbpfError, KernelUnsupported, NotFound, OptionError
 from tests.bpfbuild import build
 from tests.helpers import PACKET, XDP_DROP, XDP_PASS, kernel_lacks
@@ -70,6 +72,33 @@ def read_file(path: Path, size: int = 100) -> bytes:
         return os.read(fd, size)
     finally:
         os.close(fd)
+
+
+# --- raw tracepoints with cookies ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("program", "kind", "prefix"),
+    [("trc_raw_tp_cookie", "raw_tp", "raw_tp"), ("trc_tp_btf_cookie", "tp_btf", "tp_btf")],
+    ids=["raw_tp", "tp_btf"],
+)
+def test_raw_tp_and_tp_btf_with_cookies(program: str, kind: str, prefix: str, no_fd_leak: None) -> None:
+    """Raw tracepoint programs may read a bpf cookie from 6.10 on (the helper probe says so); before, such a
+    program does not load, which is the refusal checked there. tp_btf gained cookies in the same change."""
+    cookies = helper(ProgType.RAW_TRACEPOINT, BPF_FUNC_GET_ATTACH_COOKIE)
+    with opened() as coll:
+        prog = coll.programs[program]
+        if kernel_lacks(cookies, lambda: load_and_attach(prog, cookie=1)):
+            return
+        prog.load()
+        with prog.attach(cookie=0x7AB) as link:
+            assert link.kind == kind
+            assert link.facts().kind == kind
+            for _ in range(3):
+                os.getpgid(0)
+            assert (bss(coll, f"{prefix}_hits"), bss(coll, f"{prefix}_cookie")) == (3, 0x7AB)
+        os.getpgid(0)
+        assert bss(coll, f"{prefix}_hits") == 3
 
 
 # --- fentry / fexit / fmod_ret on the kernel's test functions ------------------------------------

@@ -16,6 +16,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define TRC_EPERM 1
 #define TRC_XDP_DROP 1
 #define TRC_XDP_PASS 2
+#define TRC_NR_GETPGID 121 /* x86_64 */
 
 const volatile __u32 target_tgid = 0;
 
@@ -45,12 +46,35 @@ __s64 kretmulti_ret;
 __u64 session_runs;
 /* what the session program's entry run returns: nonzero skips its return run */
 __s32 session_skip_return = 0;
+__u64 raw_tp_hits, raw_tp_cookie, tp_btf_hits, tp_btf_cookie;
 __u64 prog_fentry_hits, prog_fexit_hits;
 __s64 prog_fexit_ret;
 
 static __always_inline bool mine(void)
 {
 	return (bpf_get_current_pid_tgid() >> 32) == target_tgid;
+}
+
+/* --- raw tracepoints with bpf cookies (6.10) --- */
+
+SEC("raw_tp/sys_enter")
+int trc_raw_tp_cookie(struct bpf_raw_tracepoint_args *ctx)
+{
+	if (mine() && ctx->args[1] == TRC_NR_GETPGID) {
+		__sync_fetch_and_add(&raw_tp_hits, 1);
+		raw_tp_cookie = bpf_get_attach_cookie(ctx);
+	}
+	return 0;
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(trc_tp_btf_cookie, struct pt_regs *regs, long id)
+{
+	if (mine() && id == TRC_NR_GETPGID) {
+		__sync_fetch_and_add(&tp_btf_hits, 1);
+		tp_btf_cookie = bpf_get_attach_cookie(ctx);
+	}
+	return 0;
 }
 
 /* --- trampolines on the functions BPF_PROG_TEST_RUN of a tracing program calls --- */
