@@ -15,6 +15,7 @@ bpf_modify_return_test (fmod_ret) in the kernel (net/bpf/test_run.c).
 from __future__ import annotations
 
 import errno
+import fnmatch
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ import pytest
 import dynbpf
 from dynbpf import ProgramState
 from dynbpf._attach import attach
+from dynbpf._attach.kprobe_multi import attachable_functions
 from dynbpf._btf.kinds import Kind
 from dynbpf._maps.map import btf_by_id
 from dynbpf._probes import attach as attach_features
@@ -339,6 +341,16 @@ def test_kprobe_session_runs_on_entry_and_return(small_file: Path, no_fd_leak: N
                 prog.attach(retprobe=True)
         read_file(small_file)
         assert bss(coll, "session_runs") == 3
+
+
+def test_kprobe_multi_patterns_match_each_attachable_function_once() -> None:
+    """The list patterns are matched over: ftrace's (or kallsyms' text symbols where ftrace's cannot be read),
+    each name once, without ftrace's placeholders for functions it could not resolve."""
+    names = attachable_functions()
+    assert "vfs_read" in names
+    assert len(names) == len(set(names))
+    assert not [n for n in names if n.startswith("__ftrace_invalid_address__")]
+    assert "vfs_read" in [n for n in names if fnmatch.fnmatchcase(n, "vfs_rea?")]
 
 
 def test_kprobe_multi_refusal_comes_before_anything_is_opened(no_fd_leak: None) -> None:

@@ -96,19 +96,23 @@ def attach_kprobe_multi(request: Request, kind: ProgramKind, prog_fd: int, targe
 def attachable_functions() -> list[str]:
     """Kernel functions a kprobe.multi link can probe, in listing order, each once.
 
-    ftrace's list where tracefs is mounted (what libbpf reads); else the text
-    symbols of kallsyms, which may include functions the kernel then refuses.
+    ftrace's list where tracefs is mounted and lets us read it (what libbpf
+    reads); else the text symbols of kallsyms, which may include functions
+    the kernel then refuses.
     """
     root = fs.tracefs_root()
     path = os.path.join(root, "available_filter_functions") if root else None
     names: dict[str, None] = {}
-    if path is not None and os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                name = line.split(None, 1)[0] if line.strip() else ""
-                if name and not name.startswith(_INVALID_PREFIX):
-                    names[name] = None
-        return list(names)
+    try:
+        if path is not None:
+            with open(path) as f:
+                for line in f:
+                    name = line.split(None, 1)[0] if line.strip() else ""
+                    if name and not name.startswith(_INVALID_PREFIX):
+                        names[name] = None
+            return list(names)
+    except OSError:
+        names.clear()  # absent, or refused (a lockdown forbids reading it): kallsyms it is
     with open(KALLSYMS) as f:
         for line in f:
             parts = line.split(None, 3)
