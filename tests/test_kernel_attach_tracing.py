@@ -28,6 +28,7 @@ from dynbpf import ProgramState
 from dynbpf._attach import attach
 from dynbpf._attach.kprobe_multi import attachable_functions
 from dynbpf._btf.kinds import Kind
+from dynbpf._elf.sections import program_kind
 from dynbpf._maps.map import btf_by_id
 from dynbpf._probes import attach as attach_features
 from dynbpf._probes.kernel import BPF_FUNC_GET_ATTACH_COOKIE
@@ -351,6 +352,23 @@ def test_kprobe_multi_patterns_match_each_attachable_function_once() -> None:
     assert len(names) == len(set(names))
     assert not [n for n in names if n.startswith("__ftrace_invalid_address__")]
     assert "vfs_read" in [n for n in names if fnmatch.fnmatchcase(n, "vfs_rea?")]
+
+
+def test_kprobe_multi_targets_are_checked_on_any_kernel() -> None:
+    """What is wrong with the request itself is said before the kernel is asked (so on any kernel)."""
+    multi, bare = program_kind("kprobe.multi/vfs_read"), program_kind("kprobe.multi")
+    with pytest.raises(
+        AttachError, match=r"\(kprobe.multi\): give one of pattern=, symbols= or addrs=, not pattern and addrs"
+    ):
+        attach(multi, 0, name="p", pattern="vfs_*", addrs=[1])
+    with pytest.raises(
+        AttachError, match=r"no target given: name it in the section \(SEC\(\"kprobe.multi/<pattern>\"\)\)"
+    ):
+        attach(bare, 0, name="p")
+    with pytest.raises(AttachError, match=r"a kprobe\.session program runs on entry and return already"):
+        attach(program_kind("kprobe.session/vfs_read"), 0, name="p", retprobe=True)
+    with pytest.raises(TypeError, match=r"unexpected target arguments function \(accepted: pattern, symbols, addrs"):
+        attach(multi, 0, name="p", function="vfs_read")
 
 
 def test_kprobe_multi_refusal_comes_before_anything_is_opened(no_fd_leak: None) -> None:
