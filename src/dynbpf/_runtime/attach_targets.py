@@ -19,7 +19,6 @@ from typing import Any
 
 from dynbpf._btf.kinds import Kind
 from dynbpf._elf.spec import ObjectSpec
-from dynbpf._maps.map import btf_by_id
 from dynbpf._sys import commands
 from dynbpf._sys.constants import AttachType, ProgType
 from dynbpf._sys.fd import Fd
@@ -73,6 +72,8 @@ def _one(spec: ObjectSpec, name: str, value: Any) -> ProgramTarget:
         btf_id = int(commands.prog_info(fd.raw).btf_id)
         if not btf_id:
             raise OptionError(f"{where}: the target program carries no BTF, so its function {function!r} has no id")
+        from dynbpf._maps.map import btf_by_id  # only for this option: `import dynbpf; dynbpf.open` stays lean
+
         btf = btf_by_id(btf_id)
         found = btf.find(function, Kind.FUNC)
         if not found:
