@@ -246,7 +246,7 @@ int trc_kprobe_session(struct pt_regs *ctx)
 	if (!mine())
 		return 0;
 	__sync_fetch_and_add(&session_runs, 1);
-	return session_skip_return;
+	return session_skip_return ? 1 : 0; /* the verifier wants 0 or 1 */
 }
 
 /* --- a BPF program others attach to: fentry/fexit on it and freplace of its function --- */
