@@ -146,7 +146,30 @@ LIBBPF_CANNOT: dict[str, Cannot] = {
         "features_decl/exec_fexit",  # the feature map's preferred variants; this kernel falls back
         "features_decl/open_fexit",
     ),
+    **_kernel_refuses(
+        attach_features.trampolines(),
+        *(f"tracing/{p}" for p in ("trc_fentry_test1", "trc_fexit_test2", "trc_fmod_ret", "trc_fexit_modify")),
+        "tracing/trc_fentry_read",
+        "tracing/trc_fexit_read",
+    ),
     **_kernel_refuses(attach_features.lsm(), "kinds/lsm_file_open", "kinds/lsm_s_committed_creds"),
+    **_kernel_refuses(attach_features.lsm(), "tracing/trc_lsm_deny", "tracing/trc_lsm_s_deny"),
+    "tracing/trc_kprobe_session": Cannot(
+        "libbpf 1.1 does not know SEC(kprobe.session) (newer than it)", errno.EINVAL, _UNKNOWN_SECTION
+    ),
+    **{
+        f"tracing/{name}": Cannot(
+            "a bare SEC(fentry)/SEC(fexit) names no target: it is given at load (attach_targets=, clone)",
+            errno.EINVAL,
+            "no BTF-based attach target is specified",
+        )
+        for name in ("trc_prog_fentry", "trc_prog_fexit")
+    },
+    "tracing/trc_replace": Cannot(
+        "a freplace program loads only against its target program, given at load (attach_targets=, clone)",
+        errno.EINVAL,
+        "attach program FD is not set",
+    ),
     **_kernel_refuses(attach_features.iterator_target("bpf_map_elem"), "attach/number_lines"),
     "twofiles/unknown_kind": Cannot(
         "deliberately in a section no convention knows: libbpf opens the object and fails this program",

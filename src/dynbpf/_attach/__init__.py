@@ -18,6 +18,7 @@ from typing import Any
 from dynbpf._attach.cgroup import attach_cgroup
 from dynbpf._attach.iter import attach_iter
 from dynbpf._attach.kprobe import attach_kprobe
+from dynbpf._attach.kprobe_multi import attach_kprobe_multi
 from dynbpf._attach.link import IoctlPerfLink, IterLink, Link, LinkGroup
 from dynbpf._attach.netdev import DIRECTIONS, attach_tcx, attach_xdp
 from dynbpf._attach.netfilter import attach_netfilter
@@ -38,8 +39,6 @@ from dynbpf._sys.constants import AttachType, ProgType
 __all__ = ["IoctlPerfLink", "IterLink", "Link", "LinkGroup", "SockmapAttachment", "attach", "kind_label"]
 
 _NOT_YET = {
-    Attacher.KPROBE_MULTI: "kprobe.multi links are not implemented by dynbpf yet",
-    Attacher.KPROBE_SESSION: "kprobe.session links are not implemented by dynbpf yet",
     Attacher.TRACING_MULTI: "fentry.multi links are not implemented by dynbpf yet",
     Attacher.STRUCT_OPS: "struct_ops programs are not attached one by one: registering their struct_ops map does it",
 }
@@ -57,8 +56,6 @@ CGROUP_TYPES = frozenset(
 )
 
 _GATES = {
-    Attacher.KPROBE_MULTI: attach_features.kprobe_multi,
-    Attacher.KPROBE_SESSION: attach_features.kprobe_multi,
     Attacher.TRACING_MULTI: attach_features.trampolines,
 }
 
@@ -94,6 +91,8 @@ def kind_label(kind: ProgramKind) -> str:
         return kind.rule.split(".")[0].removesuffix("+")
     if attacher is Attacher.UPROBE_MULTI:
         return kind.rule.removesuffix("+").removesuffix(".s")
+    if attacher in (Attacher.KPROBE_MULTI, Attacher.KPROBE_SESSION):
+        return kind.rule.removesuffix("+")
     return {Attacher.TRACEPOINT: "tracepoint", Attacher.RAW_TP: "raw_tp", Attacher.ITER: "iter"}.get(
         attacher, kind.rule.removesuffix("+")
     )
@@ -159,6 +158,8 @@ def attach(
         return attach_uprobe_multi(request, kind, prog_fd, target)
     if attacher is Attacher.USDT:
         return attach_usdt(request, kind, prog_fd, target, usdt_context)
+    if attacher in (Attacher.KPROBE_MULTI, Attacher.KPROBE_SESSION):
+        return attach_kprobe_multi(request, kind, prog_fd, target)
     gate = _GATES.get(attacher)
     if gate is not None:
         request.require(gate())

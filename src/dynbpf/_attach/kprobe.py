@@ -9,6 +9,7 @@ kprobe PMU; the ``kprobes`` probe says so and attaching raises
 
 from __future__ import annotations
 
+import functools
 import platform
 from typing import Any
 
@@ -20,6 +21,7 @@ from dynbpf._elf.sections import KprobeTarget, KsyscallTarget, ProgramKind
 from dynbpf._probes import attach as attach_features
 from dynbpf._sys import perf
 
+KALLSYMS = "/proc/kallsyms"
 ACCEPTED = ("function", "offset", "retprobe", "cookie")
 ACCEPTED_SYSCALL = ("syscall", "retprobe", "cookie")
 
@@ -34,6 +36,24 @@ SYSCALL_PREFIX = {
 }
 
 
+@functools.cache
+def syscall_prefix() -> str:
+    """The prefix of the kernel's syscall entry points, decided like libbpf: the architecture's wrapper
+    prefix (``__x64_sys_``) when the kernel has ``<prefix>bpf``, else plain ``sys_`` (kernels built
+    without syscall wrappers, or architectures without them)."""
+    prefix = SYSCALL_PREFIX.get(platform.machine(), "sys_")
+    if prefix == "sys_":
+        return prefix
+    wanted = f" {prefix}bpf"
+    try:
+        with open(KALLSYMS) as f:
+            if any(line.rstrip("\n").endswith(wanted) and line.split()[1] in ("t", "T") for line in f):
+                return prefix
+    except OSError:
+        return prefix  # kallsyms unreadable: the wrapper is by far the common case
+    return "sys_"
+
+
 def attach_kprobe(request: Request, kind: ProgramKind, prog_fd: int, target: dict[str, Any]) -> Link:
     syscall = kind.rule.startswith(("ksyscall", "kretsyscall"))
     options = take(request, target, ACCEPTED_SYSCALL if syscall else ACCEPTED)
@@ -43,7 +63,7 @@ def attach_kprobe(request: Request, kind: ProgramKind, prog_fd: int, target: dic
     request = Request(request.program, label, request.target)
     if syscall:
         name = text(request, options, "syscall") or (section.syscall if isinstance(section, KsyscallTarget) else None)
-        function = SYSCALL_PREFIX.get(platform.machine(), "sys_") + name if name else None
+        function = syscall_prefix() + name if name else None
         offset = 0
     else:
         function = text(request, options, "function") or (

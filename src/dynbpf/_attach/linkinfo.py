@@ -52,6 +52,8 @@ FIELDS = {
     "netfilter.pf": 0,
     "netfilter.hooknum": 4,
     "netfilter.priority": 8,
+    "kprobe_multi.count": 8,
+    "kprobe_multi.flags": 12,
     "uprobe_multi.path": 0,
     "uprobe_multi.path_size": 32,
     "uprobe_multi.count": 36,
@@ -178,6 +180,10 @@ def _describe_attached(link_type: int, info: LinkInfo, name: str) -> tuple[str, 
         priority = struct.unpack_from("=i", info, UNION + FIELDS["netfilter.priority"])[0]
         pf, hook = _u32(info, "netfilter.pf"), _u32(info, "netfilter.hooknum")
         return "netfilter", f"netfilter pf {pf} hook {hook} priority {priority}"
+    if link_type == LinkType.KPROBE_MULTI:  # count and flags are reported from 6.6 on (0 before)
+        kind = "kretprobe.multi" if _u32(info, "kprobe_multi.flags") & 1 else "kprobe.multi"
+        count = _u32(info, "kprobe_multi.count")
+        return kind, f"{kind} ({count} functions)" if count else kind
     if link_type == LinkType.UPROBE_MULTI:
         kind = "uretprobe.multi" if _u32(info, "uprobe_multi.flags") & 1 else "uprobe.multi"
         pid = _u32(info, "uprobe_multi.pid")

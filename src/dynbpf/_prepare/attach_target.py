@@ -33,8 +33,14 @@ class KernelTarget:
 
 
 def needs_kernel_target(kind: ProgramKind) -> bool:
-    """True for kinds whose target is a kernel BTF type (not a BPF program: freplace)."""
-    return kind.attach_btf and kind.prog_type != ProgType.EXT
+    """True for kinds whose target is a kernel BTF type named in the section.
+
+    Not for freplace (its target is a BPF program), nor for a bare
+    ``SEC("fentry")``/``SEC("fexit")``: like libbpf's sections without a
+    target, the target comes at load time (``Program.clone(attach_prog_fd=...,
+    attach_btf_id=...)``: fentry on a BPF program).
+    """
+    return kind.attach_btf and kind.prog_type != ProgType.EXT and kind.target is not None
 
 
 def find_kernel_target(kind: ProgramKind, *, program: str, kernel: KernelBtf | None = None) -> KernelTarget:

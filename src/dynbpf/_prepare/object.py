@@ -183,6 +183,8 @@ class _Programs:
         """Not a program using ``__ksym`` externs or kfuncs: addresses, module BTF and weak misses change with
         modules loaded and unloaded, which nothing in a cache key sees."""
         obj = self._context.obj
+        if name in self._context.program_targets:
+            return False  # prepared without its section's kernel target: not what another open would want
         return all(obj.externs[e].kind is ExternKind.KCONFIG for e in obj.externs_used(name))
 
     def _map_numbers(self) -> dict[int, str]:
@@ -203,6 +205,7 @@ def prepare(
     btf_support: btf_sanitize.BtfSupport | None = None,
     layout: btf_fixup.ElfLayout | None = None,
     absent_maps: frozenset[str] = frozenset(),
+    program_targets: frozenset[str] = frozenset(),
     lazy: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
     cache_key: bytes = b"",
@@ -218,6 +221,9 @@ def prepare(
     ``absent_maps`` are maps that will not be created (libbpf's
     ``bpf_map__set_autocreate(map, false)``): like libbpf, references to
     them are poisoned, so a program fails to load only if one is reachable.
+    ``program_targets`` are programs whose attach target is a BPF program
+    given at load (libbpf's ``bpf_program__set_attach_target``): their
+    section's name is not looked up in kernel BTF, and they are not cached.
 
     ``vmlinux``, ``config`` and ``kallsyms`` default to the running
     kernel's; tests pass others. ``layout`` is what the BTF fix-up needs
@@ -255,6 +261,7 @@ def prepare(
             vmlinux=vmlinux,
             with_btf_info=btf is not None,
             absent_maps=absent_maps,
+            program_targets=program_targets,
         )
         cached = None
         if cache_dir is not None:
@@ -298,6 +305,7 @@ class _Context:
         vmlinux: Spec | None,
         with_btf_info: bool,
         absent_maps: frozenset[str] = frozenset(),
+        program_targets: frozenset[str] = frozenset(),
     ) -> None:
         self.obj = obj
         self.map_fd = map_fd
@@ -306,6 +314,7 @@ class _Context:
         self._vmlinux = vmlinux  # None: the running kernel's, parsed when something first needs it
         self.with_btf_info = with_btf_info
         self.absent_maps = absent_maps
+        self.program_targets = program_targets
         self.map_index = _libbpf_map_order(obj)
         self._resolver: Resolver | None = None
         self.fd_array: list[int] = [0]  # index 0 is vmlinux by the kernel's convention
@@ -384,7 +393,7 @@ class _Context:
         expected_attach_type = int(expected) if expected is not None else 0
         if prog.kind.attacher is Attacher.USDT and expected is None and _uprobe_multi_links():
             expected_attach_type = int(AttachType.TRACE_UPROBE_MULTI)  # as libbpf: one link for all its call sites
-        if needs_kernel_target(prog.kind):
+        if needs_kernel_target(prog.kind) and name not in self.program_targets:
             target = self._kernel_target(prog)
             attach_btf_id = target.btf_id
             if target.module is not None:

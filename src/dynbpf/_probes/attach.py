@@ -207,6 +207,27 @@ def kprobe_multi() -> Support:
     )
 
 
+@cached
+def kprobe_session() -> Support:
+    """kprobe.session links (6.10): a kprobe.multi link whose program runs on entry and on return."""
+    prog = load(ProgType.KPROBE, return_imm(0), expected_attach_type=AttachType.TRACE_KPROBE_SESSION)
+    sym = ctypes.create_string_buffer(PROBE_KFUNC.encode())
+    syms = (ctypes.c_uint64 * 1)(ctypes.addressof(sym))
+
+    def attach(fd: Fd) -> Fd:
+        return _link_create(
+            fd, 0, AttachType.TRACE_KPROBE_SESSION, kprobe_multi__cnt=1, kprobe_multi__syms=ctypes.addressof(syms)
+        )
+
+    return _link(
+        "kprobe.session links",
+        prog,
+        "kprobe program (trace_kprobe_session) load",
+        attach,
+        f"BPF_LINK_CREATE kprobe_session {PROBE_KFUNC}",
+    )
+
+
 @contextmanager
 def _probe_file() -> Iterator[str]:
     """A private regular file for uprobes: nothing ever executes it, so probing has no effect."""

@@ -49,6 +49,7 @@ ATTACH_KINDS: Mapping[str, Probe] = MappingProxyType(
         "tracepoint": attach.tracepoints,
         "kprobe": attach.kprobes,
         "kprobe_multi": attach.kprobe_multi,
+        "kprobe_session": attach.kprobe_session,
         "uprobe": attach.uprobes,
         "uprobe_multi": attach.uprobe_multi,
         "tcx": attach.tcx,

@@ -9,6 +9,7 @@ and reload one by one or many in parallel, and nothing is re-prepared.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import threading
@@ -28,6 +29,8 @@ from dynbpf._prepare.object import PreparedObject, prepare
 from dynbpf._prepare.prepared import PreparedProgram
 from dynbpf._probes import kernel as kernel_features
 from dynbpf._runtime import mapedit, parallel
+from dynbpf._runtime.attach_targets import ProgramTarget
+from dynbpf._runtime.attach_targets import resolve as attach_targets_of
 from dynbpf._runtime.load import Loaded, LoadOptions
 from dynbpf._runtime.mapedit import MapEdit
 from dynbpf._runtime.mapregistry import MapRegistry
@@ -71,6 +74,7 @@ class Collection(Closing):
         cache: bool | str | os.PathLike[str] | None = None,
         associate_struct_ops: bool | str = False,
         kernel: KernelView | None = None,
+        attach_targets: Mapping[str, tuple[Any, str]] | None = None,
     ) -> None:
         """Prepare ``spec`` for this kernel and create the maps that always exist (``dynbpf.open`` reads it first).
 
@@ -88,7 +92,12 @@ class Collection(Closing):
           so a restarted agent skips preparing; a stale or corrupt entry is
           ignored, and the instructions loaded are byte-identical to a cold start's;
         - ``kernel``: a :class:`KernelView` standing in for what the running
-          kernel would tell (tests).
+          kernel would tell (tests);
+        - ``attach_targets``: ``{program: (target, function)}``, libbpf's
+          ``bpf_program__set_attach_target``: an fentry, fexit, fmod_ret or
+          freplace program hooks ``function`` of the loaded BPF program
+          ``target`` (a ``Program``, an ``Fd`` or an fd number), whatever its
+          section names (docs/attach.md).
         """
         view = kernel if kernel is not None else KernelView()
         vmlinux, config, kallsyms, btf_support = view.vmlinux, view.config, view.kallsyms, view.btf_support
@@ -112,6 +121,7 @@ class Collection(Closing):
         self._measured_insns = 0
         self._struct_ops: dict[str, StructOps] = {}
         self._associations: dict[str, str] = {}  # program -> the struct_ops map each of its loads is tied to
+        self._attach_targets: dict[str, ProgramTarget] = {}
         off = frozenset(_names(disabled, "disabled"))
         unknown = sorted(off - set(spec.programs))
         if unknown:  # the first is named; the message lists the programs there are
@@ -123,6 +133,7 @@ class Collection(Closing):
         self._registry.adopt(edited.reused)
         spec = self.spec = edited.spec if kernel_features.mmapable_arrays() else mapedit.without_mmap(edited.spec)
         try:
+            self._attach_targets = attach_targets_of(spec, attach_targets or {})
             data = _constants(spec, constants or {})
             self._prepared = prepare(
                 spec,
@@ -132,6 +143,7 @@ class Collection(Closing):
                 kallsyms=kallsyms,
                 btf_support=btf_support,
                 absent_maps=edited.absent,
+                program_targets=frozenset(self._attach_targets),
                 lazy=True,
                 **_cache_options(cache, spec, edited.absent, vmlinux=vmlinux, config=config, kallsyms=kallsyms),
             )
@@ -445,6 +457,8 @@ class Collection(Closing):
         for program in getattr(self, "programs", {}).values():
             program.unload()
         self._registry.close()
+        for target in self._attach_targets.values():
+            target.fd.close()
         if self._prepared is not None:
             self._save_cache()
             self._prepared.close()
@@ -466,6 +480,18 @@ class Collection(Closing):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def _load_options(self, program: str, options: LoadOptions) -> LoadOptions:
+        """``options`` for loading ``program``, naming its BPF-program target (attach_targets=) unless given."""
+        target = self._attach_targets.get(program)
+        if target is None or options.attach_prog_fd or options.attach_btf_obj_fd is not None:
+            return options
+        btf_id = target.btf_id if options.attach_btf_id is None else options.attach_btf_id
+        return dataclasses.replace(options, attach_prog_fd=target.fd.raw, attach_btf_id=btf_id)
+
+    def _attach_btf_id(self, program: str, prepared: int) -> int:
+        target = self._attach_targets.get(program)
+        return target.btf_id if target is not None else prepared
 
     def _require_open(self) -> None:
         if self._closed:

@@ -222,11 +222,12 @@ class Program:
 
         assert self._fd is not None
         prepared = self.prepared
+        btf_id = self._collection._attach_btf_id(self.name, prepared.attach_btf_id)
         link = attach(
             prepared.kind,
             self._fd.raw,
             self.name,
-            attach_btf_id=prepared.attach_btf_id,
+            attach_btf_id=btf_id,
             usdt_context=self._usdt_context(prepared),
             **target,
         )
@@ -323,7 +324,8 @@ class Program:
         with self._collection._using_numbers():  # close() waits for this load rather than freeing its maps under it
             registry.acquire(prepared.maps)
             try:
-                loaded = load_program(prepared, btf_fd=self._collection._btf_fd(), options=LoadOptions(**overrides))
+                options = self._collection._load_options(self.name, LoadOptions(**overrides))
+                loaded = load_program(prepared, btf_fd=self._collection._btf_fd(), options=options)
             except BaseException:
                 registry.release(prepared.maps)
                 raise
@@ -365,6 +367,7 @@ class Program:
         needs = self.maps
         coll._registry.acquire(needs)
         try:
+            options = coll._load_options(self.name, options)
             loaded: Loaded = load_program(prepared, btf_fd=coll._btf_fd(), options=options)
         except BaseException:
             coll._registry.release(needs)
