@@ -621,10 +621,18 @@ def precompile(kernel: Kernel) -> list[str]:
     return proc.stderr.splitlines()
 
 
+def pytest_args_file(results: Path) -> Path:
+    """Where the host leaves the guest's pytest arguments (JSON), in the writable results directory."""
+    return results / "pytest-args.json"
+
+
 def vng_command(kernel: Kernel, args: argparse.Namespace, results: Path) -> list[str]:
     """The virtme-ng command that boots ``kernel`` and runs this script's guest side in it."""
     guest = [str(PYTHON), str(Path(__file__).resolve()), "guest", "--kernel-dir", str(kernel.directory)]
-    guest += ["--results", str(results), *(["--probe-only"] if args.probe_only else []), "--", *args.pytest_args]
+    # pytest's arguments travel in a file: on the kernel command line (virtme-ng's exec) a long selection
+    # overflows its 2 KiB limit and qemu hangs before the guest starts
+    guest += ["--results", str(results), *(["--probe-only"] if args.probe_only else [])]
+    guest += ["--pytest-args-from", str(pytest_args_file(results))]
     writable = [CACHE, fixture_cache(), results]
     rwdirs = [d for d in writable if not any(d != o and d.is_relative_to(o) for o in writable)]
     command = [str(VNG), "--run", str(kernel.image), "--disable-kvm", "--force-9p"]
@@ -708,6 +716,7 @@ def run_kernel(name: str, kernel: Kernel, args: argparse.Namespace, results: Pat
     precompile_s = time.monotonic() - started
     for line in uncompiled:
         log(f"{name}: fixture does not compile for {kernel.release}: {line}")
+    pytest_args_file(results).write_text(json.dumps(args.pytest_args))
     command = vng_command(kernel, args, results)
     log(f"{name}: booting {kernel.release}: {shlex.join(command)}")
     env = {**os.environ, "PATH": f"{VNG.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -799,8 +808,11 @@ def guest(argv: Sequence[str]) -> int:
     parser.add_argument("--kernel-dir", type=Path, required=True)
     parser.add_argument("--results", type=Path, required=True)
     parser.add_argument("--probe-only", action="store_true")
+    parser.add_argument("--pytest-args-from", type=Path, help="a JSON list of pytest arguments")
     parser.add_argument("pytest_args", nargs="*")
     args = parser.parse_args(argv)
+    if args.pytest_args_from is not None:
+        args.pytest_args = [*json.loads(args.pytest_args_from.read_text()), *args.pytest_args]
     boot_s = float(Path("/proc/uptime").read_text().split()[0])
     print(f"guest: {os.uname().release} up after {boot_s:.1f}s", flush=True)
     have = mounted()
