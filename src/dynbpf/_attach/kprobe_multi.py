@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dynbpf._attach.link import Link
-from dynbpf._attach.request import Request, take, text
+from dynbpf._attach.request import Request, integers, take, text
 from dynbpf._elf.sections import MultiTarget, ProgramKind
 from dynbpf._probes import attach as attach_features
 from dynbpf._sys import commands, fs
@@ -60,11 +60,11 @@ def attach_kprobe_multi(request: Request, kind: ProgramKind, prog_fd: int, targe
     request = Request(request.program, label).at(pattern or ("symbols" if "symbols" in options else "addrs"))
     probe = attach_features.kprobe_session if session else attach_features.kprobe_multi
     request.require(probe())
-    cookies = _numbers(request, options.get("cookies", ()), "cookies")
+    cookies = integers(request, options.get("cookies", ()), "cookies", MAX_FUNCTIONS)
     names: list[str] = []
     addrs: list[int] = []
     if "addrs" in options:
-        addrs = _numbers(request, options["addrs"], "addrs")
+        addrs = integers(request, options["addrs"], "addrs", MAX_FUNCTIONS)
         count = len(addrs)
     else:
         names = _symbols(request, options["symbols"]) if "symbols" in options else _matching(request, pattern or "")
@@ -141,13 +141,3 @@ def _symbols(request: Request, names: Any) -> list[str]:
     if len(set(names)) != len(names):
         raise request.error("symbols= names a function twice (the kernel probes each once)")
     return list(names)
-
-
-def _numbers(request: Request, values: Any, name: str) -> list[int]:
-    if isinstance(values, str | bytes) or not isinstance(values, Sequence):
-        raise request.error(f"{name}= takes a list of integers")
-    if len(values) > MAX_FUNCTIONS or not all(
-        isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 64 for v in values
-    ):
-        raise request.error(f"{name}= takes at most {MAX_FUNCTIONS} integers in 0..2**64-1")
-    return list(values)

@@ -9,7 +9,7 @@ otherwise it is an :class:`AttachError` carrying the syscall error as cause.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -88,6 +88,17 @@ def integer(request: Request, options: Mapping[str, Any], name: str, default: in
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < (1 << bits):
         raise request.error(f"{name}={value!r} is not an integer in 0..2**{bits}-1")
     return value
+
+
+def integers(request: Request, values: Any, name: str, most: int) -> list[int]:
+    """A list keyword of at most ``most`` unsigned 64-bit integers (cookies, offsets, addresses)."""
+    if isinstance(values, str | bytes) or not isinstance(values, Sequence):
+        raise request.error(f"{name}= takes a list of integers")
+    if len(values) > most or not all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 64 for v in values
+    ):
+        raise request.error(f"{name}= takes at most {most} integers in 0..2**64-1")
+    return list(values)
 
 
 def text(request: Request, options: Mapping[str, Any], name: str) -> str | None:

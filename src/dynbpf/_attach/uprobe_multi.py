@@ -16,7 +16,7 @@ from typing import Any
 
 from dynbpf._attach import binaries, symbols
 from dynbpf._attach.link import Link
-from dynbpf._attach.request import Request, take, text
+from dynbpf._attach.request import Request, integers, take, text
 from dynbpf._elf.sections import MultiTarget, ProgramKind
 from dynbpf._probes import attach as attach_features
 from dynbpf._sys import commands
@@ -56,7 +56,7 @@ def attach_uprobe_multi(request: Request, kind: ProgramKind, prog_fd: int, targe
         offsets = _offsets(request, path, pattern, options)
     except (binaries.BinaryNotFoundError, symbols.SymbolError) as e:
         raise request.error(str(e)) from None
-    cookies = _numbers(request, options.get("cookies", ()), "cookies")
+    cookies = integers(request, options.get("cookies", ()), "cookies", MAX_FUNCTIONS)
     if cookies and len(cookies) != len(offsets):
         raise request.error(f"{len(cookies)} cookies for {len(offsets)} functions")
     request = request.at(f"{request.target} ({len(offsets)} functions in {path})")
@@ -76,7 +76,7 @@ def attach_uprobe_multi(request: Request, kind: ProgramKind, prog_fd: int, targe
 
 def _offsets(request: Request, path: str, pattern: str | None, options: dict[str, Any]) -> list[int]:
     if "offsets" in options:
-        offsets = _numbers(request, options["offsets"], "offsets")
+        offsets = integers(request, options["offsets"], "offsets", MAX_FUNCTIONS)
     elif "symbols" in options:
         names = options["symbols"]
         if isinstance(names, str) or not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names):
@@ -90,13 +90,3 @@ def _offsets(request: Request, path: str, pattern: str | None, options: dict[str
     if not offsets or len(offsets) > MAX_FUNCTIONS:
         raise request.error(f"{len(offsets)} functions to probe (1 to {MAX_FUNCTIONS})")
     return offsets
-
-
-def _numbers(request: Request, values: Any, name: str) -> list[int]:
-    if isinstance(values, str | bytes) or not isinstance(values, Sequence):
-        raise request.error(f"{name}= takes a list of integers")
-    if len(values) > MAX_FUNCTIONS or not all(
-        isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 64 for v in values
-    ):
-        raise request.error(f"{name}= takes at most {MAX_FUNCTIONS} integers in 0..2**64-1")
-    return list(values)

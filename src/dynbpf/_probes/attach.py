@@ -189,43 +189,25 @@ def kprobes() -> Support:
 
 @cached
 def kprobe_multi() -> Support:
-    prog = load(ProgType.KPROBE, return_imm(0), expected_attach_type=AttachType.TRACE_KPROBE_MULTI)
-    sym = ctypes.create_string_buffer(PROBE_KFUNC.encode())
-    syms = (ctypes.c_uint64 * 1)(ctypes.addressof(sym))
-
-    def attach(fd: Fd) -> Fd:
-        return _link_create(
-            fd, 0, AttachType.TRACE_KPROBE_MULTI, kprobe_multi__cnt=1, kprobe_multi__syms=ctypes.addressof(syms)
-        )
-
-    return _link(
-        "kprobe.multi links",
-        prog,
-        "kprobe program (trace_kprobe_multi) load",
-        attach,
-        f"BPF_LINK_CREATE kprobe_multi {PROBE_KFUNC}",
-    )
+    return _kprobe_multi_link("kprobe.multi links", AttachType.TRACE_KPROBE_MULTI, "kprobe_multi")
 
 
 @cached
 def kprobe_session() -> Support:
     """kprobe.session links (6.10): a kprobe.multi link whose program runs on entry and on return."""
-    prog = load(ProgType.KPROBE, return_imm(0), expected_attach_type=AttachType.TRACE_KPROBE_SESSION)
+    return _kprobe_multi_link("kprobe.session links", AttachType.TRACE_KPROBE_SESSION, "kprobe_session")
+
+
+def _kprobe_multi_link(name: str, attach_type: AttachType, label: str) -> Support:
+    """A kprobe program of ``attach_type`` loaded and linked on one function by name."""
+    prog = load(ProgType.KPROBE, return_imm(0), expected_attach_type=attach_type)
     sym = ctypes.create_string_buffer(PROBE_KFUNC.encode())
     syms = (ctypes.c_uint64 * 1)(ctypes.addressof(sym))
 
     def attach(fd: Fd) -> Fd:
-        return _link_create(
-            fd, 0, AttachType.TRACE_KPROBE_SESSION, kprobe_multi__cnt=1, kprobe_multi__syms=ctypes.addressof(syms)
-        )
+        return _link_create(fd, 0, attach_type, kprobe_multi__cnt=1, kprobe_multi__syms=ctypes.addressof(syms))
 
-    return _link(
-        "kprobe.session links",
-        prog,
-        "kprobe program (trace_kprobe_session) load",
-        attach,
-        f"BPF_LINK_CREATE kprobe_session {PROBE_KFUNC}",
-    )
+    return _link(name, prog, f"kprobe program (trace_{label}) load", attach, f"BPF_LINK_CREATE {label} {PROBE_KFUNC}")
 
 
 @contextmanager
