@@ -7,9 +7,15 @@ each ``sendmsg``, sk_skb on what each socket receives.
 Kernels with sockmap links (6.10, the ``sockmap_link`` probe) get a BPF
 link: pinnable, updatable, ended by its fd. Older kernels only have
 BPF_PROG_ATTACH, where the map itself holds the program:
-:class:`SockmapAttachment` stands for that attachment (detach = BPF_PROG_DETACH),
-and refuses to replace a program already attached there (BPF_PROG_ATTACH
-would, silently).
+:class:`SockmapAttachment` stands for that attachment (detach = BPF_PROG_DETACH).
+
+Both ways would silently replace a program that BPF_PROG_ATTACH put on the
+hook (the kernel answers EBUSY only when a *link* holds it), so both first
+ask the kernel (BPF_PROG_QUERY) and refuse, naming the program found. A
+kernel that cannot answer (before 6.0) is refused too, unless the caller
+passes ``replace=True``. The kernel has no atomic form (a sockmap refuses
+BPF_F_REPLACE and ``replace_bpf_fd``), so a program attached by someone
+else between the query and the attach is still replaced.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from dynbpf._sys.constants import MapType
 from dynbpf._sys.fd import Fd
 from dynbpf.errors import AttachError, StateError, SyscallError
 
-ACCEPTED = ("map",)
+ACCEPTED = ("map", "replace")
 SOCK_MAPS = (MapType.SOCKMAP, MapType.SOCKHASH)
 
 
@@ -58,13 +64,42 @@ def attach_sockmap(request: Request, kind: ProgramKind, prog_fd: int, target: di
     request = Request(request.program, label).at(description.removeprefix(f"{label} "))
     if info.type not in SOCK_MAPS:
         raise request.error(f"map id {info.id} is a {MapType(info.type).name.lower()} map, not a sockmap or sockhash")
+    replace = options.get("replace", False)
+    if not isinstance(replace, bool):
+        raise request.error(f"replace={replace!r} is not True or False")
     if net_attach.sockmap_link():
+        if not replace:
+            refuse_occupied(request, map_fd, eat)
         attr = LinkCreateAttr(prog_fd=prog_fd, target_fd=map_fd, attach_type=eat)
-        reasons = {errno.EBUSY: "the map already runs a program for this hook; detach it first"}
+        reasons = {errno.EBUSY: "a link already runs a program on this hook of the map; detach it first"}
         fd = request.call(lambda: commands.link_create(attr, request.what), reasons=reasons)
         return Link(fd, kind=label, description=request.what)
     request.require(net_attach.sockmap_attach())
-    return SockmapAttachment.make(request, map_fd, prog_fd, eat)
+    return SockmapAttachment.make(request, map_fd, prog_fd, eat, replace=replace)
+
+
+def refuse_occupied(request: Request, map_fd: int, attach_type: int) -> None:
+    """Refuse to attach where a program already runs: the kernel would replace one that BPF_PROG_ATTACH
+    put there without a word, whether the new one comes by BPF_PROG_ATTACH or by a sockmap link.
+
+    A kernel that cannot say (BPF_PROG_QUERY on a socket map needs 6.0) is refused as well: attaching
+    blind could drop someone else's program; ``replace=True`` is the caller's explicit consent. This is
+    check-then-act (the kernel has no atomic compare-and-attach for socket maps: it refuses BPF_F_REPLACE),
+    so a program attached between the query and the attach is still replaced.
+    """
+    try:
+        present = commands.prog_query(map_fd, attach_type)
+    except SyscallError as e:
+        raise request.error(
+            f"cannot tell whether the map already runs a program for this hook (BPF_PROG_QUERY: {e}; socket "
+            "maps answer it from kernel 6.0), and attaching would replace one silently; pass replace=True "
+            "to attach anyway"
+        ) from e
+    if present:
+        raise request.error(
+            f"the map already runs program id {present[0]} for this hook (attaching would replace it "
+            "silently); detach it first, or pass replace=True"
+        )
 
 
 class SockmapAttachment(Link):
@@ -84,16 +119,12 @@ class SockmapAttachment(Link):
         self._swap = threading.Lock()
 
     @classmethod
-    def make(cls, request: Request, map_fd: int, prog_fd: int, attach_type: int) -> SockmapAttachment:
-        try:
-            present = commands.prog_query(map_fd, attach_type)
-        except SyscallError:
-            present = []  # kernels before 6.0 cannot say; BPF_PROG_ATTACH will replace
-        if present:
-            raise request.error(
-                f"the map already runs program id {present[0]} for this hook (BPF_PROG_ATTACH would replace it "
-                "silently); detach it first"
-            )
+    def make(
+        cls, request: Request, map_fd: int, prog_fd: int, attach_type: int, *, replace: bool = False
+    ) -> SockmapAttachment:
+        """Attach with BPF_PROG_ATTACH, refusing (see :func:`refuse_occupied`) unless ``replace``."""
+        if not replace:
+            refuse_occupied(request, map_fd, attach_type)
         mine, prog = Fd(os.dup(map_fd), "map"), Fd(os.dup(prog_fd), "prog")
         try:
             request.call(lambda: commands.prog_attach(mine.raw, prog.raw, attach_type, detail=request.what))
