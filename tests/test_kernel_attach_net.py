@@ -19,6 +19,7 @@ import errno
 import fcntl
 import json
 import os
+import resource
 import socket
 import struct
 import subprocess
@@ -714,3 +715,41 @@ def test_socket_map_attach_refuses_when_the_kernel_cannot_say_what_runs_there(
         with SockmapAttachment.make(request, socks.fd, prog.fd, AttachType.SK_MSG_VERDICT, replace=True):
             assert real_query(socks.fd, AttachType.SK_MSG_VERDICT) == [prog.id]
         assert real_query(socks.fd, AttachType.SK_MSG_VERDICT) == []
+
+
+@contextmanager
+def fd_limit(spare: int) -> Iterator[None]:
+    """At most ``spare`` more file descriptors (RLIMIT_NOFILE just above the lowest free one)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    probe = os.dup(0)
+    os.close(probe)  # the lowest free fd: the next dup gets it
+    resource.setrlimit(resource.RLIMIT_NOFILE, (probe + spare, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_prog_attach_stand_in_out_of_descriptors_leaves_nothing_half_done(no_fd_leak: None) -> None:
+    """The stand-in keeps copies of the map's and the program's fds: when a copy cannot be made, the attach
+    fails cleanly (no fd leaked, nothing attached), and a failed update leaves the old program attached and
+    detachable."""
+    with opened() as coll, opened() as spare:
+        verdict = coll.programs["judge_skb"]
+        verdict.load()
+        newer = spare.programs["judge_skb"]  # the same code, another program id
+        newer.load()
+        socks = coll.maps["verdict_socks"]
+        hook = AttachType.SK_SKB_VERDICT
+        request = Request("judge_skb", "sk_skb").at("verdict")
+        with fd_limit(1), pytest.raises(SyscallError, match=r"dup failed: EMFILE .*copying the prog fd"):
+            SockmapAttachment.make(request, socks.fd, verdict.fd, hook)  # the map's copy made, the prog's not
+        assert commands.prog_query(socks.fd, hook) == []
+        stand_in = SockmapAttachment.make(request, socks.fd, verdict.fd, hook)
+        with fd_limit(0), pytest.raises(AttachError, match=r"cannot update .* to program fd"):
+            stand_in.update(newer)
+        assert commands.prog_query(socks.fd, hook) == [verdict.id]  # the old one runs, and is the one held
+        stand_in.update(newer)
+        assert commands.prog_query(socks.fd, hook) == [newer.id]
+        stand_in.detach()
+        assert commands.prog_query(socks.fd, hook) == []

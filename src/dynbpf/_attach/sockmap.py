@@ -23,7 +23,7 @@ from __future__ import annotations
 import errno
 import operator
 import os
-import threading
+from contextlib import ExitStack, closing
 from typing import Any, SupportsIndex
 
 from dynbpf._attach.link import HasFd, Link, program_fd
@@ -116,7 +116,6 @@ class SockmapAttachment(Link):
         super().__init__(prog, kind=kind, description=description)
         self._map = map_fd
         self._attach_type = attach_type
-        self._swap = threading.Lock()
 
     @classmethod
     def make(
@@ -125,13 +124,11 @@ class SockmapAttachment(Link):
         """Attach with BPF_PROG_ATTACH, refusing (see :func:`refuse_occupied`) unless ``replace``."""
         if not replace:
             refuse_occupied(request, map_fd, attach_type)
-        mine, prog = Fd(os.dup(map_fd), "map"), Fd(os.dup(prog_fd), "prog")
-        try:
+        with ExitStack() as undo:  # closes the copies unless the attach succeeded
+            mine = undo.enter_context(closing(dup(request, map_fd, "map")))
+            prog = undo.enter_context(closing(dup(request, prog_fd, "prog")))
             request.call(lambda: commands.prog_attach(mine.raw, prog.raw, attach_type, detail=request.what))
-        except BaseException:
-            mine.close()
-            prog.close()
-            raise
+            undo.pop_all()
         return cls(prog, mine, attach_type, kind=request.kind, description=request.what)
 
     def pin(self, path: str) -> None:
@@ -147,11 +144,16 @@ class SockmapAttachment(Link):
         new_fd = program_fd(new_program)
         with self._lock:
             self._open_fd()
-            try:
-                commands.prog_attach(self._map.raw, new_fd, self._attach_type, detail=self.description)
-            except SyscallError as e:
+            try:  # the copy first: once the map runs the new program, detach needs its fd
+                copy = Fd(os.dup(operator.index(new_fd)), "prog")
+            except OSError as e:
                 raise AttachError(f"cannot update {self.description} to program fd {new_fd}: {e}") from e
-            old, self._fd = self._fd, Fd(os.dup(operator.index(new_fd)), "prog")
+            try:
+                commands.prog_attach(self._map.raw, copy.raw, self._attach_type, detail=self.description)
+            except SyscallError as e:
+                copy.close()
+                raise AttachError(f"cannot update {self.description} to program fd {new_fd}: {e}") from e
+            old, self._fd = self._fd, copy
             old.close()  # BPF_PROG_DETACH must name the program the map runs now
         self._notify("update", new_fd)
 
@@ -164,3 +166,11 @@ class SockmapAttachment(Link):
         finally:
             self._fd.close()
             self._map.close()
+
+
+def dup(request: Request, fd: int, what: str) -> Fd:
+    """A copy of ``fd`` this attachment owns; running out of descriptors is an error naming the attach."""
+    try:
+        return Fd(os.dup(fd), what)
+    except OSError as e:
+        raise SyscallError("dup", e.errno or errno.EIO, f"copying the {what} fd {fd}", detail=request.what) from e
