@@ -574,11 +574,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def read_selection(path: Path) -> list[str]:
     """The pytest arguments a selection file holds (``.ci/guest-tests``): each line a test path or node
-    id, or an option with its value (``--deselect tests/test_x.py::test_y``); ``#`` starts a comment.
+    id, or an option with its value (``--deselect tests/test_x.py::test_y``, ``-k "not slow"``,
+    ``--timeout 30``); ``#`` starts a comment.
 
     A test path that does not exist is an error naming the file and line, found on the host before any
     kernel boots: pytest would report it only after the boot, or a renamed file would silently leave
-    its tests out of CI.
+    its tests out of CI. Which words are test paths is told by their look (:func:`names_a_test`), not
+    by their place: an option's value may be a node id (``--deselect``) or anything else (``-k``).
     """
     try:
         text = path.read_text()
@@ -591,12 +593,21 @@ def read_selection(path: Path) -> list[str]:
         except ValueError as e:
             raise MatrixError(f"{path}:{number}: {e}") from e
         for word in words:
-            if not word.startswith("-") and not (ROOT / word.split("::")[0]).exists():
+            if names_a_test(word) and not (ROOT / word.split("::")[0]).exists():
                 raise MatrixError(f"{path}:{number}: no such test file {word.split('::')[0]!r} in {ROOT}")
         selection += words
     if not selection:
         raise MatrixError(f"selection file {path} selects nothing")
     return selection
+
+
+def names_a_test(word: str) -> bool:
+    """Whether a selection word is a test path or node id, which must exist: a node id (``::``), a Python
+    file, or a path under ``tests``. Options and other values (``-k`` expressions, numbers, plugin names,
+    a report's path) are pytest's to judge."""
+    if word.startswith("-"):
+        return False
+    return "::" in word or word.endswith(".py") or Path(word).parts[:1] == ("tests",)
 
 
 def checkout_env(env: dict[str, str]) -> dict[str, str]:

@@ -14,10 +14,12 @@ missing the test checks the clean refusal instead (``kernel_lacks``).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
 import os
+import resource
 import socket
 import struct
 import subprocess
@@ -38,7 +40,7 @@ from dynbpf._probes import attach as attach_features
 from dynbpf._probes import net_attach
 from dynbpf._sys import commands, netns
 from dynbpf._sys.constants import AttachType
-from dynbpf.errors import AttachError, StateError
+from dynbpf.errors import AttachError, StateError, SyscallError
 from tests.bpfbuild import build
 from tests.helpers import kernel_lacks
 from tests.test_kernel_attach import private_cgroup
@@ -388,7 +390,7 @@ def test_socket_map_targets_are_checked(no_fd_leak: None) -> None:
         socks = coll.maps["msg_socks"]
         with prog.attach(map=socks) as first:
             if net_attach.sockmap_link():
-                with pytest.raises(AttachError, match="already runs a program for this hook"):
+                with pytest.raises(AttachError, match=rf"already runs program id {prog.id} for this hook"):
                     prog.attach(map=socks)
                 judge = coll.programs["judge_msg"]
                 judge.load()
@@ -657,3 +659,97 @@ def test_prog_attach_stand_in_used_where_the_kernel_has_no_sockmap_links(no_fd_l
         assert commands.prog_query(socks.fd, hook) == []
         with pytest.raises(StateError, match="is detached"):
             stand_in.update(verdict)
+
+
+def test_socket_map_attach_refuses_to_replace_a_program_attached_with_prog_attach(no_fd_leak: None) -> None:
+    """The kernel answers EBUSY only when a link holds the hook: a program another collection put there with
+    BPF_PROG_ATTACH would be replaced without a word, by a link as by BPF_PROG_ATTACH. Both ways refuse,
+    naming it; ``replace=True`` is the explicit consent."""
+    with opened() as theirs, opened() as ours:
+        other = theirs.programs["pass_msg"]
+        other.load()
+        mine = ours.programs["judge_msg"]
+        mine.load()
+        socks = ours.maps["msg_socks"]
+        hook = AttachType.SK_MSG_VERDICT
+        commands.prog_attach(socks.fd, other.fd, hook)
+        try:
+            with pytest.raises(AttachError, match=rf"already runs program id {other.id} for this hook"):
+                mine.attach(map=socks)
+            assert commands.prog_query(socks.fd, hook) == [other.id]  # still theirs
+            with pytest.raises(AttachError, match=r"replace='yes' is not True or False"):
+                mine.attach(map=socks, replace="yes")
+            with mine.attach(map=socks, replace=True) as link:
+                assert commands.prog_query(socks.fd, hook) == [mine.id]
+                assert link.program_id == mine.id
+            assert commands.prog_query(socks.fd, hook) == []
+        finally:
+            with contextlib.suppress(SyscallError):
+                commands.prog_detach(socks.fd, other.fd, hook)
+
+
+def test_socket_map_attach_refuses_when_the_kernel_cannot_say_what_runs_there(
+    no_fd_leak: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before 6.0 BPF_PROG_QUERY on a socket map fails (EINVAL); attaching then could replace a program
+    unseen, so it is refused unless ``replace=True``. Every test kernel answers the query, so its failure
+    is injected here: the only way to see that answer on them."""
+    real_query = commands.prog_query
+
+    def old_kernel(target_fd: int, attach_type: int, *, max_progs: int = 64) -> list[int]:
+        raise SyscallError("BPF_PROG_QUERY", errno.EINVAL)
+
+    with opened() as coll:
+        prog = coll.programs["judge_msg"]
+        prog.load()
+        socks = coll.maps["msg_socks"]
+        monkeypatch.setattr(commands, "prog_query", old_kernel)
+        with pytest.raises(AttachError, match=r"cannot tell whether .* pass replace=True"):
+            prog.attach(map=socks)
+        request = Request("judge_msg", "sk_msg").at("verdict")
+        with pytest.raises(AttachError, match=r"cannot tell whether .* pass replace=True"):
+            SockmapAttachment.make(request, socks.fd, prog.fd, AttachType.SK_MSG_VERDICT)
+        assert real_query(socks.fd, AttachType.SK_MSG_VERDICT) == []  # nothing attached
+        with prog.attach(map=socks, replace=True):
+            assert real_query(socks.fd, AttachType.SK_MSG_VERDICT) == [prog.id]
+        with SockmapAttachment.make(request, socks.fd, prog.fd, AttachType.SK_MSG_VERDICT, replace=True):
+            assert real_query(socks.fd, AttachType.SK_MSG_VERDICT) == [prog.id]
+        assert real_query(socks.fd, AttachType.SK_MSG_VERDICT) == []
+
+
+@contextmanager
+def fd_limit(spare: int) -> Iterator[None]:
+    """At most ``spare`` more file descriptors (RLIMIT_NOFILE just above the lowest free one)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    probe = os.dup(0)
+    os.close(probe)  # the lowest free fd: the next dup gets it
+    resource.setrlimit(resource.RLIMIT_NOFILE, (probe + spare, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_prog_attach_stand_in_out_of_descriptors_leaves_nothing_half_done(no_fd_leak: None) -> None:
+    """The stand-in keeps copies of the map's and the program's fds: when a copy cannot be made, the attach
+    fails cleanly (no fd leaked, nothing attached), and a failed update leaves the old program attached and
+    detachable."""
+    with opened() as coll, opened() as spare:
+        verdict = coll.programs["judge_skb"]
+        verdict.load()
+        newer = spare.programs["judge_skb"]  # the same code, another program id
+        newer.load()
+        socks = coll.maps["verdict_socks"]
+        hook = AttachType.SK_SKB_VERDICT
+        request = Request("judge_skb", "sk_skb").at("verdict")
+        with fd_limit(1), pytest.raises(SyscallError, match=r"dup failed: EMFILE .*copying the prog fd"):
+            SockmapAttachment.make(request, socks.fd, verdict.fd, hook)  # the map's copy made, the prog's not
+        assert commands.prog_query(socks.fd, hook) == []
+        stand_in = SockmapAttachment.make(request, socks.fd, verdict.fd, hook)
+        with fd_limit(0), pytest.raises(AttachError, match=r"cannot update .* to program fd"):
+            stand_in.update(newer)
+        assert commands.prog_query(socks.fd, hook) == [verdict.id]  # the old one runs, and is the one held
+        stand_in.update(newer)
+        assert commands.prog_query(socks.fd, hook) == [newer.id]
+        stand_in.detach()
+        assert commands.prog_query(socks.fd, hook) == []

@@ -509,10 +509,38 @@ def test_a_selection_file_holds_paths_node_ids_and_options_with_comments(tmp_pat
     assert args.pytest_args == [*km.read_selection(selection), "-q"]
 
 
+def test_options_with_values_that_are_not_paths_pass_through_a_selection(tmp_path: Path) -> None:
+    """An option's value is not a test path unless it looks like one: ``-k "not slow"`` and
+    ``--timeout 30`` reach pytest as written, a ``--deselect`` of a gone file is still refused."""
+    selection = tmp_path / "guest-tests"
+    selection.write_text(
+        "tests/test_kernel_attach.py -k 'not slow'\n--timeout 30\n-p no:randomly\n--junitxml=out/report.xml\n"
+        "-m kernel\ntests\n"
+    )
+    assert km.read_selection(selection) == [
+        "tests/test_kernel_attach.py",
+        "-k",
+        "not slow",
+        "--timeout",
+        "30",
+        "-p",
+        "no:randomly",
+        "--junitxml=out/report.xml",
+        "-m",
+        "kernel",
+        "tests",
+    ]
+    selection.write_text("tests/test_kernel_attach.py\n--deselect tests/test_gone.py::test_y\n")
+    with pytest.raises(km.MatrixError, match=r":2: no such test file 'tests/test_gone.py'"):
+        km.read_selection(selection)
+
+
 @pytest.mark.parametrize(
     ("text", "error"),
     [
         ("tests/test_kernel_attach.py\ntests/test_gone.py\n", r":2: no such test file 'tests/test_gone.py'"),
+        ("tests/gone/\n", r":1: no such test file 'tests/gone/'"),
+        ("elsewhere.py::test_x\n", r":1: no such test file 'elsewhere.py'"),
         ("# only a comment\n", "selects nothing"),
         ("tests/test_kernel_attach.py 'unclosed\n", ":1: No closing quotation"),
     ],
