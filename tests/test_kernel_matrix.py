@@ -555,7 +555,8 @@ def test_a_selection_naming_no_real_test_is_refused_before_booting(tmp_path: Pat
 
 def test_the_ci_selection_names_real_tests_and_ci_runs_it_on_the_newest_7x() -> None:
     selection = km.read_selection(ROOT / ".ci" / "guest-tests")
-    assert "tests/test_kernel_attach.py" in selection
+    # what the host kernel cannot prove runs there: trampolines, LSM, kprobes, command 38
+    assert {"tests/test_kernel_attach_tracing.py", "tests/test_kernel_struct_ops_assoc.py"} <= set(selection)
     run = (ROOT / ".ci" / "run").read_text()
     assert "./test.sh\n" in run
     assert "scripts/kernel-matrix.sh 7 " in run
