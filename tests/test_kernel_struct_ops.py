@@ -332,3 +332,49 @@ def test_link_registration_detach_and_update(no_fd_leak: None) -> None:
         link.detach()
         assert name not in available()
         assert not replacement.attached
+
+
+# --- concurrency -------------------------------------------------------------------------------
+
+
+def test_a_second_attach_losing_the_race_leaves_the_winner_registered(no_fd_leak: None) -> None:
+    """The loser of two attaches loaded a member program itself; its rollback must not unregister the winner."""
+    name = unique_name()
+    with opened() as coll:
+        ops = coll.struct_ops["dynbpf_reno"]
+        ops.name = name
+        init = coll.programs["dyn_init"]
+        real_load = init.load
+        loaded_by_loser = threading.Event()
+        winner_done = threading.Event()
+
+        def load_then_wait(**options: int) -> bool:  # the hook: the loser pauses after its own load
+            got = real_load(**options)
+            if threading.current_thread().name == "loser":
+                loaded_by_loser.set()
+                assert winner_done.wait(timeout=60)
+            return got
+
+        init.load = load_then_wait  # type: ignore[method-assign]
+        refused: list[BaseException] = []
+
+        def lose() -> None:
+            try:
+                ops.attach()
+            except StateError as e:
+                refused.append(e)
+
+        loser = threading.Thread(target=lose, name="loser")
+        loser.start()
+        assert loaded_by_loser.wait(timeout=60)
+        link = ops.attach()  # the winner: dyn_init is loaded (by the loser), it loads the rest and registers
+        winner_done.set()
+        loser.join(timeout=60)
+        assert len(refused) == 1
+        assert "registered already" in str(refused[0])
+        assert ops.link is link
+        assert not link.closed
+        assert name in available()  # the loser's rollback did not unregister the winner
+        assert init.loaded
+        send_over(name)
+    assert name not in available()

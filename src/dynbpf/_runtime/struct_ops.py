@@ -372,8 +372,9 @@ class StructOps:
                     link = StructOpsLink(self, Fd(_dup(map_fd.raw), "struct_ops map"), legacy=True)
                 self.__dict__["_link"] = link
         except BaseException:
-            for program in loaded_now:  # nothing half done: what this call loaded goes again
-                program.unload()
+            if not self.attached:  # another attach won meanwhile: its programs stay (unloading unregisters it)
+                for program in loaded_now:  # nothing half done: what this call loaded goes again
+                    program.unload()
             if self._tried:  # trial maps held the programs loaded before: fresh ones, tied to nothing
                 self.__dict__["_tried"] = False
                 for program in self.programs.values():
