@@ -378,3 +378,61 @@ def test_a_second_attach_losing_the_race_leaves_the_winner_registered(no_fd_leak
         assert init.loaded
         send_over(name)
     assert name not in available()
+
+
+DETACH_WHILE_REFRESHING = r"""
+import sys, threading
+import dynbpf
+from dynbpf._runtime.struct_ops import StructOps
+
+with dynbpf.open(sys.argv[1]) as coll:
+    ops = coll.struct_ops["dynbpf_reno"]
+    ops.name = sys.argv[2]
+    link = ops.attach()
+    detaching, refreshing = threading.Event(), threading.Event()
+    real_close, real_value = link._close, StructOps._value
+
+    def close_slowly():  # the hook: detach holds the link's lock here until the refresh has begun
+        detaching.set()
+        refreshing.wait(timeout=3)
+        real_close()
+
+    def value_signalling(self):
+        refreshing.set()
+        return real_value(self)
+
+    link._close = close_slowly
+    ops.__dict__["_value"] = lambda: value_signalling(ops)
+    detacher = threading.Thread(target=link.detach)
+    detacher.start()
+    assert detaching.wait(timeout=30)
+    coll.programs["dyn_cong_avoid"].reload()  # refreshes the registration: the struct_ops lock, then the link's
+    detacher.join()
+    assert link.closed and not ops.attached
+print("done")
+"""
+
+
+def test_detaching_while_a_reload_re_registers_does_not_deadlock(tmp_path: object) -> None:
+    """Legacy .struct_ops: a reload re-registering and a detach at once take the two locks in one order."""
+    import os
+    import subprocess
+    import sys
+
+    src = os.path.dirname(os.path.dirname(dynbpf.__file__))
+    env = {**os.environ, "PYTHONPATH": src}
+    name = unique_name()
+    try:
+        run = subprocess.run(
+            [sys.executable, "-c", DETACH_WHILE_REFRESHING, str(build("struct_ops")), name],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("deadlock: a reload re-registering and a detach of the registration hung each other")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "done"
+    assert name not in available()

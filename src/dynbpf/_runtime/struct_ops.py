@@ -546,7 +546,8 @@ class StructOps:
         try:
             self._write(value, written)
             assert self._map is not None
-            commands.link_update(link._open_fd(), self._map.raw)
+            with link._lock:  # the link's fd is the link's: a detach at once must not close it under us
+                commands.link_update(link._open_fd(), self._map.raw)
         except BaseException as e:
             if self._map is not None:
                 self._map.close()
@@ -747,13 +748,32 @@ class StructOpsLink(Link):
             )
         super().pin(path)
 
+    def detach(self) -> None:
+        """Unregister; idempotent.
+
+        Takes the struct_ops' lock before the link's, the order re-registering
+        (a member program's reload) takes them in: the other order deadlocks.
+        """
+        while True:
+            ops = self._ops
+            with ops._lock, self._lock:
+                if self._ops is not ops:  # update() moved the link to another struct_ops meanwhile
+                    continue
+                if self.closed:
+                    return
+                try:
+                    self._close()
+                finally:
+                    ops._unregistered(self)
+            break
+        self._notify("detach", None)
+
     def _close(self) -> None:
         try:
             if self._legacy:
                 commands.map_delete_elem(self._fd.raw, _KEY0)  # unregisters; the kernel never takes this map again
         finally:
             self._fd.close()
-            self._ops._unregistered(self)
 
 
 class StructOpsViews(Mapping[str, StructOps]):
