@@ -436,3 +436,51 @@ def test_detaching_while_a_reload_re_registers_does_not_deadlock(tmp_path: objec
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "done"
     assert name not in available()
+
+
+def test_attaching_while_a_member_program_reloads_registers(no_fd_leak: None) -> None:
+    """A reload switching a member program never shows it unloaded to a registration made meanwhile."""
+    name = unique_name()
+    with opened() as coll:
+        ops = coll.struct_ops["dynbpf_reno"]
+        ops.name = name
+        member = coll.programs["dyn_cong_avoid"]
+        member.load()
+        real_install = member._install
+        switching, attached = threading.Event(), threading.Event()
+
+        def install_slowly(loaded: object) -> None:  # the hook: the switch pauses in the middle
+            switching.set()
+            attached.wait(timeout=3)
+            real_install(loaded)  # type: ignore[arg-type]
+
+        member._install = install_slowly  # type: ignore[method-assign]
+        failures: list[BaseException] = []
+
+        def reload() -> None:
+            try:
+                member.reload()
+            except BaseException as e:  # reported below
+                failures.append(e)
+
+        thread = threading.Thread(target=reload)
+        real_value = ops._value
+
+        def value_once_reloading() -> object:  # the hook: attach has loaded its programs; a reload starts now
+            del ops.__dict__["_value"]
+            thread.start()
+            assert switching.wait(timeout=60)
+            return real_value()
+
+        ops.__dict__["_value"] = value_once_reloading
+        try:
+            link = ops.attach()  # with the program there is; the reload then registers its new one
+        finally:
+            attached.set()
+            thread.join(timeout=60)
+        assert not failures
+        assert ops.link is link
+        assert name in available()
+        acks = coll.bss.acks
+        send_over(name)
+        assert coll.bss.acks > acks

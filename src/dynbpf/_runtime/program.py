@@ -166,11 +166,9 @@ class Program:
         old = self._fd
         assert old is not None
         moving = [(link, self._targets.get(id(link), {})) for link in self.links]
-        self._fd = None
         try:
-            self._install(loaded)
-        except BaseException:
-            self._fd = old  # the old program, its links and slots are untouched
+            self._install(loaded)  # _fd stays the old program until the new one is in (a registration reads it)
+        except BaseException:  # the old program, its links and slots are untouched
             self._collection._registry.program_loaded(self.name, old.raw)
             raise
         failed: list[DynbpfError] = []
