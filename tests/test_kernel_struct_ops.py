@@ -484,3 +484,39 @@ def test_attaching_while_a_member_program_reloads_registers(no_fd_leak: None) ->
         acks = coll.bss.acks
         send_over(name)
         assert coll.bss.acks > acks
+
+
+def test_close_finishes_the_clean_up_when_an_unregistration_fails(no_fd_leak: None) -> None:
+    """One struct_ops failing to unregister does not keep close() from the rest; the error comes after."""
+    import errno
+
+    from dynbpf.errors import SyscallError
+
+    legacy_name, link_name = unique_name(), unique_name()
+    coll = dynbpf.open(build("struct_ops"))
+    try:
+        legacy, linked = coll.struct_ops["dynbpf_reno"], coll.struct_ops["dynbpf_reno_link"]
+        legacy.name, linked.name = legacy_name, link_name
+        failing = legacy.attach()
+        linked.attach()
+        real_close = failing._close
+
+        def close_then_fail() -> None:  # the hook: the fd closes (as after a refused map delete), the call fails
+            real_close()
+            raise SyscallError("BPF_MAP_DELETE_ELEM", errno.EIO)
+
+        failing._close = close_then_fail  # type: ignore[method-assign]
+        assert next(iter(coll._struct_ops.values())) is legacy  # the failing one is closed first
+    except BaseException:
+        coll.close()
+        raise
+    with pytest.raises(SyscallError, match="EIO"):
+        coll.close()
+    assert coll.closed
+    assert not linked.attached
+    assert link_name not in available()  # the struct_ops after the failing one were unregistered too
+    assert legacy_name not in available()
+    assert not any(p.loaded for p in coll.programs.values())
+    assert legacy.map_id is None
+    assert linked.map_id is None
+    coll.close()  # idempotent

@@ -450,18 +450,28 @@ class Collection(Closing):
             self._closed = True
         with self._idle:  # calls already under way (a clone's load) finish with the maps they were given
             self._idle.wait_for(lambda: self._in_flight == 0)
+        errors: list[BaseException] = []  # one step failing does not keep the others from freeing what they hold
+
+        def step(do: Callable[[], object]) -> None:
+            try:
+                do()
+            except Exception as e:
+                errors.append(e)
+
         for reader in list(self._readers):
-            reader.close()
+            step(reader.close)
         for ops in list(getattr(self, "_struct_ops", {}).values()):
-            ops._close()  # unregistered before their programs go
+            step(ops._close)  # unregistered before their programs go
         for program in getattr(self, "programs", {}).values():
-            program.unload()
-        self._registry.close()
+            step(program.unload)
+        step(self._registry.close)
         for target in self._attach_targets.values():
-            target.fd.close()
+            step(target.fd.close)
         if self._prepared is not None:
-            self._save_cache()
-            self._prepared.close()
+            step(self._save_cache)
+            step(self._prepared.close)
+        if errors:
+            raise errors[0]
 
     def _save_cache(self) -> None:
         """Keep newly prepared programs in the prepared cache; a cache that cannot be written only warns."""

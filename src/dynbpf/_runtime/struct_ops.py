@@ -664,10 +664,12 @@ class StructOps:
         return None
 
     def _close(self) -> None:
-        self.detach()
-        with self._lock:
-            if self._map is not None:
-                self._map.close()
+        try:
+            self.detach()
+        finally:  # the map goes even if unregistering failed (closing it is what unregistering comes to)
+            with self._lock:
+                if self._map is not None:
+                    self._map.close()
 
 
 def _answer(e: SyscallError) -> str:
