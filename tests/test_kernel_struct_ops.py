@@ -520,3 +520,29 @@ def test_close_finishes_the_clean_up_when_an_unregistration_fails(no_fd_leak: No
     assert legacy.map_id is None
     assert linked.map_id is None
     coll.close()  # idempotent
+
+
+def test_a_refused_link_update_leaves_no_member_program_held_by_trial_maps(no_fd_leak: None) -> None:
+    """Trial maps (naming the refused member) mark member programs ambiguous where the kernel has
+    BPF_PROG_ASSOC_STRUCT_OPS: whichever step wrote the value, they are loaded anew after."""
+    name = unique_name()
+    with opened() as coll, opened() as other:
+        ops = coll.struct_ops["dynbpf_reno_link"]
+        ops.name = name
+        link = ops.attach()
+        replacement = other.struct_ops["dynbpf_reno_link"]
+        replacement.name = name
+        replacement.flags = 0x100  # not a TCP_CONG_* flag: the kernel refuses it
+        for program in replacement.programs.values():
+            program.load()
+        before = {n: p.id for n, p in replacement.programs.items()}
+        with pytest.raises(AttachError, match="refused member 'flags'"):
+            link.update(replacement)
+        after = {n: p.id for n, p in replacement.programs.items()}
+        if attach_probes.struct_ops_assoc():
+            assert all(after[n] != before[n] for n in before)  # loaded anew: no trial map held these
+        else:
+            assert after == before  # trial maps mark nothing on this kernel: nothing reloaded
+        assert link.struct_ops is ops
+        assert name in available()
+        link.detach()
