@@ -621,7 +621,8 @@ class Collection(Closing):
                     except SyscallError as e:
                         if e.errno != errno.EBUSY:
                             raise
-                program.reload()  # tied to an earlier map: a new program, tied to this one as it loads
+                with self._deferring_follow():  # (this loop is the following: the reload does not start another)
+                    program.reload()  # tied to an earlier map: a new program, tied to this one as it loads
 
     def _follow_struct_ops(self) -> None:
         """Programs tied to an earlier map of a struct_ops follow to its map now (after a load, an association)."""

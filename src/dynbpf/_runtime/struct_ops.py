@@ -484,6 +484,9 @@ class StructOps:
                     for program in self.programs.values():
                         if program.loaded:
                             program.reload()
+                except BaseException:
+                    self.__dict__["_tried"] = True  # not all reloaded: the next step tries again
+                    raise
                 finally:
                     self.__dict__["_settling"] = False
             self._follow()
