@@ -332,3 +332,217 @@ def test_link_registration_detach_and_update(no_fd_leak: None) -> None:
         link.detach()
         assert name not in available()
         assert not replacement.attached
+
+
+# --- concurrency -------------------------------------------------------------------------------
+
+
+def test_a_second_attach_losing_the_race_leaves_the_winner_registered(no_fd_leak: None) -> None:
+    """The loser of two attaches loaded a member program itself; its rollback must not unregister the winner."""
+    name = unique_name()
+    with opened() as coll:
+        ops = coll.struct_ops["dynbpf_reno"]
+        ops.name = name
+        init = coll.programs["dyn_init"]
+        real_load = init.load
+        loaded_by_loser = threading.Event()
+        winner_done = threading.Event()
+
+        def load_then_wait(**options: int) -> bool:  # the hook: the loser pauses after its own load
+            got = real_load(**options)
+            if threading.current_thread().name == "loser":
+                loaded_by_loser.set()
+                assert winner_done.wait(timeout=60)
+            return got
+
+        init.load = load_then_wait  # type: ignore[method-assign]
+        refused: list[BaseException] = []
+
+        def lose() -> None:
+            try:
+                ops.attach()
+            except StateError as e:
+                refused.append(e)
+
+        loser = threading.Thread(target=lose, name="loser")
+        loser.start()
+        assert loaded_by_loser.wait(timeout=60)
+        link = ops.attach()  # the winner: dyn_init is loaded (by the loser), it loads the rest and registers
+        winner_done.set()
+        loser.join(timeout=60)
+        assert len(refused) == 1
+        assert "registered already" in str(refused[0])
+        assert ops.link is link
+        assert not link.closed
+        assert name in available()  # the loser's rollback did not unregister the winner
+        assert init.loaded
+        send_over(name)
+    assert name not in available()
+
+
+DETACH_WHILE_REFRESHING = r"""
+import sys, threading
+import dynbpf
+from dynbpf._runtime.struct_ops import StructOps
+
+with dynbpf.open(sys.argv[1]) as coll:
+    ops = coll.struct_ops["dynbpf_reno"]
+    ops.name = sys.argv[2]
+    link = ops.attach()
+    detaching, refreshing = threading.Event(), threading.Event()
+    real_close, real_value = link._close, StructOps._value
+
+    def close_slowly():  # the hook: detach holds the link's lock here until the refresh has begun
+        detaching.set()
+        refreshing.wait(timeout=3)
+        real_close()
+
+    def value_signalling(self):
+        refreshing.set()
+        return real_value(self)
+
+    link._close = close_slowly
+    ops.__dict__["_value"] = lambda: value_signalling(ops)
+    detacher = threading.Thread(target=link.detach)
+    detacher.start()
+    assert detaching.wait(timeout=30)
+    coll.programs["dyn_cong_avoid"].reload()  # refreshes the registration: the struct_ops lock, then the link's
+    detacher.join()
+    assert link.closed and not ops.attached
+print("done")
+"""
+
+
+def test_detaching_while_a_reload_re_registers_does_not_deadlock(tmp_path: object) -> None:
+    """Legacy .struct_ops: a reload re-registering and a detach at once take the two locks in one order."""
+    import os
+    import subprocess
+    import sys
+
+    src = os.path.dirname(os.path.dirname(dynbpf.__file__))
+    env = {**os.environ, "PYTHONPATH": src}
+    name = unique_name()
+    try:
+        run = subprocess.run(
+            [sys.executable, "-c", DETACH_WHILE_REFRESHING, str(build("struct_ops")), name],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("deadlock: a reload re-registering and a detach of the registration hung each other")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "done"
+    assert name not in available()
+
+
+def test_attaching_while_a_member_program_reloads_registers(no_fd_leak: None) -> None:
+    """A reload switching a member program never shows it unloaded to a registration made meanwhile."""
+    name = unique_name()
+    with opened() as coll:
+        ops = coll.struct_ops["dynbpf_reno"]
+        ops.name = name
+        member = coll.programs["dyn_cong_avoid"]
+        member.load()
+        real_install = member._install
+        switching, attached = threading.Event(), threading.Event()
+
+        def install_slowly(loaded: object) -> None:  # the hook: the switch pauses in the middle
+            switching.set()
+            attached.wait(timeout=3)
+            real_install(loaded)  # type: ignore[arg-type]
+
+        member._install = install_slowly  # type: ignore[method-assign]
+        failures: list[BaseException] = []
+
+        def reload() -> None:
+            try:
+                member.reload()
+            except BaseException as e:  # reported below
+                failures.append(e)
+
+        thread = threading.Thread(target=reload)
+        real_value = ops._value
+
+        def value_once_reloading() -> object:  # the hook: attach has loaded its programs; a reload starts now
+            del ops.__dict__["_value"]
+            thread.start()
+            assert switching.wait(timeout=60)
+            return real_value()
+
+        ops.__dict__["_value"] = value_once_reloading
+        try:
+            link = ops.attach()  # with the program there is; the reload then registers its new one
+        finally:
+            attached.set()
+            thread.join(timeout=60)
+        assert not failures
+        assert ops.link is link
+        assert name in available()
+        acks = coll.bss.acks
+        send_over(name)
+        assert coll.bss.acks > acks
+
+
+def test_close_finishes_the_clean_up_when_an_unregistration_fails(no_fd_leak: None) -> None:
+    """One struct_ops failing to unregister does not keep close() from the rest; the error comes after."""
+    import errno
+
+    from dynbpf.errors import SyscallError
+
+    legacy_name, link_name = unique_name(), unique_name()
+    coll = dynbpf.open(build("struct_ops"))
+    try:
+        legacy, linked = coll.struct_ops["dynbpf_reno"], coll.struct_ops["dynbpf_reno_link"]
+        legacy.name, linked.name = legacy_name, link_name
+        failing = legacy.attach()
+        linked.attach()
+        real_close = failing._close
+
+        def close_then_fail() -> None:  # the hook: the fd closes (as after a refused map delete), the call fails
+            real_close()
+            raise SyscallError("BPF_MAP_DELETE_ELEM", errno.EIO)
+
+        failing._close = close_then_fail  # type: ignore[method-assign]
+        assert next(iter(coll._struct_ops.values())) is legacy  # the failing one is closed first
+    except BaseException:
+        coll.close()
+        raise
+    with pytest.raises(SyscallError, match="EIO"):
+        coll.close()
+    assert coll.closed
+    assert not linked.attached
+    assert link_name not in available()  # the struct_ops after the failing one were unregistered too
+    assert legacy_name not in available()
+    assert not any(p.loaded for p in coll.programs.values())
+    assert legacy.map_id is None
+    assert linked.map_id is None
+    coll.close()  # idempotent
+
+
+def test_a_refused_link_update_leaves_no_member_program_held_by_trial_maps(no_fd_leak: None) -> None:
+    """Trial maps (naming the refused member) mark member programs ambiguous where the kernel has
+    BPF_PROG_ASSOC_STRUCT_OPS: whichever step wrote the value, they are loaded anew after."""
+    name = unique_name()
+    with opened() as coll, opened() as other:
+        ops = coll.struct_ops["dynbpf_reno_link"]
+        ops.name = name
+        link = ops.attach()
+        replacement = other.struct_ops["dynbpf_reno_link"]
+        replacement.name = name
+        replacement.flags = 0x100  # not a TCP_CONG_* flag: the kernel refuses it
+        for program in replacement.programs.values():
+            program.load()
+        before = {n: p.id for n, p in replacement.programs.items()}
+        with pytest.raises(AttachError, match="refused member 'flags'"):
+            link.update(replacement)
+        after = {n: p.id for n, p in replacement.programs.items()}
+        if attach_probes.struct_ops_assoc():
+            assert all(after[n] != before[n] for n in before)  # loaded anew: no trial map held these
+        else:
+            assert after == before  # trial maps mark nothing on this kernel: nothing reloaded
+        assert link.struct_ops is ops
+        assert name in available()
+        link.detach()

@@ -190,3 +190,75 @@ def test_open_option_ties_every_other_program_and_follows_variant_switches(no_fd
             app.apply({"count": "enabled"}, use={"getppid": "b"})  # the variant switch loads count_getppid_b
             assert coll.programs["count_getppid_b"].links
             assert tied_to(coll, "count_getppid_b", "assoc_a", "assoc_b")
+
+
+def test_programs_follow_a_fresh_map_even_when_its_registration_fails(no_fd_leak: None) -> None:
+    support = attach_probes.struct_ops_assoc()
+    with opened() as coll:
+        program = coll.programs["count_getppid"]
+        if kernel_lacks(support, lambda: program.associate_struct_ops("assoc_a")):
+            return
+        coll.struct_ops["assoc_b"].attach()  # (assoc_b gets a map to compare with)
+        coll.struct_ops["assoc_b"].detach()
+        program.associate_struct_ops("assoc_a")
+        program.load()
+        ops = coll.struct_ops["assoc_a"]
+        ops.name = f"dyn_{os.getpid() % 100000}_f"
+        ops.attach()
+        ops.detach()  # its map takes no value again: the next registration makes a fresh one
+        ops.name = "reno"  # the kernel's own: registering the fresh map is refused (EEXIST)
+        first = ops.map_id
+        with pytest.raises(dynbpf.AttachError, match="same identity"):
+            ops.attach()
+        assert ops.map_id != first  # the fresh map stays, for the association
+        assert tied_to(coll, "count_getppid", "assoc_a", "assoc_b")  # followed it, though registration failed
+
+
+def test_set_constants_reloads_tied_programs_only_after_its_switch(no_fd_leak: None) -> None:
+    """A build that makes a struct_ops' map anew leaves the programs tied to the old one to follow afterwards."""
+    support = attach_probes.struct_ops_assoc()
+    with opened() as coll:
+        reader, other = coll.programs["count_getppid"], coll.programs["assoc_filter"]
+        if kernel_lacks(support, lambda: reader.associate_struct_ops("assoc_a")):
+            return
+        coll.struct_ops["assoc_b"].attach()  # (assoc_b gets a map to compare with)
+        coll.struct_ops["assoc_b"].detach()
+        reader.associate_struct_ops("assoc_a")
+        other.associate_struct_ops("assoc_a")
+        coll.load(["count_getppid", "assoc_filter"])
+        ops = coll.struct_ops["assoc_a"]
+        ops.name = f"dyn_{os.getpid() % 100000}_c"
+        ops.attach()
+        ops.detach()  # the map is dead: the reader's new load makes a fresh one
+        reader_before = reader.id
+        seen_at_follow: list[int] = []
+        real_reload = other.reload
+
+        def reload_spied(**options: int) -> None:  # when the follower reloads, the reader has switched already
+            seen_at_follow.append(reader.id)
+            real_reload(**options)
+
+        other.reload = reload_spied  # type: ignore[method-assign]
+        assert coll.set_constants({"getppid_step": 2}) == ("count_getppid",)
+        assert reader.id != reader_before
+        assert seen_at_follow == [reader.id]  # one reload, after the switch (not inside the build)
+        assert tied_to(coll, "count_getppid", "assoc_a", "assoc_b")
+        assert tied_to(coll, "assoc_filter", "assoc_a", "assoc_b")
+
+
+def test_busy_hint_sequence_ties_a_program_elsewhere(no_fd_leak: None) -> None:
+    """What the EBUSY hint says works: unload, associate with the other map, load."""
+    support = attach_probes.struct_ops_assoc()
+    with opened() as coll:
+        program = coll.programs["count_getppid"]
+        if kernel_lacks(support, lambda: program.associate_struct_ops("assoc_a")):
+            return
+        program.associate_struct_ops("assoc_a")
+        program.load()
+        with pytest.raises(SyscallError, match=r"unload\(\) it, associate_struct_ops\(\) the other map, load\(\) it"):
+            program.associate_struct_ops("assoc_b")
+        program.unload()
+        program.associate_struct_ops("assoc_b")
+        program.load()
+        assert program.associated_struct_ops == "assoc_b"
+        assert tied_to(coll, "count_getppid", "assoc_b", "assoc_a")

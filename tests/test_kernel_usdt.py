@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import dynbpf
-from dynbpf._attach import attach
+from dynbpf._attach import Link, attach
 from dynbpf._attach.usdt import SPECS_MAP, UsdtContext, UsdtLink, semaphore_support
 from dynbpf._attach.usdt_notes import find_sites, read_notes
 from dynbpf._probes import attach as attach_features
@@ -444,3 +444,28 @@ def test_reload_moves_the_probe_to_the_new_program(coll: dynbpf.Collection, targ
     prog.detach()
     assert link.closed
     assert coll._usdt_spec_ids().used == set()
+
+
+def test_links_made_are_detached_if_the_group_cannot_be_made(
+    coll: dynbpf.Collection, target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing half done: the uprobes an attach made go again when wrapping them fails (the hook fails it)."""
+    from dynbpf._attach import usdt
+
+    prog = coll.programs["regs"]
+    prog.load()
+    if not supported_or_refused(prog, path=str(target.binary), provider="dynbpf", name="regs"):
+        return
+    made: list[Link] = []
+
+    def refuse(links: list[tuple[str, Link]], **_: object) -> UsdtLink:
+        made.extend(link for _, link in links)
+        raise RuntimeError("the group cannot be made")
+
+    monkeypatch.setattr(usdt, "UsdtLink", refuse)
+    with pytest.raises(RuntimeError, match="group cannot be made"):
+        prog.attach(path=str(target.binary), provider="dynbpf", name="regs")
+    assert made
+    assert all(link.closed for link in made)  # detached, not leaked
+    assert coll._usdt_spec_ids().used == set()  # the spec ids were given back
+    assert prog.links == ()

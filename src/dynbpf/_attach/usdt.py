@@ -244,7 +244,12 @@ def _attach(request: Request, prog_fd: int, placement: _Placement, release: Call
     members = (
         [("multi", _multi(request, prog_fd, placement))] if placement.multi else _perf(request, prog_fd, placement)
     )
-    return UsdtLink(members, kind=request.kind, description=description, release=release)
+    try:
+        return UsdtLink(members, kind=request.kind, description=description, release=release)
+    except BaseException:  # nothing half done: the uprobes made go again (the caller gives the spec ids back)
+        for _, link in members:
+            link.detach()
+        raise
 
 
 def _multi(request: Request, prog_fd: int, placement: _Placement) -> Link:

@@ -121,6 +121,7 @@ class Collection(Closing):
         self._measured_insns = 0
         self._struct_ops: dict[str, StructOps] = {}
         self._associations: dict[str, str] = {}  # program -> the struct_ops map each of its loads is tied to
+        self._deferral = threading.local()  # depth of _deferring_follow on this thread
         self._attach_targets: dict[str, ProgramTarget] = {}
         off = frozenset(_names(disabled, "disabled"))
         unknown = sorted(off - set(spec.programs))
@@ -375,40 +376,57 @@ class Collection(Closing):
             changed = {n: d for n, d in wanted.items() if d != self._registry.data(n)}
             if not changed:
                 return ()
-            swapped: dict[str, tuple[bytes | None, Fd | None]] = {}
-            users: list[Program] = []
-            fresh: dict[Program, Loaded] = {}
-            with contextlib.ExitStack() as held:
-                try:
-                    for name, data in changed.items():
-                        swapped[name] = (self._registry.data(name), self._registry.swap_data(name, data))
-                    users = self._readers_of(changed)
-                    for program in users:  # no load, unload or reload of these in between; one order, no deadlock
-                        held.enter_context(program._lock)
-                    users = [p for p in users if p.loaded]
-                    for program in users:  # every new program loads before any old one is touched
-                        fresh[program] = program._replacement(LoadOptions())
-                except BaseException:
-                    for program, loaded in fresh.items():
-                        program._discard(loaded)
-                    for name, (before, old) in swapped.items():
-                        self._registry.restore_data(name, before, old)
-                    for program in self._readers_of(changed):
-                        if program not in users:  # loaded meanwhile, on the values given up: load it again
-                            program.reload()
-                    raise
-                failed: list[DynbpfError] = []
-                for program in users:
-                    try:
-                        program._switch(fresh[program])
-                    except DynbpfError as e:  # the program switched, but a link could not be re-made
-                        failed.append(e)
-                for _, old in swapped.values():
-                    if old is not None:
-                        old.close()
-                if failed:
-                    raise failed[0]
+            try:
+                with self._deferring_follow():  # no program outside the swap reloads before the switch
+                    users = self._swap_constants(changed)
+            except BaseException:
+                with contextlib.suppress(DynbpfError):  # (what fails to follow now follows at the next step)
+                    self._follow_struct_ops()
+                raise
+            self._follow_struct_ops()  # a struct_ops map made while building: the programs tied to the old follow
             return tuple(p.name for p in users)
+
+    def _swap_constants(self, changed: dict[str, bytes]) -> list[Program]:
+        """set_constants' build and switch phases (caller holds ``_constants_lock``); returns the programs reloaded.
+
+        Programs tied to a struct_ops whose map a build made follow only
+        after the switch (the caller defers it): reloading them here would
+        switch them before the others, and outside the rollback.
+        """
+        swapped: dict[str, tuple[bytes | None, Fd | None]] = {}
+        users: list[Program] = []
+        fresh: dict[Program, Loaded] = {}
+        with contextlib.ExitStack() as held:
+            try:
+                for name, data in changed.items():
+                    swapped[name] = (self._registry.data(name), self._registry.swap_data(name, data))
+                users = self._readers_of(changed)
+                for program in users:  # no load, unload or reload of these in between; one order, no deadlock
+                    held.enter_context(program._lock)
+                users = [p for p in users if p.loaded]
+                for program in users:  # every new program loads before any old one is touched
+                    fresh[program] = program._replacement(LoadOptions())
+            except BaseException:
+                for program, loaded in fresh.items():
+                    program._discard(loaded)
+                for name, (before, old) in swapped.items():
+                    self._registry.restore_data(name, before, old)
+                for program in self._readers_of(changed):
+                    if program not in users:  # loaded meanwhile, on the values given up: load it again
+                        program.reload()
+                raise
+            failed: list[DynbpfError] = []
+            for program in users:
+                try:
+                    program._switch(fresh[program])
+                except DynbpfError as e:  # the program switched, but a link could not be re-made
+                    failed.append(e)
+            for _, old in swapped.values():
+                if old is not None:
+                    old.close()
+            if failed:
+                raise failed[0]
+        return users
 
     def _readers_of(self, maps: Iterable[str]) -> list[Program]:
         """The loaded programs that read ``maps``, chosen as the constants generation moves on.
@@ -450,18 +468,28 @@ class Collection(Closing):
             self._closed = True
         with self._idle:  # calls already under way (a clone's load) finish with the maps they were given
             self._idle.wait_for(lambda: self._in_flight == 0)
+        errors: list[BaseException] = []  # one step failing does not keep the others from freeing what they hold
+
+        def step(do: Callable[[], object]) -> None:
+            try:
+                do()
+            except Exception as e:
+                errors.append(e)
+
         for reader in list(self._readers):
-            reader.close()
+            step(reader.close)
         for ops in list(getattr(self, "_struct_ops", {}).values()):
-            ops._close()  # unregistered before their programs go
+            step(ops._close)  # unregistered before their programs go
         for program in getattr(self, "programs", {}).values():
-            program.unload()
-        self._registry.close()
+            step(program.unload)
+        step(self._registry.close)
         for target in self._attach_targets.values():
-            target.fd.close()
+            step(target.fd.close)
         if self._prepared is not None:
-            self._save_cache()
-            self._prepared.close()
+            step(self._save_cache)
+            step(self._prepared.close)
+        if errors:
+            raise errors[0]
 
     def _save_cache(self) -> None:
         """Keep newly prepared programs in the prepared cache; a cache that cannot be written only warns."""
@@ -566,22 +594,63 @@ class Collection(Closing):
         for ops in self._struct_ops_of(program):
             ops.detach()
 
-    def _struct_ops_replaced(self, name: str, skip: str = "") -> None:
-        """struct_ops ``name`` has a new kernel map: programs tied to the old one are reloaded and tied anew.
+    def _struct_ops_replaced(self, ops: StructOps) -> None:
+        """``ops`` has a new kernel map: loaded programs tied to an earlier one are reloaded and tied anew.
 
         The kernel ties a program to one map for its life, so following the
-        map takes a new program (a reload keeps links and maps).
+        map takes a new program (a reload keeps links and maps). Which
+        programs are tied elsewhere the kernel says: tying one to the map it
+        is tied to already answers 0, to another EBUSY.
         """
+        from dynbpf._sys import commands
+        from dynbpf.errors import SyscallError
+
         with self._lock:
-            tied = [p for p, ops in self._associations.items() if ops == name and p != skip]
-        for program in tied:
-            if self.programs[program].loaded:
-                self.programs[program].reload()
+            tied = [p for p, name in self._associations.items() if name == ops.map_name]
+        for name in tied:
+            program = self.programs[name]
+            with program._lock:
+                with ops._lock:
+                    map_fd = ops._current_map()
+                    fd = program._fd
+                    if map_fd is None or fd is None:
+                        continue
+                    try:
+                        commands.prog_assoc_struct_ops(fd.raw, map_fd)
+                        continue  # tied to this map already
+                    except SyscallError as e:
+                        if e.errno != errno.EBUSY:
+                            raise
+                with self._deferring_follow():  # (this loop is the following: the reload does not start another)
+                    program.reload()  # tied to an earlier map: a new program, tied to this one as it loads
+
+    def _follow_struct_ops(self) -> None:
+        """Programs tied to an earlier map of a struct_ops follow to its map now (after a load, an association)."""
+        with self._lock:
+            made = list(self._struct_ops.values())
+        for ops in made:
+            ops._follow()
+
+    def _following_deferred(self) -> bool:
+        return bool(getattr(self._deferral, "depth", 0))
+
+    @contextlib.contextmanager
+    def _deferring_follow(self) -> Iterator[None]:
+        """Within: programs tied to a struct_ops do not follow its fresh maps (a build phase reloads nothing else)."""
+        self._deferral.depth = getattr(self._deferral, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            self._deferral.depth -= 1
 
     def _associate(self, program: str, struct_ops: str, prog_fd: int) -> None:
-        """BPF_PROG_ASSOC_STRUCT_OPS of a loaded program with struct_ops ``struct_ops``'s map (made if needed)."""
+        """BPF_PROG_ASSOC_STRUCT_OPS of a loaded program with struct_ops ``struct_ops``'s map (made if needed).
+
+        A map made here leaves the programs tied to the old one to follow,
+        which the caller's step does once done (:meth:`_follow_struct_ops`).
+        """
         ops = self._struct_ops_named(struct_ops)
-        map_fd, fresh = ops._map_fd()
+        map_fd = ops._map_fd()
         from dynbpf._sys import commands
         from dynbpf.errors import SyscallError
 
@@ -592,8 +661,6 @@ class Collection(Closing):
             raise SyscallError(
                 e.command, e.errno, hint, detail=f"program {program!r} with struct_ops map {struct_ops!r}"
             ) from None
-        if fresh:  # others tied to the old map follow (this program is tied now)
-            self._struct_ops_replaced(struct_ops, skip=program)
 
     def _associated(self, program: str) -> str | None:
         with self._lock:
@@ -634,7 +701,7 @@ _V = TypeVar("_V")
 #: what BPF_PROG_ASSOC_STRUCT_OPS's refusals mean (kernel/bpf/syscall.c, bpf_struct_ops.c)
 _ASSOC_HINTS = {
     errno.EBUSY: "the program is tied to another struct_ops map already; the kernel ties a program "
-    "once for its life: reload it to tie it elsewhere",
+    "once for its life: to tie it elsewhere, unload() it, associate_struct_ops() the other map, load() it",
     errno.EINVAL: "the kernel ties only a program that is not a struct_ops program to a struct_ops map, with flags 0",
 }
 

@@ -118,7 +118,8 @@ class Program:
             if self._fd is not None:
                 return False
             self._load(LoadOptions(log_level=log_level, log_size=log_size))
-            return True
+        self._collection._follow_struct_ops()  # the load may have made a struct_ops' map: others tied follow
+        return True
 
     def unload(self) -> None:
         """Detach every link, release the program and the maps it held; a no-op if not loaded.
@@ -143,20 +144,23 @@ class Program:
         error raised once the swap is done. Not loaded: just loads.
         """
         with self._lock:
-            self._loadable()
-            options = LoadOptions(log_level=log_level, log_size=log_size)
-            if self._fd is None:
-                self._load(options)
-                return
-            coll = self._collection
-            while True:
-                generation = coll._constants_generation
-                loaded = self._replacement(options)
-                with coll._published:
-                    if coll._constants_generation == generation:
-                        self._switch(loaded)
-                        return
-                self._discard(loaded)  # as in _load: loaded on .rodata that set_constants has replaced since
+            self._reload(LoadOptions(log_level=log_level, log_size=log_size))
+        self._collection._follow_struct_ops()  # the load may have made a struct_ops' map: others tied follow
+
+    def _reload(self, options: LoadOptions) -> None:
+        self._loadable()
+        if self._fd is None:
+            self._load(options)
+            return
+        coll = self._collection
+        while True:
+            generation = coll._constants_generation
+            loaded = self._replacement(options)
+            with coll._published:
+                if coll._constants_generation == generation:
+                    self._switch(loaded)
+                    return
+            self._discard(loaded)  # as in _load: loaded on .rodata that set_constants has replaced since
 
     def _switch(self, loaded: Loaded) -> None:
         """Put ``loaded`` (from :meth:`_replacement`) in the loaded program's place, its links and slots with it.
@@ -166,11 +170,9 @@ class Program:
         old = self._fd
         assert old is not None
         moving = [(link, self._targets.get(id(link), {})) for link in self.links]
-        self._fd = None
         try:
-            self._install(loaded)
-        except BaseException:
-            self._fd = old  # the old program, its links and slots are untouched
+            self._install(loaded)  # _fd stays the old program until the new one is in (a registration reads it)
+        except BaseException:  # the old program, its links and slots are untouched
             self._collection._registry.program_loaded(self.name, old.raw)
             raise
         failed: list[DynbpfError] = []
@@ -292,6 +294,7 @@ class Program:
             if self._fd is not None:
                 coll._associate(self.name, name, self._fd.raw)
             coll._remember_association(self.name, name)
+        coll._follow_struct_ops()  # the struct_ops' map may be new: programs tied to its old one follow
 
     @property
     def associated_struct_ops(self) -> str | None:

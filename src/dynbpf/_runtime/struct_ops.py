@@ -181,6 +181,9 @@ class StructOps:
     _dead: bool
     _link: StructOpsLink | None
     _tried: bool
+    _settling: bool
+    _generation: int
+    _followed: int
 
     def __init__(self, collection: Collection, spec: MapSpec) -> None:
         btf = collection.spec.btf
@@ -203,6 +206,9 @@ class StructOps:
         d["_dead"] = False  # a map-update registration was deleted: the map takes no value any more
         d["_link"] = None
         d["_tried"] = False  # trial maps held member programs (see _culprit)
+        d["_settling"] = False  # _settle is reloading member programs
+        d["_generation"] = 0  # kernel maps made so far: programs tied to an earlier one must follow (_follow)
+        d["_followed"] = 0  # the generation the tied programs were last made to follow
 
     # --- what it is ---------------------------------------------------------------------
 
@@ -356,7 +362,7 @@ class StructOps:
                 if self.attached:
                     raise StateError(f"struct_ops {self.map_name!r} is registered already: {self.link}")
                 value, written = self._value()
-                fresh = self._write(value, written)
+                self._write(value, written)
                 map_fd = self._map
                 assert map_fd is not None
                 if self.uses_link:
@@ -372,16 +378,12 @@ class StructOps:
                     link = StructOpsLink(self, Fd(_dup(map_fd.raw), "struct_ops map"), legacy=True)
                 self.__dict__["_link"] = link
         except BaseException:
-            for program in loaded_now:  # nothing half done: what this call loaded goes again
-                program.unload()
-            if self._tried:  # trial maps held the programs loaded before: fresh ones, tied to nothing
-                self.__dict__["_tried"] = False
-                for program in self.programs.values():
-                    if program.loaded:
-                        program.reload()
+            if not self.attached:  # another attach won meanwhile: its programs stay (unloading unregisters it)
+                for program in loaded_now:  # nothing half done: what this call loaded goes again
+                    program.unload()
+            self._settle(failing=True)
             raise
-        if fresh:
-            coll._struct_ops_replaced(self.map_name)
+        self._settle()
         return link
 
     def detach(self) -> None:
@@ -445,17 +447,18 @@ class StructOps:
             used.append(fd)
         return bytes(value), tuple(used)
 
-    def _write(self, value: bytes, written: tuple[object, ...]) -> bool:
+    def _write(self, value: bytes, written: tuple[object, ...]) -> None:
         """Put ``value`` in a map that takes it: the one there is if it can, else a fresh one. Caller holds the lock.
 
-        For a map-update registration, this registers. Returns whether a
-        fresh map replaced one (programs associated with it follow).
+        For a map-update registration, this registers. Whatever happens, the
+        caller calls :meth:`_settle` once it has released the lock: a fresh
+        map leaves the programs tied to the old one to follow, a refusal may
+        leave member programs held by trial maps.
         """
-        fresh = False
         current = self._written
         reusable = self._map is not None and not self._dead and (current is None or _same(current, written))
         if not reusable:
-            fresh = self._replace_map()
+            self._replace_map()
         if self._written is None:
             assert self._map is not None
             try:
@@ -463,7 +466,57 @@ class StructOps:
             except SyscallError as e:
                 raise self._refused(e, value) from None
             self.__dict__["_written"] = written
-        return fresh
+
+    def _settle(self, *, failing: bool = False) -> None:
+        """What a step that wrote a value leaves to do once the lock is released, for every caller of :meth:`_write`.
+
+        Member programs that trial maps held are reloaded (a kernel with
+        BPF_PROG_ASSOC_STRUCT_OPS marks them ambiguous for good), and the
+        programs tied to an earlier map follow to the one there is now
+        (:meth:`_follow`). ``failing``: the caller is raising an error of its
+        own; one of these steps failing then leaves its work to the next
+        step (the generation stays unfollowed) rather than hiding that error.
+        """
+        try:
+            if self._tried and not self._settling:  # (a reload re-registers, which settles again: not twice)
+                self.__dict__.update(_tried=False, _settling=True)
+                try:
+                    for program in self.programs.values():
+                        if program.loaded:
+                            program.reload()
+                except BaseException:
+                    self.__dict__["_tried"] = True  # not all reloaded: the next step tries again
+                    raise
+                finally:
+                    self.__dict__["_settling"] = False
+            self._follow()
+        except Exception:
+            if not failing:
+                raise
+
+    def _follow(self) -> None:
+        """Programs tied to an earlier kernel map of this struct_ops are loaded anew and tied to the one now.
+
+        Done after the step that made the map, never inside a build phase
+        (``set_constants`` defers it until its programs switched), and again
+        by the next step if it failed: until the tied programs followed, the
+        generation stays unfollowed.
+        """
+        if self._collection._following_deferred():
+            return
+        with self._lock:
+            generation = self._generation
+        if generation == self._followed:
+            return
+        self._collection._struct_ops_replaced(self)
+        with self._lock:
+            if self._followed < generation:
+                self.__dict__["_followed"] = generation
+
+    def _current_map(self) -> int | None:
+        """The map programs are tied to now, or None if there is none worth following (none, or unregistered)."""
+        fd = self._map
+        return None if fd is None or fd.closed or self._dead else fd.raw
 
     def _replace_map(self) -> bool:
         """A fresh kernel map in place of the one there is (closed); returns whether there was one."""
@@ -487,20 +540,19 @@ class StructOps:
         except SyscallError as e:
             raise SyscallError(e.command, e.errno, e.hint, detail=f"struct_ops map {self.map_name!r}") from None
         old: Fd | None = self._map
-        self.__dict__.update(_map=fd, _written=None, _dead=False)
+        self.__dict__.update(_map=fd, _written=None, _dead=False, _generation=self._generation + 1)
         if old is not None:
             old.close()
             return True
         return False
 
-    def _map_fd(self) -> tuple[int, bool]:
-        """The map's fd now, made if there is none or it took its last value (associations); and whether fresh."""
+    def _map_fd(self) -> int:
+        """The map's fd now, made if there is none or it took its last value (associations; callers follow later)."""
         with self._lock:
-            fresh = False
             if self._map is None or self._dead:
-                fresh = self._replace_map()
+                self._replace_map()
             assert self._map is not None
-            return self._map.raw, fresh
+            return self._map.raw
 
     def _refresh(self) -> None:
         """Register again with the programs as they are now (a member program was reloaded).
@@ -511,16 +563,20 @@ class StructOps:
         written, the kernel offering nothing better (and refusing two of the
         same identity at once).
         """
-        with self._lock:
-            link = self.link
-            if link is None:
-                return
-            value, written = self._value()
-            if link._legacy:
-                self._reregister(link, value, written)
-            else:
-                self._swap_map(link, value, written)
-        self._collection._struct_ops_replaced(self.map_name)
+        try:
+            with self._lock:
+                link = self.link
+                if link is None:
+                    return
+                value, written = self._value()
+                if link._legacy:
+                    self._reregister(link, value, written)
+                else:
+                    self._swap_map(link, value, written)
+        except BaseException:
+            self._settle(failing=True)
+            raise
+        self._settle()
 
     def _reregister(self, link: StructOpsLink, value: bytes, written: tuple[object, ...]) -> None:
         """Unregister, then register a fresh map behind the same ``link``; if that fails, ``link`` is detached."""
@@ -545,7 +601,8 @@ class StructOps:
         try:
             self._write(value, written)
             assert self._map is not None
-            commands.link_update(link._open_fd(), self._map.raw)
+            with link._lock:  # the link's fd is the link's: a detach at once must not close it under us
+                commands.link_update(link._open_fd(), self._map.raw)
         except BaseException as e:
             if self._map is not None:
                 self._map.close()
@@ -586,13 +643,16 @@ class StructOps:
         self._check_members()
         for program in self.programs.values():
             program.load()
-        with self._lock:
-            value, written = self._value()
-            fresh = self._write(value, written)
-            assert self._map is not None
-            fd = self._map.raw
-        if fresh:
-            self._collection._struct_ops_replaced(self.map_name)
+        try:
+            with self._lock:
+                value, written = self._value()
+                self._write(value, written)
+                assert self._map is not None
+                fd = self._map.raw
+        except BaseException:
+            self._settle(failing=True)
+            raise
+        self._settle()
         return fd
 
     def _refused(self, e: SyscallError, value: bytes) -> AttachError:
@@ -627,8 +687,8 @@ class StructOps:
         then the subsystem's validation) when written, without registering;
         the data member whose zeroing makes the value pass is the one refused.
         A kernel with ``BPF_PROG_ASSOC_STRUCT_OPS`` marks a struct_ops program
-        written into two maps as ambiguous for good, so :meth:`attach` then
-        reloads the member programs (``_tried``).
+        written into two maps as ambiguous for good, so :meth:`_settle` then
+        reloads the member programs (``_tried``), whichever step wrote.
         """
         if not attach_probes.struct_ops_link():
             return None
@@ -662,10 +722,12 @@ class StructOps:
         return None
 
     def _close(self) -> None:
-        self.detach()
-        with self._lock:
-            if self._map is not None:
-                self._map.close()
+        try:
+            self.detach()
+        finally:  # the map goes even if unregistering failed (closing it is what unregistering comes to)
+            with self._lock:
+                if self._map is not None:
+                    self._map.close()
 
 
 def _answer(e: SyscallError) -> str:
@@ -746,13 +808,32 @@ class StructOpsLink(Link):
             )
         super().pin(path)
 
+    def detach(self) -> None:
+        """Unregister; idempotent.
+
+        Takes the struct_ops' lock before the link's, the order re-registering
+        (a member program's reload) takes them in: the other order deadlocks.
+        """
+        while True:
+            ops = self._ops
+            with ops._lock, self._lock:
+                if self._ops is not ops:  # update() moved the link to another struct_ops meanwhile
+                    continue
+                if self.closed:
+                    return
+                try:
+                    self._close()
+                finally:
+                    ops._unregistered(self)
+            break
+        self._notify("detach", None)
+
     def _close(self) -> None:
         try:
             if self._legacy:
                 commands.map_delete_elem(self._fd.raw, _KEY0)  # unregisters; the kernel never takes this map again
         finally:
             self._fd.close()
-            self._ops._unregistered(self)
 
 
 class StructOpsViews(Mapping[str, StructOps]):
