@@ -646,6 +646,7 @@ def test_prog_attach_stand_in_used_where_the_kernel_has_no_sockmap_links(no_fd_l
             stand_in.pin("/sys/fs/bpf/dynbpf-never")
         with pytest.raises(StateError, match="no kernel link object"):
             stand_in.facts()
+        assert stand_in.program_id == verdict.id  # from the program fd it holds, not from a link
         stand_in.update(verdict)  # another BPF_PROG_ATTACH of (here) the same program
         with tcp_pair() as (client, server):
             socks[0] = server.fileno()

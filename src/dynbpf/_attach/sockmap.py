@@ -140,6 +140,13 @@ class SockmapAttachment(Link):
     def facts(self) -> LinkFacts:
         raise StateError(f"{self.description} has no kernel link object (BPF_PROG_ATTACH on the map)")
 
+    @property
+    def program_id(self) -> int:
+        """Id of the program the map runs for this hook: this object holds its fd, no link does."""
+        with self._lock:
+            prog_id: int = commands.prog_info(self._open_fd()).id
+            return prog_id
+
     def update(self, new_program: SupportsIndex | HasFd) -> None:
         new_fd = program_fd(new_program)
         with self._lock:
