@@ -25,8 +25,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from dynbpf._attach.link import Link
-from dynbpf._attach.request import Request, integers, take, text
-from dynbpf._elf.sections import MultiTarget, ProgramKind
+from dynbpf._attach.multi_target import read_multi
+from dynbpf._attach.request import Request, integers
+from dynbpf._elf.sections import ProgramKind
 from dynbpf._probes import attach as attach_features
 from dynbpf._sys import commands, fs
 from dynbpf._sys.attrs import LinkCreateAttr
@@ -41,23 +42,14 @@ _INVALID_PREFIX = "__ftrace_invalid_address__"
 
 
 def attach_kprobe_multi(request: Request, kind: ProgramKind, prog_fd: int, target: dict[str, Any]) -> Link:
-    options = take(request, target, ACCEPTED)
-    section = kind.target if isinstance(kind.target, MultiTarget) else None
-    session = kind.expected_attach_type == AttachType.TRACE_KPROBE_SESSION
-    retprobe = bool(options.get("retprobe", section.retprobe if section else kind.rule.startswith("kretprobe")))
-    if retprobe and session:
-        raise request.error("a kprobe.session program runs on entry and return already; retprobe= does not apply")
-    chosen = [k for k in ("pattern", "symbols", "addrs") if k in options]
-    if len(chosen) > 1:
-        raise request.error(f"give one of pattern=, symbols= or addrs=, not {' and '.join(chosen)}")
-    pattern = text(request, options, "pattern") or (section.pattern if section and not chosen else None)
-    if not (pattern or chosen):
+    multi = read_multi(request, kind, target, ACCEPTED, kernel=True)
+    options, pattern, session, retprobe = multi.options, multi.pattern, multi.session, multi.retprobe
+    if not (pattern or multi.chosen):
         raise request.error(
             'no target given: name it in the section (SEC("kprobe.multi/<pattern>")) '
             "or pass pattern= (or symbols=, addrs=) to attach()"
         )
-    label = "kretprobe.multi" if retprobe else "kprobe.session" if session else "kprobe.multi"
-    request = Request(request.program, label).at(pattern or ("symbols" if "symbols" in options else "addrs"))
+    request = Request(request.program, multi.label).at(pattern or multi.chosen or "")
     probe = attach_features.kprobe_session if session else attach_features.kprobe_multi
     request.require(probe())
     cookies = integers(request, options.get("cookies", ()), "cookies", MAX_FUNCTIONS)
@@ -90,7 +82,7 @@ def attach_kprobe_multi(request: Request, kind: ProgramKind, prog_fd: int, targe
         errno.ENOENT: "an address is not the start of a function ftrace can trace",
     }
     fd = request.call(lambda: commands.link_create(attr, request.what), probe=probe, reasons=reasons)
-    return Link(fd, kind=label, description=request.what)
+    return Link(fd, kind=multi.label, description=request.what)
 
 
 def attachable_functions() -> list[str]:

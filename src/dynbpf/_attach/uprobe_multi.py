@@ -16,8 +16,9 @@ from typing import Any
 
 from dynbpf._attach import binaries, symbols
 from dynbpf._attach.link import Link
-from dynbpf._attach.request import Request, integers, take, text
-from dynbpf._elf.sections import MultiTarget, ProgramKind
+from dynbpf._attach.multi_target import read_multi
+from dynbpf._attach.request import Request, integers, text
+from dynbpf._elf.sections import ProgramKind
 from dynbpf._probes import attach as attach_features
 from dynbpf._sys import commands
 from dynbpf._sys.attrs import LinkCreateAttr
@@ -29,18 +30,10 @@ MAX_FUNCTIONS = 1 << 20  # the kernel's own cap (MAX_UPROBE_MULTI_CNT)
 
 
 def attach_uprobe_multi(request: Request, kind: ProgramKind, prog_fd: int, target: dict[str, Any]) -> Link:
-    options = take(request, target, ACCEPTED)
-    section = kind.target if isinstance(kind.target, MultiTarget) else None
-    session = kind.expected_attach_type == AttachType.TRACE_UPROBE_SESSION
-    retprobe = bool(options.get("retprobe", section.retprobe if section else kind.rule.startswith("uretprobe")))
-    if retprobe and session:
-        raise request.error("a uprobe.session program runs on entry and return already; retprobe= does not apply")
-    binary = text(request, options, "path") or (section.binary if section else None)
-    chosen = [k for k in ("pattern", "symbols", "offsets") if k in options]
-    if len(chosen) > 1:
-        raise request.error(f"give one of pattern=, symbols= or offsets=, not {' and '.join(chosen)}")
-    pattern = text(request, options, "pattern") or (section.pattern if section and not chosen else None)
-    if binary is None or not (pattern or chosen):
+    multi = read_multi(request, kind, target, ACCEPTED, kernel=False)
+    options, pattern, retprobe = multi.options, multi.pattern, multi.retprobe
+    binary = text(request, options, "path") or (multi.section.binary if multi.section else None)
+    if binary is None or not (pattern or multi.chosen):
         raise request.error(
             'no target given: name it in the section (SEC("uprobe.multi/<binary>:<pattern>")) '
             "or pass path= and pattern= (or symbols=, offsets=) to attach()"
@@ -48,9 +41,8 @@ def attach_uprobe_multi(request: Request, kind: ProgramKind, prog_fd: int, targe
     pid = options.get("pid", -1)
     if isinstance(pid, bool) or not isinstance(pid, int) or pid < -1 or pid == 0 or pid >= 1 << 31:
         raise request.error(f"pid={pid!r} is not a process id (or -1 / None for every process)")
-    label = "uretprobe.multi" if retprobe else "uprobe.session" if session else "uprobe.multi"
-    what = pattern or ("symbols" if "symbols" in options else "offsets")
-    request = Request(request.program, label).at(f"{binary}:{what}" + (f" pid {pid}" if pid > 0 else ""))
+    what = pattern or multi.chosen
+    request = Request(request.program, multi.label).at(f"{binary}:{what}" + (f" pid {pid}" if pid > 0 else ""))
     try:
         path = binaries.resolve(binary, pid if pid > 0 else None)
         offsets = _offsets(request, path, pattern, options)
@@ -71,7 +63,7 @@ def attach_uprobe_multi(request: Request, kind: ProgramKind, prog_fd: int, targe
     attr.uprobe_multi.flags = UPROBE_MULTI_RETURN if retprobe else 0
     attr.uprobe_multi.pid = max(pid, 0)
     fd = request.call(lambda: commands.link_create(attr, request.what), probe=attach_features.uprobe_multi)
-    return Link(fd, kind=label, description=request.what)
+    return Link(fd, kind=multi.label, description=request.what)
 
 
 def _offsets(request: Request, path: str, pattern: str | None, options: dict[str, Any]) -> list[int]:
