@@ -201,10 +201,18 @@ def test_ctrl_c_stops_a_parallel_load_and_atomic_rolls_back(atomic: bool) -> Non
     from bench.synth_agent import build as build_agent
 
     script = (
-        "import os, signal, sys, threading, dynbpf\n"
+        "import itertools, os, signal, sys, dynbpf\n"
+        "import dynbpf._runtime.load as load\n"
         "coll = dynbpf.open(sys.argv[1])\n"
         "coll.prepare()\n"  # so the interrupt lands during verification, not before it
-        "threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()\n"
+        # Ctrl-C as the 10th program goes to the verifier: a timer raced fast machines, where all
+        # 200 programs had loaded before it fired
+        "calls, real = itertools.count(1), load.prog_load_raw\n"
+        "def prog_load(attr):\n"
+        "    if next(calls) == 10:\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "    return real(attr)\n"
+        "load.prog_load_raw = prog_load\n"
         "try:\n"
         "    coll.load(workers=2, atomic=sys.argv[2] == 'atomic')\n"
         "    print('finished')\n"
