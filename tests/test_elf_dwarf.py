@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -241,9 +240,8 @@ def test_a_type_in_neither_names_the_type_and_the_object(obj: elf.ObjectSpec) ->
         decoder(obj, "struct  nope")
 
 
+@pytest.mark.needs_llvm_objcopy
 def test_an_object_without_dwarf_says_so(tmp_path: Path) -> None:
-    if shutil.which("llvm-objcopy") is None:
-        pytest.skip("llvm-objcopy is not installed")
     stripped = tmp_path / "dwarf_records.bpf.o"
     subprocess.run(["llvm-objcopy", "--strip-debug", str(bpfbuild.build("dwarf_records")), str(stripped)], check=True)
     o = elf.read(stripped)

@@ -141,7 +141,17 @@ def translate(data: bytes) -> Spec:
         # in place: the bytes are already what relocating would write (pyelftools' BPF recipes keep them as
         # they are, after a second's work on a large object)
         types = _Translator(elf.get_dwarf_info(relocate_dwarf_sections=False)).types()
-    except (ELFError, DWARFError, ConstructError, struct.error, ValueError, KeyError, IndexError) as e:
+    except (  # pyelftools checks some fields with assert
+        ELFError,
+        DWARFError,
+        ConstructError,
+        struct.error,
+        AssertionError,
+        ValueError,
+        KeyError,
+        IndexError,
+        OverflowError,
+    ) as e:
         raise ObjectFormatError(f"cannot read the DWARF types: {type(e).__name__}: {e}", section=DEBUG_INFO) from None
     try:
         return Spec.from_types(types, section=DEBUG_INFO)
