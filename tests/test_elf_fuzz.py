@@ -98,3 +98,30 @@ def test_huge_declared_sizes_do_not_allocate() -> None:
             struct.pack_into("<Q", buf, shoff + s.index * 64 + 0x20, 1 << 60)  # sh_size
             with pytest.raises(ObjectFormatError):
                 read(bytes(buf))
+
+
+DWARF_SECTIONS = (".debug_info", ".debug_abbrev", ".debug_str_offsets", ".debug_str")
+
+
+@st.composite
+def mutated_dwarf(draw: st.DrawFn) -> bytes:
+    """tests/bpf/dwarf_records.bpf.c with its DWARF sections mutated (the rest is fuzzed above)."""
+    data = build("dwarf_records").read_bytes()
+    image = Image(data)
+    buf = bytearray(data)
+    for _ in range(draw(st.integers(1, 4))):
+        s = image.by_name[draw(st.sampled_from(DWARF_SECTIONS))]
+        width = draw(st.sampled_from([1, 2, 4]))
+        pos = s.offset + draw(st.integers(0, s.size - width))
+        value = draw(st.sampled_from(INTERESTING) | st.integers(0, (1 << (8 * width)) - 1)) % (1 << (8 * width))
+        buf[pos : pos + width] = value.to_bytes(width, "little")
+    return bytes(buf)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_dwarf())
+def test_mutated_dwarf_translates_or_fails_cleanly(data: bytes) -> None:
+    from dynbpf._elf.dwarf import translate
+
+    with contextlib.suppress(ObjectFormatError):
+        translate(data)

@@ -34,6 +34,7 @@ from dynbpf._btf.kinds import Kind
 from dynbpf._btf.spec import Spec
 from dynbpf._btf.types import Datasec, Func, FuncLinkage, Var, VarLinkage
 from dynbpf._elf.datasec import find_datasec, placed_vars
+from dynbpf._elf.dwarf import DEBUG_INFO, DwarfTypes
 from dynbpf._elf.image import (
     R_BPF_64_32,
     R_BPF_64_64,
@@ -95,8 +96,11 @@ def read(
     else:
         raise TypeError(f"read() takes a path or the object's bytes, not {type(source).__name__}")
     try:
+        image = Image(data)
         spec = dataclasses.replace(
-            _Reader(Image(data), name or default_name).spec(), digest=hashlib.sha256(data).digest()
+            _Reader(image, name or default_name).spec(),
+            digest=hashlib.sha256(data).digest(),
+            dwarf=DwarfTypes(data) if DEBUG_INFO in image.by_name else None,
         )
         if not lazy:
             for fn in spec.functions.values():

@@ -17,6 +17,7 @@ from dynbpf import _section_names as section_names
 from dynbpf._asm.insn import Insn
 from dynbpf._btf.ext import CoreReloKind, LineInfo
 from dynbpf._btf.spec import Spec
+from dynbpf._elf.dwarf import DwarfTypes
 from dynbpf._elf.names import source_name
 from dynbpf._elf.sections import ProgramKind
 from dynbpf._sys.constants import MapType
@@ -310,6 +311,8 @@ class ObjectSpec:
     externs: Mapping[str, ExternSpec]
     btf: Spec | None = field(default=None, repr=False)
     digest: bytes = field(default=b"", repr=False)  # sha256 of the object file: what a prepared cache is keyed by
+    #: the types of the object's DWARF (``-g``), translated to BTF on first use; None without ``.debug_info``
+    dwarf: DwarfTypes | None = field(default=None, repr=False, compare=False)
 
     @property
     def subprograms(self) -> Mapping[str, FunctionSpec]:

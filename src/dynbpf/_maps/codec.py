@@ -16,7 +16,9 @@ pointers                  ``int`` (the address)
 floats                    ``float`` (16-byte ``long double`` stays raw ``bytes``)
 arrays                    ``list``; arrays of 1-byte integers (``char``, ``__u8``)
                           are ``bytes``, encoded from ``bytes`` or ``str`` (UTF-8),
-                          zero-padded when shorter
+                          zero-padded when shorter; with ``strings=True``, ``char``
+                          arrays (text, not ``__u8`` data) decode to ``str`` up to
+                          their first NUL
 structs, unions           a :class:`~dynbpf._maps.record.Record` with a field per
                           member, anonymous members flattened as C does; encode
                           from a record or a mapping (missing fields are zero)
@@ -349,8 +351,28 @@ class BytesCodec(Codec):
         buf[offset : offset + n] = data
         buf[offset + n : offset + self.size] = bytes(self.size - n)
 
-    def _unpack(self, buf: ReadableBuffer, offset: int) -> bytes:
+    def _unpack(self, buf: ReadableBuffer, offset: int) -> Any:
         return bytes(buf[offset : offset + self.size])
+
+    def unpack_partial(self, buf: ReadableBuffer, offset: int, nbytes: int) -> Any:
+        """The first ``nbytes`` bytes of the array (a variable-length record's tail)."""
+        return bytes(buf[offset : offset + min(nbytes, self.size)])
+
+
+class StrCodec(BytesCodec):
+    """A ``char`` array read as text: ``str`` up to the first NUL (``strings=True``); encodes like bytes."""
+
+    __slots__ = ()
+
+    def _unpack(self, buf: ReadableBuffer, offset: int) -> str:
+        return _text(bytes(buf[offset : offset + self.size]))
+
+    def unpack_partial(self, buf: ReadableBuffer, offset: int, nbytes: int) -> str:
+        return _text(bytes(buf[offset : offset + min(nbytes, self.size)]))
+
+
+def _text(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode(errors="replace")
 
 
 class ArrayCodec(Codec):
@@ -381,6 +403,12 @@ class ArrayCodec(Codec):
         element, step = self.element, self.element.size
         return [element._unpack(buf, offset + i * step) for i in range(self.length)]
 
+    def unpack_partial(self, buf: ReadableBuffer, offset: int, nbytes: int) -> list[Any]:
+        """The whole elements among the first ``nbytes`` bytes (a variable-length record's tail)."""
+        element, step = self.element, self.element.size
+        count = self.length if step == 0 else min(self.length, nbytes // step)
+        return [element._unpack(buf, offset + i * step) for i in range(count)]
+
 
 class _Field:
     """A byte-aligned member at ``offset`` from the start of its struct."""
@@ -394,6 +422,10 @@ class _Field:
 
     def shifted(self, byte_offset: int) -> _Field:
         return _Field(self.name, self.offset + byte_offset, self.codec)
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.codec.size
 
     def pack(self, buf: WritableBuffer, base: int, value: Any, path: str) -> None:
         self.codec._pack(buf, base + self.offset, value, path)
@@ -415,6 +447,10 @@ class _BitField:
 
     def shifted(self, byte_offset: int) -> _BitField:
         return _BitField(self.name, self.bit_offset + 8 * byte_offset, self.bits, self.codec)
+
+    @property
+    def end(self) -> int:
+        return (self.bit_offset + self.bits + 7) // 8
 
     def _span(self, base: int) -> tuple[int, int, int]:
         start = base + self.bit_offset // 8
@@ -473,13 +509,37 @@ class StructCodec(Codec):
     def _unpack(self, buf: ReadableBuffer, offset: int) -> Record:
         return self.record._make(tuple(f.unpack(buf, offset) for f in self.fields))
 
+    def trailing_array(self) -> _Field | None:
+        """The array member that ends the struct's layout, after every other member, if there is one.
 
-def codec_for(spec: Spec | None, type_id: int, *, size: int | None = None) -> Codec:
+        A producer that fills only part of that array (a path, a payload)
+        often submits only the bytes used; :meth:`unpack_head` decodes such a
+        record.
+        """
+        arrays = [f for f in self.fields if isinstance(f, _Field) and isinstance(f.codec, BytesCodec | ArrayCodec)]
+        if not arrays:
+            return None
+        tail = max(arrays, key=lambda f: f.offset)
+        if any(f is not tail and f.end > tail.offset for f in self.fields):
+            return None
+        return tail
+
+    def unpack_head(self, buf: ReadableBuffer, nbytes: int, tail: _Field) -> Record:
+        """A record of ``nbytes`` (at least ``tail.offset``) bytes: ``tail`` holds what of it is there."""
+        codec = tail.codec
+        if not isinstance(codec, BytesCodec | ArrayCodec):
+            raise CodecError("record", f"member {tail.name!r} of {self.name} is not an array")
+        partial = codec.unpack_partial(buf, tail.offset, nbytes - tail.offset)
+        return self.record._make(tuple(partial if f is tail else f.unpack(buf, 0) for f in self.fields))
+
+
+def codec_for(spec: Spec | None, type_id: int, *, size: int | None = None, strings: bool = False) -> Codec:
     """The codec for BTF type ``type_id`` of ``spec``.
 
     Type id 0 means "no BTF": the result is a :class:`RawCodec` of ``size``
     bytes. Otherwise ``size``, when given (a map's key or value size), must
-    match the type's size.
+    match the type's size. ``strings``: ``char`` arrays decode to ``str``
+    (:class:`StrCodec`) instead of ``bytes``.
     """
     if type_id == 0:
         if size is None:
@@ -487,7 +547,7 @@ def codec_for(spec: Spec | None, type_id: int, *, size: int | None = None) -> Co
         return RawCodec(size)
     if spec is None:
         raise CodecError("", f"type [{type_id}] needs the BTF it belongs to")
-    codec = _Builder(spec).build(type_id, None, 0)
+    codec = _Builder(spec, strings=strings).build(type_id, None, 0)
     if size is not None and codec.size != size:
         raise CodecError("", f"{codec.name} (type [{type_id}]) is {codec.size} bytes, but {size} were expected")
     return codec
@@ -511,7 +571,15 @@ def record_type_id(spec: Spec, record: str | int) -> int:
         except TypeNotFound as e:
             raise CodecError("", str(e)) from None
         return record
-    name = " ".join(record.split())
+    found = find_record_type(spec, record)
+    if found is None:
+        raise CodecError("", f"no type {' '.join(record.split())!r} in {spec.section}")
+    return found
+
+
+def find_record_type(spec: Spec, name: str) -> int | None:
+    """:func:`record_type_id` of a name, or None if ``spec`` has no such type (an ambiguous name still raises)."""
+    name = " ".join(name.split())
     word, _, tag = name.partition(" ")
     if word in _TAGGED and tag:
         found = [i for kind in _TAGGED[word] for i in spec.find(tag, kind)]
@@ -523,27 +591,36 @@ def record_type_id(spec: Spec, record: str | int) -> int:
             if len(kinds) > 1:
                 spelled = ", ".join(sorted(f"{k.name.lower()} {name}" for k in kinds))
                 raise CodecError("", f"{name!r} is ambiguous ({spelled}); name the kind")
-    if not found:
-        raise CodecError("", f"no type {name!r} in {spec.section}")
-    return found[0]
+    return found[0] if found else None
 
 
-def record_decoder(spec: Spec, record: str | int, *, exact: bool = False) -> Callable[[ReadableBuffer], Any]:
+def record_decoder(
+    spec: Spec, record: str | int, *, exact: bool = False, strings: bool = False
+) -> Callable[[ReadableBuffer], Any]:
     """Decode event records (ring buffer records, perf samples) as the BTF type ``record`` names.
 
     ``record`` is what :func:`record_type_id` takes. Longer records decode
     their leading bytes, because perf pads raw samples to 8 bytes and a
     fixed header struct is often followed by a variable payload; ``exact``
-    refuses them. Shorter ones are :class:`~dynbpf._maps.errors.CodecError`.
+    refuses them. A shorter record is :class:`~dynbpf._maps.errors.CodecError`,
+    unless the struct ends with an array and the record holds everything
+    before it: producers submit only the used part of a ``char buf[4096]``,
+    which then comes back as long as what arrived (whole elements of other
+    arrays). ``strings``: ``char`` arrays decode to ``str`` up to their NUL.
     """
-    codec = codec_for(spec, record_type_id(spec, record))
+    codec = codec_for(spec, record_type_id(spec, record), strings=strings)
     size = codec.size
+    struct_codec = codec if isinstance(codec, StructCodec) else None
+    tail = struct_codec.trailing_array() if struct_codec is not None else None
+    head = f" (at least {tail.offset}, the part before its trailing array {tail.name!r})" if tail else ""
 
     def decode(data: ReadableBuffer) -> Any:
         got = _nbytes(data)
-        if got < size or (exact and got != size):
-            raise CodecError("record", f"{codec.name} takes {size} bytes, the record has {got}")
-        return codec.unpack_from(data, 0, path="record")
+        if got >= size and not (exact and got != size):
+            return codec.unpack_from(data, 0, path="record")
+        if struct_codec is not None and tail is not None and tail.offset <= got < size:
+            return struct_codec.unpack_head(data, got, tail)
+        raise CodecError("record", f"{codec.name} takes {size} bytes{head}, the record has {got}")
 
     return decode
 
@@ -551,8 +628,9 @@ def record_decoder(spec: Spec, record: str | int, *, exact: bool = False) -> Cal
 class _Builder:
     """One codec per resolved type id (shared by every use), built depth-first with loop detection."""
 
-    def __init__(self, spec: Spec) -> None:
+    def __init__(self, spec: Spec, *, strings: bool = False) -> None:
         self.spec = spec
+        self.strings = strings
         self.done: dict[int, Codec] = {}
         self.active: set[int] = set()
 
@@ -626,6 +704,8 @@ class _Builder:
             raise self.fail(type_id, f"array of {t.nelems} elements is larger than 4 GiB")
         name = f"{element.name}[{t.nelems}]"
         if isinstance(element, IntCodec | CharCodec) and element.size == 1:
+            if self.strings and is_text(self.spec, type_id):
+                return StrCodec(name, size, element.signed)
             return BytesCodec(name, size, element.signed)
         return ArrayCodec(name, element, t.nelems)
 
@@ -699,3 +779,12 @@ def _int_codec(t: Int) -> ScalarCodec:
     if t.size == 1 and (t.encoding & IntEncoding.CHAR or t.name in _CHAR_NAMES):
         return CharCodec(t.name, 1, signed)
     return IntCodec(t.name, t.size, signed)
+
+
+def is_text(spec: Spec, type_id: int) -> bool:
+    """An array of plain ``char`` (through typedefs and qualifiers): text, where ``__u8`` arrays are data."""
+    t = spec[resolve(spec, type_id)]
+    if not isinstance(t, Array):
+        return False
+    element = spec[resolve(spec, t.type)]
+    return isinstance(element, Int) and element.size == 1 and element.name == "char"

@@ -265,23 +265,33 @@ class Collection(Closing):
             return view
 
     def ring_buffer(
-        self, name: str, *, record: str | int | None = None, callback: Callable[[Any], object] | None = None
+        self,
+        name: str,
+        *,
+        record: str | int | None = None,
+        strings: bool = False,
+        callback: Callable[[Any], object] | None = None,
     ) -> RingBuffer:
-        """A reader of ring buffer map ``name``; records decoded as BTF type ``record`` (e.g. ``"struct event"``).
+        """A reader of ring buffer map ``name``; records decoded as type ``record`` (e.g. ``"struct event"``).
 
-        The reader counts as a user of the map until it is closed, so an
+        ``record`` is looked up as :meth:`record_decoder` does (BTF, then
+        DWARF); ``strings=True`` decodes its ``char`` arrays to ``str``. The
+        reader counts as a user of the map until it is closed, so an
         on-demand ring buffer is created now and outlives unloads of its
         programs while it is read (docs/events.md).
         """
         from dynbpf._maps.ringbuf import RingBuffer
 
-        return self._event_reader(name, record, lambda fd, decode: RingBuffer(fd, decode=decode, callback=callback))
+        return self._event_reader(
+            name, record, strings, lambda fd, decode: RingBuffer(fd, decode=decode, callback=callback)
+        )
 
     def perf_buffer(
         self,
         name: str,
         *,
         record: str | int | None = None,
+        strings: bool = False,
         callback: Callable[[int, Any], object] | None = None,
         lost_callback: Callable[[int, int], object] | None = None,
         pages: int = 8,
@@ -292,20 +302,37 @@ class Collection(Closing):
         return self._event_reader(
             name,
             record,
+            strings,
             lambda fd, decode: PerfBuffer(
                 fd, decode=decode, callback=callback, lost_callback=lost_callback, pages=pages
             ),
         )
 
-    def _event_reader(self, name: str, record: str | int | None, make: Callable[[int, Any], _R]) -> _R:
+    def record_decoder(
+        self, record: str | int, *, exact: bool = False, strings: bool = False
+    ) -> Callable[[bytes | bytearray | memoryview], Any]:
+        """``bytes -> Record`` for the object's type ``record``: ``"struct event"``, ``"event"`` or a BTF id.
+
+        A name is looked up in the object's BTF, then, if the BTF lacks it,
+        in its DWARF (a ``-g`` build's ``.debug_info``, read on first need):
+        a record struct used only as a local variable never reaches BTF.
+        Either way the map codecs decode it. A record shorter than the type
+        is decoded when only the type's trailing array is cut short; longer
+        ones decode their leading bytes (``exact=True`` refuses them);
+        ``strings=True`` decodes ``char`` arrays to ``str`` up to their NUL
+        (docs/events.md).
+        """
+        from dynbpf._runtime.records import decoder
+
+        return decoder(self.spec, record, exact=exact, strings=strings)
+
+    def _event_reader(self, name: str, record: str | int | None, strings: bool, make: Callable[[int, Any], _R]) -> _R:
         self._registry.spec(name)  # an unknown map is NotFound before anything is made
         decode = None
         if record is not None:
-            if self.spec.btf is None:
-                raise OptionError(f"record={record!r}: object {self.spec.name!r} has no BTF to decode records by type")
-            from dynbpf._maps.codec import record_decoder
-
-            decode = record_decoder(self.spec.btf, record)
+            decode = self.record_decoder(record, strings=strings)
+        elif strings:
+            raise OptionError(f"strings=True: map {name!r} has no record= type whose char arrays it would decode")
         registry = self._registry
         registry.acquire([name])
         try:

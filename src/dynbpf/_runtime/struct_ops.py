@@ -48,7 +48,7 @@ from dynbpf._attach.link import Link
 from dynbpf._btf import graph
 from dynbpf._btf.kinds import Kind
 from dynbpf._btf.spec import Spec
-from dynbpf._btf.types import Array, FuncProto, Int, Ptr, Struct
+from dynbpf._btf.types import FuncProto, Ptr, Struct
 from dynbpf._elf.spec import MapSpec
 from dynbpf._probes import attach as attach_probes
 from dynbpf._runtime import mapcreate
@@ -282,10 +282,7 @@ class StructOps:
         if self._is_function(member.name):
             program = self._programs.get(member.name)
             return None if program is None else self._collection.programs[program]
-        got = self._codec(member.name, member.type).unpack_from(self._data, member.bit_offset // 8)
-        if isinstance(got, bytes) and self._is_text(member.type):
-            return got.split(b"\0", 1)[0].decode(errors="replace")
-        return got
+        return self._codec(member.name, member.type).unpack_from(self._data, member.bit_offset // 8)
 
     def __setitem__(self, name: str, value: Any) -> None:
         member = self._member(name)
@@ -307,14 +304,6 @@ class StructOps:
                 return m
         raise NotFound(f"struct_ops {self.map_name!r} (struct {self.struct})", "member", name, self.members)
 
-    def _is_text(self, type_id: int) -> bool:
-        """A ``char[]`` (a name): read as ``str`` up to its NUL."""
-        t = self._btf[graph.resolve(self._btf, type_id)]
-        if not isinstance(t, Array):
-            return False
-        element = self._btf[graph.resolve(self._btf, t.type)]
-        return isinstance(element, Int) and element.name == "char"
-
     def _is_function(self, name: str) -> bool:
         return _is_function_pointer(self._btf, self._member(name).type)
 
@@ -323,7 +312,7 @@ class StructOps:
         if codec is None:
             from dynbpf._maps.codec import codec_for
 
-            codec = self._codecs[name] = codec_for(self._btf, type_id)
+            codec = self._codecs[name] = codec_for(self._btf, type_id, strings=True)  # a char[] is a name: str
         return codec
 
     def _program_for(self, member: str, value: Any) -> str | None:
