@@ -12,7 +12,6 @@ import ctypes
 import mmap
 import os
 import platform
-import textwrap
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -83,8 +82,9 @@ def test_a_bpf_program_is_named_as_module_bpf(coll: Collection) -> None:
         for line in Path("/proc/kallsyms").read_text().splitlines()
         if line.endswith("[bpf]") and "_count_enters" in line
     ]
-    if not listed:
-        pytest.skip("this kernel lists no JITed programs in kallsyms (bpf_jit_kallsyms off)")
+    if not listed:  # the administrator's choice, not a failure: nothing to name then
+        assert Path("/proc/sys/net/core/bpf_jit_kallsyms").read_text().strip() == "0"
+        return
     address, _, name = int(listed[0][0], 16), listed[0][1], listed[0][2]
     frame = dynbpf.Symbolizer().kernel(address + 4)
     assert (frame.function, frame.offset, frame.module) == (name, 4, "bpf")
@@ -95,6 +95,16 @@ def test_an_address_below_every_symbol_is_its_number() -> None:
     frame = dynbpf.Symbolizer().kernel(0x1000)
     assert frame.function is None
     assert str(frame) == "0x1000"
+
+
+def test_what_is_not_an_address_or_a_pid_is_refused() -> None:
+    symbolizer = dynbpf.Symbolizer()
+    with pytest.raises(TypeError, match="address must be an int, not '0x10'"):
+        symbolizer.kernel("0x10")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="pid must not be negative"):
+        symbolizer.user(0x1000, -1)
+    with pytest.raises(ValueError, match="pid=0 is no process"):
+        symbolizer.user(0x1000, 0)
 
 
 # --- user stacks ------------------------------------------------------------------------------------
@@ -329,28 +339,3 @@ def test_an_unknown_attribute_names_the_close_ones(coll: Collection) -> None:
         _ = coll.bss.enter
     with pytest.raises(AttributeError):
         _ = coll.maps._private
-
-
-def test_attribute_access_is_typed(tmp_path: Path) -> None:
-    """mypy --strict sees programs and maps read as attributes as Program and Map."""
-    api = pytest.importorskip("mypy.api")
-    source = tmp_path / "typed.py"
-    source.write_text(
-        textwrap.dedent(
-            """
-            import dynbpf
-
-            def use(coll: dynbpf.Collection) -> None:
-                reveal_type(coll.programs.handle_exec)
-                reveal_type(coll.progs.handle_exec)
-                reveal_type(coll.maps.events)
-                reveal_type(coll.attach())
-            """
-        )
-    )
-    out, err, _ = api.run(["--strict", "--no-incremental", "--python-version", "3.11", str(source)])
-    assert "dynbpf._runtime.program.Program" in out, out + err
-    assert out.count("dynbpf._runtime.program.Program") == 2, out
-    assert "dynbpf._maps.map.Map" in out, out
-    assert "dynbpf._attach.auto.Attached" in out, out
-    assert "error:" not in out, out

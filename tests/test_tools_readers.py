@@ -1,10 +1,12 @@
 """What the tool helpers read, without BPF: kallsyms and /proc/PID/maps lines, the functions of ELF files
-(checked against nm), what a section leaves to the caller to attach, frames as text, the clocks' offsets."""
+(checked against nm), what a section leaves to the caller to attach, frames as text, the clocks' offsets,
+and how mypy types programs and maps read as attributes."""
 
 from __future__ import annotations
 
 import ctypes
 import os
+import textwrap
 import time
 from pathlib import Path
 
@@ -259,3 +261,28 @@ def test_the_offsets_are_the_clocks_differences() -> None:
         clock.realtime_ns(0, "utc")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="an int of nanoseconds"):
         clock.monotonic(1.5)  # type: ignore[arg-type]
+
+
+def test_attribute_access_is_typed(tmp_path: Path) -> None:
+    """mypy --strict sees programs and maps read as attributes as Program and Map."""
+    api = pytest.importorskip("mypy.api")
+    source = tmp_path / "typed.py"
+    source.write_text(
+        textwrap.dedent(
+            """
+            import dynbpf
+
+            def use(coll: dynbpf.Collection) -> None:
+                reveal_type(coll.programs.handle_exec)
+                reveal_type(coll.progs.handle_exec)
+                reveal_type(coll.maps.events)
+                reveal_type(coll.attach())
+            """
+        )
+    )
+    out, err, _ = api.run(["--strict", "--no-incremental", "--python-version", "3.11", str(source)])
+    assert "dynbpf._runtime.program.Program" in out, out + err
+    assert out.count("dynbpf._runtime.program.Program") == 2, out
+    assert "dynbpf._maps.map.Map" in out, out
+    assert "dynbpf._attach.auto.Attached" in out, out
+    assert "error:" not in out, out

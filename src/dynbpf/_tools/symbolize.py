@@ -106,6 +106,7 @@ class Symbolizer:
 
     def kernel(self, address: int) -> StackFrame:
         """The kernel function ``address`` lies in, as ``function+0xoff`` (``[module]`` for a module's)."""
+        _whole("address", address)
         with self._lock:
             if self._kernel is None:
                 self._kernel = self._read_kallsyms()
@@ -137,6 +138,9 @@ class Symbolizer:
 
     def user(self, address: int, pid: int) -> StackFrame:
         """The function of process ``pid`` that ``address`` lies in, as ``function+0xoff (binary)``."""
+        _whole("address", address)
+        if _whole("pid", pid) == 0:
+            raise ValueError("pid=0 is no process: user addresses belong to the process bpf_get_stackid() ran in")
         with self._lock:
             region = self._region(address, pid)
             if region is None:
@@ -216,6 +220,15 @@ class Symbolizer:
         if about not in self._warned:
             self._warned.add(about)
             warnings.warn(f"dynbpf.Symbolizer: {message}", RuntimeWarning, stacklevel=4)
+
+
+def _whole(what: str, value: object) -> int:
+    """``value`` if it is a non-negative int (an address, a pid); a wrong one is not silently unnamed."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {value!r}")
+    if value < 0:
+        raise ValueError(f"{what} must not be negative, not {value}")
+    return value
 
 
 __all__ = ["StackFrame", "Symbolizer"]
