@@ -28,6 +28,7 @@ PACKAGES = (
     "dynbpf._probes",
     "dynbpf._maps",
     "dynbpf._sys",
+    "dynbpf._tools",
 )
 
 THIRD_PARTY = ("elftools", "rich", "click")
@@ -148,12 +149,14 @@ PUBLIC = {
     "MapPolicy", "ProgramState", "MapEdit",
     # what a collection hands out
     "Map", "Variables", "Record", "Link", "IterLink", "LinkGroup", "RingBuffer", "PerfBuffer", "EventLoop",
-    "StructOps", "StructOpsLink",
+    "StructOps", "StructOpsLink", "Attached",
+    # helpers for tools (docs/tools.md): stack symbolisation, BPF timestamps
+    "Symbolizer", "StackFrame", "KernelClock",
     # the application's features (docs/features.md) and the header declaring them in C
     "FeatureMap", "Feature", "Hook", "Variant", "Requirement", "include_dir", "Application", "FeatureState",
     # errors
     "DynbpfError", "ApplyError", "AttachError", "CacheError", "FeatureMapError", "KernelDataError", "KernelUnsupported",
-    "MapEditError", "NotFound", "CodecError", "MapTypeError", "SymbolError", "BinaryNotFoundError",
+    "MapEditError", "NotFound", "AttributeNotFound", "CodecError", "MapTypeError", "SymbolError", "BinaryNotFoundError",
     "ObjectFormatError", "OptionError", "PinError", "RelocationError", "StateError", "SyscallError", "VerifierError",
     "__version__",
 }  # fmt: skip

@@ -11,6 +11,7 @@ from dynbpf import _lazy
 from dynbpf.errors import (
     ApplyError,
     AttachError,
+    AttributeNotFound,
     DynbpfError,
     FeatureMapError,
     KernelDataError,
@@ -28,6 +29,7 @@ from dynbpf.errors import (
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a bare `import dynbpf` ~20 ms; mypy knows the name
 if TYPE_CHECKING:
+    from dynbpf._attach.auto import Attached
     from dynbpf._attach.binaries import BinaryNotFoundError
     from dynbpf._attach.link import IterLink, Link, LinkGroup
     from dynbpf._attach.symbols import SymbolError
@@ -50,6 +52,8 @@ if TYPE_CHECKING:
     from dynbpf._runtime.program import ClonedProgram, Program
     from dynbpf._runtime.state import MapPolicy, ProgramState
     from dynbpf._runtime.struct_ops import StructOps, StructOpsLink
+    from dynbpf._tools.clock import KernelClock
+    from dynbpf._tools.symbolize import StackFrame, Symbolizer
 
 __version__ = "0.1.0"
 
@@ -57,6 +61,8 @@ __all__ = [
     "Application",
     "ApplyError",
     "AttachError",
+    "Attached",
+    "AttributeNotFound",
     "BinaryNotFoundError",
     "CacheError",
     "ClonedProgram",
@@ -70,6 +76,7 @@ __all__ = [
     "FeatureState",
     "Hook",
     "IterLink",
+    "KernelClock",
     "KernelDataError",
     "KernelUnsupported",
     "Link",
@@ -92,10 +99,12 @@ __all__ = [
     "RelocationError",
     "Requirement",
     "RingBuffer",
+    "StackFrame",
     "StateError",
     "StructOps",
     "StructOpsLink",
     "SymbolError",
+    "Symbolizer",
     "SyscallError",
     "Variables",
     "Variant",
@@ -110,6 +119,7 @@ if not TYPE_CHECKING:  # hidden from mypy, which would otherwise accept any attr
     __getattr__, __dir__ = _lazy.exports(
         __name__,
         {
+            "dynbpf._attach.auto": ("Attached",),
             "dynbpf._attach.binaries": ("BinaryNotFoundError",),
             "dynbpf._attach.link": ("IterLink", "Link", "LinkGroup"),
             "dynbpf._attach.symbols": ("SymbolError",),
@@ -132,5 +142,7 @@ if not TYPE_CHECKING:  # hidden from mypy, which would otherwise accept any attr
             "dynbpf._runtime.program": ("ClonedProgram", "Program"),
             "dynbpf._runtime.state": ("MapPolicy", "ProgramState"),
             "dynbpf._runtime.struct_ops": ("StructOps", "StructOpsLink"),
+            "dynbpf._tools.clock": ("KernelClock",),
+            "dynbpf._tools.symbolize": ("StackFrame", "Symbolizer"),
         },
     )

@@ -175,6 +175,15 @@ class NotFound(DynbpfError, KeyError, ValueError):  # noqa: N818 - reads as "pro
         return type(self), (self.owner, self.kind, self.name, self.known, self.option)
 
 
+class AttributeNotFound(NotFound, AttributeError):  # type: ignore[misc]  # noqa: N818 - name: str here, always set
+    """A name asked for as an attribute (``coll.maps.events``, ``coll.bss.hits``) that the object does not have.
+
+    A :class:`NotFound`, so one ``except`` still catches every unknown
+    name, and an ``AttributeError``, as ``getattr(view, name, default)``
+    and ``hasattr()`` require of a missing attribute.
+    """
+
+
 def _closest(name: str, known: tuple[str, ...]) -> list[str]:
     """The known names most like ``name`` (ties kept, in order), if any is close enough to be a typo of it."""
     import difflib  # only a miss pays for it

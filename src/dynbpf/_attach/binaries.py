@@ -17,6 +17,7 @@ import sys
 from functools import cache
 
 from dynbpf._attach import ldcache
+from dynbpf._sys import procmaps
 from dynbpf.errors import DynbpfError
 
 _MULTIARCH = f"{platform.machine()}-linux-gnu"
@@ -77,12 +78,10 @@ def _library(name: str, looked: list[str]) -> str:
 def _mapped(name: str, pid: int) -> str | None:
     """The file of process ``pid`` whose name is ``name`` (or ``name`` plus a version suffix)."""
     try:
-        with open(f"/proc/{pid}/maps") as f:
-            rows = [line.split(None, 5) for line in f]
-    except OSError:
+        regions = procmaps.read(pid)
+    except (OSError, ValueError):
         return None
-    paths = (row[5].strip() for row in rows if len(row) == 6)
-    files = [p for p in dict.fromkeys(paths) if p.startswith("/") and not p.endswith(" (deleted)")]
+    files = list(dict.fromkeys(r.path for r in regions if r.file and not r.deleted))
     for exact in (True, False):
         for path in files:
             base = os.path.basename(path)

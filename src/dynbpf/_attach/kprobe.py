@@ -19,9 +19,8 @@ from dynbpf._attach.request import Request, integer, take, text
 from dynbpf._attach.uprobe import is_retprobe, pmu_support
 from dynbpf._elf.sections import KprobeTarget, KsyscallTarget, ProgramKind
 from dynbpf._probes import attach as attach_features
-from dynbpf._sys import perf
+from dynbpf._sys import kallsyms, perf
 
-KALLSYMS = "/proc/kallsyms"
 ACCEPTED = ("function", "offset", "retprobe", "cookie")
 ACCEPTED_SYSCALL = ("syscall", "retprobe", "cookie")
 
@@ -44,14 +43,12 @@ def syscall_prefix() -> str:
     prefix = SYSCALL_PREFIX.get(platform.machine(), "sys_")
     if prefix == "sys_":
         return prefix
-    wanted = f" {prefix}bpf"
+    wanted = f"{prefix}bpf"
     try:
-        with open(KALLSYMS) as f:
-            if any(line.rstrip("\n").endswith(wanted) and line.split()[1] in ("t", "T") for line in f):
-                return prefix
-    except OSError:
+        found = any(s.name == wanted and s.type in kallsyms.TEXT for s in kallsyms.parse(kallsyms.read_text()))
+    except (OSError, ValueError):
         return prefix  # kallsyms unreadable: the wrapper is by far the common case
-    return "sys_"
+    return prefix if found else "sys_"
 
 
 def attach_kprobe(request: Request, kind: ProgramKind, prog_fd: int, target: dict[str, Any]) -> Link:

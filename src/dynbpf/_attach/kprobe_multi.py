@@ -29,14 +29,13 @@ from dynbpf._attach.multi_target import read_multi
 from dynbpf._attach.request import Request, integers
 from dynbpf._elf.sections import ProgramKind
 from dynbpf._probes import attach as attach_features
-from dynbpf._sys import commands, fs
+from dynbpf._sys import commands, fs, kallsyms
 from dynbpf._sys.attrs import LinkCreateAttr
 from dynbpf._sys.constants import AttachType
 
 ACCEPTED = ("pattern", "symbols", "addrs", "retprobe", "cookies")
 KPROBE_MULTI_RETURN = 1  # BPF_F_KPROBE_MULTI_RETURN
 MAX_FUNCTIONS = 1 << 20  # the kernel's own cap (MAX_KPROBE_MULTI_CNT)
-KALLSYMS = "/proc/kallsyms"
 #: entries ftrace lists but cannot attach to (functions whose address it could not resolve)
 _INVALID_PREFIX = "__ftrace_invalid_address__"
 
@@ -105,18 +104,16 @@ def attachable_functions() -> list[str]:
             return list(names)
     except OSError:
         names.clear()  # absent, or refused (a lockdown forbids reading it): kallsyms it is
-    with open(KALLSYMS) as f:
-        for line in f:
-            parts = line.split(None, 3)
-            if len(parts) >= 3 and parts[1] in ("t", "T"):
-                names[parts[2]] = None
+    for symbol in kallsyms.parse(kallsyms.read_text()):
+        if symbol.type in kallsyms.TEXT:
+            names[symbol.name] = None
     return list(names)
 
 
 def _matching(request: Request, pattern: str) -> list[str]:
     try:
         functions = attachable_functions()
-    except OSError as e:
+    except (OSError, ValueError) as e:
         raise request.error(f"cannot list the kernel's functions to match {pattern!r}: {e}") from None
     found = [name for name in functions if fnmatch.fnmatchcase(name, pattern)]
     if not found:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
+from dynbpf._elf.functions import TABLES, is_defined_function
 from dynbpf.errors import DynbpfError
 
 if TYPE_CHECKING:
@@ -22,9 +23,6 @@ if TYPE_CHECKING:
     from elftools.elf.sections import Symbol, SymbolTableSection
 
 T = TypeVar("T")
-
-FUNCTION_TYPES = ("STT_FUNC", "STT_GNU_IFUNC", "STT_LOOS")  # pyelftools names GNU_IFUNC STT_LOOS in some tables
-TABLES = (".symtab", ".dynsym")
 
 
 class SymbolError(DynbpfError, LookupError):
@@ -174,9 +172,11 @@ def _versions(elf: ELFFile, table: SymbolTableSection, indices: list[int]) -> di
 
 
 def _is_defined_function(symbol: Symbol) -> bool:
-    return (
-        symbol["st_info"]["type"] in FUNCTION_TYPES and isinstance(symbol["st_shndx"], int) and symbol["st_value"] != 0
-    )
+    from elftools.elf.enums import ENUM_ST_INFO_TYPE
+
+    kind, shndx = symbol["st_info"]["type"], symbol["st_shndx"]  # pyelftools' names: STT_LOOS is GNU_IFUNC
+    number = kind if isinstance(kind, int) else ENUM_ST_INFO_TYPE.get(kind, -1)
+    return is_defined_function(number, shndx if isinstance(shndx, int) else 0, symbol["st_value"])
 
 
 def _choose(candidates: list[_Candidate], path: str, name: str, table: str) -> Symbol:

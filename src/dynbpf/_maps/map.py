@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -35,7 +36,7 @@ from dynbpf._maps.codec import Codec, IntCodec, RawCodec, ReadableBuffer, Scalar
 from dynbpf._maps.errors import CodecError, MapTypeError
 from dynbpf._sys import commands
 from dynbpf._sys.attrs import BtfInfo
-from dynbpf._sys.constants import Cmd, MapType, UpdateFlags, type_name
+from dynbpf._sys.constants import Cmd, MapFlags, MapType, UpdateFlags, type_name
 from dynbpf._sys.cpus import possible_cpus
 from dynbpf._sys.fd import Fd, FdSource, raw_fd
 from dynbpf._sys.syscall import error_for
@@ -294,6 +295,42 @@ class Map:
     def __delitem__(self, key: Any) -> None:
         if not self.delete(key):
             raise KeyError(key)
+
+    # --- stack trace maps -----------------------------------------------------------------------------
+
+    def stack(self, stack_id: int) -> tuple[int, ...]:
+        """The instruction addresses of stack ``stack_id`` in a stack trace map, innermost first.
+
+        ``stack_id`` is what ``bpf_get_stackid()`` returned; a negative one
+        is that helper's error (nothing was stored) and raises ``ValueError``
+        naming it; an id the map does not hold (never stored, or since
+        replaced) is a ``KeyError``. Names for the addresses: ``dynbpf.Symbolizer``.
+        """
+        if self.type != MapType.STACK_TRACE:
+            raise MapTypeError(f"map {self.name!r} is a {self._type_name} map, not a stack_trace map")
+        if self.flags & MapFlags.STACK_BUILD_ID:
+            raise MapTypeError(
+                f"map {self.name!r} stores build ids and file offsets (BPF_F_STACK_BUILD_ID), not addresses"
+            )
+        if isinstance(stack_id, bool) or not isinstance(stack_id, int):
+            raise TypeError(f"a stack id is an int (what bpf_get_stackid() returned), not {stack_id!r}")
+        if stack_id < 0:
+            name = errno.errorcode.get(-stack_id, str(-stack_id))
+            raise ValueError(
+                f"stack id {stack_id} is bpf_get_stackid()'s error {name}, so no stack was stored "
+                "(EFAULT: there was none to walk, e.g. a user stack of a kernel thread; "
+                "EEXIST: its bucket held another stack and BPF_F_REUSE_STACKID was not given)"
+            )
+        if stack_id >= 1 << 32:
+            raise KeyError(stack_id)
+        out = self._lookup_raw(bytearray(stack_id.to_bytes(4, sys.byteorder)))
+        if out is None:
+            raise KeyError(stack_id)
+        addresses = memoryview(out)[: len(out) - len(out) % 8].cast("Q")
+        depth = len(addresses)
+        while depth and not addresses[depth - 1]:  # the kernel zero-fills the rest of the value
+            depth -= 1
+        return tuple(addresses[:depth])
 
     # --- iteration ----------------------------------------------------------------------------------
 

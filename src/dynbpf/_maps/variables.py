@@ -20,9 +20,10 @@ with the codec of its BTF type, over one of two backings:
 
 Variables are attributes (``view.counter``, ``view.counter = 5``); names
 that clash with Python's or with this class's own are reachable as
-``view["name"]``. An unknown name is an ``AttributeError`` as an attribute
-and :class:`~dynbpf.errors.NotFound` (a ``KeyError``) as an item. Nothing is
-cached: every read sees the current bytes.
+``view["name"]``. An unknown name is :class:`~dynbpf.errors.NotFound`:
+as an attribute its subclass ``AttributeNotFound``, an ``AttributeError``
+too; as an item a ``KeyError``. Nothing is cached: every read sees the
+current bytes.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from dynbpf._maps.errors import CodecError, MapTypeError
 from dynbpf._maps.mapping import ArrayMapping
 from dynbpf._sys import commands
 from dynbpf._sys.fd import FdSource, raw_fd
-from dynbpf.errors import KernelDataError, NotFound
+from dynbpf.errors import AttributeNotFound, KernelDataError, NotFound
 
 
 class VariableLike(Protocol):
@@ -192,13 +193,13 @@ class Variables:
         try:
             return self[name]
         except NotFound as e:  # getattr(view, name, default) and hasattr() expect an AttributeError
-            raise AttributeError(str(e), name=name, obj=self) from None
+            raise AttributeNotFound(e.owner, e.kind, name, e.known) from None
 
     def __setattr__(self, name: str, value: Any) -> None:
         try:
             self[name] = value
         except NotFound as e:
-            raise AttributeError(str(e), name=name, obj=self) from None
+            raise AttributeNotFound(e.owner, e.kind, name, e.known) from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._codecs

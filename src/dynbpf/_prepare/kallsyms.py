@@ -11,9 +11,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Mapping
 
+from dynbpf._sys import kallsyms
+from dynbpf._sys.kallsyms import KALLSYMS
 from dynbpf.errors import KernelUnsupported
 
-KALLSYMS = "/proc/kallsyms"
 _LLVM_SUFFIX = ".llvm."  # clang's ThinLTO renames promoted statics: name.llvm.<hash>
 
 
@@ -56,15 +57,7 @@ def parse_kallsyms(text: str) -> Kallsyms:
     """
     first: dict[str, int] = {}
     more: dict[str, tuple[int, ...]] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        parts = line.split(None, 3)
-        if not parts:
-            continue
-        try:
-            address = int(parts[0], 16)
-            kind, name = parts[1], parts[2]
-        except (ValueError, IndexError):
-            raise ValueError(f"line {number} is not 'address type name': {line[:80]!r}") from None
+    for address, kind, name, _ in kallsyms.parse(text):
         names = [name]
         if kind == "d" and _LLVM_SUFFIX in name:
             names.append(name[: name.index(_LLVM_SUFFIX)])
@@ -89,9 +82,7 @@ def read_kallsyms() -> Kallsyms:
     with _lock:
         if not _cache:
             try:
-                with open(KALLSYMS, encoding="utf-8", errors="surrogateescape") as f:
-                    text = f.read()
-                _cache.append(parse_kallsyms(text))
+                _cache.append(parse_kallsyms(kallsyms.read_text()))
             except OSError as e:
                 raise KernelUnsupported("kernel symbols", f"reading {KALLSYMS}: {e.strerror}") from None
             except ValueError as e:

@@ -38,9 +38,11 @@ from dynbpf._runtime.program import Program
 from dynbpf._runtime.state import MapPolicy, ProgramState
 from dynbpf._sys.closing import Closing
 from dynbpf._sys.constants import MapFlags, MapType, ProgType
-from dynbpf.errors import DynbpfError, KernelUnsupported, NotFound, OptionError, StateError
+from dynbpf.errors import AttributeNotFound, DynbpfError, KernelUnsupported, NotFound, OptionError, StateError
 
 if TYPE_CHECKING:  # the map views and event readers load with their first use (docs/architecture.md)
+    from dynbpf._attach.auto import Attached
+    from dynbpf._attach.link import Link
     from dynbpf._attach.usdt import SpecIds
     from dynbpf._maps.map import Map
     from dynbpf._maps.perfbuf import PerfBuffer
@@ -166,7 +168,7 @@ class Collection(Closing):
             n for n, m in prepared.maps.items() if mapedit.is_global_data(m) and section_names.is_read_only_data(n)
         ]
         self._bound = tuple(n for n in rodata if n not in edited.absent) if kernel_features.prog_bind_map() else ()
-        self.programs: Mapping[str, Program] = _Named(
+        self.programs: _ByName[Program] = _Named(
             f"object {spec.name!r}",
             "program",
             {name: Program(self, name, disabled=name in off) for name in spec.programs},
@@ -185,11 +187,18 @@ class Collection(Closing):
         return self._prepared
 
     @property
-    def maps(self) -> Mapping[str, Map]:
-        """Dict-like views of the object's maps, decoded with their BTF types.
+    def progs(self) -> _ByName[Program]:
+        """:attr:`programs`, by its short name (``coll.progs.handle_exec``)."""
+        return self.programs
 
-        Only maps that exist now can be viewed: an on-demand map no loaded
-        program needs raises ``StateError``.
+    @property
+    def maps(self) -> _ByName[Map]:
+        """Dict-like views of the object's maps, decoded with their BTF types; by key, or as attributes.
+
+        ``coll.maps.events`` is ``coll.maps["events"]`` for every name that
+        is an identifier and not a method of the mapping. Only maps that
+        exist now can be viewed: an on-demand map no loaded program needs
+        raises ``StateError``.
         """
         return _MapViews(self)
 
@@ -384,6 +393,46 @@ class Collection(Closing):
                 program.unload()
         self._save_cache()
         return failures
+
+    def attach(self) -> Attached:
+        """Attach every loaded program whose section names its hook, as libbpf's skeleton attach does.
+
+        Returns the links made, by program. Programs whose hook only the
+        caller can name (a bare ``SEC("uprobe")``, xdp, cgroup, perf_event,
+        struct_ops...) and programs attached already are passed over, each
+        with its reason in the result's ``skipped``; programs not loaded are
+        left out. All or nothing: when one attach fails, the links this call
+        made are detached again and that error, which names the program, is
+        raised.
+        """
+        from dynbpf._attach.auto import Attached, needs_target
+
+        self._require_open()
+        links: dict[str, Link] = {}
+        skipped: dict[str, str] = {}
+        name = ""
+        try:
+            for name, program in self.programs.items():
+                with program._lock:
+                    if program._fd is None:
+                        continue
+                    reason = needs_target(self.spec.programs[name].kind)
+                    if reason is None and program.links:
+                        reason = f"attached already ({len(program.links)} live link(s))"
+                    if reason is not None:
+                        skipped[name] = reason
+                        continue
+                    links[name] = program._attach({})
+        except BaseException as e:
+            undone = ", ".join(links) or "none"
+            e.add_note(f"coll.attach() stopped at program {name!r}; the links it had made ({undone}) are detached")
+            for made, link in links.items():
+                try:
+                    link.detach()
+                except Exception as failed:
+                    e.add_note(f"detaching the link of {made!r} failed too: {failed}")
+            raise
+        return Attached(links, skipped)
 
     def set_constants(self, constants: Mapping[str, Any]) -> tuple[str, ...]:
         """Give ``.rodata`` globals new values while programs run; returns the programs reloaded.
@@ -733,8 +782,30 @@ _ASSOC_HINTS = {
 }
 
 
-class _Named(Mapping[str, _V], Generic[_V]):
-    """A read-only mapping whose missing names raise :class:`NotFound` listing those it has."""
+class _ByName(Mapping[str, _V], Generic[_V]):
+    """A read-only mapping whose names that are identifiers are attributes too (``coll.maps.events``).
+
+    Names that are not identifiers, start with ``_`` or are the mapping's
+    own methods (``keys``, ``get``...) stay reachable by key only; an
+    unknown one is an :class:`AttributeNotFound` (a ``NotFound`` and an
+    ``AttributeError``) naming the close matches.
+    """
+
+    def __getattr__(self, name: str) -> _V:
+        if name.startswith("_"):  # private and special names: never a lookup (copy, pickle probe them)
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except NotFound as e:
+            raise AttributeNotFound(e.owner, e.kind, name, e.known) from None
+
+    def __dir__(self) -> list[str]:
+        names = {n for n in self if n.isidentifier() and not n.startswith("_") and not hasattr(type(self), n)}
+        return sorted(set(super().__dir__()) | names)
+
+
+class _Named(_ByName[_V]):
+    """Named items whose missing names raise :class:`NotFound` listing those it has."""
 
     def __init__(self, owner: str, kind: str, items: dict[str, _V]) -> None:
         self._owner, self._kind, self._items = owner, kind, items
@@ -761,7 +832,7 @@ class _Named(Mapping[str, _V], Generic[_V]):
         return f"<{self._kind}s of {self._owner}: {', '.join(self._items)}>"
 
 
-class _MapViews(Mapping[str, "Map"]):
+class _MapViews(_ByName["Map"]):
     def __init__(self, coll: Collection) -> None:
         self._coll = coll
 
