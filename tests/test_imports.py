@@ -149,6 +149,8 @@ PUBLIC = {
     # what a collection hands out
     "Map", "Variables", "Record", "Link", "IterLink", "LinkGroup", "RingBuffer", "PerfBuffer", "EventLoop",
     "StructOps", "StructOpsLink",
+    # tool authors' helpers (docs/cli.md)
+    "Histogram",
     # the application's features (docs/features.md) and the header declaring them in C
     "FeatureMap", "Feature", "Hook", "Variant", "Requirement", "include_dir", "Application", "FeatureState",
     # errors

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from dynbpf._runtime.program import ClonedProgram, Program
     from dynbpf._runtime.state import MapPolicy, ProgramState
     from dynbpf._runtime.struct_ops import StructOps, StructOpsLink
+    from dynbpf._tools.histogram import Histogram
 
 __version__ = "0.1.0"
 
@@ -68,6 +69,7 @@ __all__ = [
     "FeatureMap",
     "FeatureMapError",
     "FeatureState",
+    "Histogram",
     "Hook",
     "IterLink",
     "KernelDataError",
@@ -132,5 +134,6 @@ if not TYPE_CHECKING:  # hidden from mypy, which would otherwise accept any attr
             "dynbpf._runtime.program": ("ClonedProgram", "Program"),
             "dynbpf._runtime.state": ("MapPolicy", "ProgramState"),
             "dynbpf._runtime.struct_ops": ("StructOps", "StructOpsLink"),
+            "dynbpf._tools.histogram": ("Histogram",),
         },
     )
