@@ -468,8 +468,13 @@ def features_app_counter(app: Any, index: int = 0) -> int:
 
 def schema_errors(data: Any, schema: Any, where: str = "$") -> list[str]:
     """Where ``data`` departs from ``schema``: a type (or tuple of types) for a leaf, a dict for an object
-    (exactly those keys), ``[schema]`` for a list of items each matching it. Golden schemas, not golden text:
-    a command's JSON may change its values with the kernel, never its shape."""
+    (exactly those keys; ``{str: schema}`` for any keys, each value matching), ``[schema]`` for a list of
+    items each matching it. Golden schemas, not golden text: a command's JSON may change its values with
+    the kernel, never its shape."""
+    if isinstance(schema, dict) and list(schema) == [str]:
+        if not isinstance(data, dict):
+            return [f"{where}: expected an object, got {type(data).__name__}"]
+        return [e for k, v in data.items() for e in schema_errors(v, schema[str], f"{where}.{k}")]
     if isinstance(schema, dict):
         if not isinstance(data, dict):
             return [f"{where}: expected an object, got {type(data).__name__}"]

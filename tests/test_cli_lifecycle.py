@@ -260,6 +260,26 @@ def test_tables_fit_80_columns_and_never_cut_a_name(obj: str, pin_root: str, loa
     assert outputs[0].splitlines()[0].split() == ["ID", "TYPE", "NAME", "TAG", "PINNED"]
 
 
+def test_a_terminal_gets_a_progress_bar_a_pipe_does_not(obj: str) -> None:
+    import pty
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "src")}
+    command = str(Path(sys.executable).parent / "dynbpf")
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: its stdout and stderr are the terminal
+        os.execve(command, [command, "load", obj], env)
+    seen = b""
+    with contextlib.suppress(OSError):  # EIO: the child closed the terminal
+        while chunk := os.read(terminal, 65536):
+            seen += chunk
+    os.close(terminal)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0, seen
+    assert b"verifying" in seen
+    assert b"2/2" in seen
+    assert "verifying" not in dynbpf("load", obj).output
+
+
 # --- errors -----------------------------------------------------------------------------------------
 
 

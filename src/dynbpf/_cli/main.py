@@ -9,7 +9,7 @@ import sys
 import click
 
 import dynbpf
-from dynbpf._cli import link_cmd, load_cmd, map_cmd, prog_cmd
+from dynbpf._cli import features_cmd, link_cmd, load_cmd, map_cmd, prog_cmd, run_cmd
 from dynbpf.errors import DynbpfError
 
 
@@ -62,6 +62,8 @@ def inspect(obj: str, as_json: bool, program: str | None) -> None:
 
 
 cli.add_command(load_cmd.load)
+cli.add_command(run_cmd.run)
+cli.add_command(features_cmd.features)
 cli.add_command(prog_cmd.prog)
 cli.add_command(map_cmd.map_group)
 cli.add_command(link_cmd.link)

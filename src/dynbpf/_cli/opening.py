@@ -234,6 +234,7 @@ def load(coll: Collection, names: Sequence[str], *, workers: int | None, progres
         finally:
             done.set()
             watcher.join()
+            bar.update(task, completed=sum(p.loaded for p in programs))
 
 
 def failure_report(failures: dict[str, DynbpfError]) -> str:

@@ -38,10 +38,10 @@ def text_or_hex(data: bytes) -> str:
     text, nul, rest = data.partition(b"\0")
     if text and (not nul or not rest.strip(b"\0")):
         try:
-            decoded = text.decode()
+            decoded: str | None = text.decode()
         except UnicodeDecodeError:
-            decoded = ""
-        if decoded.isprintable():
+            decoded = None
+        if decoded is not None and decoded.isprintable():
             return decoded
     if not data.strip(b"\0"):
         return ""  # all zero: an empty string, as C reads it
