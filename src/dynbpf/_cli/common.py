@@ -57,6 +57,13 @@ def pin_root_option(func: F) -> F:
     return option(func)
 
 
+def all_option(func: F) -> F:
+    option = click.option(
+        "-a", "--all", "everything", is_flag=True, help="Every one in the kernel, not only those pinned under the root."
+    )
+    return option(func)
+
+
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2)
     sys.stdout.write("\n")

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from dynbpf._cli.common import failures, json_option, pin_root_option, print_json, print_table, say
+from dynbpf._cli.common import all_option, failures, json_option, pin_root_option, print_json, say
 
 
 @click.group()
@@ -24,25 +24,21 @@ def link() -> None:
 
 @link.command("list")
 @pin_root_option
-@click.option("-a", "--all", "everything", is_flag=True, help="Every link in the kernel, not only those pinned.")
+@all_option
 @json_option
 def list_links(pin_root: str, everything: bool, as_json: bool) -> None:
     """The links pinned under the pin root (with --all: every link the kernel has)."""
-    from dynbpf._cli.objects import listing, shown_path
+    from dynbpf._cli.objects import show_listing
 
-    with failures():
-        rows = listing("link", pin_root, everything=everything)
-    if as_json:
-        print_json(rows)
-        return
-    if not rows:
-        say(f"no links pinned under {pin_root}" if not everything else "the kernel has no links")
-        return
-    table = [
-        [r["id"], r["prog_id"], r["description"], ", ".join(shown_path(p, pin_root) for p in r["pinned"]) or None]
-        for r in rows
-    ]
-    print_table(["id", "prog", "hook", "pinned"], table, wrap=["hook", "pinned"])
+    show_listing(
+        "link",
+        pin_root,
+        everything=everything,
+        as_json=as_json,
+        columns=["id", "prog", "hook"],
+        cells=lambda r: [r["id"], r["prog_id"], r["description"]],
+        wrap=["hook"],
+    )
 
 
 @link.command()

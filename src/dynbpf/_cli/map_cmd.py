@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from dynbpf._cli.common import failures, json_option, pin_root_option, print_json, print_table, say
+from dynbpf._cli.common import all_option, failures, json_option, pin_root_option, print_json, say
 
 if TYPE_CHECKING:
     from dynbpf._maps.map import Map
@@ -27,31 +27,20 @@ def map_group() -> None:
 
 @map_group.command("list")
 @pin_root_option
-@click.option("-a", "--all", "everything", is_flag=True, help="Every map in the kernel, not only those pinned.")
+@all_option
 @json_option
 def list_maps(pin_root: str, everything: bool, as_json: bool) -> None:
     """The maps pinned under the pin root (with --all: every map the kernel has)."""
-    from dynbpf._cli.objects import listing, shown_path
+    from dynbpf._cli.objects import show_listing
 
-    with failures():
-        rows = listing("map", pin_root, everything=everything)
-    if as_json:
-        print_json(rows)
-        return
-    if not rows:
-        say(f"no maps pinned under {pin_root}" if not everything else "the kernel has no maps")
-        return
-    table = [
-        [
-            r["id"],
-            r["type"],
-            r["name"],
-            r["max_entries"],
-            ", ".join(shown_path(p, pin_root) for p in r["pinned"]) or None,
-        ]
-        for r in rows
-    ]
-    print_table(["id", "type", "name", "max", "pinned"], table, wrap=["pinned"])
+    show_listing(
+        "map",
+        pin_root,
+        everything=everything,
+        as_json=as_json,
+        columns=["id", "type", "name", "max"],
+        cells=lambda r: [r["id"], r["type"], r["name"], r["max_entries"]],
+    )
 
 
 @map_group.command()

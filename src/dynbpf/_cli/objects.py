@@ -19,7 +19,7 @@ import datetime
 import errno
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -301,3 +301,27 @@ def gone(objects: list[Ref], *, wait: float = 2.0) -> tuple[list[Ref], list[Ref]
             freed = [o for o in objects if o not in held]
             return freed, held
         time.sleep(0.02)
+
+
+def show_listing(
+    kind: Kind,
+    root: str,
+    *,
+    everything: bool,
+    as_json: bool,
+    columns: Sequence[str],
+    cells: Callable[[dict[str, Any]], list[Any]],
+    wrap: Sequence[str] = (),
+) -> None:
+    """``<kind> list``: :func:`listing` as JSON, or a table of ``cells`` of each object plus its pins."""
+    from dynbpf._cli.common import failures, print_json, print_table, say
+
+    with failures():
+        rows = listing(kind, root, everything=everything)
+    if as_json:
+        print_json(rows)
+    elif not rows:
+        say(f"no {WORDS[kind]}s pinned under {root}" if not everything else f"the kernel has no {WORDS[kind]}s")
+    else:
+        table = [[*cells(r), ", ".join(shown_path(p, root) for p in r["pinned"]) or None] for r in rows]
+        print_table([*columns, "pinned"], table, wrap=[*wrap, "pinned"])

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from dynbpf._cli.common import failures, json_option, pin_root_option, print_json, print_table, say
+from dynbpf._cli.common import all_option, failures, json_option, pin_root_option, print_json, say
 
 
 @click.group()
@@ -27,25 +27,20 @@ def prog() -> None:
 
 @prog.command("list")
 @pin_root_option
-@click.option("-a", "--all", "everything", is_flag=True, help="Every program in the kernel, not only those pinned.")
+@all_option
 @json_option
 def list_programs(pin_root: str, everything: bool, as_json: bool) -> None:
     """The programs pinned under the pin root (with --all: every program the kernel has)."""
-    from dynbpf._cli.objects import listing, shown_path
+    from dynbpf._cli.objects import show_listing
 
-    with failures():
-        rows = listing("prog", pin_root, everything=everything)
-    if as_json:
-        print_json(rows)
-        return
-    if not rows:
-        say(f"no programs pinned under {pin_root}" if not everything else "the kernel has no programs")
-        return
-    table = [
-        [r["id"], r["type"], r["name"], r["tag"], ", ".join(shown_path(p, pin_root) for p in r["pinned"]) or None]
-        for r in rows
-    ]
-    print_table(["id", "type", "name", "tag", "pinned"], table, wrap=["pinned"])
+    show_listing(
+        "prog",
+        pin_root,
+        everything=everything,
+        as_json=as_json,
+        columns=["id", "type", "name", "tag"],
+        cells=lambda r: [r["id"], r["type"], r["name"], r["tag"]],
+    )
 
 
 @prog.command()
