@@ -162,8 +162,10 @@ def test_events_arrive_in_text_and_duration_stops_with_a_final_histogram(obj_and
     args = [obj, "--const", f"target_tgid={pid}", "--events", "samples=event"]
     args += ["--hist", "arg_linear", "--hist-kind", "linear", "--hist-step", "10", "--hist-unit", "arg"]
     with running(*args, "--duration", "3") as run:
-        err_first = run.proc.stderr.readline() if run.proc.stderr else ""
-        assert err_first.startswith("running cli_tool: on_getppid (tracepoint syscalls/sys_enter_getppid)")
+        assert run.proc.stderr is not None
+        assert run.proc.stderr.readline() == "running cli_tool (Ctrl-C stops it, detaches and frees everything):\n"
+        assert run.proc.stderr.readline() == "  on_getppid: tracepoint syscalls/sys_enter_getppid\n"
+        assert run.proc.stderr.readline() == "  on_getpgid: tracepoint syscalls/sys_enter_getpgid\n"
         syscalls(getpgid=(5, 25))
         out, err = run.finish()
     assert run.proc.returncode == 0, err

@@ -247,9 +247,9 @@ def _print(report: dict[str, Any]) -> None:
         counts["links"] = sum(bool(p["links"]) and p["links"][0]["pinned"] is not None for p in report["programs"])
         counts["maps"] = sum(m["pinned"] is not None for m in report["maps"])
         say("")
+        say(f"pinned under {report['pin_dir']}:")
         say(
-            f"pinned under {report['pin_dir']}: {counts['programs']} programs (progs/), "
-            f"{counts['links']} links (links/), {counts['maps']} maps (maps/)"
+            f"  {counts['programs']} programs (progs/), {counts['links']} links (links/), {counts['maps']} maps (maps/)"
         )
         say(f"they stay until `dynbpf prog unload {report['pin_dir']}`")
     else:

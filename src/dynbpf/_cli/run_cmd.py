@@ -250,9 +250,9 @@ class Runner:
                 started["decisions"] = decisions
             print_json_line(started)
             return
-        attached = ", ".join(f"{p['name']} ({'; '.join(p['links']) or 'not attached'})" for p in programs)
-        note(f"running {coll.spec.name}: {attached or 'no programs'}")
-        note("Ctrl-C stops, detaches and frees everything")
+        note(f"running {coll.spec.name} (Ctrl-C stops it, detaches and frees everything):")
+        for p in programs:
+            note(f"  {p['name']}: {'; '.join(p['links']) or 'not attached'}")
         for source in self.sources:
             if source.record is None:
                 note(f"records of {source.map} print as hex: give their type, --events {source.map}=TYPE")
@@ -386,8 +386,8 @@ class Runner:
             f"stopped ({why}) after {seconds:.1f} s"
             + (f": events {counts}" if counts else "")
             + (f", {lost} lost" if lost else "")
-            + "; every program was detached and unloaded, every map freed"
         )
+        note("every program was detached and unloaded, every map freed")
 
 
 @contextmanager
