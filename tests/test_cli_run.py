@@ -228,6 +228,8 @@ def test_features_run_the_variant_this_kernel_takes() -> None:
         (["--features", "process"], "declares no features"),
         (["-p", "on_getppid", "--features", "x", "--feature-map", "{toml}"], "give programs (-p) or features"),
         (["--features", "proces", "--feature-map", "{toml}"], "did you mean 'process'"),
+        (["--feature-map", "{toml}"], "name the features to enable with --features"),
+        (["--hist", "arg_log2", "--slot", "bucket"], "slot='bucket' names a key field, but the keys are not structs"),
     ],
 )
 def test_a_wrong_command_line_exits_2_and_loads_nothing(args: list[str], message: str, tmp_path: Path) -> None:

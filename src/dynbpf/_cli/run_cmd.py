@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from dynbpf._features.model import FeatureMap
     from dynbpf._maps.events import EventLoop
     from dynbpf._runtime.collection import Collection
+    from dynbpf._tools.histogram import Histogram
 
 #: the map types ``--events`` reads
 EVENT_MAPS = ("ringbuf", "perf_event_array")
@@ -111,6 +112,8 @@ def run(
         if wanted or feature_toml is not None:
             if programs:
                 raise bad_input("give programs (-p) or features (--features), not both", option="--features")
+            if not wanted:
+                raise bad_input("name the features to enable with --features", option="--feature-map")
             fmap = _feature_map(req, wanted, feature_toml)
         sources = _event_sources(req.spec, events)
         _check_histograms(req.spec, hists)
@@ -266,6 +269,11 @@ class Runner:
         with EventLoop() as loop:
             for source in self.sources:
                 loop.add(self._reader(coll, source))
+            for name in self.hists:  # a map that holds no histogram is refused now, not at the first print
+                try:
+                    self._histograms(coll, name)
+                except ValueError as e:
+                    raise bad_input(str(e), option=f"--hist {name}") from None
             self._start(coll, names, decisions)
             try:
                 self._loop(coll, loop if self.sources else None)
@@ -346,12 +354,14 @@ class Runner:
             note(f"{name}: {count} records lost on cpu {cpu} (the ring was full)")
 
     def _print_histograms(self, coll: Collection) -> None:
-        from dynbpf._cli.common import console
-        from dynbpf._tools.histogram import Histogram
+        from dynbpf._cli.common import Failure, console
 
         stamp = datetime.datetime.now().astimezone()
         for name in self.hists:
-            shown = Histogram.sections_from_map(coll.maps[name], **self.hist)
+            try:
+                shown = self._histograms(coll, name)
+            except ValueError as e:
+                raise Failure(f"--hist {name}: {e}") from None
             if self.as_json:
                 print_json_line(
                     {
@@ -365,6 +375,11 @@ class Runner:
             width = console().width
             say(f"\n{stamp:%H:%M:%S} {name}")
             say("\n\n".join(h.render(width=width) for h in shown.values()))
+
+    def _histograms(self, coll: Collection, name: str) -> dict[Any, Histogram]:
+        from dynbpf._tools.histogram import Histogram
+
+        return Histogram.sections_from_map(coll.maps[name], **self.hist)
 
     def _stopped(self, reason: str, seconds: float) -> None:
         if self.as_json:
