@@ -64,6 +64,35 @@ def all_option(func: F) -> F:
     return option(func)
 
 
+def list_command(
+    group: click.Group,
+    kind: str,
+    *,
+    columns: Sequence[str],
+    cells: Callable[[dict[str, Any]], list[Any]],
+    wrap: Sequence[str] = (),
+) -> None:
+    """Add ``<group> list`` to ``group``: the objects of ``kind`` pinned under the pin root, or all the kernel's."""
+    word = {"prog": "program"}.get(kind, kind)
+
+    @group.command("list", help=f"The {word}s pinned under the pin root (with --all: every {word} the kernel has).")
+    @pin_root_option
+    @all_option
+    @json_option
+    def list_objects(pin_root: str, everything: bool, as_json: bool) -> None:
+        from dynbpf._cli.objects import show_listing
+
+        show_listing(
+            kind,  # type: ignore[arg-type]  # one of objects.Kind, given by the three groups
+            pin_root,
+            everything=everything,
+            as_json=as_json,
+            columns=columns,
+            cells=cells,
+            wrap=wrap,
+        )
+
+
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2)
     sys.stdout.write("\n")

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from dynbpf._cli.common import all_option, failures, json_option, pin_root_option, print_json, say
+from dynbpf._cli.common import failures, json_option, list_command, pin_root_option, print_json, say
 
 
 @click.group()
@@ -22,23 +22,13 @@ def link() -> None:
     """List and detach BPF links (those dynbpf pinned, or all the kernel's)."""
 
 
-@link.command("list")
-@pin_root_option
-@all_option
-@json_option
-def list_links(pin_root: str, everything: bool, as_json: bool) -> None:
-    """The links pinned under the pin root (with --all: every link the kernel has)."""
-    from dynbpf._cli.objects import show_listing
-
-    show_listing(
-        "link",
-        pin_root,
-        everything=everything,
-        as_json=as_json,
-        columns=["id", "prog", "hook"],
-        cells=lambda r: [r["id"], r["prog_id"], r["description"]],
-        wrap=["hook"],
-    )
+list_command(
+    link,
+    "link",
+    columns=["id", "prog", "hook"],
+    cells=lambda r: [r["id"], r["prog_id"], r["description"]],
+    wrap=["hook"],
+)
 
 
 @link.command()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from dynbpf._cli.common import all_option, failures, json_option, pin_root_option, print_json, say
+from dynbpf._cli.common import failures, json_option, list_command, pin_root_option, print_json, say
 
 if TYPE_CHECKING:
     from dynbpf._maps.map import Map
@@ -25,22 +25,12 @@ def map_group() -> None:
     """List, dump, update and pin BPF maps (those dynbpf pinned, or all the kernel's)."""
 
 
-@map_group.command("list")
-@pin_root_option
-@all_option
-@json_option
-def list_maps(pin_root: str, everything: bool, as_json: bool) -> None:
-    """The maps pinned under the pin root (with --all: every map the kernel has)."""
-    from dynbpf._cli.objects import show_listing
-
-    show_listing(
-        "map",
-        pin_root,
-        everything=everything,
-        as_json=as_json,
-        columns=["id", "type", "name", "max"],
-        cells=lambda r: [r["id"], r["type"], r["name"], r["max_entries"]],
-    )
+list_command(
+    map_group,
+    "map",
+    columns=["id", "type", "name", "max"],
+    cells=lambda r: [r["id"], r["type"], r["name"], r["max_entries"]],
+)
 
 
 @map_group.command()

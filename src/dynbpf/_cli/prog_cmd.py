@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from dynbpf._cli.common import all_option, failures, json_option, pin_root_option, print_json, say
+from dynbpf._cli.common import failures, json_option, list_command, pin_root_option, print_json, say
 
 
 @click.group()
@@ -25,22 +25,12 @@ def prog() -> None:
     """List, show and unload BPF programs (those dynbpf pinned, or all the kernel's)."""
 
 
-@prog.command("list")
-@pin_root_option
-@all_option
-@json_option
-def list_programs(pin_root: str, everything: bool, as_json: bool) -> None:
-    """The programs pinned under the pin root (with --all: every program the kernel has)."""
-    from dynbpf._cli.objects import show_listing
-
-    show_listing(
-        "prog",
-        pin_root,
-        everything=everything,
-        as_json=as_json,
-        columns=["id", "type", "name", "tag"],
-        cells=lambda r: [r["id"], r["type"], r["name"], r["tag"]],
-    )
+list_command(
+    prog,
+    "prog",
+    columns=["id", "type", "name", "tag"],
+    cells=lambda r: [r["id"], r["type"], r["name"], r["tag"]],
+)
 
 
 @prog.command()
