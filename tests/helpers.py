@@ -461,3 +461,39 @@ def numbered_getpgid(seq: int) -> None:
 def features_app_counter(app: Any, index: int = 0) -> int:
     """features_app's ``counters[index]``: [0] getpgid events, [1] their weights, [2] getppid events."""
     return int(app.collection.maps["counters"][index])
+
+
+# --- the command line (tests/test_cli_*.py) ----------------------------------------------------------
+
+
+def schema_errors(data: Any, schema: Any, where: str = "$") -> list[str]:
+    """Where ``data`` departs from ``schema``: a type (or tuple of types) for a leaf, a dict for an object
+    (exactly those keys; ``{str: schema}`` for any keys, each value matching), ``[schema]`` for a list of
+    items each matching it. Golden schemas, not golden text: a command's JSON may change its values with
+    the kernel, never its shape."""
+    if isinstance(schema, dict) and list(schema) == [str]:
+        if not isinstance(data, dict):
+            return [f"{where}: expected an object, got {type(data).__name__}"]
+        return [e for k, v in data.items() for e in schema_errors(v, schema[str], f"{where}.{k}")]
+    if isinstance(schema, dict):
+        if not isinstance(data, dict):
+            return [f"{where}: expected an object, got {type(data).__name__}"]
+        errors = [f"{where}: missing key {k!r}" for k in schema if k not in data]
+        errors += [f"{where}: unexpected key {k!r}" for k in data if k not in schema]
+        for key in schema.keys() & data.keys():
+            errors += schema_errors(data[key], schema[key], f"{where}.{key}")
+        return errors
+    if isinstance(schema, list):
+        if not isinstance(data, list):
+            return [f"{where}: expected a list, got {type(data).__name__}"]
+        return [e for i, item in enumerate(data) for e in schema_errors(item, schema[0], f"{where}[{i}]")]
+    if isinstance(data, bool) and schema is int:
+        return [f"{where}: expected int, got bool"]
+    if not isinstance(data, schema):
+        return [f"{where}: expected {schema}, got {type(data).__name__} {data!r}"]
+    return []
+
+
+def assert_schema(data: Any, schema: Any) -> None:
+    errors = schema_errors(data, schema)
+    assert not errors, "\n".join(errors)

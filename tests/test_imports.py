@@ -152,6 +152,7 @@ PUBLIC = {
     "StructOps", "StructOpsLink", "Attached",
     # helpers for tools (docs/tools.md): stack symbolisation, BPF timestamps
     "Symbolizer", "StackFrame", "KernelClock",
+    "Histogram",
     # the application's features (docs/features.md) and the header declaring them in C
     "FeatureMap", "Feature", "Hook", "Variant", "Requirement", "include_dir", "Application", "FeatureState",
     # errors

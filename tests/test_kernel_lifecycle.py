@@ -14,7 +14,7 @@ import dynbpf
 from dynbpf import MapPolicy, ProgramState
 from dynbpf._sys import commands
 from dynbpf._sys.constants import AttachType
-from dynbpf.errors import DynbpfError, PinError, StateError, VerifierError
+from dynbpf.errors import DynbpfError, PinError, StateError, SyscallError, VerifierError
 from tests import kernel_state
 from tests.bpfbuild import build
 from tests.helpers import XDP_DROP, XDP_PASS, on_tracepoint, run_on_packet
@@ -383,6 +383,31 @@ def test_close_releases_every_kernel_object_but_pins(pin_root: str, no_fd_leak: 
     assert kernel_state.eventually(lambda: kernel_state.kernel_map_ids() & map_ids == {pinned_id})
     with commands.obj_get(os.path.join(pin_root, "private_b")) as pinned:
         assert commands.map_info(pinned.raw).id == pinned_id
+
+
+def test_a_pinned_program_outlives_unload_and_close_until_unpinned(
+    pin_root: str, tmp_path: Path, no_fd_leak: None
+) -> None:
+    path = os.path.join(pin_root, "progs", "prog2")
+    with open_lifecycle() as coll:
+        program = coll.programs["prog2"]
+        with pytest.raises(StateError, match="only a loaded program can be pinned"):
+            program.pin(path)
+        program.load()
+        pinned_id = program.id
+        program.pin(path)
+        assert os.stat(os.path.dirname(path)).st_mode & 0o777 == 0o700  # made like libbpf's pin directories
+        with pytest.raises(SyscallError) as taken:
+            program.pin(path)
+        assert taken.value.errno == errno.EEXIST
+        with pytest.raises(PinError, match="not on a BPF filesystem"):
+            program.pin(str(tmp_path / "prog2"))
+        program.unload()
+        assert pinned_id in commands.ids(commands.ObjKind.PROG)  # the pin holds it
+    with commands.obj_get(path) as pinned:
+        assert commands.prog_info(pinned.raw).id == pinned_id
+    os.unlink(path)
+    assert kernel_state.eventually(lambda: pinned_id not in commands.ids(commands.ObjKind.PROG))
 
 
 # --- event readers --------------------------------------------------------------------

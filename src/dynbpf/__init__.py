@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from dynbpf._runtime.struct_ops import StructOps, StructOpsLink
     from dynbpf._tools.clock import KernelClock
     from dynbpf._tools.symbolize import StackFrame, Symbolizer
+    from dynbpf._tools.histogram import Histogram
 
 __version__ = "0.1.0"
 
@@ -74,6 +75,7 @@ __all__ = [
     "FeatureMap",
     "FeatureMapError",
     "FeatureState",
+    "Histogram",
     "Hook",
     "IterLink",
     "KernelClock",
@@ -144,5 +146,6 @@ if not TYPE_CHECKING:  # hidden from mypy, which would otherwise accept any attr
             "dynbpf._runtime.struct_ops": ("StructOps", "StructOpsLink"),
             "dynbpf._tools.clock": ("KernelClock",),
             "dynbpf._tools.symbolize": ("StackFrame", "Symbolizer"),
+            "dynbpf._tools.histogram": ("Histogram",),
         },
     )

@@ -9,6 +9,7 @@ import sys
 import click
 
 import dynbpf
+from dynbpf._cli import features_cmd, link_cmd, load_cmd, map_cmd, prog_cmd, run_cmd
 from dynbpf.errors import DynbpfError
 
 
@@ -58,6 +59,14 @@ def inspect(obj: str, as_json: bool, program: str | None) -> None:
         sys.stdout.write("\n")
     else:
         render(summary(spec))
+
+
+cli.add_command(load_cmd.load)
+cli.add_command(run_cmd.run)
+cli.add_command(features_cmd.features)
+cli.add_command(prog_cmd.prog)
+cli.add_command(map_cmd.map_group)
+cli.add_command(link_cmd.link)
 
 
 def main() -> None:

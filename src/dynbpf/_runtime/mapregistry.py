@@ -154,15 +154,8 @@ class MapRegistry:
         return spec
 
     def pin_name(self, name: str) -> str:
-        """The file name of a pinned map in ``pin_root``: libbpf's, so both find each other's pins.
-
-        Like libbpf, global-data maps use the name the kernel shows
-        (``<object>.data``, shortened) with ``.`` replaced by ``_``, which
-        bpffs accepts in names; other maps use their own name.
-        """
-        if not name.startswith("."):
-            return name
-        return mapcreate.kernel_name(self.object_name, name).replace(".", "_")
+        """The file name of a pinned map in ``pin_root`` (:func:`pin_name`)."""
+        return pin_name(self.object_name, name)
 
     def pin_path(self, name: str) -> str | None:
         """Where map ``name`` is pinned, if its policy is ``pinned``."""
@@ -529,3 +522,15 @@ def _pinned(path: str) -> bool:
 
 def _u32(value: int) -> bytes:
     return value.to_bytes(4, "little")
+
+
+def pin_name(object_name: str, map_name: str) -> str:
+    """The file name a map of ``object_name`` is pinned under: libbpf's, so both find each other's pins.
+
+    Like libbpf, global-data maps use the name the kernel shows
+    (``<object>.data``, shortened) with ``.`` replaced by ``_``, which
+    bpffs accepts in names; other maps use their own name.
+    """
+    if not map_name.startswith("."):
+        return map_name
+    return mapcreate.kernel_name(object_name, map_name).replace(".", "_")

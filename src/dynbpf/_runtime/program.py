@@ -251,6 +251,25 @@ class Program:
             multi=prepared.expected_attach_type == AttachType.TRACE_UPROBE_MULTI,
         )
 
+    def pin(self, path: str) -> None:
+        """Pin the kernel program loaded now at ``path`` on bpffs, so it outlives this process (BPF_OBJ_PIN).
+
+        The pin holds that kernel program, not this object: an unload
+        leaves the pinned program in the kernel, a reload loads a new one
+        beside it. Missing directories are created (mode 0700, on bpffs
+        only); removing the file drops the pin's hold.
+        """
+        from dynbpf._sys import fs
+
+        with self._lock:
+            self._collection._require_open()
+            if self._fd is None:
+                raise StateError(
+                    f"program {self.name!r} is {self.state.value}: only a loaded program can be pinned; load() it"
+                )
+            fs.make_pin_dirs(path)
+            commands.obj_pin(self._fd.raw, path)
+
     def detach(self) -> None:
         """Detach every link of this program (pinned links stay in bpffs); it stays loaded.
 

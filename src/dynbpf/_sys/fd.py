@@ -34,6 +34,19 @@ class FdSource(Protocol):
     def closed(self) -> bool: ...
 
 
+def object_kind(fd: int) -> str:
+    """What BPF object ``fd`` refers to: ``prog``, ``map``, ``link``... (the name of its anon inode).
+
+    OBJ_GET_INFO_BY_FD answers for every kind, filling whichever info
+    struct it was given, so it cannot tell them apart; the inode can.
+    """
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "object of unknown kind"
+    return target.removeprefix("anon_inode:").removeprefix("bpf-")
+
+
 def raw_fd(fd: FdSource | int) -> int:
     """The number behind ``fd`` now (raising ``StateError`` if it is no longer valid)."""
     return fd if isinstance(fd, int) else fd.raw
