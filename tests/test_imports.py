@@ -148,7 +148,7 @@ PUBLIC = {
     "MapPolicy", "ProgramState", "MapEdit",
     # what a collection hands out
     "Map", "Variables", "Record", "Link", "IterLink", "LinkGroup", "RingBuffer", "PerfBuffer", "EventLoop",
-    "StructOps", "StructOpsLink",
+    "StructOps", "StructOpsLink", "Adoption",
     # the application's features (docs/features.md) and the header declaring them in C
     "FeatureMap", "Feature", "Hook", "Variant", "Requirement", "include_dir", "Application", "FeatureState",
     # errors

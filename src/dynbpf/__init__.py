@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from dynbpf._maps.variables import Variables
     from dynbpf._prepare.cache import CacheError
     from dynbpf._prepare.prepared import PreparedProgram
+    from dynbpf._runtime.adopt import Adoption
     from dynbpf._runtime.collection import Collection, open
     from dynbpf._runtime.mapedit import MapEdit
     from dynbpf._runtime.program import ClonedProgram, Program
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "Adoption",
     "Application",
     "ApplyError",
     "AttachError",
@@ -127,6 +129,7 @@ if not TYPE_CHECKING:  # hidden from mypy, which would otherwise accept any attr
             "dynbpf._maps.variables": ("Variables",),
             "dynbpf._prepare.cache": ("CacheError",),
             "dynbpf._prepare.prepared": ("PreparedProgram",),
+            "dynbpf._runtime.adopt": ("Adoption",),
             "dynbpf._runtime.collection": ("Collection", "open"),
             "dynbpf._runtime.mapedit": ("MapEdit",),
             "dynbpf._runtime.program": ("ClonedProgram", "Program"),

@@ -22,7 +22,7 @@ from dynbpf._attach.linkinfo import LinkFacts, link_facts
 from dynbpf._sys import commands, fs, perf
 from dynbpf._sys.closing import Closing
 from dynbpf._sys.constants import LinkType, type_name
-from dynbpf._sys.fd import Fd
+from dynbpf._sys.fd import Fd, object_kind
 from dynbpf.errors import AttachError, PinError, StateError, SyscallError
 
 Listener = Callable[["Link", str, "int | None"], None]
@@ -166,7 +166,7 @@ class Link(Closing):
             return LinkGroup.from_pin_dir(path)
         fd = commands.obj_get(path)
         try:
-            what = _object_kind(fd.raw)
+            what = object_kind(fd.raw)
             if what != "link":
                 raise PinError(f"{path} pins a BPF {what}, not a link", path=path)
             facts = link_facts(fd.raw)
@@ -368,15 +368,6 @@ def _natural(name: str) -> tuple[str, int]:
     head = name.rstrip("0123456789")
     tail = name[len(head) :]
     return head, int(tail) if tail else -1
-
-
-def _object_kind(fd: int) -> str:
-    """``link``, ``prog``, ``map``... from the anon inode behind ``fd`` (OBJ_GET_INFO would answer for any of them)."""
-    try:
-        target = os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return "object of unknown kind"
-    return target.removeprefix("anon_inode:").removeprefix("bpf-")
 
 
 def _unlink(path: str) -> None:

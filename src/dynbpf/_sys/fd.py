@@ -34,6 +34,15 @@ class FdSource(Protocol):
     def closed(self) -> bool: ...
 
 
+def object_kind(fd: int) -> str:
+    """``link``, ``prog``, ``map``... from the anon inode behind ``fd`` (OBJ_GET_INFO would answer for any of them)."""
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "object of unknown kind"
+    return target.removeprefix("anon_inode:").removeprefix("bpf-")
+
+
 def raw_fd(fd: FdSource | int) -> int:
     """The number behind ``fd`` now (raising ``StateError`` if it is no longer valid)."""
     return fd if isinstance(fd, int) else fd.raw
