@@ -578,7 +578,7 @@ def test_a_root_without_a_manifest_is_refused_and_a_missing_one_is_a_first_start
 
 
 def test_pins_follow_detach_reload_unload_and_close_removes_them(root: str, no_fd_leak: None) -> None:
-    with dynbpf.open(features_app()) as coll:
+    with dynbpf.open(features_app(), map_policy="on_demand") as coll:
         with pytest.raises(StateError, match=r"pinned nowhere; call pin\(root\) first"):
             coll.close(keep_pinned=True)
         pgid, ppid = coll.programs["tp_getpgid"], coll.programs["tp_getppid"]
@@ -593,9 +593,12 @@ def test_pins_follow_detach_reload_unload_and_close_removes_them(root: str, no_f
         now = listing(root)
         assert now["progs/tp_getpgid"] == pgid.id
         assert now["links/tp_getpgid/0"] == pgid.links[0].id != link
+        coll.set_constants({"weight": 3})  # .rodata made anew (frozen): its pin holds the new map
+        assert (
+            listing(root)["maps/features_rodata"] == coll._registry.kernel_id(".rodata") != now["maps/features_rodata"]
+        )
         ppid.detach()  # its link ends for real: its pin goes with it
         assert "links/tp_getppid/0" not in listing(root)
-        numbered_getpgid(2)
         ppid.unload()
         assert "progs/tp_getppid" not in listing(root)
         coll.pin()
@@ -608,6 +611,8 @@ def test_pins_follow_detach_reload_unload_and_close_removes_them(root: str, no_f
                 assert int(commands.prog_info(fd.raw).id) == pgid.id
         finally:
             os.unlink(own)
+        pgid.unload()  # the last user of the on-demand maps: they are freed, and their pins go
+        assert sorted(listing(root)) == ["manifest"]
     assert not os.path.lexists(root)
 
 
@@ -619,6 +624,65 @@ def test_pin_refuses_a_root_where_something_is_pinned(root: str) -> None:
             coll.pin(root)
         os.unlink(f"{root}/x")
         os.rmdir(root)
+
+
+def test_link_groups_and_iterator_links_are_pinned_and_adopted(root: str, no_fd_leak: None) -> None:
+    """A perf event per CPU is a LinkGroup (a directory of pins); an iterator link comes back an IterLink."""
+    obj = str(build("attach"))
+    (first,) = run(
+        ["open", obj, {}],
+        ["load", ["on_clock", "task_lines"]],
+        ["attach", "on_clock", {}],
+        ["attach", "task_lines", {}],
+        ["pin", root],
+        ["report"],
+        ["close", True],
+    )
+    cpus = len(os.listdir(f"{root}/links/on_clock/0"))
+    assert cpus >= 1
+    with dynbpf.open(obj, adopt=root) as coll:
+        clock, lines = coll.programs["on_clock"], coll.programs["task_lines"]
+        assert coll.adoption is not None
+        assert sorted(coll.adoption.programs) == ["on_clock", "task_lines"]
+        (group,) = clock.links
+        assert isinstance(group, dynbpf.LinkGroup)
+        assert len(group.links) == cpus
+        assert group.id == first["programs"]["on_clock"]["links"][0]  # the same kernel links
+        (it,) = lines.links
+        assert isinstance(it, dynbpf.IterLink)
+        assert f"{os.getpid()} " in it.read().decode()
+        hits = coll.bss.clock_hits
+        assert hits > 0  # counted by the pinned program while no process ran it, in the adopted .bss
+        spin(0.05)
+        assert coll.bss.clock_hits > hits
+        clock.detach()  # every member's pin goes, and the directory
+        assert not os.path.lexists(f"{root}/links/on_clock")
+        time.sleep(0.01)
+        settled = coll.bss.clock_hits
+        spin(0.05)
+        assert coll.bss.clock_hits == settled
+    assert gone(*(p["id"] for p in first["programs"].values()))
+
+
+def spin(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def test_a_manifest_that_is_not_one_is_refused() -> None:
+    where = "/sys/fs/bpf/x/manifest"
+    with pytest.raises(PinError, match=r"/sys/fs/bpf/x/manifest is not a manifest dynbpf can read: not JSON"):
+        Manifest.decode(b"{", where)
+    with pytest.raises(PinError, match=r"not format 1 \(dynbpf_pins is 2\)"):
+        Manifest.decode(b'{"dynbpf_pins": 2}', where)
+    with pytest.raises(PinError, match="KeyError: 'programs'"):
+        Manifest.decode(b'{"dynbpf_pins": 1, "object": "a"}', where)
+    escaping = {"dynbpf_pins": 1, "object": "a", "programs": {}, "maps": {"m": {"pin": "../../etc", "id": 1}}}
+    with pytest.raises(PinError, match=r"invalid pin name component '\.\.'"):
+        Manifest.decode(json.dumps(escaping).encode(), where)
+    manifest = Manifest("a", None, maps={})
+    assert Manifest.decode(manifest.encode() + b"\0\0", where) == manifest
 
 
 # --- the features layer ------------------------------------------------------------------------------------
