@@ -525,7 +525,7 @@ def test_stale_pins_are_skipped_and_programs_found_through_their_links(root: str
     obj = features_app()
     (first,) = run(
         ["open", obj, {}],
-        ["load", ["tp_getpgid", "tp_getppid"]],
+        ["load", ["tp_getpgid", "tp_getppid", "raw_getpgid", "btf_getpgid"]],
         ["attach", "tp_getpgid", {}],
         ["attach", "tp_getppid", {}],
         ["pin", root],
@@ -534,11 +534,22 @@ def test_stale_pins_are_skipped_and_programs_found_through_their_links(root: str
     )
     os.unlink(f"{root}/progs/tp_getpgid")  # its link still holds it
     os.unlink(f"{root}/links/tp_getppid/0")  # nothing holds that link: it ends
+    os.unlink(f"{root}/progs/raw_getpgid")  # nothing holds it: the program is gone
+    os.unlink(f"{root}/progs/btf_getpgid")
+    with commands.obj_get(f"{root}/maps/counters") as counters:  # something else where a program should be
+        commands.obj_pin(counters.raw, f"{root}/progs/btf_getpgid")
     with dynbpf.open(obj, adopt=root) as coll:
         adoption = coll.adoption
         assert adoption is not None
-        assert sorted(adoption.stale) == [f"{root}/links/tp_getppid/0", f"{root}/progs/tp_getpgid"]
+        assert sorted(adoption.stale) == [
+            f"{root}/links/tp_getppid/0",
+            f"{root}/progs/raw_getpgid",
+            f"{root}/progs/tp_getpgid",
+        ]
         assert sorted(adoption.programs) == ["tp_getpgid", "tp_getppid"]
+        assert adoption.refused == {"btf_getpgid": f"{root}/progs/btf_getpgid pins a BPF map, not a prog"}
+        assert not coll.programs["raw_getpgid"].loaded
+        assert coll.discard_pinned(["btf_getpgid"]) == (f"{root}/progs/btf_getpgid",)
         assert coll.programs["tp_getpgid"].id == first["programs"]["tp_getpgid"]["id"]
         assert coll.programs["tp_getpgid"].state is ProgramState.ATTACHED
         assert coll.programs["tp_getppid"].state is ProgramState.LOADED

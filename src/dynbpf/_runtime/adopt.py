@@ -235,7 +235,10 @@ def _adopt_program(
     refusal = _unadoptable(coll, program)
     if refusal is not None:
         return refusal
-    fd = open_pinned(path, "prog") if has_pin else _program_of_link(links[0][1])
+    try:
+        fd = open_pinned(path, "prog") if has_pin else _program_of_link(links[0][1])
+    except PinError as e:
+        return str(e)  # a pin of something else where the program should be: not ours to touch
     try:
         why = _differs(coll, program, fd)
         if why is None:

@@ -197,6 +197,10 @@ class MapRegistry:
         """Whether this collection creates map ``name`` itself (not pinned by policy, reused, left out, struct_ops)."""
         return self.policy(name) != MapPolicy.PINNED and name not in self._reused and self._creatable(name)
 
+    def holding(self) -> threading.RLock:
+        """The registry's lock, for a caller that must see no map created, freed or replaced for a moment."""
+        return self._lock
+
     def kernel_id(self, name: str) -> int | None:
         """The kernel's id of map ``name`` as it exists now; None if it does not."""
         with self._lock:

@@ -296,7 +296,10 @@ class RootPins:
         self.digest = digest
         self.keeping = False
         self._created = created
+        # Lock order: a program's lock, then _lock (hooks run under the program's), then the map registry's.
+        # _pinning serialises pin() and release(), which take programs' locks one at a time, never under _lock.
         self._lock = threading.RLock()
+        self._pinning = threading.Lock()
         self._programs: dict[str, tuple[str, int]] = {}  # program -> (its pin, the id pinned there)
         self._links: set[Link] = set()  # links pinned here by this collection (each knows its path)
         self._maps: dict[str, tuple[str, int]] = {}  # map -> (its pin, the id pinned there)
@@ -354,15 +357,16 @@ class RootPins:
         caller pinned elsewhere, an earlier run's program of the same name
         still pinned), after pinning the rest.
         """
-        with self._lock:
+        with self._pinning:
             fs.make_pin_dir(self.root, what=f"pin under {self.root}")
             fs.ensure_bpffs(self.root)
             for sub in (PROGS, LINKS, MAPS):
                 fs.make_pin_dir(self.path(sub), what=f"pin under {self.root}")
             problems: list[str] = []
             programs = self._pin_programs(coll, problems)
-            maps = self._pin_maps(coll, problems)
-            write_manifest(self.root, self._manifest(coll, programs, maps))
+            with self._lock:
+                maps = self._pin_maps(coll)
+                write_manifest(self.root, self._manifest(coll, programs, maps))
         if problems:
             raise PinError(f"pinned under {self.root}, except: {'; '.join(problems)}", path=self.root)
 
@@ -370,7 +374,7 @@ class RootPins:
         records: dict[str, ProgramRecord] = {}
         pinned_links: set[Link] = set()
         for name, program in coll.programs.items():
-            with program._lock:
+            with program._lock, self._lock:
                 fd = program._fd
                 if fd is None or coll.spec.programs[name].kind.prog_type == ProgType.STRUCT_OPS:
                     continue  # (a struct_ops program runs registered through its map, which is not kept)
@@ -387,11 +391,12 @@ class RootPins:
                         links.append(record)
                         pinned_links.add(link)
                 records[name] = ProgramRecord(int(info.id), bytes(info.tag).hex(), tuple(links))
-        for name in [n for n in self._programs if n not in records]:
-            _unlink(self._programs.pop(name)[0])
-        for link in self._links - pinned_links:
-            self._links.discard(link)
-            self._unpin_link(link)
+        with self._lock:  # what the collection dropped without a hook saying so (a link detached by the kernel)
+            for name in [n for n in self._programs if n not in records]:
+                _unlink(self._programs.pop(name)[0])
+            for link in self._links - pinned_links:
+                self._links.discard(link)
+                self._unpin_link(link)
         return records
 
     def _pin_link(
@@ -418,22 +423,23 @@ class RootPins:
         pin = os.path.relpath(link.pinned, links)
         return LinkRecord(pin, link.facts().id, link.kind, link.description, json_target(target))
 
-    def _pin_maps(self, coll: Collection, problems: list[str]) -> dict[str, MapRecord]:
+    def _pin_maps(self, coll: Collection) -> dict[str, MapRecord]:
         registry = coll._registry
         records: dict[str, MapRecord] = {}
         for name in coll.prepared.maps:
             if not registry.own_map(name):
                 continue
             pin = registry.pin_name(name)
-            map_id = registry.kernel_id(name)
-            if map_id is not None:
-                self._pin_own(self._maps, name, registry.require(name), self.path(MAPS, pin), map_id)
-            elif name in self._maps and registry.pending(name):
-                map_id = self._maps[name][1]  # an earlier run's map no loaded program needed yet: still the state
-            else:
-                if name in self._maps:
-                    _unlink(self._maps.pop(name)[0])
-                continue
+            with registry.holding():  # the map stays what it is between its id and its pin
+                map_id = registry.kernel_id(name)
+                if map_id is not None:
+                    self._pin_own(self._maps, name, registry.require(name), self.path(MAPS, pin), map_id)
+                elif name in self._maps and registry.pending(name):
+                    map_id = self._maps[name][1]  # an earlier run's map no program has needed yet: the state
+                else:
+                    if name in self._maps:
+                        _unlink(self._maps.pop(name)[0])
+                    continue
             records[name] = MapRecord(pin, map_id)
         return records
 
@@ -543,7 +549,7 @@ class RootPins:
     def release(self) -> None:
         """Remove every pin this collection owns (``close()``); an earlier run's pins not adopted stay, with
         a manifest listing only them."""
-        with self._lock:
+        with self._pinning, self._lock:
             for link in list(self._links):
                 self._unpin_link(link)
             self._links.clear()
