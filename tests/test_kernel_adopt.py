@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,7 +36,7 @@ from dynbpf._asm.opcodes import Size
 from dynbpf._asm.tag import prog_tag
 from dynbpf._probes import kernel as kernel_features
 from dynbpf._probes.trial import create_map, load
-from dynbpf._runtime.pins import Manifest
+from dynbpf._runtime.pins import Manifest, json_target
 from dynbpf._sys import commands, fs
 from dynbpf._sys.constants import MapType, ProgType
 from dynbpf.errors import DynbpfError
@@ -694,6 +695,19 @@ def test_a_manifest_that_is_not_one_is_refused() -> None:
         Manifest.decode(json.dumps(escaping).encode(), where)
     manifest = Manifest("a", None, maps={})
     assert Manifest.decode(manifest.encode() + b"\0\0", where) == manifest
+
+
+def test_only_attach_keywords_another_process_can_use_are_recorded() -> None:
+    assert json_target({"category": "syscalls", "event": "sys_enter_getpgid"}) == {
+        "category": "syscalls",
+        "event": "sys_enter_getpgid",
+    }
+    assert json_target({"cgroup": Path("/sys/fs/cgroup/app")}) == {"cgroup": "/sys/fs/cgroup/app"}
+    assert json_target({"cgroup": 5}) is None  # an fd of this process: another one's 5 is something else
+    assert json_target({"netns": 7, "x": 1}) is None
+    assert json_target({"symbols": ("a", "b")}) is None  # not what JSON gives back
+    assert json_target({"map": object()}) is None
+    assert json_target(None) is None
 
 
 # --- the features layer ------------------------------------------------------------------------------------

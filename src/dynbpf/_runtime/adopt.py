@@ -167,14 +167,22 @@ def adopt(coll: Collection, found: Survey, *, shared: bool) -> tuple[Adoption, R
     refused: dict[str, str] = {}
     ignored: dict[str, str] = {}
     try:
-        records = {**manifest.earlier, **manifest.programs}
-        for name, record in records.items():
-            why = _adopt_program(coll, pins, name, record, stale=stale, ignored=ignored)
-            if isinstance(why, tuple):
-                adopted[name] = why
-            elif why is not None:
-                refused[name] = why if name not in manifest.earlier else f"{why} (left pinned by an earlier run)"
-                pins.foreign[name] = record
+        # the programs the last run ran, then what it left of earlier runs (a replace that could not move a link)
+        for name, record in [*manifest.programs.items(), *manifest.earlier.items()]:
+            if name in adopted:
+                if not any(os.path.lexists(pins.path(LINKS, *link.pin.split("/"))) for link in record.links):
+                    continue
+                refused[name] = "an earlier version of it still runs on links pinned beside it"
+            else:
+                outcome = _adopt_program(coll, pins, name, record, stale=stale, ignored=ignored)
+                if isinstance(outcome, tuple):
+                    adopted[name] = outcome
+                    continue
+                if outcome is None:
+                    continue
+                refused[name] = outcome
+            had = pins.foreign.get(name)
+            pins.foreign[name] = record if had is None else dataclasses.replace(had, links=had.links + record.links)
     except BaseException:
         for name in adopted:
             coll.programs[name]._let_go()

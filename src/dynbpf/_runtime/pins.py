@@ -272,15 +272,20 @@ def kernel_tag(fd: int) -> str:
 
 
 def json_target(target: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-    """``target`` if it survives JSON unchanged (what a later run can re-attach with), else None."""
+    """``target`` if a later process can re-attach with it: JSON, and no fd of this process; else None."""
     if target is None:
         return None
+    from dynbpf._attach import FD_TARGETS
+
+    given = {key: os.fspath(value) if isinstance(value, os.PathLike) else value for key, value in target.items()}
+    if any(key in FD_TARGETS and not isinstance(value, str) for key, value in given.items()):
+        return None
     try:
-        text = json.dumps(dict(target), sort_keys=True)
+        text = json.dumps(given, sort_keys=True)
     except (TypeError, ValueError):
         return None
     value = json.loads(text)
-    return value if value == dict(target) else None
+    return value if value == given else None
 
 
 class RootPins:
