@@ -16,6 +16,7 @@ the test process reads what the kernel holds between them.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import os
 import shutil
@@ -36,7 +37,7 @@ from dynbpf._asm.opcodes import Size
 from dynbpf._asm.tag import prog_tag
 from dynbpf._probes import kernel as kernel_features
 from dynbpf._probes.trial import create_map, load
-from dynbpf._runtime.pins import Manifest, json_target
+from dynbpf._runtime.pins import Manifest, json_target, read_manifest, write_manifest
 from dynbpf._sys import commands, fs
 from dynbpf._sys.constants import MapType, ProgType
 from dynbpf.errors import DynbpfError
@@ -773,3 +774,39 @@ def test_an_adopted_program_no_variant_runs_is_taken_down_at_the_first_apply(roo
         app.apply({})
         assert not coll.programs["raw_getpgid"].loaded
         assert gone(raw)
+
+
+def test_a_link_that_cannot_be_moved_keeps_the_old_program_until_discarded(root: str, no_fd_leak: None) -> None:
+    """replace_pinned() cannot re-make a tracepoint link whose attach keywords were not recorded: the old
+    program stays on it, the manifest carries it beside the new one, and a later run reports and discards it."""
+    v1, v2 = changing(1), changing(2)
+    with dynbpf.open(v1) as coll:
+        coll.programs["count_getpgid"].load()
+        coll.programs["count_getpgid"].attach()
+        old = coll.programs["count_getpgid"].id
+        coll.pin(root)
+        coll.close(keep_pinned=True)
+    manifest = read_manifest(root)
+    assert manifest is not None
+    (link,) = manifest.programs["count_getpgid"].links
+    assert link.target == {}
+    unrecorded = dataclasses.replace(link, target=None)  # as if attached with an fd of that process
+    programs = {"count_getpgid": dataclasses.replace(manifest.programs["count_getpgid"], links=(unrecorded,))}
+    write_manifest(root, dataclasses.replace(manifest, programs=programs))
+    with dynbpf.open(v2, adopt=root) as coll:
+        failures = coll.replace_pinned()
+        assert "were not recorded" in str(failures["count_getpgid"])
+        new = coll.programs["count_getpgid"]
+        assert new.loaded
+        assert not new.links
+        assert alive(old)
+        numbered_getpgid(7)
+        assert coll.maps["counters"][2] == 1  # counted by v1 (its VERSION), through the maps both share
+        coll.close(keep_pinned=True)
+    with dynbpf.open(v2, adopt=root) as coll:
+        assert coll.adoption is not None
+        assert coll.adoption.programs == ("count_getpgid",)
+        assert "an earlier version of it still runs" in coll.adoption.refused["count_getpgid"]
+        assert coll.discard_pinned() == (f"{root}/links/count_getpgid/0",)
+        assert gone(old)
+        assert coll.programs["count_getpgid"].loaded
