@@ -41,7 +41,6 @@ from dynbpf._runtime.pins import (
     LINKS,
     MANIFEST,
     MAPS,
-    PROGS,
     Manifest,
     ProgramRecord,
     RootPins,
@@ -224,7 +223,7 @@ def _adopt_program(
     ignored: dict[str, str],
 ) -> tuple[str, ...] | str | None:
     """Adopt program ``name``: the descriptions of its links adopted, a refusal's reason, or None (all stale)."""
-    path = pins.path(PROGS, name)
+    path = pins.program_pin(name)
     has_pin = fs.pinned(path)
     if not has_pin:
         stale.append(path)
@@ -367,7 +366,7 @@ def _other_maps(ours: Mapping[str, int], used: set[int]) -> str:
 def _unknown_pins(pins: RootPins, manifest: Manifest, ignored: dict[str, str]) -> None:
     """Pins under the root that the manifest does not list: left alone, and reported."""
     known = {pins.path(MANIFEST)}
-    known.update(pins.path(PROGS, name) for name in (*manifest.programs, *manifest.earlier))
+    known.update(pins.program_pin(name) for name in (*manifest.programs, *manifest.earlier))
     for record in (*manifest.programs.values(), *manifest.earlier.values()):
         known.update(pins.path(LINKS, *link.pin.split("/")) for link in record.links)
     known.update(pins.path(MAPS, *m.pin.split("/")) for m in manifest.maps.values())
@@ -448,7 +447,7 @@ def _replace(coll: Collection, pins: RootPins, program: Program, record: Program
                 continue
             link.detach()
             link.unpin()  # ...then the old one ends
-    path = pins.path(PROGS, program.name)
+    path = pins.program_pin(program.name)
     if not pins.owns_program(program.name) and fs.pinned(path):
         os.unlink(path)  # the old program lives on only through the links that could not move
     if kept:
@@ -476,7 +475,7 @@ def discard_pinned(coll: Collection, pins: RootPins, names: Iterable[str] | None
             where = pins.path(LINKS, *entry.pin.split("/"))
             removed.extend(_remove_tree(where))
             _rmdir_empty(os.path.dirname(where))
-        path = pins.path(PROGS, name)
+        path = pins.program_pin(name)
         if not pins.owns_program(name) and fs.pinned(path):
             os.unlink(path)
             removed.append(path)

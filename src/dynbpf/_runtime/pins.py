@@ -231,6 +231,11 @@ def write_manifest(root: str, manifest: Manifest) -> None:
         _pin_over(fd.raw, path)
 
 
+def bpffs_name(name: str) -> str:
+    """``name`` as bpffs takes it: bpffs refuses a '.' in a name (a static's ``helper@a.c``); '_' stands in."""
+    return name.replace(".", "_")
+
+
 def _pin_over(fd: int, path: str) -> None:
     """Pin ``fd`` at ``path``, in place of whatever is pinned there, with no moment without a pin."""
     swap = path + _SWAP_SUFFIX
@@ -329,11 +334,14 @@ class RootPins:
     def path(self, *parts: str) -> str:
         return fs.pin_path(self.root, *parts)
 
+    def program_pin(self, name: str) -> str:
+        return self.path(PROGS, bpffs_name(name))
+
     # --- what adoption hands over --------------------------------------------------------
 
     def own_program(self, name: str, prog_id: int) -> None:
         with self._lock:
-            self._programs[name] = (self.path(PROGS, name), prog_id)
+            self._programs[name] = (self.program_pin(name), prog_id)
 
     def own_link(self, link: Link) -> None:
         with self._lock:
@@ -385,7 +393,7 @@ class RootPins:
                     continue  # (a struct_ops program runs registered through its map, which is not kept)
                 info = commands.prog_info(fd.raw)
                 try:
-                    self._pin_own(self._programs, name, fd.raw, self.path(PROGS, name), int(info.id))
+                    self._pin_own(self._programs, name, fd.raw, self.program_pin(name), int(info.id))
                 except PinError as e:
                     problems.append(f"program {name!r}: {e} (an earlier run's, not adopted: see coll.adoption)")
                     continue
@@ -414,7 +422,7 @@ class RootPins:
             if link.pinned is not None:
                 problems.append(f"link {link.description} of {program!r} is pinned at {link.pinned} by the caller")
                 return None
-            directory = self.path(LINKS, program)
+            directory = self.path(LINKS, bpffs_name(program))
             n = 0
             while os.path.lexists(os.path.join(directory, str(n))):
                 n += 1
@@ -434,7 +442,7 @@ class RootPins:
         for name in coll.prepared.maps:
             if not registry.own_map(name):
                 continue
-            pin = registry.pin_name(name)
+            pin = bpffs_name(registry.pin_name(name))
             with registry.holding():  # the map stays what it is between its id and its pin
                 map_id = registry.kernel_id(name)
                 if map_id is not None:
