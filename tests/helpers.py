@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from functools import cache
@@ -58,6 +59,7 @@ from dynbpf._btf.types import (
 )
 from dynbpf._elf.spec import ObjectSpec, VariableSpec
 from dynbpf._maps import possible_cpus
+from dynbpf._probes import attach as attach_features
 from dynbpf._probes.result import Support
 from dynbpf._probes.trial import load
 from dynbpf._sys import commands, fs, perf
@@ -497,3 +499,24 @@ def schema_errors(data: Any, schema: Any, where: str = "$") -> list[str]:
 def assert_schema(data: Any, schema: Any) -> None:
     errors = schema_errors(data, schema)
     assert not errors, "\n".join(errors)
+
+
+@contextmanager
+def private_cgroup() -> Iterator[str]:
+    """A cgroup v2 directory of this test's own (cgroup programs go there, never on the host's), removed after."""
+    root = attach_features.cgroup2_root()
+    assert root is not None, "the test machine mounts cgroup2"
+    path = os.path.join(root, f"dynbpf-attach-test-{os.getpid()}")
+    os.mkdir(path)
+    try:
+        yield path
+    finally:
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                os.rmdir(path)
+                break
+            except OSError:  # EBUSY until the exited child has left the cgroup
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)

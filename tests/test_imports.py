@@ -149,7 +149,7 @@ PUBLIC = {
     "MapPolicy", "ProgramState", "MapEdit",
     # what a collection hands out
     "Map", "Variables", "Record", "Link", "IterLink", "LinkGroup", "RingBuffer", "PerfBuffer", "EventLoop",
-    "StructOps", "StructOpsLink", "Attached",
+    "StructOps", "StructOpsLink", "Attached", "Adoption",
     # helpers for tools (docs/tools.md): stack symbolisation, BPF timestamps
     "Symbolizer", "StackFrame", "KernelClock",
     "Histogram",

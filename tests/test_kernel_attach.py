@@ -41,7 +41,7 @@ from dynbpf._sys.constants import ProgType
 from dynbpf.errors import AttachError, DynbpfError, KernelUnsupported, StateError
 from tests import kernel_state
 from tests.bpfbuild import FIXTURES, build
-from tests.helpers import ctypes_offsets, kernel_lacks, kernel_offsets, kernel_type
+from tests.helpers import ctypes_offsets, kernel_lacks, kernel_offsets, kernel_type, private_cgroup
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
 
@@ -785,26 +785,6 @@ CGROUP_CHILD = (
     "tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); tx.connect(rx.getsockname())\n"
     "tx.send(b'x'); rx.recv(8)\n"
 )
-
-
-@contextmanager
-def private_cgroup() -> Iterator[str]:
-    root = attach_features.cgroup2_root()
-    assert root is not None, "the test machine mounts cgroup2"
-    path = os.path.join(root, f"dynbpf-attach-test-{os.getpid()}")
-    os.mkdir(path)
-    try:
-        yield path
-    finally:
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                os.rmdir(path)
-                break
-            except OSError:  # EBUSY until the exited child has left the cgroup
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
 
 
 def test_cgroup_hooks_apply_to_processes_in_the_cgroup(no_fd_leak: None) -> None:

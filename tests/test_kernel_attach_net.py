@@ -42,8 +42,7 @@ from dynbpf._sys import commands, netns
 from dynbpf._sys.constants import AttachType
 from dynbpf.errors import AttachError, StateError, SyscallError
 from tests.bpfbuild import build
-from tests.helpers import kernel_lacks
-from tests.test_kernel_attach import private_cgroup
+from tests.helpers import kernel_lacks, private_cgroup
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
 T = TypeVar("T")

@@ -47,18 +47,20 @@ if TYPE_CHECKING:
     from dynbpf._maps.variables import Variables
     from dynbpf._prepare.cache import CacheError
     from dynbpf._prepare.prepared import PreparedProgram
+    from dynbpf._runtime.adopt import Adoption
     from dynbpf._runtime.collection import Collection, open
     from dynbpf._runtime.mapedit import MapEdit
     from dynbpf._runtime.program import ClonedProgram, Program
     from dynbpf._runtime.state import MapPolicy, ProgramState
     from dynbpf._runtime.struct_ops import StructOps, StructOpsLink
     from dynbpf._tools.clock import KernelClock
-    from dynbpf._tools.symbolize import StackFrame, Symbolizer
     from dynbpf._tools.histogram import Histogram
+    from dynbpf._tools.symbolize import StackFrame, Symbolizer
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Adoption",
     "Application",
     "ApplyError",
     "AttachError",
@@ -139,6 +141,7 @@ if not TYPE_CHECKING:  # hidden from mypy, which would otherwise accept any attr
             "dynbpf._maps.variables": ("Variables",),
             "dynbpf._prepare.cache": ("CacheError",),
             "dynbpf._prepare.prepared": ("PreparedProgram",),
+            "dynbpf._runtime.adopt": ("Adoption",),
             "dynbpf._runtime.collection": ("Collection", "open"),
             "dynbpf._runtime.mapedit": ("MapEdit",),
             "dynbpf._runtime.program": ("ClonedProgram", "Program"),

@@ -36,7 +36,19 @@ from dynbpf._elf.sections import Attacher, ProgramKind
 from dynbpf._probes import attach as attach_features
 from dynbpf._sys.constants import AttachType, ProgType
 
-__all__ = ["IoctlPerfLink", "IterLink", "Link", "LinkGroup", "SockmapAttachment", "attach", "kind_label"]
+__all__ = [
+    "FD_TARGETS",
+    "IoctlPerfLink",
+    "IterLink",
+    "Link",
+    "LinkGroup",
+    "SockmapAttachment",
+    "attach",
+    "kind_label",
+]
+
+#: target keywords whose value may be an fd of the attaching process (a path names the same thing in any process)
+FD_TARGETS = frozenset({"cgroup", "netns", "map", "perf_event_fd", "map_fd", "pid_fd", "cgroup_fd"})
 
 _NOT_YET = {
     Attacher.TRACING_MULTI: "fentry.multi links are not implemented by dynbpf yet",

@@ -71,8 +71,9 @@ class Decision:
     """One step of choosing a hook's variant, with its evidence.
 
     ``outcome``: ``skipped`` (a requirement refused), ``rejected`` (the
-    verifier refused a program), ``attach-failed``, ``chosen``, or ``kept``
-    (the choice of an earlier apply still stands).
+    verifier refused a program), ``attach-failed``, ``chosen``, ``kept``
+    (the choice of an earlier apply still stands) or ``adopted`` (the
+    variant an earlier process ran, taken over from its pins).
     """
 
     hook: str
@@ -145,6 +146,7 @@ class Application(Closing):
                 "its programs (close() the other first)"
             )
         collection._feature_owner = self
+        collection._feature_state = self._pinned_state
         self.collection = collection
         self.features = features
         self._workers = workers
@@ -157,7 +159,10 @@ class Application(Closing):
         self._failed: dict[str, tuple[Decision, ...]] = {}  # best-effort hooks left without a variant
         self._stats: Fd | None = None
         self._by_hand: set[str] = set()  # programs of hooks the caller loaded before an apply: it never unloads them
+        self._strays: set[str] = set()  # adopted programs of no complete variant: unloaded at the next apply
         self._snapshot: dict[str, Any] = self._make_snapshot()
+        if collection.adoption is not None:
+            self._restore(collection.adoption.root, collection.adoption.application or {}, collection.adoption.programs)
 
     # --- configuring ---------------------------------------------------------------
 
@@ -250,6 +255,47 @@ class Application(Closing):
         finally:
             if self.collection._feature_owner is self:
                 self.collection._feature_owner = None
+                self.collection._feature_state = None
+
+    # --- surviving a restart (docs/runtime.md, "Restart without a blind window") ---------
+
+    def _pinned_state(self) -> dict[str, Any]:
+        """What a pinned root records of this application: each feature's state, each hook's variant."""
+        snap = self._snapshot
+        return {
+            "config": {name: state.value for name, state in snap["config"].items()},
+            "variants": {name: hook["variant"] for name, hook in snap["hooks"].items() if hook["variant"]},
+        }
+
+    def _restore(self, root: str, recorded: Mapping[str, Any], adopted: Iterable[str]) -> None:
+        """Start from what an earlier process ran: each hook whose variant's programs are all loaded (adopted)
+        runs that variant (the recorded one first), and each feature has the state that process recorded.
+
+        The next apply keeps what matches its configuration, attached as it is, and takes down the rest.
+        """
+        taken = set(adopted)
+        variants = recorded.get("variants", {}) if isinstance(recorded.get("variants"), dict) else {}
+        config = recorded.get("config", {}) if isinstance(recorded.get("config"), dict) else {}
+        programs = self.collection.programs
+        ours: set[str] = set()
+        for name, hook in self.features.hooks.items():
+            complete = [v for v in hook.variants if all(programs[p].loaded for p in v.programs)]
+            complete = [v for v in complete if taken & set(v.programs)]
+            if not complete:
+                continue
+            variant = next((v for v in complete if v.name == variants.get(name)), complete[0])
+            self._runs[name] = _HookRun(variant)
+            self._chosen[name] = variant.name
+            ours.update(variant.programs)
+            why = "taken over from the pins of an earlier process"
+            self._decisions[name] = (Decision(name, variant.name, "adopted", why, {"root": root}),)
+        for name, state in config.items():
+            if name in self.features.features and state in {s.value for s in FeatureState}:
+                self._config[name] = FeatureState(state)
+        self._strays = {p for hook in self.features.hooks.values() for p in hook.programs if p in taken} - ours
+        effective = self._effective(self._config)
+        wanted, required = self._wanted_hooks(effective)
+        self._snapshot = self._make_snapshot(effective, wanted, required)
 
     # --- reading ---------------------------------------------------------------------
 
@@ -341,7 +387,7 @@ class Application(Closing):
             name
             for hook in self.features.hooks.values()
             for name in hook.programs
-            if name not in ours and self.collection.programs[name].loaded
+            if name not in ours and name not in self._strays and self.collection.programs[name].loaded
         }
         made: dict[str, _HookRun] = {}  # hooks given a new variant by this call
         attached: dict[str, list[Link]] = {}  # hooks whose kept variant this call attached
@@ -585,6 +631,10 @@ class Application(Closing):
                 self._unload(run.variant, keep=set())
             elif state is FeatureState.PAUSED:
                 self._detach(run.variant)
+        running = {name for run in self._runs.values() for name in run.variant.programs}
+        strays, self._strays = self._strays - running, set()
+        for name in strays:  # adopted, but no variant of theirs could run: nothing will take them down later
+            self.collection.programs[name].unload()
 
     # --- status ----------------------------------------------------------------------
 

@@ -5,8 +5,21 @@ from __future__ import annotations
 import ctypes
 import errno
 
-from dynbpf._asm.insn import R0, R1, Insn, alu64_imm, exit_, jmp_imm, ld_map_value, mov64_imm, return_imm, st_mem
+from dynbpf._asm.insn import (
+    R0,
+    R1,
+    Insn,
+    alu64_imm,
+    encode,
+    exit_,
+    jmp_imm,
+    ld_map_value,
+    mov64_imm,
+    return_imm,
+    st_mem,
+)
 from dynbpf._asm.opcodes import AluOp, Class, JmpOp, Size, Source
+from dynbpf._asm.tag import prog_tag
 from dynbpf._probes.programs import helper
 from dynbpf._probes.result import Support, cached, outcome
 from dynbpf._probes.trial import create_map, load
@@ -51,6 +64,21 @@ def isa_v4() -> Support:
 def prog_name() -> Support:
     with load(ProgType.SOCKET_FILTER, return_imm(0), name=b"dynbpf_probe") as t:
         return Support("program names", t.ok, f"socket_filter with prog_name -> {t.result}")
+
+
+@cached
+def sha256_tags() -> Support:
+    """Whether the kernel tags programs with SHA-256 (newer kernels) rather than SHA-1 (``dynbpf._asm.tag``)."""
+    prog = return_imm(7)
+    with load(ProgType.SOCKET_FILTER, prog) as t:
+        if t.fd is None:
+            return Support("SHA-256 program tags", False, f"socket_filter load -> {t.result}")
+        tag = bytes(commands.prog_info(t.fd.raw).tag).hex()
+    code = encode(prog)
+    sha256, sha1 = prog_tag(code, "sha256"), prog_tag(code, "sha1")
+    if tag not in (sha256, sha1):
+        return Support("SHA-256 program tags", False, f"kernel tag {tag} is neither sha256 {sha256} nor sha1 {sha1}")
+    return Support("SHA-256 program tags", tag == sha256, f"a socket_filter's tag {tag}: sha256 {sha256}, sha1 {sha1}")
 
 
 @cached

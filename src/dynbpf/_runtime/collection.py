@@ -38,7 +38,7 @@ from dynbpf._runtime.program import Program
 from dynbpf._runtime.state import MapPolicy, ProgramState
 from dynbpf._sys.closing import Closing
 from dynbpf._sys.constants import MapFlags, MapType, ProgType
-from dynbpf.errors import AttributeNotFound, DynbpfError, KernelUnsupported, NotFound, OptionError, StateError
+from dynbpf.errors import AttributeNotFound, DynbpfError, KernelUnsupported, NotFound, OptionError, PinError, StateError
 
 if TYPE_CHECKING:  # the map views and event readers load with their first use (docs/architecture.md)
     from dynbpf._attach.auto import Attached
@@ -49,6 +49,8 @@ if TYPE_CHECKING:  # the map views and event readers load with their first use (
     from dynbpf._maps.reader import EventReader
     from dynbpf._maps.ringbuf import RingBuffer
     from dynbpf._maps.variables import Variables
+    from dynbpf._runtime.adopt import Adoption, Survey
+    from dynbpf._runtime.pins import RootPins
     from dynbpf._runtime.struct_ops import StructOps
     from dynbpf._sys.fd import Fd
 
@@ -62,6 +64,11 @@ class Collection(Closing):
     Thread-safe: any thread may load, unload, attach or read maps at any time.
     """
 
+    #: what ``adopt=`` found and took over; None when opened without it
+    adoption: Adoption | None = None
+    _pins: RootPins | None = None  # where pin() or adopt= put the application, and what of it is ours
+    _feature_state: Callable[[], dict[str, Any]] | None = None  # what the Application records in a pinned root
+
     def __init__(
         self,
         spec: ObjectSpec,
@@ -72,6 +79,7 @@ class Collection(Closing):
         map_edits: Mapping[str, MapEdit] | None = None,
         pin_root: str | None = None,
         allow_shared_pin_root: bool = False,
+        adopt: str | os.PathLike[str] | None = None,
         disabled: Iterable[str] = (),
         cache: bool | str | os.PathLike[str] | None = None,
         associate_struct_ops: bool | str = False,
@@ -88,6 +96,12 @@ class Collection(Closing):
         - ``pin_root``: the bpffs directory of pinned maps (default ``/sys/fs/bpf``),
           created with mode 0700 if missing; one that others may write is refused
           unless ``allow_shared_pin_root`` (docs/runtime.md, "Pins you can trust");
+        - ``adopt``: a bpffs directory where an earlier process pinned this
+          application (:meth:`pin`): the pinned programs, links and maps that
+          are what this open would load and create are taken over instead of
+          loaded (:attr:`adoption` says what was and why not); pins later go
+          with this collection (docs/runtime.md, "Restart without a blind
+          window"). A directory that does not exist yet is a first start;
         - ``disabled``: programs that must never load;
         - ``cache``: keep prepared programs on disk and take them from there
           on later opens (``True``: ``$XDG_CACHE_HOME/dynbpf``; or a directory),
@@ -107,6 +121,7 @@ class Collection(Closing):
         self._closed = False
         self._constants_lock = threading.Lock()
         self._feature_owner: object = None  # the Application running this collection's programs, if any
+        self._shared_pins = allow_shared_pin_root
         # Which constants loads see: set_constants bumps it (under _published, with choosing what to reload), and
         # a load publishes its program only if it did not change meanwhile, else loads again (Program._load).
         self._constants_generation = 0
@@ -125,16 +140,14 @@ class Collection(Closing):
         self._associations: dict[str, str] = {}  # program -> the struct_ops map each of its loads is tied to
         self._deferral = threading.local()  # depth of _deferring_follow on this thread
         self._attach_targets: dict[str, ProgramTarget] = {}
-        off = frozenset(_names(disabled, "disabled"))
-        unknown = sorted(off - set(spec.programs))
-        if unknown:  # the first is named; the message lists the programs there are
-            raise NotFound(f"object {spec.name!r}", "program", unknown[0], spec.programs, option="disabled=")
+        off = _disabled(spec, disabled)
         default = MapPolicy.of(map_policy, where="map_policy")
         policies = {name: MapPolicy.of(p, where=f"map_policies[{name!r}]") for name, p in (map_policies or {}).items()}
         tie_to = _association_target(spec, associate_struct_ops)  # before anything is created
         edited = mapedit.apply(spec, map_edits or {})
         self._registry.adopt(edited.reused)
         spec = self.spec = edited.spec if kernel_features.mmapable_arrays() else mapedit.without_mmap(edited.spec)
+        found: Survey | None = None
         try:
             self._attach_targets = attach_targets_of(spec, attach_targets or {})
             data = _constants(spec, constants or {})
@@ -150,6 +163,7 @@ class Collection(Closing):
                 lazy=True,
                 **_cache_options(cache, spec, edited.absent, vmlinux=vmlinux, config=config, kallsyms=kallsyms),
             )
+            found = _survey(adopt, spec, shared=allow_shared_pin_root)
             self._registry.bind(
                 self._prepared,
                 default=default,
@@ -158,16 +172,14 @@ class Collection(Closing):
                 shared_pin_root=allow_shared_pin_root,
                 data=data,
                 absent=edited.absent,
+                from_pins=found.maps if found is not None else None,
             )
         except BaseException:
+            if found is not None:
+                found.close()  # (those bind took are closed again: harmless)
             self.close()
             raise
-        prepared = self._prepared
-        # Like libbpf, every loaded program holds the .rodata maps (BPF_PROG_BIND_MAP), used or not.
-        rodata = [
-            n for n, m in prepared.maps.items() if mapedit.is_global_data(m) and section_names.is_read_only_data(n)
-        ]
-        self._bound = tuple(n for n in rodata if n not in edited.absent) if kernel_features.prog_bind_map() else ()
+        self._bound = _bound_maps(self._prepared, edited.absent)
         self.programs: _ByName[Program] = _Named(
             f"object {spec.name!r}",
             "program",
@@ -177,6 +189,7 @@ class Collection(Closing):
             for name, prog in spec.programs.items():
                 if prog.kind.prog_type != ProgType.STRUCT_OPS:
                     self._associations[name] = tie_to
+        self._adopt(found)
 
     # --- public -----------------------------------------------------------------------
 
@@ -533,11 +546,102 @@ class Collection(Closing):
         for program in chosen:
             program.unload()
 
-    def close(self) -> None:
+    def pin(self, root: str | os.PathLike[str] | None = None) -> None:
+        """Pin the running application under ``root`` so that it outlives this process; see docs/runtime.md.
+
+        Every loaded program (``root/progs/<name>``), each of its links
+        (``root/links/<name>/<n>``) and every map the collection created
+        (``root/maps/<pin name>``) is pinned, with a manifest a later
+        ``dynbpf.open(..., adopt=root)`` reads. Call it again after changes
+        you want a crash to keep (``close(keep_pinned=True)`` does it at the
+        end). From the first call on these pins are the collection's: what
+        it detaches, unloads or frees loses its pin, and :meth:`close`
+        removes them all. ``root`` defaults to the one given before (or to
+        ``adopt=``); it must be a private bpffs directory, made with mode
+        0700 if missing, and one where nothing else is pinned. Raises
+        :class:`PinError` naming what could not be pinned (a link without a
+        kernel link object, an earlier run's program still pinned under the
+        same name) after pinning the rest.
+        """
+        from dynbpf._runtime.pins import RootPins, holds_pins
+
+        with self._lock:
+            self._require_open()
+            pins = self._pins
+            if pins is None:
+                if root is None:
+                    raise OptionError("pin(): give the bpffs directory to pin under (nothing was pinned yet)")
+                where = os.path.normpath(os.fspath(root))
+                pins = RootPins.make(
+                    where, object_name=self.spec.name, digest=self.spec.digest.hex() or None, shared=self._shared_pins
+                )
+                if os.path.isdir(where) and holds_pins(where):
+                    raise PinError(
+                        f"pin(): {where} holds pins already; open with adopt={where!r} to take over what an earlier "
+                        "run pinned there, or give another directory",
+                        path=where,
+                    )
+                self._pins = pins
+                self._registry.on_change = self._pins_map_changed
+            elif root is not None and os.path.normpath(os.fspath(root)) != pins.root:
+                raise StateError(f"collection {self.spec.name!r} is pinned under {pins.root}, not {os.fspath(root)}")
+        pins.pin(self)
+
+    def replace_pinned(self, programs: Iterable[str] | None = None) -> dict[str, DynbpfError]:
+        """Swap fresh loads in for pinned programs an earlier run left that were not adopted; returns the failures.
+
+        ``programs`` defaults to every such program the object has
+        (:attr:`adoption` ``.refused`` says why each was not adopted: most
+        often, the object changed it). Each is loaded (a verifier
+        rejection leaves everything as it was) and takes over the old one's
+        links make-before-break: updated in place where the kernel can
+        (``BPF_LINK_UPDATE``: cgroup, xdp, tcx, netns, iterator links: no
+        moment without a program, none with two), else attached anew to the
+        recorded target and only then the old link unpinned (both run for a
+        moment; no event is missed). The old program ends with its last link.
+        """
+        from dynbpf._runtime.adopt import replace_pinned
+
+        return replace_pinned(
+            self, self._require_pins("replace_pinned()"), _names(programs, "programs") if programs is not None else None
+        )
+
+    def discard_pinned(self, programs: Iterable[str] | None = None) -> tuple[str, ...]:
+        """Remove the pins an earlier run left that were not adopted; returns the paths removed.
+
+        ``programs`` names programs of :attr:`adoption` ``.refused`` (their
+        program and link pins go: they stop, unless something else holds
+        them); by default every such pin goes, maps and the pins reported
+        ``ignored`` too.
+        """
+        from dynbpf._runtime.adopt import discard_pinned
+
+        return discard_pinned(
+            self, self._require_pins("discard_pinned()"), _names(programs, "programs") if programs is not None else None
+        )
+
+    def close(self, *, keep_pinned: bool = False) -> None:
         """Close its event readers, detach and unload every program, free every map and number; idempotent.
 
-        Pins stay (pinned maps and links).
+        The pins of :meth:`pin` (or adopted with ``adopt=``) are removed
+        first, so everything stops. ``keep_pinned=True`` pins what runs now
+        instead (:meth:`pin`) and only closes this process's fds: programs
+        stay loaded and attached, maps keep their contents, for a later
+        ``dynbpf.open(..., adopt=root)``. struct_ops stay registered only
+        while this process runs (they are unregistered either way). Pins
+        made otherwise (pinned maps, ``Link.pin``) stay.
         """
+        kept: PinError | None = None
+        if keep_pinned:
+            with self._lock:
+                if self._closed:
+                    return
+                keeping = self._require_pins("close(keep_pinned=True)")
+            try:
+                keeping.pin(self)
+            except PinError as e:
+                kept = e  # what could be pinned is; the rest ends with this process, and the caller hears of it
+            keeping.keeping = True
         with self._lock:
             if self._closed:
                 return
@@ -556,8 +660,11 @@ class Collection(Closing):
             step(reader.close)
         for ops in list(getattr(self, "_struct_ops", {}).values()):
             step(ops._close)  # unregistered before their programs go
+        pins = self._pins
+        if pins is not None and not pins.keeping:
+            step(pins.release)  # the pins go first: detaching or unloading then ends each thing for good
         for program in getattr(self, "programs", {}).values():
-            step(program.unload)
+            step(program._let_go if keep_pinned else program.unload)
         step(self._registry.close)
         for target in self._attach_targets.values():
             step(target.fd.close)
@@ -566,6 +673,8 @@ class Collection(Closing):
             step(self._prepared.close)
         if errors:
             raise errors[0]
+        if kept is not None:
+            raise kept
 
     def _save_cache(self) -> None:
         """Keep newly prepared programs in the prepared cache; a cache that cannot be written only warns."""
@@ -584,6 +693,64 @@ class Collection(Closing):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    # --- pins (dynbpf._runtime.pins, adopt) ---------------------------------------------
+
+    def _adopt(self, found: Survey | None) -> None:
+        """Take over what ``found`` pins (``adopt=``), then pin the result: the root says what this process runs.
+
+        A failure lets go of what was taken (fds closed, pins and kernel
+        objects as they were) and closes the collection.
+        """
+        if found is None:
+            return
+        from dynbpf._runtime.adopt import adopt
+
+        try:
+            adoption, pins = adopt(self, found, shared=self._shared_pins)
+            if found.manifest is not None:
+                pins.pin(self)  # what was adopted through a link gets its pin; the manifest is this run's
+        except BaseException:
+            for program in self.programs.values():
+                program._let_go()
+            self.close()
+            raise
+        self.adoption, self._pins = adoption, pins
+        self._registry.on_change = self._pins_map_changed
+
+    def _require_pins(self, what: str) -> RootPins:
+        pins = self._pins
+        if pins is None:
+            raise StateError(
+                f"{what}: collection {self.spec.name!r} is pinned nowhere; call pin(root) first, "
+                "or open with adopt=root"
+            )
+        return pins
+
+    def _pins_link_dropped(self, link: Link) -> None:
+        pins = self._pins
+        if pins is not None:
+            pins.link_dropped(link)
+
+    def _pins_link_replaced(self, old: Link, new: Link) -> None:
+        pins = self._pins
+        if pins is not None:
+            pins.link_replaced(old, new)
+
+    def _pins_program_dropped(self, name: str) -> None:
+        pins = self._pins
+        if pins is not None:
+            pins.program_dropped(name)
+
+    def _pins_program_replaced(self, name: str, fd: int) -> None:
+        pins = self._pins
+        if pins is not None:
+            pins.program_replaced(name, fd)
+
+    def _pins_map_changed(self, name: str) -> None:
+        pins = self._pins
+        if pins is not None:
+            pins.map_changed(self, name)
 
     def _load_options(self, program: str, options: LoadOptions) -> LoadOptions:
         """``options`` for loading ``program``, naming its BPF-program target (attach_targets=) unless given."""
@@ -883,6 +1050,34 @@ def _association_target(spec: ObjectSpec, which: bool | str) -> str | None:
     if not support:
         raise KernelUnsupported(f"{support.name} (associate_struct_ops={which!r})", support.how)
     return target
+
+
+def _disabled(spec: ObjectSpec, disabled: Iterable[str]) -> frozenset[str]:
+    off = frozenset(_names(disabled, "disabled"))
+    unknown = sorted(off - set(spec.programs))
+    if unknown:  # the first is named; the message lists the programs there are
+        raise NotFound(f"object {spec.name!r}", "program", unknown[0], spec.programs, option="disabled=")
+    return off
+
+
+def _bound_maps(prepared: PreparedObject, absent: frozenset[str]) -> tuple[str, ...]:
+    """Like libbpf, every loaded program holds the .rodata maps (BPF_PROG_BIND_MAP), used or not."""
+    if not kernel_features.prog_bind_map():
+        return ()
+    return tuple(
+        n
+        for n, m in prepared.maps.items()
+        if mapedit.is_global_data(m) and section_names.is_read_only_data(n) and n not in absent
+    )
+
+
+def _survey(adopt: str | os.PathLike[str] | None, spec: ObjectSpec, *, shared: bool) -> Survey | None:
+    """What ``adopt=`` holds, read before any map is created (None: not asked)."""
+    if adopt is None:
+        return None
+    from dynbpf._runtime.adopt import survey
+
+    return survey(adopt, spec, shared=shared)
 
 
 def _names(names: Iterable[str], what: str) -> list[str]:

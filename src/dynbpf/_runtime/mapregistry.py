@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import os
-import stat
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from dynbpf._btf import graph
 from dynbpf._elf.spec import MapSpec, Pinning
@@ -30,7 +28,7 @@ from dynbpf._runtime import mapcreate
 from dynbpf._runtime.state import MapPolicy
 from dynbpf._sys import commands, fs
 from dynbpf._sys.constants import MapFlags, MapType
-from dynbpf._sys.fd import Fd
+from dynbpf._sys.fd import Fd, object_kind
 from dynbpf._sys.placeholder import FdSlot, SlotView
 from dynbpf.errors import DynbpfError, NotFound, ObjectFormatError, OptionError, PinError, StateError, SyscallError
 
@@ -60,6 +58,10 @@ class MapRegistry:
         self._absent: frozenset[str] = frozenset()  # maps left out by MapEdit(create=False)
         self._reused: dict[str, Fd] = {}  # maps taken from elsewhere (MapEdit(reuse_fd/reuse_pin)), owned here
         self._mappings: dict[str, ArrayMapping] = {}  # live memory mappings of mmap-able maps
+        self._from_pins: dict[str, Fd] = {}  # maps an earlier run pinned, installed at their first creation
+        self._adopted: tuple[str, ...] = ()
+        #: told the name of a map freed or replaced by another (the collection's pins follow it), outside the lock
+        self.on_change: Callable[[str], None] | None = None
         self._closed = False
 
     # --- before prepare ---------------------------------------------------------------
@@ -91,12 +93,19 @@ class MapRegistry:
         data: Mapping[str, bytes],
         shared_pin_root: bool = False,
         absent: frozenset[str] = frozenset(),
+        from_pins: Mapping[str, tuple[str, Fd]] | None = None,
     ) -> None:
         """Adopt the prepared maps and create those whose policy says they always exist.
 
         ``absent`` maps are never created; reused maps (:meth:`adopt`) exist
         from now to close, like eager ones, and are neither initialised nor
-        pinned: they are someone else's.
+        pinned: they are someone else's. ``from_pins`` maps names to
+        ``(pin path, fd)`` of maps an earlier run left pinned
+        (``dynbpf.open(..., adopt=root)``): each is checked like a reused pin
+        and then stands in for the map at its first creation, contents and
+        all; the registry owns every fd given. One that differs from the
+        object's map raises :class:`PinError` naming each difference, and
+        none is adopted.
         """
         self._absent = absent
         for name in policies:
@@ -128,6 +137,7 @@ class MapRegistry:
             if spec.type == MapType.PROG_ARRAY:
                 for index, program in spec.contents:
                     self._tail_slots.setdefault(program, []).append((spec.name, index))
+        self._take_from_pins(from_pins or {})
         if any(p == MapPolicy.PINNED for p in self._policy.values()):
             fs.check_pin_root(self._pin_root, shared=shared_pin_root)
             fs.make_pin_dir(self._pin_root, what=f"use pin_root {self._pin_root}")
@@ -140,6 +150,64 @@ class MapRegistry:
                             self._create(needed)
                         if needed != name:
                             self._users[needed] += 1  # held for as long as the map that holds it: until close
+
+    def _take_from_pins(self, found: Mapping[str, tuple[str, Fd]]) -> None:
+        """Keep the pinned maps of an earlier run that this collection creates itself, once all are checked.
+
+        Maps with a policy of their own pins (``pinned``), reused or left-out
+        maps and struct_ops maps are not taken (their fds are closed): they
+        come from where they always come from.
+        """
+        kept: dict[str, tuple[str, Fd]] = {}
+        for name, (path, fd) in found.items():
+            taken = (
+                name in self._policy
+                and self._policy[name] != MapPolicy.PINNED
+                and name not in self._reused
+                and self._creatable(name)
+            )
+            if taken:
+                kept[name] = (path, fd)
+            else:
+                fd.close()
+        wrong: list[str] = []
+        for name, (path, fd) in kept.items():
+            try:
+                self.check_pinned(self.prepared.maps[name], fd.raw, path)
+            except DynbpfError as e:
+                wrong.append(str(e))
+        if wrong:
+            for _, fd in kept.values():
+                fd.close()
+            raise PinError(f"{'; '.join(wrong)}; nothing was adopted", path=next(iter(kept.values()))[0])
+        self._from_pins = {name: fd for name, (_, fd) in kept.items()}
+        self._adopted = tuple(kept)
+
+    @property
+    def adopted(self) -> tuple[str, ...]:
+        """The maps taken from an earlier run's pins (``bind(from_pins=...)``)."""
+        return self._adopted
+
+    def pending(self, name: str) -> bool:
+        """Whether map ``name`` is an earlier run's pinned map not installed yet (no loaded program needed it)."""
+        with self._lock:
+            return name in self._from_pins
+
+    def own_map(self, name: str) -> bool:
+        """Whether this collection creates map ``name`` itself (not pinned by policy, reused, left out, struct_ops)."""
+        return self.policy(name) != MapPolicy.PINNED and name not in self._reused and self._creatable(name)
+
+    def holding(self) -> threading.RLock:
+        """The registry's lock, for a caller that must see no map created, freed or replaced for a moment."""
+        return self._lock
+
+    def kernel_id(self, name: str) -> int | None:
+        """The kernel's id of map ``name`` as it exists now; None if it does not."""
+        with self._lock:
+            slot = self._slots.get(name)
+            if slot is None or not slot.installed:
+                return None
+            return int(commands.map_info(slot.number).id)
 
     @property
     def prepared(self) -> PreparedObject:
@@ -226,8 +294,8 @@ class MapRegistry:
         """Count one user fewer of each map; on-demand maps nobody needs any more are freed."""
         wanted = self._expand(names)
         with self._lock:
-            if not self._closed:
-                self._drop(wanted)
+            freed = [] if self._closed else self._drop(wanted)
+        self._changed(freed)
 
     def program_loaded(self, name: str, fd: int) -> None:
         """Fill the prog-array slots the object declares for this program, in arrays that exist."""
@@ -273,19 +341,26 @@ class MapRegistry:
                     "so dynbpf does not swap it; unpin it (or open with another pin_root) to change constants"
                 )
             slot = self._slots[name]
-            if not slot.installed:
-                self._data = {**self._data, name: data}
-                return None
-            fresh = self._kernel_map(spec)
-            try:
-                mapcreate.initialise(fresh.raw, spec, data)
-                old = slot.replace(fresh)
-            except BaseException:
-                fresh.close()  # (replace closed it already if it got that far; closing twice is harmless)
-                raise
+            old: Fd | None = None
+            if slot.installed:
+                fresh = self._kernel_map(spec)
+                try:
+                    mapcreate.initialise(fresh.raw, spec, data)
+                    old = slot.replace(fresh)
+                except BaseException:
+                    fresh.close()  # (replace closed it already if it got that far; closing twice is harmless)
+                    raise
+                self._unmap(name, "its constants were changed; take a new view")
+                replaced = True
+            else:
+                earlier = self._from_pins.pop(name, None)  # an earlier run's map holds the values given up
+                if earlier is not None:
+                    earlier.close()
+                replaced = earlier is not None
             self._data = {**self._data, name: data}  # only now: a failure above leaves the old values in force
-            self._unmap(name, "its constants were changed; take a new view")
-            return old
+        if replaced:
+            self._changed([name])
+        return old
 
     def restore_data(self, name: str, data: bytes | None, old: Fd | None) -> None:
         """Undo :meth:`swap_data`: ``data`` as the initial bytes again and ``old`` back at the number."""
@@ -296,6 +371,8 @@ class MapRegistry:
             if old is not None:
                 self._unmap(name, "its constants were changed back; take a new view")
                 self._slots[name].replace(old).close()
+        if old is not None:
+            self._changed([name])
 
     def mapping(self, name: str) -> ArrayMapping:
         """The memory mapping of mmap-able map ``name`` as it exists now; it ends when the map is freed.
@@ -329,6 +406,9 @@ class MapRegistry:
                 slot.close()
             for fd in self._reused.values():
                 fd.close()
+            for fd in self._from_pins.values():
+                fd.close()
+            self._from_pins.clear()
 
     # --- internals --------------------------------------------------------------------
 
@@ -367,12 +447,34 @@ class MapRegistry:
                     out.append(needed)
         return out
 
-    def _drop(self, names: list[str]) -> None:
+    def _drop(self, names: list[str]) -> list[str]:
+        """Count one user fewer of each of ``names``; returns the on-demand maps this freed."""
+        freed: list[str] = []
         for name in reversed(names):  # holders before what they hold
             self._users[name] -= 1
             if self._users[name] == 0 and self._policy[name] == MapPolicy.ON_DEMAND:
                 self._unmap(name, "it was freed (on demand, and no loaded program needs it now); take a new view")
                 self._slots[name].vacate()
+                freed.append(name)
+        return freed
+
+    def _changed(self, names: list[str]) -> None:
+        hook = self.on_change
+        if hook is not None:
+            for name in names:
+                hook(name)
+
+    def check_pinned(self, spec: MapSpec, map_fd: int, path: str) -> None:
+        """Raise unless the map pinned at ``path`` (open as ``map_fd``) is the map ``spec`` declares.
+
+        libbpf's check (type, sizes, flags), the shape of key and value types
+        where both sides have BTF, and the values of read-only data.
+        """
+        if object_kind(map_fd) != "map":
+            raise PinError(f"map {spec.name!r}: {path} pins a BPF {object_kind(map_fd)}, not a map", path=path)
+        mapcreate.check_compatible(spec, map_fd, f"the map pinned at {path}")
+        self._check_btf(spec, map_fd, path)
+        self._check_constants(spec, map_fd, path)
 
     def _check_constants(self, spec: MapSpec, map_fd: int, path: str) -> None:
         """A pinned read-only data section must hold what this open asks for: its values are frozen there.
@@ -416,13 +518,17 @@ class MapRegistry:
     def _create(self, name: str) -> None:
         spec = self.prepared.maps[name]
         slot = self._slots[name]
+        earlier = self._from_pins.pop(name, None)
+        if earlier is not None:
+            slot.install(earlier)  # what an earlier run left in it is the state: not initialised
+            return
         reused = self._reused.get(name)
         if reused is not None:
             slot.install(reused.dup())
             return
         if self._policy[name] == MapPolicy.PINNED:
             path = fs.pin_path(self._pin_root, self.pin_name(name))
-            if _pinned(path):
+            if fs.pinned(path):
                 slot.install(self._reuse(spec, path))
                 return
             self._create_new(spec, slot)
@@ -473,12 +579,10 @@ class MapRegistry:
         the same shape (a pin of another program's map with equal sizes is
         not reused).
         """
-        _check_owner(path)
+        fs.check_pin_owner(path)
         fd = commands.obj_get(path)
         try:
-            mapcreate.check_compatible(spec, fd.raw, f"the map pinned at {path}")
-            self._check_btf(spec, fd.raw, path)
-            self._check_constants(spec, fd.raw, path)
+            self.check_pinned(spec, fd.raw, path)
         except DynbpfError as e:
             fd.close()
             raise PinError(f"{e}; remove the pin (rm {path}) or give the map another pin_root", path=path) from None
@@ -488,36 +592,10 @@ class MapRegistry:
         return fd
 
 
-def _check_owner(path: str) -> None:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return  # gone since it was seen: BPF_OBJ_GET says so
-    if st.st_uid not in (0, os.geteuid()):
-        raise PinError(f"{path} is pinned by uid {st.st_uid}; dynbpf reuses only pins of root or this user", path=path)
-
-
 def _read_only_data_matches(expected: bytes, map_fd: int) -> bool:
     value = bytearray(len(expected))
     found = commands.map_lookup_elem(map_fd, _u32(0), (ctypes.c_char * len(value)).from_buffer(value))
     return found and bytes(value) == expected
-
-
-def _pinned(path: str) -> bool:
-    """Whether something is pinned at ``path``; a symlink there is refused, never followed.
-
-    bpffs directories are often world-writable and sticky: a user could plant
-    a link to another application's pin and have root write into that map.
-    """
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    except OSError as e:
-        raise PinError(f"cannot look at the pin {path}: {e.strerror}", path=path) from None
-    if stat.S_ISLNK(st.st_mode):
-        raise PinError(f"{path} is a symbolic link, not a pin; dynbpf does not follow links in pin paths", path=path)
-    return True
 
 
 def _u32(value: int) -> bytes:

@@ -96,6 +96,19 @@ class Program:
         return bytes(commands.prog_info(self.fd).tag).hex()
 
     @property
+    def expected_tag(self) -> str:
+        """The tag the kernel gives this program's prepared instructions, computed here without loading them.
+
+        What :attr:`tag` reads back once it is loaded; adoption
+        (``dynbpf.open(..., adopt=root)``) compares it with a pinned program's
+        to know whether that program is the one this process would load.
+        """
+        from dynbpf._asm.tag import prog_tag
+        from dynbpf._probes import kernel
+
+        return prog_tag(self.prepared.code, "sha256" if kernel.sha256_tags() else "sha1")
+
+    @property
     def id(self) -> int:
         return int(commands.prog_info(self.fd).id)
 
@@ -184,6 +197,10 @@ class Program:
             self._collection._struct_ops_switched(self.name)  # what registers it now registers the new program
         except DynbpfError as e:
             failed.append(e)
+        try:
+            self._collection._pins_program_replaced(self.name, loaded.fd.raw)
+        except DynbpfError as e:
+            failed.append(e)
         old.close()
         self._collection._registry.release(self.maps)  # the old program's hold
         if failed:
@@ -198,9 +215,14 @@ class Program:
         except DynbpfError:
             pass  # this kind of link cannot be updated: make a new one, then break the old
         try:
-            self._attach(target)
-        except DynbpfError as e:
-            return e
+            new = self._attach(target)
+        except BaseException as e:
+            link.detach()
+            if isinstance(e, DynbpfError):
+                return e
+            raise
+        try:
+            self._collection._pins_link_replaced(link, new)  # a pin of the old link holds the new one
         finally:
             link.detach()
         return None
@@ -257,7 +279,9 @@ class Program:
         The pin holds that kernel program, not this object: an unload
         leaves the pinned program in the kernel, a reload loads a new one
         beside it. Missing directories are created (mode 0700, on bpffs
-        only); removing the file drops the pin's hold.
+        only); removing the file drops the pin's hold. The pin is the
+        caller's: dynbpf neither tracks nor removes it (``coll.pin(root)``
+        pins a whole application and keeps its pins current).
         """
         from dynbpf._sys import fs
 
@@ -434,6 +458,22 @@ class Program:
         finally:
             fd.close()
             registry.release(self.maps)
+            self._collection._pins_program_dropped(self.name)
+
+    def _let_go(self) -> None:
+        """Close this process's fds of the program and its links, leaving the kernel objects to their pins.
+
+        Nothing else is touched: prog-array slots keep the program, maps keep
+        what they hold. For ``close(keep_pinned=True)`` and an adoption that
+        failed half-way; a link that is not pinned ends with its fd.
+        """
+        with self._lock:
+            for link in self.links:
+                link.detach()
+            fd, self._fd = self._fd, None
+            if fd is not None:
+                fd.close()
+                self._collection._registry.release(self.maps)
 
     def _adopt(self, link: Link) -> None:
         with self._links_lock:
@@ -446,6 +486,8 @@ class Program:
             if link in self._links:
                 self._links.remove(link)
         target = self._targets.pop(id(link), None)
+        if event == "detach":
+            self._collection._pins_link_dropped(link)  # a pin of it would keep it attached
         if event == "update" and new_prog_fd is not None:
             link.remove_listener(self._link_event)  # no longer ours (the new owner, maybe this program, adopts it)
             owner = self._collection._program_by_fd(new_prog_fd)

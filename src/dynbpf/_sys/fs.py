@@ -207,6 +207,33 @@ def make_pin_dir(directory: str, *, what: str = "") -> None:
             raise SyscallError("mkdir", e.errno or errno.EIO, "cannot create the pin directory", d) from None
 
 
+def check_pin_owner(path: str) -> None:
+    """Refuse a pin another user made: dynbpf trusts only pins of root or this user."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return  # gone since it was seen: BPF_OBJ_GET says so
+    if st.st_uid not in (0, os.geteuid()):
+        raise PinError(f"{path} is pinned by uid {st.st_uid}; dynbpf reuses only pins of root or this user", path=path)
+
+
+def pinned(path: str) -> bool:
+    """Whether something is pinned at ``path``; a symlink there is refused, never followed.
+
+    bpffs directories are often world-writable and sticky: a user could plant
+    a link to another application's pin and have root write into that map.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        raise PinError(f"cannot look at the pin {path}: {e.strerror}", path=path) from None
+    if stat.S_ISLNK(st.st_mode):
+        raise PinError(f"{path} is a symbolic link, not a pin; dynbpf does not follow links in pin paths", path=path)
+    return True
+
+
 # --- tracefs ---------------------------------------------------------------------
 
 
