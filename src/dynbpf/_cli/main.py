@@ -9,6 +9,8 @@ import sys
 import click
 
 import dynbpf
+from dynbpf._cli.agent_cmd import agent
+from dynbpf._cli.ctl_cmd import ctl
 from dynbpf.errors import DynbpfError
 
 
@@ -60,9 +62,17 @@ def inspect(obj: str, as_json: bool, program: str | None) -> None:
         render(summary(spec))
 
 
+cli.add_command(agent)
+cli.add_command(ctl)
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)
     except DynbpfError as e:
         click.echo(f"dynbpf: error: {e}", err=True)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
