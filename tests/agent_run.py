@@ -54,8 +54,8 @@ class Agent:
     def status(self, app: str | None = None) -> Any:
         return self.call("GET", "/v1/status" if app is None else f"/v1/apps/{app}")
 
-    def ctl(self, *args: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
-        """``dynbpf ctl --socket S ARGS`` (as ``user`` through setpriv when given)."""
+    def ctl(self, *args: str, user: int | None = None) -> subprocess.CompletedProcess[str]:
+        """``dynbpf ctl --socket S ARGS`` (as uid and gid ``user``, no other groups, through setpriv when given)."""
         argv = command("ctl", "--socket", self.socket, *args)
         if user is not None:
             argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]

@@ -148,11 +148,14 @@ def test_names_are_checked_against_the_object_before_anything_loads(tmp_path: Pa
     with pytest.raises(ConfigError, match=r":2: apps.a.object: cannot read the object: cannot read .*nowhere"):
         plan.check(missing, "a")
     no_tags = agent_config.parse(f'[apps.a]\nobject = "{build("attach")}"\n'.encode(), str(tmp_path / "a.toml"))
-    with pytest.raises(ConfigError, match="declares no features .* set feature_map"):
+    with pytest.raises(ConfigError, match=r"declares no features .* set feature_map"):
         plan.check(no_tags, "a")
     (tmp_path / "f.toml").write_text("[features.x]\nhooks = ['nope']\n")
     bad_map = f'[apps.a]\nobject = "{obj}"\nfeature_map = "f.toml"\n'.encode()
-    with pytest.raises(ConfigError, match=r"a.toml:3: apps.a.feature_map: feature map: .*f.toml:1: feature .x. lists unknown hook .nope."):
+    with pytest.raises(
+        ConfigError,
+        match=r"a.toml:3: apps.a.feature_map: feature map: .*f.toml:1: feature .x. lists unknown hook .nope.",
+    ):
         plan.check(agent_config.parse(bad_map, str(tmp_path / "a.toml")), "a")
 
 

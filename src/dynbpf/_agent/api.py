@@ -10,6 +10,7 @@ or map, 409 the kernel or the application's state refused, 500 a bug.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import socket
@@ -24,7 +25,7 @@ from dynbpf._agent.apps import OutsideRootError, RunningApp
 from dynbpf._agent.config import ConfigError
 from dynbpf._agent.metrics import AgentCollector, registry
 from dynbpf._features.application import FeatureState
-from dynbpf.errors import DynbpfError, NotFound
+from dynbpf.errors import DynbpfError, NotFound, SyscallError
 
 if TYPE_CHECKING:
     from dynbpf._agent.service import Agent
@@ -296,17 +297,28 @@ def _registry(agent: Agent) -> Any:
     )
 
 
-async def serve(agent: Agent, listening: socket.socket, metrics_port: int | None) -> web.AppRunner:
-    """Serve the API on ``listening``, and /metrics alone on 127.0.0.1:``metrics_port`` if given."""
-    runner = web.AppRunner(application(agent, agent.settings.socket_group), access_log=None)
-    await runner.setup()
-    await web.SockSite(runner, listening, shutdown_timeout=1.0).start()
+async def serve(agent: Agent, listening: socket.socket, metrics_port: int | None) -> list[web.AppRunner]:
+    """Serve the API on ``listening``, and /metrics alone on 127.0.0.1:``metrics_port`` if given.
+
+    Returns the runners to clean up when the agent stops (also when this
+    fails half way: what started is in the list given back with the error).
+    """
+    api = application(agent, agent.settings.socket_group)
+    runners = [web.AppRunner(api, access_log=None)]
+    await runners[0].setup()
+    await web.SockSite(runners[0], listening, shutdown_timeout=1.0).start()
     if metrics_port is not None:
         scrape = web.Application()
-        scrape[METRICS] = runner.app[METRICS]
+        scrape[METRICS] = api[METRICS]
         scrape.router.add_get("/metrics", metrics)
-        metrics_runner = web.AppRunner(scrape, access_log=None)
-        await metrics_runner.setup()
-        await web.TCPSite(metrics_runner, "127.0.0.1", metrics_port, shutdown_timeout=1.0).start()
-        runner.app.on_cleanup.append(lambda _app: metrics_runner.cleanup())
-    return runner
+        runners.append(web.AppRunner(scrape, access_log=None))
+        await runners[1].setup()
+        try:
+            await web.TCPSite(runners[1], "127.0.0.1", metrics_port, shutdown_timeout=1.0).start()
+        except OSError as e:
+            for runner in runners:
+                await runner.cleanup()
+            raise SyscallError(
+                "bind", e.errno or errno.EIO, "cannot serve metrics", f"127.0.0.1:{metrics_port}"
+            ) from None
+    return runners

@@ -299,13 +299,13 @@ async def _serve(config: AgentConfig, settings: AgentSettings) -> int:
     try:
         try:
             await agent.start()
+            runners = await api.serve(agent, listening.sock, settings.metrics_port)
         except ConfigError as e:
             log.error("configuration refused", extra={"fields": {"error": str(e), "where": e.where}})
             return EXIT_CONFIG
         except DynbpfError as e:
-            log.error("applications could not start; nothing runs", extra={"fields": {"error": str(e)}})
+            log.error("the agent could not start; nothing runs", extra={"fields": {"error": str(e)}})
             return EXIT_START
-        runner = await api.serve(agent, listening.sock, settings.metrics_port)
         _notify("READY=1")
         ready = {"socket": settings.socket, "apps": list(agent.apps), "metrics_port": settings.metrics_port}
         log.info("ready", extra={"fields": ready})
@@ -315,14 +315,15 @@ async def _serve(config: AgentConfig, settings: AgentSettings) -> int:
         log.info("stopping")
         agent.stopping.set()
         agent.hub.close("agent stopping")
-        await runner.cleanup()
+        for runner in runners:
+            await runner.cleanup()
         await watcher
-        await agent.shutdown()
-        log.info("stopped")
         return 0
     finally:
+        await agent.shutdown()
         listening.remove()
         listening.sock.close()
+        log.info("stopped")
 
 
 def _notify(state: str) -> None:
