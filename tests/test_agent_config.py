@@ -166,3 +166,15 @@ def test_the_example_in_docs_agent_md_reads() -> None:
     for block in blocks:
         cfg = agent_config.parse(block.encode(), "/etc/dynbpf/agent.toml")
         assert cfg.apps
+
+
+def test_docs_deploy_md_shows_the_unit_file_and_a_configmap_that_reads() -> None:
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    (unit,) = re.findall(r"^```ini\n(.*?)^```$", text, re.S | re.M)
+    assert unit == (ROOT / "contrib" / "dynbpf-agent.service").read_text()
+    (manifests,) = re.findall(r"^```yaml\n(.*?)^```$", text, re.S | re.M)
+    embedded = manifests.split("agent.toml: |\n", 1)[1].split("\n---\n", 1)[0]
+    toml_text = "".join(line.removeprefix("    ") + "\n" for line in embedded.splitlines())
+    cfg = agent_config.parse(toml_text.encode(), "/etc/dynbpf/agent.toml")
+    assert cfg.apps["monitor"].keep_on_exit
+    assert cfg.agent.watch_interval == 2.0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 from pathlib import Path
@@ -14,14 +15,14 @@ import pytest
 
 from dynbpf._sys.commands import ObjKind
 from tests import kernel_state as ks
-from tests.agent_run import Agent, app_config, start_agent
+from tests.agent_run import ENV, Agent, app_config, spawn, start_agent
 from tests.bpfbuild import build
 from tests.helpers import numbered_getpgid
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
 
 
-def config(**features: str) -> str:
+def config_text(**features: str) -> str:
     extra = ["constants = { weight = 3 }", 'events = { events = "struct event" }']
     return app_config("demo", build("agent_app"), features=features or {"seq": "enabled"}, extra=extra)
 
@@ -35,7 +36,7 @@ def programs(agent: Agent) -> dict[str, dict[str, object]]:
 
 
 def test_status_lists_and_map_reads_describe_what_runs(tmp_path: Path) -> None:
-    with start_agent(tmp_path, config(seq="enabled", ppid="paused")) as agent:
+    with start_agent(tmp_path, config_text(seq="enabled", ppid="paused")) as agent:
         status = agent.status()
         assert status["agent"]["pid"] == agent.process.pid
         app = status["apps"]["demo"]
@@ -74,7 +75,7 @@ def test_status_lists_and_map_reads_describe_what_runs(tmp_path: Path) -> None:
 
 
 def test_enable_pause_disable_change_what_is_attached_in_the_kernel(tmp_path: Path) -> None:
-    with start_agent(tmp_path, config(seq="enabled", ppid="disabled")) as agent:
+    with start_agent(tmp_path, config_text(seq="enabled", ppid="disabled")) as agent:
         first = programs(agent)["tp_getpgid"]["id"]
         (link,) = agent.call("GET", "/v1/apps/demo/links")
         numbered_getpgid(0)
@@ -107,7 +108,7 @@ def test_enable_pause_disable_change_what_is_attached_in_the_kernel(tmp_path: Pa
 
 
 def test_constants_and_program_reloads_are_made_before_the_old_ones_break(tmp_path: Path) -> None:
-    with start_agent(tmp_path, config()) as agent:
+    with start_agent(tmp_path, config_text()) as agent:
         before = programs(agent)["tp_getpgid"]["id"]
         numbered_getpgid(0)
         answer = agent.call("POST", "/v1/apps/demo/constants", {"constants": {"weight": 10}})
@@ -140,7 +141,7 @@ def follow(agent: Agent, *args: str) -> tuple[threading.Thread, list[subprocess.
 
 
 def test_events_stream_as_json_lines_to_every_follower(tmp_path: Path) -> None:
-    with start_agent(tmp_path, config()) as agent:
+    with start_agent(tmp_path, config_text()) as agent:
         followers = [follow(agent, "-j", "events", "demo", "-n", "3") for _ in range(2)]
         agent.wait_for(lambda: agent.status()["agent"]["followers"] == 2)
         for seq in range(4):
@@ -163,7 +164,7 @@ def test_events_stream_as_json_lines_to_every_follower(tmp_path: Path) -> None:
 
 
 def test_sigterm_stops_everything_and_exits_0(tmp_path: Path) -> None:
-    with start_agent(tmp_path, config(seq="enabled", ppid="paused")) as agent:
+    with start_agent(tmp_path, config_text(seq="enabled", ppid="paused")) as agent:
         progs = {p["id"] for p in programs(agent).values() if "id" in p}
         maps = {m["id"] for m in agent.call("GET", "/v1/apps/demo/maps") if m["exists"]}
         links = {link["id"] for link in agent.call("GET", "/v1/apps/demo/links")}
@@ -178,3 +179,21 @@ def test_sigterm_stops_everything_and_exits_0(tmp_path: Path) -> None:
         assert not os.path.exists(agent.socket)
         messages = agent.messages()
         assert messages[-3:] == ["stopping", "application stopped", "stopped"]
+
+
+def test_systemd_hears_ready_and_stopping(tmp_path: Path) -> None:
+    """``Type=notify``: READY=1 once the socket answers, STOPPING=1 at SIGTERM (contrib/dynbpf-agent.service)."""
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with notify:
+        notify.bind(str(tmp_path / "notify"))
+        notify.settimeout(20)
+        config = tmp_path / "agent.toml"
+        config.write_text(f'[agent]\nsocket = "{tmp_path}/agent.sock"\n\n' + config_text())
+        process = spawn(config, tmp_path / "agent.log", env={**ENV, "NOTIFY_SOCKET": str(tmp_path / "notify")})
+        try:
+            assert notify.recv(64) == b"READY=1"
+            assert os.path.exists(tmp_path / "agent.sock")  # serving by then
+            process.send_signal(signal.SIGTERM)
+            assert notify.recv(64) == b"STOPPING=1"
+        finally:
+            assert process.wait(15) == 0

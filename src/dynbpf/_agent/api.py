@@ -178,15 +178,20 @@ async def constants(request: web.Request) -> web.Response:
 
 
 async def programs(request: web.Request) -> web.Response:
-    return _json(await asyncio.to_thread(_app(request).programs))
+    return _json(await _agent(request).blocking(_app(request).programs))
 
 
 async def reload_program(request: web.Request) -> web.Response:
     app = _app(request)
     program = app.program(request.match_info["program"])
-    old = await asyncio.to_thread(lambda: program.id)
-    await _change(request, program.reload, "program reloaded", app=app.name, program=program.name)
-    return _json({"app": app.name, "program": program.name, "old_id": old, "id": program.id})
+
+    def reload() -> tuple[int, int]:
+        old = program.id
+        program.reload()
+        return old, program.id
+
+    old, new = await _change(request, reload, "program reloaded", app=app.name, program=program.name)
+    return _json({"app": app.name, "program": program.name, "old_id": old, "id": new})
 
 
 async def maps(request: web.Request) -> web.Response:
@@ -210,7 +215,7 @@ async def pin_map(request: web.Request) -> web.Response:
 
 
 async def links(request: web.Request) -> web.Response:
-    return _json(await asyncio.to_thread(_app(request).links))
+    return _json(await _agent(request).blocking(_app(request).links))
 
 
 async def events(request: web.Request) -> web.StreamResponse:

@@ -25,7 +25,7 @@ from dynbpf._features.application import Application, FeatureState
 from dynbpf._runtime.collection import Collection
 from dynbpf._sys import commands, fs
 from dynbpf._sys.constants import MapType, type_name
-from dynbpf.errors import DynbpfError, NotFound, PinError, StateError
+from dynbpf.errors import DynbpfError, NotFound, PinError
 
 log = logging.getLogger("dynbpf.agent")
 
@@ -162,6 +162,8 @@ class RunningApp:
             self.collection.close()
 
     # --- reading -------------------------------------------------------------------------
+    # programs() and links() read programs' fds: the service calls them on its worker thread, so that no
+    # change unloads a program between reading its fd and asking the kernel about it.
 
     def status(self) -> dict[str, Any]:
         config = self.checked.config
@@ -187,7 +189,7 @@ class RunningApp:
             }
             try:
                 info = commands.prog_info(program.fd)
-            except (StateError, DynbpfError):
+            except DynbpfError:  # not loaded
                 entry["state"] = "attached" if links else "not loaded"
             else:
                 entry.update(
@@ -219,10 +221,10 @@ class RunningApp:
                 entry["policy"] = None  # left out by a map edit
             if entry["exists"]:
                 try:
-                    info = commands.map_info(coll.map_fd_number(name))
+                    info = commands.map_info(coll.maps[name].fd)  # a view: a map freed meanwhile raises
                     entry.update(id=int(info.id), max_entries=int(info.max_entries))
                 except DynbpfError:
-                    entry["exists"] = False  # freed meanwhile
+                    entry["exists"] = False
             out.append(entry)
         return out
 

@@ -37,7 +37,7 @@ from dynbpf._agent.apps import RunningApp, Snapshot
 from dynbpf._agent.config import AgentConfig, AgentSettings, ConfigError
 from dynbpf._agent.events import Hub
 from dynbpf._agent.plan import Checked, Plan, diff, located
-from dynbpf.errors import DynbpfError
+from dynbpf.errors import DynbpfError, StateError
 
 log = logging.getLogger("dynbpf.agent")
 T = TypeVar("T")
@@ -86,6 +86,8 @@ class Agent:
     async def reload(self, reason: str) -> dict[str, Any]:
         """Read the file again and apply it; on any error the running configuration stays, and it is raised."""
         async with self.changing:
+            if self.stopping.is_set():
+                raise StateError("the agent is stopping: the configuration is not read again")
             began = time.monotonic()
             try:
                 config = await asyncio.to_thread(config_module.load, self.config.file)
