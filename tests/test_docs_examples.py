@@ -29,7 +29,7 @@ BLOCK = re.compile(r"^```python\n(.*?)^```$", re.S | re.M)
 FENCE = re.compile(r"^```(.*?)\n(.*?)^```$", re.S | re.M)
 OBJECT = re.compile(r'"([A-Za-z0-9_]+)\.bpf\.o"')
 #: fences of blocks that are shown, not run (toml, ini, yaml: test_features_declare and test_agent_config check them)
-ILLUSTRATIVE = {"text", "sh", "c", "toml", "ini", "yaml"}  # toml, ini, yaml: checked by test_features_declare, test_agent_config
+ILLUSTRATIVE = {"text", "sh", "c", "toml", "ini", "yaml"}
 #: options of the commands the docs show whose argument is a file written (--plot: the second one)
 WRITES = {"--json": 0, "--plot": 1, "-o": 0, "--out": 0, "--output": 0, ">": 0, ">>": 0}
 
