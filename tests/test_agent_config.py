@@ -178,3 +178,19 @@ def test_docs_deploy_md_shows_the_unit_file_and_a_configmap_that_reads() -> None
     cfg = agent_config.parse(toml_text.encode(), "/etc/dynbpf/agent.toml")
     assert cfg.apps["monitor"].keep_on_exit
     assert cfg.agent.watch_interval == 2.0
+
+
+def test_ctl_without_an_agent_says_so(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.agent_run import ENV, command
+
+    socket = str(tmp_path / "agent.sock")
+    done = subprocess.run(
+        command("ctl", "--socket", socket, "status"), env=ENV, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"dynbpf: error: no agent listens on {socket} (is `dynbpf agent` running? --socket or $DYNBPF_SOCKET names "
+        "another)\n"
+    )

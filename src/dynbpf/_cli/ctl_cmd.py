@@ -204,57 +204,38 @@ def pin(app: str, map_name: str, path: str) -> None:
 # --- listings ----------------------------------------------------------------------------------
 
 
-@ctl.command()
-@click.argument("app")
-@_json_option
-def programs(app: str) -> None:
-    """APP's programs: hook, state, kernel id, runs (while the agent collects statistics)."""
-    rows = _call("GET", f"/v1/apps/{app}/programs")
-    columns = ("name", "hook", "state", "id", "links", "verify ms", "runs")
-    _emit(
-        rows,
-        lambda r: _table(
-            f"{app}: programs",
-            columns,
-            (
-                (p["name"], p["hook"], p["state"], p.get("id"), p["links"], p.get("verification_ms"), p.get("run_cnt"))
-                for p in r
-            ),
-        ),
-    )
+#: each listing: its columns, each an API field (shown empty where an entry lacks it)
+LISTINGS = {
+    "programs": (
+        "APP's programs: hook, state, kernel id, runs (while the agent collects statistics).",
+        {"name": "name", "hook": "hook", "state": "state", "id": "id", "links": "links"}
+        | {"verify ms": "verification_ms", "runs": "run_cnt"},
+    ),
+    "maps": (
+        "APP's maps: type, size, policy, whether they exist now, kernel id, pin.",
+        {"name": "name", "type": "type", "max": "max_entries", "policy": "policy", "exists": "exists"}
+        | {"id": "id", "pin": "pin"},
+    ),
+    "links": (
+        "APP's links: program, kernel link id, the hook they attach to.",
+        {"program": "program", "id": "id", "program id": "program_id", "hook": "description"},
+    ),
+}
 
 
-@ctl.command()
-@click.argument("app")
-@_json_option
-def maps(app: str) -> None:
-    """APP's maps: type, sizes, policy, whether they exist now, kernel id, pin."""
-    rows = _call("GET", f"/v1/apps/{app}/maps")
-    columns = ("name", "type", "max", "policy", "exists", "id", "pin")
-    _emit(
-        rows,
-        lambda r: _table(
-            f"{app}: maps",
-            columns,
-            ((m["name"], m["type"], m["max_entries"], m["policy"], m["exists"], m.get("id"), m.get("pin")) for m in r),
-        ),
-    )
+def _listing(what: str, doc: str, columns: dict[str, str]) -> Callable[..., None]:
+    @click.argument("app")
+    @_json_option
+    def command(app: str) -> None:
+        rows = _call("GET", f"/v1/apps/{app}/{what}")
+        _emit(rows, lambda r: _table(f"{app}: {what}", columns, ([e.get(f) for f in columns.values()] for e in r)))
+
+    command.__doc__ = doc
+    return command
 
 
-@ctl.command()
-@click.argument("app")
-@_json_option
-def links(app: str) -> None:
-    """APP's links: program, kernel link id, the hook they attach to."""
-    rows = _call("GET", f"/v1/apps/{app}/links")
-    _emit(
-        rows,
-        lambda r: _table(
-            f"{app}: links",
-            ("program", "id", "program id", "hook"),
-            ((link["program"], link["id"], link["program_id"], link["description"]) for link in r),
-        ),
-    )
+for _what, (_doc, _columns) in LISTINGS.items():
+    ctl.command(name=_what)(_listing(_what, _doc, _columns))
 
 
 @ctl.command("map")
