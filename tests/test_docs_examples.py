@@ -3,8 +3,10 @@
 A block opens ``"<fixture>.bpf.o"``: ``agent.bpf.o`` is tests/bpf/docs_agent.bpf.c (the agent the
 docs describe), any other name the fixture of that name. Every other block is marked illustrative by
 its fence: ``text`` (output, signatures, commands shown with what they print), ``sh`` (commands to
-type), ``c`` (BPF C), ``toml`` (a feature map; tests/test_features_declare.py reads it); a bare
-fence is refused, so no block is left unrun by accident. A block that stops running fails here, so
+type), ``c`` (BPF C), ``toml`` (a feature map or the agent's configuration; tests/test_features_declare.py
+and tests/test_agent_config.py read them), ``ini`` and ``yaml`` (docs/deploy.md's unit file and
+manifests, checked by tests/test_agent_config.py); a bare fence is refused, so no block is left
+unrun by accident. A block that stops running fails here, so
 the docs cannot drift from the API; a command shown may not write into the repository (a benchmark's
 ``--json``/``--plot`` output goes elsewhere, then is copied on purpose).
 """
@@ -26,8 +28,8 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"^```python\n(.*?)^```$", re.S | re.M)
 FENCE = re.compile(r"^```(.*?)\n(.*?)^```$", re.S | re.M)
 OBJECT = re.compile(r'"([A-Za-z0-9_]+)\.bpf\.o"')
-#: fences of blocks that are shown, not run
-ILLUSTRATIVE = {"text", "sh", "c", "toml"}  # docs/features.md's toml is checked against its fixture elsewhere
+#: fences of blocks that are shown, not run (toml, ini, yaml: test_features_declare and test_agent_config check them)
+ILLUSTRATIVE = {"text", "sh", "c", "toml", "ini", "yaml"}
 #: options of the commands the docs show whose argument is a file written (--plot: the second one)
 WRITES = {"--json": 0, "--plot": 1, "-o": 0, "--out": 0, "--output": 0, ">": 0, ">>": 0}
 

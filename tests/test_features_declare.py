@@ -504,5 +504,5 @@ def _documents(draw: st.DrawFn) -> tuple[str, dict[tuple[str | int, ...], int]]:
 def test_toml_lines_are_found_in_any_style(document: tuple[str, dict[tuple[str | int, ...], int]]) -> None:
     text, expected = document
     tomllib.loads(text)  # the generator writes valid TOML
-    found = toml_module._lines(text)
+    found = toml_module.key_lines(text)
     assert {path: found.get(path) for path in expected} == expected

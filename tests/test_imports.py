@@ -31,7 +31,7 @@ PACKAGES = (
     "dynbpf._tools",
 )
 
-THIRD_PARTY = ("elftools", "rich", "click")
+THIRD_PARTY = ("elftools", "rich", "click", "aiohttp", "prometheus_client")
 
 
 def loaded_by(code: str) -> set[str]:
@@ -91,6 +91,7 @@ def test_cli_imports_rich_only_to_render() -> None:
     modules = loaded_by("import dynbpf._cli.main")
     assert "click" in modules
     assert not under(modules, "rich", "elftools", "dynbpf._runtime", "dynbpf._probes")
+    assert not under(modules, "aiohttp", "prometheus_client", "dynbpf._features")  # the agent's, with its use
 
 
 def test_a_subpackage_name_imports_its_module_and_not_its_siblings() -> None:

@@ -10,6 +10,8 @@ import click
 
 import dynbpf
 from dynbpf._cli import features_cmd, link_cmd, load_cmd, map_cmd, prog_cmd, run_cmd
+from dynbpf._cli.agent_cmd import agent
+from dynbpf._cli.ctl_cmd import ctl
 from dynbpf.errors import DynbpfError
 
 
@@ -67,6 +69,8 @@ cli.add_command(features_cmd.features)
 cli.add_command(prog_cmd.prog)
 cli.add_command(map_cmd.map_group)
 cli.add_command(link_cmd.link)
+cli.add_command(agent)
+cli.add_command(ctl)
 
 
 def main() -> None:
@@ -75,3 +79,7 @@ def main() -> None:
     except DynbpfError as e:
         click.echo(f"dynbpf: error: {e}", err=True)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

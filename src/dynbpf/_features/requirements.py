@@ -128,15 +128,15 @@ def _relabel(req: Requirement, label: str, probe: Support) -> Support:
     return Support(str(req), probe.supported, f"{label}: {probe.how}", probe.transient)
 
 
-def _by_name(enum_type: type[E], name: str) -> E | None:
+def by_name(enum_type: type[E], name: str) -> E | None:
     """The member of a uapi enum by its lowercase name (``kprobe`` -> ``ProgType.KPROBE``); never UNSPEC."""
     member = enum_type.__members__.get(name.upper()) if name == name.lower() else None
     return member if member is not None and member.value != 0 else None
 
 
 def _enum_member(req: Requirement, where: str, enum_type: type[E], name: str, what: str) -> E:
-    """:func:`_by_name`, or the declaration error naming the closest members."""
-    member = _by_name(enum_type, name)
+    """:func:`by_name`, or the declaration error naming the closest members."""
+    member = by_name(enum_type, name)
     if member is None:
         canonical = [m.name.lower() for m in enum_type if m.value != 0]
         raise _unknown(req, where, what, canonical, asked=name, near=name.lower())
@@ -160,7 +160,7 @@ def _helper_id(req: Requirement, where: str, name: str) -> int:
 def _other_kind(name: str) -> str:
     """A hint when a capability is really a program or map type's name (``hash`` -> ``map:hash``)."""
     for kind, enum_type in (("program", ProgType), ("map", MapType)):
-        if _by_name(enum_type, name) is not None:
+        if by_name(enum_type, name) is not None:
             return f"; {name!r} is a {kind} type: require it as '{kind}:{name}'"
     return ""
 

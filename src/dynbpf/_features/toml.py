@@ -21,7 +21,7 @@ The format (docs/features.md, "Declaring features")::
 
 Every error is a :class:`~dynbpf.errors.FeatureMapError` whose ``where``
 is ``file:line``. :mod:`tomllib` reports no positions for what it parsed,
-so :func:`_lines` reads the text once more to find where each table, key
+so :func:`key_lines` reads the text once more to find where each table, key
 and array element starts; a syntax error already carries tomllib's line.
 """
 
@@ -32,7 +32,7 @@ import os
 import re
 import tomllib
 from bisect import bisect_right
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -85,12 +85,32 @@ def load(source: str | os.PathLike[str], *, name: str | None = None) -> FeatureM
 
 def parse(text: str, file: str) -> FeatureMap:
     """The feature map in ``text``; ``file`` names it in every error's ``where``."""
+    data, lines = located(text, file)
+    return _Reader(data, file, lines).read()
+
+
+def located(
+    text: str, file: str, error: Callable[[str, str], Exception] = FeatureMapError
+) -> tuple[dict[str, Any], dict[Path_, int]]:
+    """``text`` decoded, and the line of each of its tables, keys and array elements (:func:`key_lines`).
+
+    A syntax error is ``error(message, "file:line")``; other TOML documents
+    than feature maps (the agent's configuration) report through their own
+    error class.
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         m = re.search(r"\(at line (\d+), column \d+\)", str(e))
-        raise FeatureMapError(f"not valid TOML: {e}", f"{file}:{m.group(1)}" if m else file) from None
-    return _Reader(data, file, _lines(text)).read()
+        raise error(f"not valid TOML: {e}", f"{file}:{m.group(1)}" if m else file) from None
+    return data, key_lines(text)
+
+
+def where(lines: Mapping[Path_, int], file: str, path: Path_) -> str:
+    """``file:line`` of ``path``, or of the nearest enclosing thing the text shows (a table's header)."""
+    while path and path not in lines:
+        path = path[:-1]
+    return f"{file}:{lines[path]}" if path else file
 
 
 class _Reader:
@@ -102,10 +122,7 @@ class _Reader:
         self.lines = lines
 
     def where(self, path: Path_) -> str:
-        """``file:line`` of ``path``, or of the nearest enclosing thing the text shows (a table's header)."""
-        while path and path not in self.lines:
-            path = path[:-1]
-        return f"{self.file}:{self.lines[path]}" if path else self.file
+        return where(self.lines, self.file, path)
 
     def fail(self, message: str, path: Path_) -> FeatureMapError:
         return FeatureMapError(message, self.where(path))
@@ -179,11 +196,19 @@ class _Reader:
         return tuple(value)
 
     def known_keys(self, body: Mapping[str, object], path: Path_, keys: tuple[str, ...], what: str) -> None:
-        for key in body:
-            if key not in keys:
-                near = difflib.get_close_matches(key, keys, n=1)
-                hint = f"did you mean {near[0]!r}?" if near else f"known: {', '.join(keys)}"
-                raise self.fail(f"{what}: unknown key {key!r} ({hint})", (*path, key))
+        unknown = unknown_key(body, keys)
+        if unknown is not None:
+            key, hint = unknown
+            raise self.fail(f"{what}: unknown key {key!r} ({hint})", (*path, key))
+
+
+def unknown_key(body: Mapping[str, object], keys: tuple[str, ...]) -> tuple[str, str] | None:
+    """The first key of ``body`` not among ``keys``, with a hint: the closest known key, else all of them."""
+    for key in body:
+        if key not in keys:
+            near = difflib.get_close_matches(key, keys, n=1)
+            return key, f"did you mean {near[0]!r}?" if near else f"known: {', '.join(keys)}"
+    return None
 
 
 # --- where things are in the text ------------------------------------------------------------------
@@ -193,7 +218,7 @@ _SCALAR = re.compile(r"[^,\]}\n#]*")
 _SPACE = " \t"
 
 
-def _lines(text: str) -> dict[Path_, int]:
+def key_lines(text: str) -> dict[Path_, int]:
     """The 1-based line where each table, key and array element of ``text`` (valid TOML) is first written.
 
     A key is recorded under its full path from the document's root

@@ -1,0 +1,99 @@
+"""A client of the agent's control API over its unix socket (aiohttp): what ``dynbpf ctl`` uses.
+
+Failures are :class:`ControlError` with a message a person can act on: no
+agent at the socket, a socket this user may not open, or the agent's own
+refusal (its JSON ``error``, and the HTTP status).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
+
+import aiohttp
+
+from dynbpf._agent import SOCKET_ENV
+from dynbpf.errors import DynbpfError
+
+
+class ControlError(DynbpfError):
+    """The agent could not be reached, or refused; ``status`` is the HTTP status (0: no answer)."""
+
+    def __init__(self, message: str, status: int = 0, body: Mapping[str, Any] | None = None) -> None:
+        self.status = status
+        self.body = dict(body or {})
+        super().__init__(message)
+
+
+class Client:
+    def __init__(self, socket_path: str, *, timeout: float | None = 300.0) -> None:
+        self.socket_path = socket_path
+        self.timeout = timeout
+
+    def _session(self, timeout: float | None) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            connector=aiohttp.UnixConnector(path=self.socket_path), timeout=aiohttp.ClientTimeout(total=timeout)
+        )
+
+    async def call(
+        self, method: str, path: str, body: Mapping[str, Any] | None = None, params: Mapping[str, str] | None = None
+    ) -> Any:
+        """One request; the decoded JSON answer, or :class:`ControlError`."""
+        async with self._session(self.timeout) as session:
+            try:
+                async with session.request(method, _url(path), json=body, params=params) as response:
+                    text = await response.text()
+                    if path == "/metrics":
+                        return self._check(response.status, text, raw=True)
+                    return self._check(response.status, text)
+            except aiohttp.ClientConnectorError as e:
+                raise self._unreachable(e) from None
+
+    async def stream(self, path: str, params: Sequence[tuple[str, str]] = ()) -> AsyncIterator[dict[str, Any]]:
+        """The JSON lines of a streaming answer (events), as they come."""
+        async with self._session(None) as session:
+            try:
+                async with session.get(_url(path), params=params) as response:
+                    if response.status != 200:
+                        self._check(response.status, await response.text())
+                    async for line in response.content:
+                        if line.strip():
+                            yield json.loads(line)
+            except aiohttp.ClientConnectorError as e:
+                raise self._unreachable(e) from None
+
+    def _check(self, status: int, text: str, *, raw: bool = False) -> Any:
+        if status == 200:
+            return text if raw else json.loads(text)
+        try:
+            body = json.loads(text)
+            message = body.get("error", text)
+        except (json.JSONDecodeError, AttributeError):
+            body, message = {}, text
+        raise ControlError(f"the agent refused ({status}): {message}", status, body if isinstance(body, dict) else {})
+
+    def _unreachable(self, e: aiohttp.ClientConnectorError) -> ControlError:
+        code = e.os_error.errno if e.os_error is not None else None
+        where = self.socket_path
+        if code == errno.EACCES:
+            return ControlError(
+                f"permission denied on {where}: the agent's control socket is for root "
+                "(and the group its configuration names, if any); run as root or as a member of that group"
+            )
+        if code in (errno.ENOENT, errno.ECONNREFUSED):
+            return ControlError(
+                f"no agent listens on {where} (is `dynbpf agent` running? --socket or ${SOCKET_ENV} names another)"
+            )
+        return ControlError(f"cannot reach the agent at {where}: {e.os_error or e}")
+
+
+def _url(path: str) -> str:
+    return f"http://dynbpf{path}"  # the host is ignored: the connector's socket is the address
+
+
+def run(socket_path: str, fn: Callable[[Client], Any]) -> Any:
+    """``fn(client)`` (a coroutine) run to its end: the synchronous entry ``dynbpf ctl`` uses."""
+    return asyncio.run(fn(Client(socket_path)))
