@@ -294,7 +294,8 @@ SHARED void push_task(struct auxbuf *a)
 	p.ppid = BPF_CORE_READ(task, real_parent, tgid);
 	p.uid = BPF_CORE_READ(task, real_cred, uid.val);
 	p.gid = BPF_CORE_READ(task, real_cred, gid.val);
-	p.cap = BPF_CORE_READ(task, real_cred, cap_effective.val);
+	/* kernel_cap_t is a u64 from 6.3, two u32s before: read its 8 bytes whichever it is */
+	BPF_CORE_READ_INTO(&p.cap, task, real_cred, cap_effective);
 	p.start = BPF_CORE_READ(task, start_time);
 	p.mnt_ns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
 	p.flags = BPF_CORE_READ(task, flags);

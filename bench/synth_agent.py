@@ -163,7 +163,8 @@ static __noinline int fill_proc(struct proc_info *p, struct task_struct *task)
 	cred = BPF_CORE_READ(task, real_cred);
 	p->uid = BPF_CORE_READ(cred, uid.val);
 	p->euid = BPF_CORE_READ(cred, euid.val);
-	p->cap_effective = BPF_CORE_READ(cred, cap_effective.val);
+	/* kernel_cap_t is a u64 from 6.3, two u32s before: read its 8 bytes whichever it is */
+	BPF_CORE_READ_INTO(&p->cap_effective, cred, cap_effective);
 	p->pid_ns = BPF_CORE_READ(task, nsproxy, pid_ns_for_children, ns.inum);
 	p->mnt_ns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
 	p->net_ns = BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
@@ -569,7 +570,7 @@ int BPF_PROG($name, $params)
 	cred = up->real_cred;
 	info.uid = cred->uid.val;
 	info.euid = cred->euid.val;
-	info.cap_effective = cred->cap_effective.val;
+	bpf_core_read(&info.cap_effective, sizeof(info.cap_effective), &cred->cap_effective);
 	if (up->nsproxy) {
 		info.pid_ns = up->nsproxy->pid_ns_for_children->ns.inum;
 		info.mnt_ns = up->nsproxy->mnt_ns->ns.inum;

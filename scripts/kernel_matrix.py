@@ -813,6 +813,21 @@ def mounted() -> set[tuple[str, str]]:
     return {(fields[2], fields[1]) for fields in (line.split() for line in lines)}
 
 
+def install_config(kernel: Kernel) -> Path:
+    """Put the kernel's build configuration where a Debian install has it, /boot/config-<release>.
+
+    The guest sees the host's /boot (the root is shared), which holds the host kernel's config only;
+    libbpf, dynbpf and the tests read kconfig from there, so /boot becomes a tmpfs holding this
+    kernel's own file, as on a machine that booted it.
+    """
+    target = Path("/boot") / f"config-{kernel.release}"
+    if not target.exists():
+        source = find_config(kernel.directory / "root", kernel.release)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", "/boot"], check=True)
+        shutil.copyfile(source, target)
+    return target
+
+
 def guest(argv: Sequence[str]) -> int:
     """Inside the VM: mount what the suite needs, probe, run pytest; leave guest.json in the results."""
     parser = argparse.ArgumentParser(prog="kernel_matrix.py guest")
@@ -833,6 +848,7 @@ def guest(argv: Sequence[str]) -> int:
     report: dict[str, Any] = {"boot_s": boot_s, "uname": os.uname().release}
     live = Path("/sys/kernel/btf/vmlinux").read_bytes()
     kernel = Kernel.load(args.kernel_dir)
+    report["config"] = str(install_config(kernel))
     # the fixtures were compiled on the host against the BTF taken from the image: the same bytes, or
     # each fixture compiles again in here, slowly
     report["btf_as_on_host"] = hashlib.sha256(live).digest() == hashlib.sha256(kernel.btf.read_bytes()).digest()

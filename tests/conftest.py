@@ -21,6 +21,11 @@ from tests.bpfbuild import build
 
 _state: dict[str, str | None] = {}
 
+# Child processes get a pipe for stdout, which Python buffers unless told otherwise. A test reading a child's
+# line as it comes must have the child flush it; with PYTHONUNBUFFERED inherited (some shells and CI runners
+# set it) a missing flush passes here and hangs elsewhere (the kernel matrix's guests), so it is not inherited.
+os.environ.pop("PYTHONUNBUFFERED", None)
+
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("kernel") is not None:

@@ -375,6 +375,18 @@ def kernel_type(kind: str, name: str) -> dict[str, Any]:
     raise LookupError(f"{kind} {name} not in kernel BTF")
 
 
+@cache
+def perf_link_details() -> bool:
+    """Whether this kernel's bpf_link_info describes perf_event links (6.6 on). Before, every link made on a
+    perf event (tracepoint, kprobe, uprobe) reads back as kind ``perf_event``, with no name."""
+    return "perf_event" in kernel_offsets(kernel_type("STRUCT", "bpf_link_info"))
+
+
+def reported_kind(kind: str) -> str:
+    """The kind the kernel's link info gives a perf-event-based link of ``kind``."""
+    return kind if perf_link_details() else "perf_event"
+
+
 def kernel_offsets(t: dict[str, Any], base: int = 0, prefix: str = "") -> dict[str, int]:
     """A kernel struct's fields: name -> byte offset, into anonymous members and named nested structs."""
     out: dict[str, int] = {}

@@ -39,6 +39,8 @@ from pathlib import Path
 from dynbpf._asm.disasm import text
 from dynbpf._asm.insn import Insn, decode
 from dynbpf._asm.opcodes import PseudoLd
+from dynbpf._btf.kinds import Kind
+from dynbpf._probes.trial import kernel_btf_id
 from dynbpf._sys import commands
 from dynbpf._sys.attrs import ProgInfo
 
@@ -49,6 +51,30 @@ LIBBPF_REFUSES: dict[str, str] = {
     "legacy_maps": 'libbpf 1.0 dropped SEC("maps") struct bpf_map_def definitions',
     "staticmaps": 'libbpf refuses static maps in .maps ("unsupported map linkage static"); dynbpf opens them',
 }
+
+#: Strong (not __weak) kfuncs fixture programs call: fixture -> program -> kfuncs. A kernel without one of
+#: them (6.1 has none of bpf_task_*) cannot load that program with either loader; libbpf 1.1, which resolves
+#: every extern of an object when it loads any program, cannot load the object at all.
+STRONG_KFUNCS: dict[str, dict[str, tuple[str, ...]]] = {
+    "externs": {"acquire_new_task": ("bpf_task_acquire", "bpf_task_release")},
+}
+
+
+def missing_kfuncs(fixture: str) -> dict[str, tuple[str, ...]]:
+    """The programs of ``fixture`` calling a strong kfunc the running kernel's BTF lacks, with those kfuncs."""
+    out = {}
+    for program, kfuncs in STRONG_KFUNCS.get(fixture, {}).items():
+        missing = tuple(k for k in kfuncs if kernel_btf_id(k, Kind.FUNC) is None)
+        if missing:
+            out[program] = missing
+    return out
+
+
+def libbpf_kernel_refusal(fixture: str) -> str | None:
+    """What libbpf 1.1 says when it cannot load ``fixture``'s object on this kernel (None: it can)."""
+    missing = sorted({k for kfuncs in missing_kfuncs(fixture).values() for k in kfuncs})
+    return f"extern (func ksym) '{missing[0]}': not found in kernel" if missing else None
+
 
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 _LEVELS = ("warn", "info", "debug")

@@ -39,11 +39,14 @@ ATTR_STRUCTS: list[tuple[type[ctypes.Structure], str | None, str]] = [
 ]
 
 
-def assert_same_layout(what: str, ours: dict[str, int], kernel: dict[str, int]) -> None:
+def assert_same_layout(
+    what: str, ours: dict[str, int], kernel: dict[str, int], sizes: dict[str, int] | None = None
+) -> None:
     """Every field of ours sits where the running kernel has it; one the kernel lacks must be newer than
-    it, which is measured, not listed per kernel: the uapi only grows at the end, so a newer field lies
-    after the last field the kernel has in its (sub)struct, or in a member (sub)struct the kernel lacks
-    altogether. A misspelt or misplaced field fails either way.
+    it, which is measured, not listed per kernel: the uapi grows at the end, so a newer field lies after
+    the last field the kernel has in its (sub)struct, or in a member (sub)struct the kernel lacks
+    altogether; or, given our fields' ``sizes``, it fills what was alignment padding in the kernel's struct
+    (bpf_map_info.btf_vmlinux_id, before map_extra). A misspelt or misplaced field fails either way.
     """
     last: dict[str, int] = {}
     for name, off in kernel.items():
@@ -55,7 +58,15 @@ def assert_same_layout(what: str, ours: dict[str, int], kernel: dict[str, int]) 
             continue
         group = name.rpartition(".")[0]
         newer_member = group != "" and group not in last
-        assert newer_member or off > last.get(group, -1), f"{what}.{name} is not a field of the kernel's struct"
+        in_padding = sizes is not None and name in sizes and _in_padding(off, off + sizes[name], kernel, sizes)
+        assert newer_member or in_padding or off > last.get(group, -1), (
+            f"{what}.{name} is not a field of the kernel's struct"
+        )
+
+
+def _in_padding(start: int, end: int, kernel: dict[str, int], sizes: dict[str, int]) -> bool:
+    """Whether bytes [start, end) overlap none of the kernel's fields (one we do not know counts as a byte)."""
+    return all(end <= off or off + sizes.get(name, 1) <= start for name, off in kernel.items())
 
 
 def kernel_layout(member: str | None, field: str) -> dict[str, int]:
@@ -88,7 +99,8 @@ def test_info_struct_offsets_match_kernel(struct: type[ctypes.Structure], kernel
     renamed = {"flags": "disabled"} if struct is perf.PerfEventAttr else {}  # the bitfield word, by its first bit
     mine = {renamed.get(name, name): off for name, off in ctypes_offsets(struct).items()}
     mine.pop("gpl_compatible", None)  # a bitfield in the kernel: bits_offset points inside the word we read
-    assert_same_layout(kernel_name, mine, kernel_offsets(kernel_type("STRUCT", kernel_name)))
+    sizes = {renamed.get(name, name): getattr(struct, name).size for name, *_ in struct._fields_}
+    assert_same_layout(kernel_name, mine, kernel_offsets(kernel_type("STRUCT", kernel_name)), sizes)
 
 
 def test_link_info_head() -> None:
@@ -109,7 +121,7 @@ ENUMS = [
 @pytest.mark.parametrize(("kernel_name", "enum", "prefix"), ENUMS, ids=[e[0] for e in ENUMS])
 def test_enum_values_match_kernel(kernel_name: str, enum: Any, prefix: str) -> None:
     entries = kernel_type("ENUM", kernel_name)["values"]
-    values = {v["name"][len(prefix) :]: v["val"] for v in entries if not v["name"].startswith("__")}
+    values = {v["name"][len(prefix) :]: v["val"] for v in entries if v["name"].startswith(prefix)}  # not MAX_...
     kernel_max = max(values.values())
     for name, val in values.items():
         assert enum[name] == val, f"{kernel_name} {name}: kernel {val}, ours {enum[name].value}"
@@ -119,10 +131,12 @@ def test_enum_values_match_kernel(kernel_name: str, enum: Any, prefix: str) -> N
 
 
 def test_helper_table_matches_kernel() -> None:
+    """Every helper the kernel has is in our table under its number; ours may go on past an older kernel's."""
     values = {v["name"]: v["val"] for v in kernel_type("ENUM", "bpf_func_id")["values"]}
-    for helper_id, name in enumerate(constants.HELPER_NAMES):
+    kernel_count = values["__BPF_FUNC_MAX_ID"]
+    assert len(constants.HELPER_NAMES) >= kernel_count
+    for helper_id, name in enumerate(constants.HELPER_NAMES[:kernel_count]):
         assert values[f"BPF_FUNC_{name}"] == helper_id
-    assert len(constants.HELPER_NAMES) == values["__BPF_FUNC_MAX_ID"]
 
 
 def test_a_field_the_kernel_lacks_passes_only_as_a_newer_one() -> None:
@@ -132,3 +146,7 @@ def test_a_field_the_kernel_lacks_passes_only_as_a_newer_one() -> None:
     for wrong in ({"bb": 4}, {"u.yy": 12}, {"a": 4}, {"u.q": 10}):
         with pytest.raises(AssertionError):
             assert_same_layout("s", wrong, kernel)
+    padded, sizes = {"a": 0, "m": 8}, {"a": 4, "hole": 4, "m": 8, "bad": 4}
+    assert_same_layout("s", {"a": 0, "hole": 4, "m": 8}, padded, sizes)  # a newer field filling padding
+    with pytest.raises(AssertionError):
+        assert_same_layout("s", {"a": 0, "bad": 6, "m": 8}, padded, sizes)  # would overlap m

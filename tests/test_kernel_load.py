@@ -468,7 +468,10 @@ def test_requested_log_of_a_success(broken: Broken, level: int, no_fd_leak: None
         assert (verifier_log.processed_insns(loaded.log) or 0) >= p.insn_count
         if level == 2:  # every instruction with its state, and source lines from line_info
             assert "(95) exit" in loaded.log
-            assert " @ broken.bpf.c:" in loaded.log
+            sources = [line for line in loaded.log.splitlines() if line.startswith("; ")]
+            assert any("ctx->data_end" in line for line in sources)
+            # from 6.4 a source line also names its file and line
+            assert all(" @ broken.bpf.c:" in line for line in sources if " @ " in line)
 
 
 @pytest.mark.kernel
@@ -484,7 +487,7 @@ def test_log_buffer_grows_from_tiny(broken: Broken, no_fd_leak: None) -> None:
     e = rejected(broken, "bad_map_value", LoadOptions(log_level=2, log_size=1))
     assert e.errno == errno.EACCES
     assert e.log.startswith("func#0 @0\n")
-    assert "mark_precise" in e.log
+    assert "mark_precise" in e.log or "last_idx" in e.log  # precision tracking, as 6.4+ / older kernels log it
     assert e.instruction == 15
 
 

@@ -161,7 +161,7 @@ def test_processes_opening_one_object_with_pinned_maps_at_once_share_them(pin_ro
         "import sys, dynbpf\n"
         "from dynbpf._sys import commands\n"
         "with dynbpf.open(sys.argv[1], map_policy='pinned', pin_root=sys.argv[2]) as coll:\n"
-        "    print(commands.map_info(coll.map_fd_number('exec_count')).id)\n"
+        "    print(commands.map_info(coll.map_fd_number('exec_count')).id, flush=True)\n"
         "    sys.stdin.read()\n"  # hold the collection until every process has opened
     )
     procs = [

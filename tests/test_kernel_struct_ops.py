@@ -24,6 +24,7 @@ from dynbpf._sys.constants import LinkType, MapType
 from dynbpf.errors import AttachError, KernelUnsupported, NotFound, StateError
 from tests import bpfbuild
 from tests.bpfbuild import build
+from tests.helpers import kernel_lacks
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
 
@@ -201,7 +202,9 @@ def test_values_the_kernel_refuses_name_the_member(no_fd_leak: None) -> None:
         name = unique_name()
         ops.name = name
         ops.flags = 0x100  # not a TCP_CONG_* flag: the kernel refuses it
-        with pytest.raises(AttachError, match="refused member 'flags'") as refused:
+        # trial maps find the member where struct_ops links exist (6.4); before, the kernel only says EINVAL
+        named = "refused member 'flags'" if attach_probes.struct_ops_link() else "refused the struct as a whole"
+        with pytest.raises(AttachError, match=named) as refused:
             ops.attach()
         assert "dynbpf_reno" in str(refused.value)
         assert not any(p.loaded for p in coll.programs.values())  # what the refused attach loaded went again
@@ -286,10 +289,12 @@ def test_members_are_matched_by_name_and_one_the_kernel_lacks_is_named(no_fd_lea
 
 def test_link_registration_detach_and_update(no_fd_leak: None) -> None:
     support = attach_probes.struct_ops_link()
-    assert support.supported, support  # 6.4+; every kernel of the matrix
     name = unique_name()
     with opened() as coll, opened() as other:
         ops = coll.struct_ops["dynbpf_reno_link"]
+        if kernel_lacks(support, ops.attach):  # 6.4+
+            assert not any(p.loaded for p in coll.programs.values())  # refused before anything loaded
+            return
         assert ops.uses_link
         assert ops.name == "dynbpf_reno_lnk"
         ops.name = name
@@ -493,6 +498,9 @@ def test_close_finishes_the_clean_up_when_an_unregistration_fails(no_fd_leak: No
     from dynbpf.errors import SyscallError
 
     legacy_name, link_name = unique_name(), unique_name()
+    with opened() as coll:
+        if kernel_lacks(attach_probes.struct_ops_link(), coll.struct_ops["dynbpf_reno_link"].attach):
+            return  # a kernel without struct_ops links (before 6.4) registers only one struct_ops of the fixture
     coll = dynbpf.open(build("struct_ops"))
     try:
         legacy, linked = coll.struct_ops["dynbpf_reno"], coll.struct_ops["dynbpf_reno_link"]
@@ -528,6 +536,8 @@ def test_a_refused_link_update_leaves_no_member_program_held_by_trial_maps(no_fd
     name = unique_name()
     with opened() as coll, opened() as other:
         ops = coll.struct_ops["dynbpf_reno_link"]
+        if kernel_lacks(attach_probes.struct_ops_link(), ops.attach):
+            return
         ops.name = name
         link = ops.attach()
         replacement = other.struct_ops["dynbpf_reno_link"]

@@ -28,7 +28,10 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
 from dynbpf._probes import attach as attach_features
+from dynbpf._probes.kernel import BPF_FUNC_GET_ATTACH_COOKIE
+from dynbpf._probes.programs import helper
 from dynbpf._probes.result import Support
+from dynbpf._sys.constants import ProgType
 from tests.bpfbuild import build, fixture_names
 from tests.helpers import EDITS, RING, kallsyms, libbpf_edits, ring_buffer
 from tests.libbpf_oracle import (
@@ -37,10 +40,12 @@ from tests.libbpf_oracle import (
     LibbpfLoad,
     computed_tag,
     diff,
+    libbpf_kernel_refusal,
     listing,
     load_one,
     map_fds,
     map_name,
+    missing_kfuncs,
     open_object,
     prog_facts,
     xlated,
@@ -70,12 +75,41 @@ class Cannot:
 _UNKNOWN_SECTION = "missing BPF prog type, check ELF section name"
 
 
-def _kernel_refuses(probe: Support, *programs: str) -> dict[str, Cannot]:
-    """Entries for programs of a kind the running kernel refuses with EPERM, decided by ``probe``, not assumed."""
+def _elf_programs(path: Path) -> list[str]:
+    """Programs as libbpf finds them: global functions in executable sections other than .text."""
+    with path.open("rb") as f:
+        elf = ELFFile(f)
+        symtab = elf.get_section_by_name(".symtab")
+        assert isinstance(symtab, SymbolTableSection), path
+        out = []
+        for sym in symtab.iter_symbols():
+            shndx = sym["st_shndx"]
+            if sym["st_info"]["type"] != "STT_FUNC" or sym["st_info"]["bind"] == "STB_LOCAL" or shndx == "SHN_UNDEF":
+                continue
+            section = elf.get_section(shndx)
+            if section.name != ".text" and section["sh_flags"] & 0x4:  # SHF_EXECINSTR
+                out.append(sym.name)
+        return out
+
+
+def _kernel_refuses(
+    probe: Support, *programs: str, error: int = errno.EPERM, evidence: str = "Operation not permitted"
+) -> dict[str, Cannot]:
+    """Entries for programs using something the running kernel refuses, decided by ``probe``, not assumed."""
     if probe.supported:
         return {}
     why = f"the running kernel refuses {probe.name} ({probe.how}; docs/probes.md)"
-    return {program: Cannot(why, errno.EPERM, "Operation not permitted") for program in programs}
+    return {program: Cannot(why, error, evidence) for program in programs}
+
+
+def _kernel_lacks_kfuncs(fixture: str) -> dict[str, Cannot]:
+    """Entries for every program of ``fixture`` when the running kernel lacks a kfunc it calls strongly:
+    libbpf 1.1 resolves every extern of the object whichever programs it loads."""
+    evidence = libbpf_kernel_refusal(fixture)
+    if evidence is None:
+        return {}
+    why = f"the running kernel's BTF lacks {missing_kfuncs(fixture)} (strong __ksym kfuncs must resolve)"
+    return {f"{fixture}/{p}": Cannot(why, errno.ESRCH, evidence) for p in _elf_programs(build(fixture))}
 
 
 #: "fixture/program" -> why libbpf 1.1 cannot load it alone on the test kernel. Exact (see module docstring).
@@ -152,6 +186,25 @@ LIBBPF_CANNOT: dict[str, Cannot] = {
         "tracing/trc_fentry_read",
         "tracing/trc_fexit_read",
     ),
+    **(
+        _kernel_refuses(
+            attach_features.modify_return(),
+            "kinds/fmod_ret_test",
+            "tracing/trc_fmod_ret",
+            error=errno.EINVAL,
+            evidence="bpf_modify_return_test() is not modifiable",
+        )
+        if attach_features.trampolines().supported
+        else {}
+    ),
+    **_kernel_refuses(
+        helper(ProgType.RAW_TRACEPOINT, BPF_FUNC_GET_ATTACH_COOKIE),
+        "tracing/trc_raw_tp_cookie",
+        "tracing/trc_tp_btf_cookie",
+        error=errno.EINVAL,
+        evidence="unknown func bpf_get_attach_cookie",
+    ),
+    **_kernel_lacks_kfuncs("externs"),
     **_kernel_refuses(attach_features.lsm(), "kinds/lsm_file_open", "kinds/lsm_s_committed_creds"),
     **_kernel_refuses(attach_features.lsm(), "tracing/trc_lsm_deny", "tracing/trc_lsm_s_deny"),
     "tracing/trc_kprobe_session": Cannot(
@@ -219,23 +272,6 @@ def object_path(fixture: str) -> Path:
 
         return build_synth(200)
     return build(fixture)
-
-
-def _elf_programs(path: Path) -> list[str]:
-    """Programs as libbpf finds them: global functions in executable sections other than .text."""
-    with path.open("rb") as f:
-        elf = ELFFile(f)
-        symtab = elf.get_section_by_name(".symtab")
-        assert isinstance(symtab, SymbolTableSection), path
-        out = []
-        for sym in symtab.iter_symbols():
-            shndx = sym["st_shndx"]
-            if sym["st_info"]["type"] != "STT_FUNC" or sym["st_info"]["bind"] == "STB_LOCAL" or shndx == "SHN_UNDEF":
-                continue
-            section = elf.get_section(shndx)
-            if section.name != ".text" and section["sh_flags"] & 0x4:  # SHF_EXECINSTR
-                out.append(sym.name)
-        return out
 
 
 def _params() -> list[Any]:

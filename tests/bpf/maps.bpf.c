@@ -179,7 +179,7 @@ int on_exec(struct trace_event_raw_sched_process_exec *ctx)
 {
 	__u32 pid = ctx->pid;
 	__u64 one = 1, *count;
-	struct event *e;
+	struct event *e, copy;
 
 	count = bpf_map_lookup_elem(&exec_count, &pid);
 	if (count)
@@ -201,8 +201,10 @@ int on_exec(struct trace_event_raw_sched_process_exec *ctx)
 	if (!e)
 		return 0;
 	fill_event(e);
-	bpf_map_update_elem(&last_event, &pid, e, BPF_ANY);
+	/* from a stack copy: kernels before 6.2 refuse ring buffer memory as a map value argument */
+	__builtin_memcpy(&copy, e, sizeof(copy));
 	bpf_ringbuf_submit(e, 0);
+	bpf_map_update_elem(&last_event, &pid, &copy, BPF_ANY);
 	return 0;
 }
 

@@ -272,7 +272,7 @@ def load(spec: Spec, *, name: str = "", log_size: int = LOG_START) -> Fd:
     """BPF_BTF_LOAD of ``spec``; if the kernel refuses it, load again with a log and raise :class:`BtfLoadError`.
 
     ``name`` (the object's) only labels the error. The log buffer starts at
-    ``log_size`` bytes and grows while the kernel says it was too small.
+    ``log_size`` bytes and grows while the kernel says it was too small, or fills it.
     """
     data = spec.encode()
     detail = f"BTF of {name}" if name else ""
@@ -286,7 +286,9 @@ def load(spec: Spec, *, name: str = "", log_size: int = LOG_START) -> Fd:
         try:
             return commands.btf_load(data, log=log, log_level=1)  # the first failure was transient
         except SyscallError as e:
-            if e.errno == errno.ENOSPC and size < LOG_MAX:
+            # before 6.4 a refusal does not say ENOSPC when the log did not fit: a full buffer says it
+            full = len(log.value) >= size - 1
+            if (e.errno == errno.ENOSPC or full) and size < LOG_MAX:
                 size = min(size * 4, LOG_MAX)
                 continue
             text = log.value.decode("utf-8", "replace")

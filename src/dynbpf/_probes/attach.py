@@ -111,6 +111,19 @@ def trampolines() -> Support:
 
 
 @cached
+def modify_return() -> Support:
+    """fmod_ret on the kernel's own test function: beyond trampolines, the kernel must list the target as
+    modifiable (error injection, or the fmodret id set test_run registers; Debian's 6.1 has neither)."""
+    return _btf_link(
+        "fmod_ret on bpf_modify_return_test",
+        ProgType.TRACING,
+        AttachType.MODIFY_RETURN,
+        "bpf_modify_return_test",
+        Kind.FUNC,
+    )
+
+
+@cached
 def lsm() -> Support:
     return _btf_link("BPF LSM", ProgType.LSM, AttachType.LSM_MAC, "bpf_lsm_file_open", Kind.FUNC)
 

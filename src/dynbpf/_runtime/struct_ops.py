@@ -393,7 +393,12 @@ class StructOps:
         return found
 
     def _check_members(self) -> None:
-        """Raise KernelUnsupported for a member the object sets and the running kernel's struct lacks."""
+        """Raise KernelUnsupported for what the running kernel lacks: a member the object sets that its struct
+        does not have, or struct_ops links for a ``.struct_ops.link`` map (6.4); before anything is loaded."""
+        if self.uses_link:
+            support = attach_probes.struct_ops_link()
+            if not support:
+                raise KernelUnsupported(f"{support.name} (needed by struct_ops map {self.map_name!r})", support.how)
         shape = self._layout_now()
         for m in shape.members:
             if m.kernel_offset is not None:

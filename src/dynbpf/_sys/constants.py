@@ -53,6 +53,8 @@ class Cmd(enum.IntEnum):
     TOKEN_CREATE = 36
     PROG_STREAM_READ_BY_FD = 37
     PROG_ASSOC_STRUCT_OPS = 38
+    #: not a command: a flag or-ed into one to say a common-attributes block follows bpf_attr (7.x)
+    COMMON_ATTRS = 1 << 16
 
 
 class ProgType(enum.IntEnum):
@@ -213,6 +215,7 @@ class LinkType(enum.IntEnum):
     UPROBE_MULTI = 12
     NETKIT = 13
     SOCKMAP = 14
+    TRACING_MULTI = 15
 
 
 #: What a value of each enum is called when its number is shown because this table has no name for it.
