@@ -651,6 +651,9 @@ def vng_command(kernel: Kernel, args: argparse.Namespace, results: Path) -> list
     for directory in dict.fromkeys(rwdirs):
         command += ["--rwdir", str(directory)]
     command += ["--qemu-opts=-nodefaults", "--append", f"modprobe.blacklist={BOOT_BLACKLIST}"]
+    # the kernel's own warnings (a panic, the OOM killer, an RCU stall) reach the console log too: a guest
+    # that dies leaves its last words (three deaths with vng exit 255 and nothing said so far)
+    command += ["--verbose", "--append", "loglevel=4"]
     for option in kernel.cmdline:
         command += ["--append", option]
     return [*command, "--exec", shlex.join(guest)]
