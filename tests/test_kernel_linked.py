@@ -11,6 +11,7 @@ handles it — per program, not per object.
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
@@ -125,6 +126,20 @@ def test_static_maps_of_one_name_are_two_maps(no_fd_leak: None) -> None:
         infos = [commands.map_info(m.fd) for m in (left, right)]
         assert [i.max_entries for i in infos] == [2, 3]
         assert [i.name for i in infos] == [b"stats", b"stats"]  # the kernel knows both by the source's name
+
+
+@pytest.mark.kernel
+def test_static_maps_of_one_name_pin_apart(pin_root: str, no_fd_leak: None) -> None:
+    """bpffs refuses '.' in a name: the pins of ``stats@left.bpf.c`` and ``stats@right.bpf.c`` say ``_``."""
+    with dynbpf.open(build("staticmaps"), map_policy="pinned", pin_root=pin_root) as coll:
+        assert coll.load(["left_prog", "right_prog"]) == {}
+        assert (run(coll, "left_prog"), coll.maps["stats@left.bpf.c"][0]) == (1, 10)
+        paths = {name: coll.map_pin_path(name) for name in ("stats@left.bpf.c", "stats@right.bpf.c")}
+    assert sorted(os.listdir(pin_root)) == ["stats@left_bpf_c", "stats@right_bpf_c"]
+    assert paths == {n: os.path.join(pin_root, n.replace(".", "_")) for n in paths}
+    with dynbpf.open(build("staticmaps"), map_policy="pinned", pin_root=pin_root) as again:
+        assert again.load(["left_prog"]) == {}
+        assert again.maps["stats@left.bpf.c"][0] == 10  # the pinned map, as the first run left it
 
 
 def test_inspect_lists_every_subprogram_and_section_problem() -> None:

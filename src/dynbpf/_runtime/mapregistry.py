@@ -607,8 +607,10 @@ def pin_name(object_name: str, map_name: str) -> str:
 
     Like libbpf, global-data maps use the name the kernel shows
     (``<object>.data``, shortened) with ``.`` replaced by ``_``, which
-    bpffs accepts in names; other maps use their own name.
+    bpffs accepts in names; other maps use their own name, with the same
+    replacement for the static maps of a linked object (``stats@left.bpf.c``),
+    which libbpf does not open at all.
     """
     if not map_name.startswith("."):
-        return map_name
+        return map_name.replace(".", "_")
     return mapcreate.kernel_name(object_name, map_name).replace(".", "_")
