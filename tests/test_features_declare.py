@@ -126,6 +126,9 @@ def test_python_toml_and_decl_tags_declare_the_same_map(obj: Path, tmp_path: Pat
     assert from_tags is not None
     assert PYTHON == from_toml == from_tags
     assert FeatureMap.from_toml(TOML) == PYTHON  # text, not a path
+    odd = beside(tmp_path / "mode=strict.toml")  # a file name with '=' is still a path when the file exists
+    odd.write_text(TOML)
+    assert FeatureMap.from_toml(str(odd)) == PYTHON
     assert FeatureMap.from_object(dynbpf.read(obj)) == PYTHON  # a spec, not a path
     assert FeatureMap.from_object(obj.read_bytes()) == PYTHON  # the object's bytes
     for fm in (PYTHON, from_toml, from_tags):

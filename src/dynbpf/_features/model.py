@@ -228,7 +228,8 @@ class FeatureMap:
 
     @classmethod
     def from_toml(cls, source: str | os.PathLike[str], *, name: str | None = None) -> FeatureMap:
-        """The map declared in a TOML file (a path) or in TOML text (a ``str`` with a newline or ``=``).
+        """The map declared in a TOML file (a path) or in TOML text (a ``str`` with a newline, or with ``=``
+        and naming no file).
 
         ``name`` is what errors call the text; every error's ``where`` is
         ``file:line`` (docs/features.md, "Declaring features").

@@ -64,11 +64,12 @@ def beside(object_path: str | os.PathLike[str]) -> Path:
 def load(source: str | os.PathLike[str], *, name: str | None = None) -> FeatureMap:
     """The feature map in a TOML file (a path) or in TOML text.
 
-    A ``str`` holding a newline or ``=`` is TOML text, any other ``str``
-    and every ``os.PathLike`` a path. ``name`` is what messages call the
-    text (default: the path, or ``<toml>`` for text).
+    A ``str`` holding a newline, or an ``=`` and naming no existing file
+    (``features/a=b.toml`` is a path), is TOML text; any other ``str`` and
+    every ``os.PathLike`` a path. ``name`` is what messages call the text
+    (default: the path, or ``<toml>`` for text).
     """
-    if isinstance(source, str) and ("\n" in source or "=" in source):
+    if isinstance(source, str) and ("\n" in source or ("=" in source and not os.path.exists(source))):
         return parse(source, name or "<toml>")
     if not isinstance(source, str | os.PathLike):
         raise TypeError(f"from_toml() takes a path or TOML text, not {type(source).__name__}")
