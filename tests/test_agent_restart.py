@@ -12,11 +12,13 @@ before break, and the status and the log say so.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +133,41 @@ def started(agent: Agent) -> dict[str, Any]:
     return next(e for e in agent.logs()[::-1] if e["msg"] == "application started")
 
 
+def missed(counts: list[int]) -> str | None:
+    """What was lost, if an event was: a seq nobody counted."""
+    lost = [seq for seq, n in enumerate(counts) if n == 0]
+    return f"{len(lost)} of {len(counts)} events lost, first {lost[:5]}" if lost else None
+
+
+@dataclass
+class Restart:
+    before: dict[str, int]  # the first agent's program ids
+    second: Agent  # the next agent, running
+    sent: int  # the events the generator made, in all
+    gone_at: int  # ... when the first agent had exited
+    ready_at: int  # ... when the second answered
+
+
+@contextmanager
+def restarted(config: Path, between: Callable[[dict[str, int]], None]) -> Iterator[Restart]:
+    """An agent on ``config`` stopped by SIGTERM while the generator runs, ``between(its program ids)`` (which
+    rewrites the file), the next agent started: yielded once it has seen 200 more events and the generator
+    has stopped; it stops after."""
+    first = start(config)
+    before = ids(first)
+    with Generator() as generator:
+        first.wait_for(lambda: generator.sent > 200)
+        first.signal(signal.SIGTERM)
+        assert first.process.wait(15) == 0
+        gone_at = generator.sent
+        between(before)
+        with running(config) as second:
+            ready_at = generator.sent
+            second.wait_for(lambda: generator.sent > ready_at + 200)
+            generator.stop()
+            yield Restart(before, second, generator.sent, gone_at, ready_at)
+
+
 def test_a_restart_adopts_what_ran_and_loses_no_event(tmp_path: Path, pin_root: str) -> None:
     """A stops with keep_on_exit while the generator runs; B adopts the same programs and maps (their ids), with
     the features the file says now, and every event is counted exactly once: by A, by nobody's process, by B."""
@@ -138,46 +175,32 @@ def test_a_restart_adopts_what_ran_and_loses_no_event(tmp_path: Path, pin_root: 
     kept = os.path.join(pin_root, "kept", "demo")
     obj = build("agent_app")
     write_config(config, pin_root, obj, keep=True, features={"seq": "enabled", "ppid": "enabled"})
-    first = start(config)
-    before = ids(first)
-    assert set(before) == {"tp_getpgid", "tp_getppid"}
-    assert first.status("demo")["adoption"]["found"] is False
-    with Generator() as generator:
-        first.wait_for(lambda: generator.sent > 200)
-        first.signal(signal.SIGTERM)
-        assert first.process.wait(15) == 0
+
+    def between(before: dict[str, int]) -> None:
+        assert set(before) == {"tp_getpgid", "tp_getppid"}
         assert ks.alive(ObjKind.PROG, before.values()) == set(before.values())  # the pins hold them
         assert {"manifest", "progs/tp_getpgid", "links/tp_getpgid/0", "maps/seen"} <= set(pins_under(kept))
-        gone_at = generator.sent
         write_config(config, pin_root, obj, keep=True, features={"seq": "enabled", "ppid": "paused"})
-        with running(config) as second:
-            ready_at = generator.sent
-            status = second.status("demo")
-            after = programs(second)
-            second.wait_for(lambda: generator.sent > ready_at + 200)
-            generator.stop()
-            by_pid = entries(second, "by_pid")
-            counts = seen(os.path.join(kept, "maps", "seen"), generator.sent)
-            logged = started(second)
-    assert ready_at > gone_at, "no event fell between the two agents: the test proves nothing"
+
+    with restarted(config, between) as run:
+        status = run.second.status("demo")
+        after = programs(run.second)
+        by_pid = entries(run.second, "by_pid")
+        counts = seen(os.path.join(kept, "maps", "seen"), run.sent)
+        logged = started(run.second)
+    assert run.ready_at > run.gone_at, "no event fell between the two agents: the test proves nothing"
     adoption = status["adoption"]
     assert adoption["found"] is True
     assert sorted(adoption["programs"]) == ["tp_getpgid", "tp_getppid"]
     assert {"seen", "counters", "by_pid", "events"} <= set(adoption["maps"])
-    assert (adoption["not_adopted"], adoption["replaced"], adoption["refused"], adoption["discarded"]) == (
-        {},
-        [],
-        None,
-        [],
-    )
+    assert [adoption[k] for k in ("not_adopted", "replaced", "refused", "discarded")] == [{}, [], None, []]
     assert logged["adoption"] == adoption
-    assert {name: after[name]["id"] for name in before} == before  # the same kernel programs: not reloaded
+    assert {name: after[name]["id"] for name in run.before} == run.before  # the same kernel programs: not reloaded
     assert after["tp_getpgid"]["state"] == "attached"
     assert after["tp_getppid"]["state"] == "loaded"  # the file says paused now: detached, still the same program
     assert status["features"]["ppid"]["state"] == "paused"
-    assert by_pid[os.getpid()] == generator.sent  # each event counted once, none lost
-    missed = [seq for seq, n in enumerate(counts) if n == 0]
-    assert not missed, f"{len(missed)} of {len(counts)} events lost, first {missed[:5]}"
+    assert by_pid[os.getpid()] == run.sent  # each event counted once
+    assert not missed(counts), missed(counts)
     assert set(pins_under(kept)) >= {"manifest", "progs/tp_getpgid", "progs/tp_getppid", "links/tp_getpgid/0"}
 
 
@@ -188,23 +211,18 @@ def test_a_changed_program_is_replaced_not_adopted(tmp_path: Path, pin_root: str
     config = tmp_path / "agent.toml"
     kept = os.path.join(pin_root, "kept", "demo")
     write_config(config, pin_root, build("agent_app"), keep=True)
-    first = start(config)
-    before = ids(first)["tp_getpgid"]
-    with Generator() as generator:
-        first.wait_for(lambda: generator.sent > 200)
-        first.signal(signal.SIGTERM)
-        assert first.process.wait(15) == 0
+
+    def between(_: dict[str, int]) -> None:
         write_config(config, pin_root, build("agent_app", ("-DVERSION=2",)), keep=False)
-        with running(config) as second:
-            status = second.status("demo")
-            after = programs(second)["tp_getpgid"]
-            ready_at = generator.sent
-            second.wait_for(lambda: generator.sent > ready_at + 200)
-            generator.stop()
-            counters = entries(second, "counters")
-            counts = seen(os.path.join(kept, "maps", "seen"), generator.sent)
-            warned = [e for e in second.logs() if e["msg"] == "pinned program not adopted"]
-            shown = second.ctl("status", "demo")
+
+    with restarted(config, between) as run:
+        status = run.second.status("demo")
+        after = programs(run.second)["tp_getpgid"]
+        counters = entries(run.second, "counters")
+        counts = seen(os.path.join(kept, "maps", "seen"), run.sent)
+        warned = [e for e in run.second.logs() if e["msg"] == "pinned program not adopted"]
+        shown = run.second.ctl("status", "demo")
+    before = run.before["tp_getpgid"]
     adoption = status["adoption"]
     assert "the program changed" in adoption["not_adopted"]["tp_getpgid"]
     assert adoption["replaced"] == ["tp_getpgid"]
@@ -215,8 +233,7 @@ def test_a_changed_program_is_replaced_not_adopted(tmp_path: Path, pin_root: str
     assert ks.eventually(lambda: not ks.alive(ObjKind.PROG, [before]))
     assert [(e["program"], e["outcome"].split(":")[0]) for e in warned] == [("tp_getpgid", "replaced")]
     assert "tp_getpgid not adopted: " in shown.stdout
-    missed = [seq for seq, n in enumerate(counts) if n == 0]
-    assert not missed, f"{len(missed)} of {len(counts)} events lost, first {missed[:5]}"
+    assert not missed(counts), missed(counts)
     assert counters[3] > counters[0]  # version 2 counts 2 in counters[3] per event: it took over
     assert not os.path.exists(os.path.join(pin_root, "kept"))  # keep_on_exit = false: nothing kept
     assert pins_under(pin_root) == []
@@ -230,38 +247,28 @@ def test_a_changed_constant_starts_afresh_and_ends_the_old_application(tmp_path:
     policies = 'map_policies = { seen = "pinned", counters = "pinned" }'
     obj = build("agent_app")
     write_config(config, pin_root, obj, keep=True, extra=(policies,))
-    first = start(config)
-    before = ids(first)["tp_getpgid"]
-    with Generator() as generator:
-        first.wait_for(lambda: generator.sent > 200)
-        first.signal(signal.SIGTERM)
-        assert first.process.wait(15) == 0
+
+    def between(_: dict[str, int]) -> None:
         write_config(config, pin_root, obj, keep=True, extra=(policies, "constants = { weight = 5 }"))
-        with running(config) as second:
-            status = second.status("demo")
-            after = programs(second)["tp_getpgid"]
-            ready_at = generator.sent
-            second.wait_for(lambda: generator.sent > ready_at + 200)
-            generator.stop()
-            counts = seen(os.path.join(pin_root, "seen"), generator.sent)
-            counters = entries(second, "counters")
-            warned = [
-                e for e in second.logs() if e["msg"] == "pinned application not adopted: it starts afresh beside it"
-            ]
+
+    with restarted(config, between) as run:
+        status = run.second.status("demo")
+        after = programs(run.second)["tp_getpgid"]
+        counts = seen(os.path.join(pin_root, "seen"), run.sent)
+        counters = entries(run.second, "counters")
+        warned = [e for e in run.second.logs() if e["msg"].startswith("pinned application not adopted")]
+    before = run.before["tp_getpgid"]
     adoption = status["adoption"]
     assert "nothing was adopted" in adoption["refused"]
     assert ".rodata" in adoption["refused"]
     assert adoption["programs"] == []
     assert adoption["maps"] == []
-    assert {"progs/tp_getpgid", "links/tp_getpgid/0", "manifest"} <= {
-        os.path.relpath(p, kept) for p in adoption["discarded"]
-    }
-    assert len(warned) == 1
-    assert warned[0]["reason"] == adoption["refused"]
+    discarded = {os.path.relpath(p, kept) for p in adoption["discarded"]}
+    assert {"progs/tp_getpgid", "links/tp_getpgid/0", "manifest"} <= discarded
+    assert [e["reason"] for e in warned] == [adoption["refused"]]
     assert after["id"] != before
     assert ks.eventually(lambda: not ks.alive(ObjKind.PROG, [before]))
-    missed = [seq for seq, n in enumerate(counts) if n == 0]
-    assert not missed, f"{len(missed)} of {len(counts)} events lost, first {missed[:5]}"
+    assert not missed(counts), missed(counts)
     assert counters[1] > counters[0]  # the new weight counts
     assert "progs/tp_getpgid" in pins_under(kept)  # B kept what it ran, under the same root
 
@@ -325,3 +332,34 @@ def test_a_reload_that_opens_the_application_anew_hands_the_kept_root_over(tmp_p
     with running(config) as agent:
         assert ids(agent)["tp_getpgid"] == new
         assert agent.status("demo")["adoption"]["programs"] == ["tp_getpgid"]
+
+
+def test_a_start_that_fails_leaves_what_it_took_over_running(tmp_path: Path, pin_root: str) -> None:
+    """B adopts demo, then another application fails to start (a map the kernel refuses): B stops with exit
+    status 1 and hands demo back pinned, as it took it over; C adopts the same programs."""
+    config = tmp_path / "agent.toml"
+    kept = os.path.join(pin_root, "kept", "demo")
+    obj = build("agent_app")
+    write_config(config, pin_root, obj, keep=True)
+    first = start(config)
+    before = ids(first)
+    assert first.stop() == 0
+    write_config(config, pin_root, obj, keep=False)
+    broken = app_config(
+        "broken", obj, features={"seq": "enabled"}, extra=["map_edits = { seen = { max_entries = 0 } }"]
+    )
+    config.write_text(config.read_text() + broken)
+    log = tmp_path / "failed.log"
+    assert spawn(config, log).wait(60) == 1
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    (taken,) = [e for e in lines if e["msg"] == "application started"]
+    assert (taken["app"], taken["adoption"]["programs"]) == ("demo", ["tp_getpgid"])
+    assert [(e["app"], e["kept"]) for e in lines if e["msg"] == "application stopped"] == [("demo", True)]
+    refusal = next(e for e in lines[::-1] if e["msg"] == "the agent could not start; nothing runs")
+    assert "broken" in refusal["error"]
+    assert ks.alive(ObjKind.PROG, before.values()) == set(before.values())
+    assert pinned_prog_id(os.path.join(kept, "progs", "tp_getpgid")) == before["tp_getpgid"]
+    write_config(config, pin_root, obj, keep=False)
+    with running(config) as third:
+        assert ids(third) == before
+    assert pins_under(pin_root) == []
