@@ -71,6 +71,8 @@ def test_the_api_pins_only_below_the_pin_root(tmp_path: Path, pin_root: str) -> 
             f"{pin_root}/../escape",
             pin_root,
             "a/../../b",
+            "kept/counters",  # where keep_on_exit pins: the agent's
+            f"{pin_root}/kept/demo/maps/counters",
         ]
         for path in outside:
             e = agent.refused("POST", "/v1/apps/demo/maps/counters/pin", {"path": path})

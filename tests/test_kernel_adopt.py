@@ -810,3 +810,34 @@ def test_a_link_that_cannot_be_moved_keeps_the_old_program_until_discarded(root:
         assert coll.discard_pinned() == (f"{root}/links/count_getpgid/0",)
         assert gone(old)
         assert coll.programs["count_getpgid"].loaded
+
+
+def test_an_application_made_after_replace_pinned_runs_the_replaced_programs(root: str, no_fd_leak: None) -> None:
+    """replace_pinned() moved v1's link onto v2's program: an Application made then runs v2 as it runs adopted
+    programs (the link it has, no second one, which a perf tracepoint would refuse) and takes it down when told."""
+    run(
+        ["open", changing(1), {}],
+        ["load", ["count_getpgid"]],
+        ["attach", "count_getpgid", {}],
+        ["pin", root],
+        ["close", True],
+    )
+    features = dynbpf.FeatureMap.of([dynbpf.Feature("seq", hooks=["getpgid"])], {"getpgid": ["count_getpgid"]})
+    with dynbpf.open(changing(2), adopt=root) as coll:
+        assert coll.adoption is not None
+        assert coll.adoption.replaced == ()
+        assert coll.replace_pinned() == {}
+        assert coll.adoption.replaced == ("count_getpgid",)
+        program = coll.programs["count_getpgid"]
+        (link,) = program.links
+        with dynbpf.Application(coll, features) as app:
+            (decision,) = app.explain()["getpgid"]
+            assert decision["outcome"] == "adopted"
+            assert "loaded anew in place" in decision["reason"]
+            app.apply({"seq": "enabled"})
+            assert program.links == (link,)
+            numbered_getpgid(1)
+            assert coll.maps["counters"][2] == 2  # counted by version 2, through the link version 1 had
+            app.apply({})
+            assert not program.loaded
+            assert not os.path.lexists(f"{root}/links/count_getpgid")

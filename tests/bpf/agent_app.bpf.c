@@ -11,6 +11,9 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+#ifndef VERSION
+#define VERSION 1 /* tests/test_agent_restart.py builds a version 2: a changed program, to be replaced */
+#endif
 #define SEQ_BASE 0x40000000ULL
 #define SEQ_MAX (1 << 16)
 #define NR_GETPGID 121 /* x86-64 */
@@ -42,7 +45,7 @@ struct {
 	__uint(max_entries, 4);
 	__type(key, u32);
 	__type(value, u64);
-} counters SEC(".maps"); /* [0] getpgid events, [1] their weights, [2] getppid events */
+} counters SEC(".maps"); /* [0] getpgid events, [1] their weights, [2] getppid events, [3] VERSION per event */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -74,6 +77,7 @@ static __always_inline int record(u64 arg)
 		__sync_fetch_and_add(hit, 1);
 	add(0, 1);
 	add(1, weight);
+	add(3, VERSION);
 	n = bpf_map_lookup_elem(&by_pid, &pid);
 	if (n)
 		__sync_fetch_and_add(n, 1);

@@ -5,8 +5,8 @@ it. ``config`` reads the file, ``plan`` checks it against the objects and
 says what changes, ``apps`` runs one application, ``service`` runs them
 all (reloads, signals, the process), ``api`` and ``sock`` are the control
 socket, ``client`` is what ``dynbpf ctl`` speaks, ``events``, ``metrics``
-and ``log`` are what it reports, ``handover`` is what ``keep_on_exit``
-keeps across a restart (docs/agent.md).
+and ``log`` are what it reports, ``takeover`` is what a start takes over
+from an earlier agent's pins (``keep_on_exit``; docs/agent.md).
 """
 
 DEFAULT_CONFIG = "/etc/dynbpf/agent.toml"

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from dynbpf import _section_names as section_names
-from dynbpf._agent import handover
+from dynbpf._agent import takeover as takeovers
 from dynbpf._agent.jsonable import jsonable
 from dynbpf._agent.plan import Checked
+from dynbpf._agent.takeover import Takeover
 from dynbpf._features.application import Application, FeatureState
 from dynbpf._runtime.collection import Collection
 from dynbpf._sys import commands, fs
@@ -49,44 +50,58 @@ class Snapshot:
 class RunningApp:
     """A configured application, opened and applied (see the module docstring)."""
 
-    def __init__(self, checked: Checked, collection: Collection, application: Application) -> None:
+    def __init__(
+        self, checked: Checked, collection: Collection, application: Application, takeover: Takeover | None = None
+    ) -> None:
         self.checked = checked
         self.collection = collection
         self.application = application
+        self.takeover = takeover  # what its start found under the kept root (an earlier agent's pins), if it looked
+        self.root = takeovers.root_of(checked.config)  # its kept root (pin_root/kept/<app>), None without pin_root
+        self.holds_root = False  # whether it pins there: not while a reload runs it beside its older self
         self.constants: dict[str, Any] = dict(checked.config.constants)  # the file's, then what the API set
         self.open_seconds = 0.0
         self.apply_seconds = 0.0
-        self.released = 0  # links a previous agent kept (keep_on_exit) and this one let go
 
     @property
     def name(self) -> str:
         return self.checked.config.name
 
     @classmethod
-    def start(cls, checked: Checked, *, stats: bool) -> RunningApp:
-        """Open the object, apply the configured features; on failure nothing of it stays in the kernel."""
+    def start(cls, checked: Checked, *, stats: bool, adopt: bool = True) -> RunningApp:
+        """Open the object (taking over what an earlier agent kept, unless ``adopt`` is false: :mod:`takeover`),
+        apply the configured features, end what is left of the earlier agent.
+
+        On failure nothing of this start stays in the kernel, and what an
+        earlier agent kept stays kept (pinned, running) for the next try.
+        """
         config = checked.config
         began = time.monotonic()
-        collection = Collection(
-            checked.spec,
-            constants=config.constants,
-            map_policy=config.map_policy,
-            map_policies=config.map_policies,
-            map_edits=config.map_edits,
-            pin_root=config.pin_root,
-            cache=config.cache,
-        )
+        collection, takeover = takeovers.open_collection(checked, adopt=adopt)
+        application: Application | None = None
         try:
+            if takeover is not None:
+                takeover.replace(collection)
             application = Application(collection, checked.features, workers=config.workers)
-            running = cls(checked, collection, application)
+            running = cls(checked, collection, application, takeover)
             running.open_seconds = time.monotonic() - began
             if stats:
                 application.collect_stats(True)
             running.apply(config.features)
-            if config.pin_root is not None:
-                running.released = handover.release(config.pin_root)
+            if takeover is not None:
+                takeover.finish(collection)
+                running.holds_root = True
+                running.checkpoint()
         except BaseException:
-            collection.close()
+            handing_back = takeover is not None and takeover.found and takeover.refused is None
+            try:
+                collection.close(keep_pinned=handing_back)
+            except DynbpfError:
+                log.exception("application did not close cleanly", extra={"fields": {"app": config.name}})
+            finally:
+                if application is not None:
+                    application.close()  # the collection is closed: this only lets go of it
+                takeovers.tidy(config.pin_root)
             raise
         return running
 
@@ -94,7 +109,30 @@ class RunningApp:
         began = time.monotonic()
         decisions = self.application.apply(features)
         self.apply_seconds = time.monotonic() - began
+        self.checkpoint()
         return decisions
+
+    @property
+    def took_over(self) -> bool:
+        """Whether it started from an earlier agent's pins: a start rolled back then keeps it pinned, as it found it."""
+        return self.takeover is not None and self.takeover.found
+
+    def take_root(self) -> None:
+        """Pin under the kept root from now on (a reload ran this beside its older self, which is gone now)."""
+        if self.root is None or self.holds_root:
+            return
+        self.holds_root = True
+        self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """With ``keep_on_exit``, pin what runs now under the kept root, so that even a crash keeps it."""
+        if self.root is None or not self.holds_root or not self.checked.config.keep_on_exit:
+            return
+        try:
+            self.collection.pin(self.root)
+        except DynbpfError as e:
+            fields = {"app": self.name, "root": self.root, "error": str(e)}
+            log.error("not everything is pinned for the next agent", extra={"fields": fields})
 
     def change(self, states: Mapping[str, FeatureState]) -> dict[str, Any]:
         """Some features to new states in one apply (atomic), the others as they are; the decisions taken."""
@@ -108,6 +146,7 @@ class RunningApp:
     def set_constants(self, constants: Mapping[str, Any]) -> tuple[str, ...]:
         reloaded = self.application.set_constants(constants)
         self.constants.update(constants)
+        self.checkpoint()
         return reloaded
 
     # --- reconfiguring -------------------------------------------------------------------
@@ -153,13 +192,34 @@ class RunningApp:
         return Variables.of_buffer(data, spec.btf, [var])[name]
 
     def close(self, *, keep: bool = False) -> None:
-        """Disable every feature and free the collection; ``keep``: first pin what runs (:mod:`handover`)."""
+        """Disable every feature and free the collection (its pins too).
+
+        ``keep``: pin what runs under the kept root instead and leave it
+        running for the next agent, features as they are (recorded there);
+        :class:`PinError` names what could not be kept, after closing.
+        """
+        if keep and self.root is not None:
+            try:
+                self._close_keeping(self.root)
+            finally:
+                self.collection.close()  # (nothing left to do unless keeping failed before it closed)
+                self.application.close()  # the collection is closed: this only lets go of it
+            return
         try:
-            if keep and self.checked.config.pin_root is not None:
-                handover.keep(self.collection, self.checked.config.pin_root)
             self.application.close()
         finally:
             self.collection.close()
+            takeovers.tidy(self.checked.config.pin_root)
+
+    def _close_keeping(self, root: str) -> None:
+        if self.collection.pinned_root is None:
+            try:
+                self.collection.pin(root)
+            except PinError:
+                if self.collection.pinned_root is None:
+                    raise  # nothing could be pinned: it all ends with this process
+                # pinned but for some of it, which close() names again
+        self.collection.close(keep_pinned=True)
 
     # --- reading -------------------------------------------------------------------------
     # programs() and links() read programs' fds: the service calls them on its worker thread, so that no
@@ -173,6 +233,7 @@ class RunningApp:
         out["open_seconds"] = round(self.open_seconds, 6)
         out["apply_seconds"] = round(self.apply_seconds, 6)
         out["keep_on_exit"] = config.keep_on_exit
+        out["adoption"] = self.takeover.as_json() if self.takeover is not None else None
         return out
 
     def programs(self) -> list[dict[str, Any]]:
@@ -274,7 +335,12 @@ class RunningApp:
 
     def pin_map(self, name: str, path: str) -> str:
         """Pin map ``name`` at ``path``, which must lie below the application's pin root; returns the path."""
-        full = inside_root(self.checked.config.pin_root, path, app=self.name)
+        pin_root = self.checked.config.pin_root
+        full = inside_root(pin_root, path, app=self.name)
+        assert pin_root is not None
+        kept = takeovers.kept_dir(pin_root)
+        if os.path.commonpath([kept, full]) == kept:
+            raise OutsideRootError(f"refused path {path!r}: {kept} holds what keep_on_exit pins", path=full)
         view = self.collection.maps[name]
         fs.make_pin_dirs(full)
         commands.obj_pin(view.fd, full)

@@ -37,6 +37,7 @@ from dynbpf._agent.apps import RunningApp, Snapshot
 from dynbpf._agent.config import AgentConfig, AgentSettings, ConfigError
 from dynbpf._agent.events import Hub
 from dynbpf._agent.plan import Checked, Plan, diff, located
+from dynbpf._agent.takeover import root_of
 from dynbpf.errors import DynbpfError, StateError
 
 log = logging.getLogger("dynbpf.agent")
@@ -134,6 +135,7 @@ class Agent:
         for name in plan.stop:
             del self.apps[name]
         for name, app in started.items():
+            await self.blocking(app.take_root)  # the kept root is free now, if a replaced one held it
             self.apps[name] = app
             self.hub.start(name, app.collection, dict(app.checked.config.events))
         for checked in plan.change:
@@ -165,14 +167,17 @@ class Agent:
                     log.exception("could not put an application back", extra={"fields": {"app": app.name}})
             for app in started.values():
                 with contextlib.suppress(DynbpfError):
-                    self._close(app, keep=False)
+                    self._close(app, keep=app.took_over)
             raise
         return started
 
     def _start(self, checked: Checked, config: AgentConfig) -> RunningApp:
         name = checked.config.name
+        root = root_of(checked.config)
+        beside = any(app.root == root for app in self.apps.values()) if root is not None else False
         try:
-            app = RunningApp.start(checked, stats=self.settings.stats)
+            # opened anew beside its running self (a reload): that one holds the kept root until it stops
+            app = RunningApp.start(checked, stats=self.settings.stats, adopt=not beside)
         except DynbpfError as e:
             raise located(config, name, e) or AppError(name, e) from e
         status = app.status()
@@ -186,7 +191,7 @@ class Agent:
                     "hooks": {h: s["variant"] for h, s in status["hooks"].items() if s["variant"]},
                     "open_seconds": round(app.open_seconds, 6),
                     "apply_seconds": round(app.apply_seconds, 6),
-                    "released_kept_links": app.released,
+                    "adoption": app.takeover.as_json() if app.takeover is not None else None,
                 }
             },
         )

@@ -108,6 +108,16 @@ def _render_status(status: dict[str, Any]) -> None:
 
 def _render_app(name: str, app: dict[str, Any]) -> None:
     click.echo(f"\n{name}: {app['object']}  open {app['open_seconds']:.3f} s  last apply {app['apply_seconds']:.3f} s")
+    adoption = app.get("adoption")
+    if adoption and adoption["found"]:
+        click.echo(
+            f"taken over from {adoption['root']}: {len(adoption['programs'])} programs and {len(adoption['maps'])} "
+            f"maps adopted, {len(adoption['replaced'])} replaced, {len(adoption['discarded'])} pins discarded"
+        )
+        if adoption["refused"]:
+            click.echo(f"  nothing adopted (started afresh): {adoption['refused']}")
+        for program, why in adoption["not_adopted"].items():
+            click.echo(f"  {program} not adopted: {why}")
     _table(
         "features",
         ("feature", "state", "configured", "hooks"),

@@ -161,8 +161,9 @@ class Application(Closing):
         self._by_hand: set[str] = set()  # programs of hooks the caller loaded before an apply: it never unloads them
         self._strays: set[str] = set()  # adopted programs of no complete variant: unloaded at the next apply
         self._snapshot: dict[str, Any] = self._make_snapshot()
-        if collection.adoption is not None:
-            self._restore(collection.adoption.root, collection.adoption.application or {}, collection.adoption.programs)
+        adoption = collection.adoption
+        if adoption is not None:
+            self._restore(adoption.root, adoption.application or {}, adoption.programs, adoption.replaced)
 
     # --- configuring ---------------------------------------------------------------
 
@@ -267,13 +268,15 @@ class Application(Closing):
             "variants": {name: hook["variant"] for name, hook in snap["hooks"].items() if hook["variant"]},
         }
 
-    def _restore(self, root: str, recorded: Mapping[str, Any], adopted: Iterable[str]) -> None:
-        """Start from what an earlier process ran: each hook whose variant's programs are all loaded (adopted)
-        runs that variant (the recorded one first), and each feature has the state that process recorded.
+    def _restore(self, root: str, recorded: Mapping[str, Any], adopted: Iterable[str], replaced: Iterable[str]) -> None:
+        """Start from what an earlier process ran: each hook whose variant's programs are all loaded (adopted,
+        or loaded in place of the earlier ones by ``replace_pinned``) runs that variant (the recorded one
+        first), and each feature has the state that process recorded.
 
         The next apply keeps what matches its configuration, attached as it is, and takes down the rest.
         """
-        taken = set(adopted)
+        fresh = set(replaced)
+        taken = set(adopted) | fresh
         variants = recorded.get("variants", {}) if isinstance(recorded.get("variants"), dict) else {}
         config = recorded.get("config", {}) if isinstance(recorded.get("config"), dict) else {}
         programs = self.collection.programs
@@ -288,6 +291,8 @@ class Application(Closing):
             self._chosen[name] = variant.name
             ours.update(variant.programs)
             why = "taken over from the pins of an earlier process"
+            if fresh & set(variant.programs):
+                why = "taken over from the pins of an earlier process, its changed programs loaded anew in place"
             self._decisions[name] = (Decision(name, variant.name, "adopted", why, {"root": root}),)
         for name, state in config.items():
             if name in self.features.features and state in {s.value for s in FeatureState}:

@@ -19,6 +19,8 @@ objects as its own, after checking each is what it would load itself:
 - **links** (``links/``): adopted with their program when they still run it.
 
 A pin the manifest lists but which is gone is *stale*: reported, skipped.
+A process that could not adopt a root (a map differed) and runs its own
+application instead ends the earlier one with :func:`discard_root`.
 A program whose own pin is gone while a link of it remains is found
 through that link. Adopted objects are the collection's from then on, pins
 included (``dynbpf._runtime.pins``, "Ownership").
@@ -41,6 +43,7 @@ from dynbpf._runtime.pins import (
     LINKS,
     MANIFEST,
     MAPS,
+    PROGS,
     Manifest,
     ProgramRecord,
     RootPins,
@@ -74,6 +77,10 @@ class Adoption:
     - ``maps``: the maps adopted, contents and all;
     - ``refused``: pinned programs not adopted, and why (the object changed
       them, the object lacks them...); they run on, pinned, untouched;
+    - ``replaced``: programs ``coll.replace_pinned()`` loaded in place of
+      refused ones since, their links moved onto them: an
+      :class:`~dynbpf.Application` made afterwards runs them as it runs
+      adopted ones;
     - ``stale``: pins the manifest lists that are gone (skipped);
     - ``ignored``: other pins under the root left alone, and why;
     - ``object``, ``digest``: the object that pinned the root, and its
@@ -92,6 +99,7 @@ class Adoption:
     stale: tuple[str, ...] = ()
     ignored: Mapping[str, str] = field(default_factory=_frozen)
     application: Mapping[str, Any] | None = None
+    replaced: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -392,15 +400,24 @@ def replace_pinned(coll: Collection, pins: RootPins, names: Iterable[str] | None
     """
     chosen = list(names) if names is not None else [n for n in pins.foreign if n in coll.programs]
     failures: dict[str, DynbpfError] = {}
-    for name in chosen:
-        program = coll.programs[name]  # NotFound for a name the object lacks
-        record = pins.foreign.get(name)
-        if record is None:
-            raise StateError(f"program {name!r} has no pins of an earlier run under {pins.root} to replace")
-        try:
-            _replace(coll, pins, program, record)
-        except DynbpfError as e:
-            failures[name] = e
+    loaded: list[str] = []
+    try:
+        for name in chosen:
+            program = coll.programs[name]  # NotFound for a name the object lacks
+            record = pins.foreign.get(name)
+            if record is None:
+                raise StateError(f"program {name!r} has no pins of an earlier run under {pins.root} to replace")
+            try:
+                _replace(coll, pins, program, record)
+            except DynbpfError as e:
+                failures[name] = e
+            if program.loaded:
+                loaded.append(name)
+    finally:
+        adoption = coll.adoption
+        if adoption is not None and loaded:
+            taken = (*adoption.replaced, *(n for n in loaded if n not in adoption.replaced))
+            coll.adoption = dataclasses.replace(adoption, replaced=taken)
     pins.pin(coll)
     return failures
 
@@ -471,10 +488,7 @@ def discard_pinned(coll: Collection, pins: RootPins, names: Iterable[str] | None
         record = pins.foreign.pop(name, None)
         if record is None:
             raise NotFound(f"the earlier run's pins under {pins.root}", "program", name, pins.foreign)
-        for entry in record.links:
-            where = pins.path(LINKS, *entry.pin.split("/"))
-            removed.extend(_remove_tree(where))
-            _rmdir_empty(os.path.dirname(where))
+        removed.extend(_remove_links(pins, record))
         path = pins.program_pin(name)
         if not pins.owns_program(name) and fs.pinned(path):
             os.unlink(path)
@@ -488,6 +502,47 @@ def discard_pinned(coll: Collection, pins: RootPins, names: Iterable[str] | None
             removed.extend(_remove_tree(path))
     pins.pin(coll)
     return tuple(removed)
+
+
+def discard_root(root: str | os.PathLike[str], *, shared: bool = False) -> tuple[str, ...]:
+    """Remove what an earlier run pinned under ``root`` and its manifest lists; returns the paths removed.
+
+    For a process that could not adopt ``root`` (``adopt=`` refused a map)
+    and runs its own application now, so the earlier one can end. Pins the
+    manifest does not list stay (and ``pin()`` then refuses the root); a
+    root holding pins but no manifest is refused, as ``adopt=`` refuses it.
+    """
+    path = os.path.normpath(os.fspath(root))
+    fs.check_pin_root(path, shared=shared)
+    if not os.path.lexists(path):
+        return ()
+    manifest = read_manifest(path)
+    if manifest is None:
+        if holds_pins(path):
+            raise PinError(f"cannot discard {path}: it holds pins but no dynbpf manifest ({MANIFEST})", path=path)
+        return ()
+    pins = RootPins.make(path, object_name=manifest.object, digest=manifest.digest, shared=shared)
+    removed: list[str] = []
+    for name, record in [*manifest.programs.items(), *manifest.earlier.items()]:
+        removed.extend(_remove_links(pins, record))
+        removed.extend(_remove_tree(pins.program_pin(name)))
+    for pinned_map in manifest.maps.values():
+        removed.extend(_remove_tree(pins.path(MAPS, *pinned_map.pin.split("/"))))
+    removed.extend(_remove_tree(pins.path(MANIFEST)))
+    for sub in (LINKS, PROGS, MAPS):
+        _rmdir_empty(pins.path(sub))
+    _rmdir_empty(path)
+    return tuple(removed)
+
+
+def _remove_links(pins: RootPins, record: ProgramRecord) -> list[str]:
+    """Unpin the links ``record`` lists (and their program's directory below ``links/`` once empty)."""
+    removed: list[str] = []
+    for entry in record.links:
+        where = pins.path(LINKS, *entry.pin.split("/"))
+        removed.extend(_remove_tree(where))
+        _rmdir_empty(os.path.dirname(where))
+    return removed
 
 
 def _remove_tree(path: str) -> list[str]:

@@ -194,6 +194,12 @@ class Collection(Closing):
     # --- public -----------------------------------------------------------------------
 
     @property
+    def pinned_root(self) -> str | None:
+        """The root :meth:`pin` pins this application under (given to it, or to ``adopt=``); None until then."""
+        pins = self._pins
+        return pins.root if pins is not None else None
+
+    @property
     def prepared(self) -> PreparedObject:
         self._require_open()
         assert self._prepared is not None
