@@ -19,13 +19,13 @@ from typing import Any
 
 from dynbpf import _section_names as section_names
 from dynbpf._agent import takeover as takeovers
-from dynbpf._agent.jsonable import jsonable
 from dynbpf._agent.plan import Checked
 from dynbpf._agent.takeover import Takeover
 from dynbpf._features.application import Application, FeatureState
 from dynbpf._runtime.collection import Collection
 from dynbpf._sys import commands, fs
 from dynbpf._sys.constants import MapType, type_name
+from dynbpf._tools.plain import plain
 from dynbpf.errors import DynbpfError, NotFound, PinError
 
 log = logging.getLogger("dynbpf.agent")
@@ -229,7 +229,7 @@ class RunningApp:
         config = self.checked.config
         out = self.application.status()
         out["object"] = config.object
-        out["constants"] = jsonable(self.constants)
+        out["constants"] = plain(self.constants)
         out["open_seconds"] = round(self.open_seconds, 6)
         out["apply_seconds"] = round(self.apply_seconds, 6)
         out["keep_on_exit"] = config.keep_on_exit
@@ -317,7 +317,7 @@ class RunningApp:
         return {
             "map": name,
             "type": type_name(MapType, view.type),
-            "entries": [{"key": jsonable(k), "value": jsonable(v)} for k, v in entries[:limit]],
+            "entries": [{"key": plain(k), "value": plain(v)} for k, v in entries[:limit]],
             "truncated": len(entries) > limit,
         }
 

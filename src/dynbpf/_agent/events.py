@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dynbpf._agent.jsonable import jsonable
 from dynbpf._maps.reader import EventReader
 from dynbpf._runtime.collection import Collection
 from dynbpf._sys.constants import MapType
+from dynbpf._tools.plain import plain
 
 log = logging.getLogger("dynbpf.agent")
 
@@ -104,7 +104,7 @@ class Hub:
             targets = [s for s in self.subscribers if s.takes(app, map_name)]
             if not targets:
                 return
-            event = {"app": app, "map": map_name, "time": time.time(), "record": jsonable(record)}
+            event = {"app": app, "map": map_name, "time": time.time(), "record": plain(record)}
             for sub in targets:
                 if not self._put(sub, event):
                     counts.dropped += 1
