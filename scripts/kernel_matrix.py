@@ -862,6 +862,8 @@ def guest(argv: Sequence[str]) -> int:
             "PYTHONDONTWRITEBYTECODE": "1",  # the source tree is read-only in here
             "HYPOTHESIS_STORAGE_DIRECTORY": "/tmp/hypothesis",
             "DYNBPF_TEST_CACHE": str(fixture_cache()),
+            # emulation runs 10-15x slower: tests wait that much longer for other processes (tests/helpers.py)
+            "DYNBPF_TEST_SLOWDOWN": "15",
         }
     )
     env.pop("DYNBPF_TEST_BTF", None)

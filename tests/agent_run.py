@@ -21,6 +21,7 @@ from typing import Any
 
 from dynbpf._agent.client import ControlError
 from dynbpf._agent.client import run as client_run
+from tests.helpers import patience
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
@@ -59,7 +60,7 @@ class Agent:
         argv = command("ctl", "--socket", self.socket, *args)
         if user is not None:
             argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
-        return subprocess.run(argv, env=ENV, capture_output=True, text=True, timeout=30, check=False)
+        return subprocess.run(argv, env=ENV, capture_output=True, text=True, timeout=patience(30), check=False)
 
     def logs(self) -> list[dict[str, Any]]:
         out = []
@@ -80,9 +81,10 @@ class Agent:
         """SIGTERM, and the exit status."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
+        return self.process.wait(patience(timeout))
 
     def wait_for(self, predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
+        timeout = patience(timeout)
         deadline = time.monotonic() + timeout
         while True:
             value = predicate()
@@ -101,6 +103,7 @@ def spawn(config: Path, log: Path, *args: str, env: Mapping[str, str] | None = N
 
 
 def ready(socket: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 20.0) -> None:
+    timeout = patience(timeout)
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:

@@ -76,6 +76,15 @@ T = TypeVar("T")
 # --- what the suite needs to run, and the CI rule -------------------------------------------------
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+#: How much slower than a machine of the project's kind this one runs: the kernel matrix's guests, emulated,
+#: set DYNBPF_TEST_SLOWDOWN (docs/kernels.md). Waits for another process (an agent starting, a child
+#: ready) are multiplied by it; nothing that is measured is.
+SLOWDOWN = float(os.environ.get("DYNBPF_TEST_SLOWDOWN", "1"))
+
+
+def patience(seconds: float) -> float:
+    """How long to wait for something that takes ``seconds`` at most on the project's machines."""
+    return seconds * SLOWDOWN
 
 
 def require(reason: str | None) -> None:

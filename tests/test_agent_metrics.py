@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.agent_run import Agent, app_config, start_agent
 from tests.bpfbuild import build
-from tests.helpers import numbered_getpgid
+from tests.helpers import numbered_getpgid, patience
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
 
@@ -74,7 +74,7 @@ def test_metrics_count_runs_events_states_and_entries(tmp_path: Path) -> None:
         assert value(m, "dynbpf_hook_state", app="demo", hook="getpgid", state="off") == 1
         assert value(m, "dynbpf_program_state", app="demo", program="tp_getpgid", state="not loaded") == 1
         assert ("dynbpf_program_runs_total", (("app", "demo"), ("program", "tp_getpgid"))) not in m
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=patience(10)) as response:
             over_tcp = samples(response.read().decode())
         assert value(over_tcp, "dynbpf_hook_state", app="demo", hook="getpgid", state="off") == 1
         text = agent.ctl("metrics")

@@ -17,7 +17,7 @@ from dynbpf._sys.commands import ObjKind
 from tests import kernel_state as ks
 from tests.agent_run import ENV, Agent, app_config, spawn, start_agent
 from tests.bpfbuild import build
-from tests.helpers import numbered_getpgid
+from tests.helpers import numbered_getpgid, patience
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
 
@@ -186,7 +186,7 @@ def test_systemd_hears_ready_and_stopping(tmp_path: Path) -> None:
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     with notify:
         notify.bind(str(tmp_path / "notify"))
-        notify.settimeout(20)
+        notify.settimeout(patience(20))
         config = tmp_path / "agent.toml"
         config.write_text(f'[agent]\nsocket = "{tmp_path}/agent.sock"\n\n' + config_text())
         process = spawn(config, tmp_path / "agent.log", env={**ENV, "NOTIFY_SOCKET": str(tmp_path / "notify")})

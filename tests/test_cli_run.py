@@ -22,7 +22,7 @@ from dynbpf._cli.main import cli
 from dynbpf._sys import commands
 from tests import kernel_state
 from tests.bpfbuild import build
-from tests.helpers import assert_schema
+from tests.helpers import assert_schema, patience
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
 
@@ -70,7 +70,7 @@ class Run:
         return line
 
     def finish(self, timeout: float = 60) -> tuple[str, str]:
-        out, err = self.proc.communicate(timeout=timeout)
+        out, err = self.proc.communicate(timeout=patience(timeout))
         return out, err
 
 

@@ -42,7 +42,7 @@ from dynbpf._sys import commands, fs
 from dynbpf._sys.constants import MapType, ProgType
 from dynbpf.errors import DynbpfError
 from tests.bpfbuild import ROOT, build, compile_source
-from tests.helpers import numbered_getpgid, private_cgroup
+from tests.helpers import numbered_getpgid, patience, private_cgroup
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
 
@@ -84,7 +84,7 @@ class Child:
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line:
-            self.proc.wait(timeout=60)
+            self.proc.wait(timeout=patience(60))
             assert self.proc.stderr is not None
             raise AssertionError(f"child ended ({self.proc.returncode}): {self.proc.stderr.read()}")
         out: dict[str, Any] = json.loads(line)
@@ -96,7 +96,7 @@ class Child:
         self.proc.stdin.flush()
 
     def end(self) -> None:
-        _, err = self.proc.communicate(timeout=120)
+        _, err = self.proc.communicate(timeout=patience(120))
         assert self.proc.returncode == 0, err
 
     def __enter__(self) -> Child:
@@ -111,7 +111,7 @@ class Child:
 def run(*steps: list[Any]) -> list[dict[str, Any]]:
     """Run a child to its end; what it reported."""
     with Child(*steps) as child:
-        out, err = child.proc.communicate(timeout=120)
+        out, err = child.proc.communicate(timeout=patience(120))
         assert child.proc.returncode == 0, err
         return [json.loads(line) for line in out.splitlines()]
 
@@ -429,7 +429,7 @@ class Sockets:
         self.proc.stdin.flush()
 
     def stop(self) -> int:
-        out, _ = self.proc.communicate("stop\n", timeout=60)
+        out, _ = self.proc.communicate("stop\n", timeout=patience(60))
         return int(out)
 
     def __enter__(self) -> Sockets:
