@@ -35,7 +35,8 @@ def test_the_walkthrough_is_marked() -> None:
     assert "dynbpf run" in found[0]
     assert "dynbpf agent" in found[1]
     assert "dynbpf ctl enable" in found[2]
-    assert "kill -TERM" in found[3] and "dynbpf agent" in found[3]
+    assert "kill -TERM" in found[3]
+    assert "dynbpf agent" in found[3]
 
 
 def counts(text: str) -> dict[int, int]:

@@ -71,12 +71,12 @@ class Client:
         while True:
             try:
                 return await asyncio.wait_for(self.call("GET", "/v1/status"), max(0.0, deadline - loop.time()))
-            except TimeoutError:
+            except TimeoutError:  # it listens, but has not answered yet
                 raise NoAgentError(f"the agent at {self.socket_path} did not answer within {timeout:g} s") from None
             except (NoAgentError, aiohttp.ClientError) as e:
                 if alive is not None and not alive():
                     raise NoAgentError(f"the agent stopped before it answered on {self.socket_path}") from e
-                if loop.time() >= deadline:
+                if loop.time() + 0.05 >= deadline:
                     raise NoAgentError(f"{e} (waited {timeout:g} s)") from None
             await asyncio.sleep(0.05)
 

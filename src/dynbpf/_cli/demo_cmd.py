@@ -257,7 +257,10 @@ class Demo:
         try:
             plan.check(config.load(self.config), APP)
         except DynbpfError as e:
-            raise bad_input(f"{self.obj} is not the demo's application (examples/feature_agent.bpf.c): {e}") from e
+            where = getattr(e, "where", "")  # a line of the file the demo wrote (and removes): not the user's
+            message = str(e).removeprefix(f"{where}: ") if where else str(e)
+            what = "examples/feature_agent.bpf.c"
+            raise bad_input(f"{self.obj} is not the demo's application ({what}): {message}") from e
         self.view.say(f"workspace {self.tmp} (configuration, socket, agent log); pins under {self.pin_root}")
 
     def write_config(self, features: dict[str, str]) -> None:
