@@ -137,7 +137,7 @@ def _panel(frame: Frame, duration: float) -> Group:
     status, counts, rates = frame.status, frame.counts, frame.rates
     head = Text.assemble(
         ("dynbpf demo ", "bold"),
-        f"{frame.elapsed:5.1f} s (of ~{duration:.0f} s + restarts)  {frame.who}\n",
+        f"{frame.elapsed:5.1f} s of ~{duration + 6:.0f}  {frame.who}\n",
         (frame.phase, "cyan"),
     )
     parts: list[Any] = [head]
