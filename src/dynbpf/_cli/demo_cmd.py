@@ -248,7 +248,6 @@ class Demo:
         """The workspace and the configuration, checked against the object before anything starts."""
         from dynbpf._agent import config, plan
         from dynbpf._sys import fs
-        from dynbpf.errors import DynbpfError
 
         self.tmp = tempfile.mkdtemp(prefix="dynbpf-demo-")
         fs.ensure_bpffs(fs.DEFAULT_BPFFS, mount_if_missing=True)
@@ -418,6 +417,7 @@ class Demo:
     # --- the control API ---------------------------------------------------------------------------
 
     def api(self, method: str, path: str, body: dict[str, Any] | None = None, *, timeout: float = 60.0) -> Any:
+        """One request, as ``dynbpf ctl`` makes it (:mod:`dynbpf._agent.client`)."""
         import asyncio
 
         from dynbpf._agent.client import Client
@@ -425,9 +425,12 @@ class Demo:
         return asyncio.run(Client(self.socket, timeout=timeout).call(method, path, body))
 
     def api_wait(self, timeout: float, alive: Callable[[], bool]) -> Any:
-        from dynbpf._agent import client
+        """The agent's status once it answers (``dynbpf ctl --wait``), within ``timeout`` seconds."""
+        import asyncio
 
-        return client.run(self.socket, lambda c: c.wait(timeout, alive=alive))
+        from dynbpf._agent.client import Client
+
+        return asyncio.run(Client(self.socket).wait(timeout, alive=alive))
 
     def switch(self, feature: str, state: str, kind: str) -> None:
         status = self.api("GET", f"/v1/apps/{APP}")
@@ -519,12 +522,13 @@ class Demo:
             time.sleep(min(POLL, left))
 
     def tick(self, *, status: bool, who: str = "") -> None:
+        """One sample of the counts (first: the agent may be slow to answer), then the status, then the view."""
+        from dynbpf._cli.demo_view import Frame
+
         counts = self.read_counts()
         app = self.api("GET", f"/v1/apps/{APP}") if status else None
         if app is not None:
             self.remember(app)
-        from dynbpf._cli.demo_view import Frame
-
         who = f"agent {self.agents[-1].number}, pid {self.agents[-1].pid}" if status else who
         self.view.show(Frame(time.monotonic() - self.began, self.phase, who, counts, self.rates(), app))
 
