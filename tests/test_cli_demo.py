@@ -66,6 +66,7 @@ SUMMARY = {
         "old_programs_running": int,
         "counts_map_kept": bool,
         "counted_with_no_agent": int,
+        "reported": {"programs": [str], "maps": [str], "not_adopted": {str: str}, "refused": type(None)},
     },
     "events": {"before_restart": COUNTS, "during_restart": COUNTS, "after_restart": COUNTS, "total": COUNTS},
     "longest_pause_seconds": float,
@@ -83,6 +84,7 @@ SUMMARY = {
         "events_counted": bool,
         "switches_took_effect": bool,
         "agent_restarted": bool,
+        "programs_adopted": bool,
         "counting_went_on": bool,
         "cleaned_up": bool,
     },
@@ -136,9 +138,13 @@ def test_the_demo_runs_end_to_end() -> None:
     assert restart["pins_while_stopped"]["map"] >= 1  # the counts map, pinned by policy
     assert restart["counted_with_no_agent"] > 0  # what the old agent ran went on running
     assert set(restart["programs_before"]) == set(restart["programs_after"]) == set(second["programs"])
-    assert sorted(restart["adopted"] + restart["loaded_anew"]) == sorted(restart["programs_after"])
-    for name in restart["adopted"]:  # adopted: the very kernel program runs on
-        assert restart["programs_after"][name] == restart["programs_before"][name]
+    # adopted: every program the old agent ran runs on under its id, and the agent says so itself
+    assert restart["adopted"] == sorted(restart["programs_before"])
+    assert restart["loaded_anew"] == []
+    assert restart["programs_after"] == restart["programs_before"]
+    assert sorted(restart["reported"]["programs"]) == restart["adopted"]
+    assert "counts" not in restart["reported"]["maps"]  # pinned by its policy, at the pin root: reused, not adopted
+    assert restart["reported"]["not_adopted"] == {}
     assert restart["old_programs_running"] == 0
     assert restart["counts_map_kept"]
 

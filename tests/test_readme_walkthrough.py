@@ -88,6 +88,9 @@ def test_a_first_run_as_the_readme_shows_it(tmp_path: Path) -> None:
     assert gap[0] > live[0], "no exec was counted while no agent ran: the kept programs did not run"
     assert all(after[k] >= gap[k] for k in gap), (gap, after)
     assert after[0] > gap[0]  # the new agent counts on in the same map (its own ctl's exec at least)
+    adopted = re.search(r"^taken over from /sys/fs/bpf/first-run-\w+/kept/demo: (\d+) programs and", restarted, re.M)
+    assert adopted, restarted
+    assert int(adopted.group(1)) == 3  # exec_btf, exit_tp, openat_tp: the programs loaded when it stopped
 
     # nothing stays
     assert set(glob.glob(PIN_ROOTS)) == before

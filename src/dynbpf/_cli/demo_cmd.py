@@ -404,6 +404,7 @@ class Demo:
             "old_programs_running": len(still),
             "counts_map_kept": len(set(self.counts_map_ids)) == 1,
             "counted_with_no_agent": sum(no_agent.values()),
+            "reported": _reported(new.status.get("adoption")),
         }
         self.view.restarted(self.restart)
 
@@ -615,6 +616,9 @@ class Demo:
             "events_counted": sum(end.values()) > 0,
             "switches_took_effect": bool(self.switches) and all(s["took_effect"] for s in self.switches),
             "agent_restarted": len(self.agents) == 2 and all(a.exit_status == 0 for a in self.agents),
+            "programs_adopted": bool(self.restart)
+            and bool(self.restart["programs_before"])
+            and self.restart["adopted"] == sorted(self.restart["programs_before"]),
             "counting_went_on": bool(self.restart)
             and self.restart["counts_map_kept"]
             and sum(events["during_restart"].values()) > 0
@@ -649,6 +653,18 @@ class Demo:
         if len(times) < 2:
             return None
         return max(b - a for a, b in itertools.pairwise(times))
+
+
+def _reported(adoption: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the agent itself says it took over (its status's ``adoption``; docs/agent.md), or None."""
+    if not adoption:
+        return None
+    return {
+        "programs": list(adoption.get("programs", [])),
+        "maps": list(adoption.get("maps", [])),
+        "not_adopted": dict(adoption.get("not_adopted", {})),
+        "refused": adoption.get("refused"),
+    }
 
 
 def _decisions(answer: dict[str, Any], hooks: list[str]) -> list[dict[str, Any]]:

@@ -63,15 +63,18 @@ class View:
             click.echo(text, file=self.stream)
 
     def agent_ready(self, number: int, pid: int, seconds: float, status: dict[str, Any]) -> None:
+        adopted = (status.get("adoption") or {}).get("programs", [])
         verified = ", ".join(
             f"{name} {p['verification_ms']:.1f} ms"
             for name, p in status["programs"].items()
-            if p.get("verification_ms") is not None
+            if p.get("verification_ms") is not None and name not in adopted
         )
         opened, applied = status["open_seconds"] * 1000, status["apply_seconds"] * 1000
         self.say(
             f"agent {number} (pid {pid}) answers after {seconds:.2f} s: opened in {opened:.1f} ms,"
-            f" features applied in {applied:.1f} ms (verified: {verified or 'nothing'})"
+            f" features applied in {applied:.1f} ms (verified: {verified or 'nothing'}"
+            + (f"; adopted: {', '.join(adopted)}" if adopted else "")
+            + ")"
         )
 
     def switched(self, record: dict[str, Any]) -> None:
@@ -212,9 +215,18 @@ def print_summary(s: dict[str, Any]) -> None:
         )
         adopted = ", ".join(r["adopted"]) or "none"
         out(
-            f"  programs adopted by the new agent: {adopted} (of {len(r['programs_before'])}); "
-            f"loaded anew: {', '.join(r['loaded_anew']) or 'none'}"
+            f"  programs adopted by the new agent (the same kernel ids): {adopted} (of {len(r['programs_before'])});"
+            f" loaded anew: {', '.join(r['loaded_anew']) or 'none'}"
         )
+        if r["reported"] is not None:
+            rep = r["reported"]
+            not_adopted = "; ".join(f"{p}: {why}" for p, why in rep["not_adopted"].items())
+            out(
+                f"  the agent reports adopting programs {', '.join(rep['programs']) or 'none'}, maps "
+                f"{', '.join(rep['maps']) or 'none'}"
+                + (f"; not adopted: {not_adopted}" if not_adopted else "")
+                + (f"; refused: {rep['refused']}" if rep["refused"] else "")
+            )
         out(f"  counters: {'the same pinned map went on counting' if r['counts_map_kept'] else 'a NEW map'}")
     if s["longest_pause_seconds"] is not None:
         out(f"  longest stretch without a counted exec while the load ran: {s['longest_pause_seconds']:.2f} s")
