@@ -544,7 +544,7 @@ class Demo:
                 start_new_session=True,
             )
         self.load_started = time.monotonic()
-        self.view.say(f"load: pid {self.load.pid} execs /bin/true, opens a file and connects a UDP socket, steadily")
+        self.view.say(f"load: pid {self.load.pid} execs /bin/true, opens /dev/null and connects a UDP socket, steadily")
 
     def stop_load(self) -> None:
         if self.load is None:

@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 #: per round, every ``TICK`` seconds: tens of events a second of each kind, little CPU
@@ -32,22 +31,19 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    with tempfile.TemporaryDirectory(prefix="dynbpf-demo-load-") as tmp:
-        path = os.path.join(tmp, "file")
-        while not stopping:
-            began = time.monotonic()
-            for _ in range(EXECS):
-                subprocess.run(["/bin/true"], check=False)
-                done["exec"] += 1
-            for _ in range(OPENS):
-                with open(path, "w") as f:
-                    f.write("x")
-                done["open"] += 1
-            for _ in range(CONNECTS):
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                    s.connect(("127.0.0.1", 9))  # UDP: no packet sent, but the connect syscall runs
-                done["connect"] += 1
-            time.sleep(max(0.0, TICK - (time.monotonic() - began)))
+    while not stopping:
+        began = time.monotonic()
+        for _ in range(EXECS):
+            subprocess.run(["/bin/true"], check=False)
+            done["exec"] += 1
+        for _ in range(OPENS):
+            os.close(os.open("/dev/null", os.O_WRONLY))  # an openat, and nothing left behind if killed
+            done["open"] += 1
+        for _ in range(CONNECTS):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.connect(("127.0.0.1", 9))  # UDP: no packet sent, but the connect syscall runs
+            done["connect"] += 1
+        time.sleep(max(0.0, TICK - (time.monotonic() - began)))
     sys.stdout.write(json.dumps(done) + "\n")
     return 0
 
