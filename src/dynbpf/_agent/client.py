@@ -28,6 +28,10 @@ class ControlError(DynbpfError):
         super().__init__(message)
 
 
+class NoAgentError(ControlError):
+    """Nobody listens on the socket (yet): no file there, or nobody accepting on it."""
+
+
 class Client:
     def __init__(self, socket_path: str, *, timeout: float | None = 300.0) -> None:
         self.socket_path = socket_path
@@ -51,6 +55,30 @@ class Client:
                     return self._check(response.status, text)
             except aiohttp.ClientConnectorError as e:
                 raise self._unreachable(e) from None
+
+    async def wait(self, timeout: float, *, alive: Callable[[], bool] | None = None) -> Any:
+        """The agent's status as soon as it answers, waiting up to ``timeout`` seconds for it.
+
+        An agent just started answers only once its applications run (it
+        listens before, so a request waits; before it binds, nobody
+        listens): a script starting one waits for this instead of
+        sleeping. Nobody listening, or a connection the agent dropped as it
+        failed, is waited out while ``alive()`` (the agent's process, say)
+        holds; a refusal raises at once.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                return await asyncio.wait_for(self.call("GET", "/v1/status"), max(0.0, deadline - loop.time()))
+            except TimeoutError:  # it listens, but has not answered yet
+                raise NoAgentError(f"the agent at {self.socket_path} did not answer within {timeout:g} s") from None
+            except (NoAgentError, aiohttp.ClientError) as e:
+                if alive is not None and not alive():
+                    raise NoAgentError(f"the agent stopped before it answered on {self.socket_path}") from e
+                if loop.time() + 0.05 >= deadline:
+                    raise NoAgentError(f"{e} (waited {timeout:g} s)") from None
+            await asyncio.sleep(0.05)
 
     async def stream(self, path: str, params: Sequence[tuple[str, str]] = ()) -> AsyncIterator[dict[str, Any]]:
         """The JSON lines of a streaming answer (events), as they come."""
@@ -84,7 +112,7 @@ class Client:
                 "(and the group its configuration names, if any); run as root or as a member of that group"
             )
         if code in (errno.ENOENT, errno.ECONNREFUSED):
-            return ControlError(
+            return NoAgentError(
                 f"no agent listens on {where} (is `dynbpf agent` running? --socket or ${SOCKET_ENV} names another)"
             )
         return ControlError(f"cannot reach the agent at {where}: {e.os_error or e}")

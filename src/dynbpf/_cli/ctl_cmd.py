@@ -12,11 +12,14 @@ import json
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from dynbpf._agent import DEFAULT_SOCKET, SOCKET_ENV
+
+if TYPE_CHECKING:
+    from dynbpf._agent.client import Client
 
 STATES = ("enabled", "paused", "disabled")
 
@@ -25,6 +28,7 @@ STATES = ("enabled", "paused", "disabled")
 class _Ctl:
     socket: str
     json: bool
+    wait: float = 0.0
 
 
 def _json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -48,10 +52,22 @@ def _json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     help=f"The agent's control socket (also ${SOCKET_ENV}).",
 )
 @click.option("-j", "--json", "as_json", is_flag=True, help="Print the agent's JSON answers.")
+@click.option(
+    "--wait",
+    default=0.0,
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Wait up to SECONDS for an agent that is starting to answer (default: fail at once).",
+)
 @click.pass_context
-def ctl(ctx: click.Context, socket: str, as_json: bool) -> None:
+def ctl(ctx: click.Context, socket: str, as_json: bool, wait: float) -> None:
     """Talk to a running `dynbpf agent`: status, features, programs, maps, events."""
-    ctx.obj = _Ctl(socket, as_json)
+    ctx.obj = _Ctl(socket, as_json, wait)
+
+
+async def _ready(c: Client, ctx: _Ctl) -> None:
+    if ctx.wait:
+        await c.wait(ctx.wait)
 
 
 def _call(method: str, path: str, body: dict[str, Any] | None = None, params: dict[str, str] | None = None) -> Any:
@@ -59,7 +75,12 @@ def _call(method: str, path: str, body: dict[str, Any] | None = None, params: di
 
     ctx = click.get_current_context().find_object(_Ctl)
     assert ctx is not None
-    return client.run(ctx.socket, lambda c: c.call(method, path, body, params))
+
+    async def call(c: client.Client) -> Any:
+        await _ready(c, ctx)
+        return await c.call(method, path, body, params)
+
+    return client.run(ctx.socket, call)
 
 
 def _emit(value: Any, render: Callable[[Any], None]) -> None:
@@ -280,6 +301,7 @@ def events(app: str, map_names: tuple[str, ...], count: int) -> None:
     params = [("limit", str(count)), *(("map", m) for m in map_names)]
 
     async def follow(c: client.Client) -> None:
+        await _ready(c, ctx)
         async for event in c.stream(f"/v1/apps/{app}/events", params):
             if ctx.json:
                 click.echo(json.dumps(event))

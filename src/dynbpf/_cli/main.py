@@ -9,7 +9,7 @@ import sys
 import click
 
 import dynbpf
-from dynbpf._cli import features_cmd, link_cmd, load_cmd, map_cmd, prog_cmd, run_cmd
+from dynbpf._cli import demo_cmd, features_cmd, link_cmd, load_cmd, map_cmd, prog_cmd, run_cmd
 from dynbpf._cli.agent_cmd import agent
 from dynbpf._cli.ctl_cmd import ctl
 from dynbpf.errors import DynbpfError
@@ -71,6 +71,7 @@ cli.add_command(map_cmd.map_group)
 cli.add_command(link_cmd.link)
 cli.add_command(agent)
 cli.add_command(ctl)
+cli.add_command(demo_cmd.demo)
 
 
 def main() -> None:
