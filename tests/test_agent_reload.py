@@ -14,6 +14,7 @@ from dynbpf._sys.commands import ObjKind
 from tests import kernel_state as ks
 from tests.agent_run import ENV, Agent, app_config, command, spawn, start_agent
 from tests.bpfbuild import build
+from tests.helpers import patience
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
 
@@ -46,14 +47,14 @@ def test_a_bad_configuration_refuses_to_start(tmp_path: Path) -> None:
     socket = tmp_path / "agent.sock"
     config.write_text(f'[agent]\nsocket = "{socket}"\n\n' + demo(seq="enabled", sqe="enabled"))
     log = tmp_path / "agent.log"
-    assert spawn(config, log).wait(30) == 2
+    assert spawn(config, log).wait(patience(30)) == 2
     (entry,) = [e for e in map(_json, log.read_text().splitlines()) if e["level"] == "error"]
     assert entry["msg"] == "configuration refused"
     assert entry["where"] == f"{config}:9"
     assert entry["error"].startswith(f"{config}:9: apps.demo.features.sqe: agent_app has no feature 'sqe'")
     assert not socket.exists()
     config.write_text(f'[agent]\nsocket = "{socket}"\nsocket_mode = "0666"\n')
-    assert spawn(config, log).wait(30) == 2
+    assert spawn(config, log).wait(patience(30)) == 2
     assert f"{config}:3: agent.socket_mode: unknown key" in log.read_text()
     assert "application started" not in log.read_text()
 
@@ -68,7 +69,7 @@ def test_an_application_that_cannot_start_stops_the_others_and_the_agent(tmp_pat
     config = tmp_path / "agent.toml"
     config.write_text(f'[agent]\nsocket = "{tmp_path}/agent.sock"\n\n' + demo(seq="enabled") + broken)
     log = tmp_path / "agent.log"
-    assert spawn(config, log).wait(30) == 1
+    assert spawn(config, log).wait(patience(30)) == 1
     text = log.read_text()
     assert "application 'broken': no working variant for 'doomed'" in text
     assert "missing_getpgid: attach-failed" in text
@@ -139,7 +140,7 @@ def test_a_changed_file_is_seen_through_a_configmap_symlink_swap(tmp_path: Path)
     process = spawn(mount / "agent.toml", log)
     agent = Agent(process, mount / "agent.toml", f"{tmp_path}/agent.sock", log)
     try:
-        agent.wait_for(lambda: os.path.exists(agent.socket) and _answers(agent), timeout=20)
+        agent.wait_for(lambda: os.path.exists(agent.socket) and _answers(agent), timeout=patience(20))
         assert states(agent) == {"seq": "enabled", "ppid": "disabled"}
         publish(2, body + demo(seq="paused", ppid="enabled"))
         agent.wait_for(lambda: states(agent) == {"seq": "paused", "ppid": "enabled"})

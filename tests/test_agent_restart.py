@@ -30,7 +30,7 @@ from dynbpf._sys.commands import ObjKind
 from tests import kernel_state as ks
 from tests.agent_run import Agent, app_config, ready, spawn
 from tests.bpfbuild import build
-from tests.helpers import numbered_getpgid
+from tests.helpers import numbered_getpgid, patience
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
 
@@ -158,7 +158,7 @@ def restarted(config: Path, between: Callable[[dict[str, int]], None]) -> Iterat
     with Generator() as generator:
         first.wait_for(lambda: generator.sent > 200)
         first.signal(signal.SIGTERM)
-        assert first.process.wait(15) == 0
+        assert first.process.wait(patience(15)) == 0
         gone_at = generator.sent
         between(before)
         with running(config) as second:
@@ -308,7 +308,7 @@ def test_a_crashed_agent_is_taken_over_as_it_last_ran(tmp_path: Path, pin_root: 
     before = ids(first)
     assert set(before) == {"tp_getpgid", "tp_getppid"}
     first.signal(signal.SIGKILL)
-    assert first.process.wait(15) == -signal.SIGKILL
+    assert first.process.wait(patience(15)) == -signal.SIGKILL
     write_config(config, pin_root, build("agent_app"), keep=True, features={"seq": "enabled", "ppid": "enabled"})
     with running(config) as second:
         assert ids(second) == before
@@ -350,7 +350,7 @@ def test_a_start_that_fails_leaves_what_it_took_over_running(tmp_path: Path, pin
     )
     config.write_text(config.read_text() + broken)
     log = tmp_path / "failed.log"
-    assert spawn(config, log).wait(60) == 1
+    assert spawn(config, log).wait(patience(60)) == 1
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     (taken,) = [e for e in lines if e["msg"] == "application started"]
     assert (taken["app"], taken["adoption"]["programs"]) == ("demo", ["tp_getpgid"])

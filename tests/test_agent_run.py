@@ -172,7 +172,7 @@ def test_sigterm_stops_everything_and_exits_0(tmp_path: Path) -> None:
         assert maps
         assert links
         agent.signal(signal.SIGTERM)
-        assert agent.process.wait(15) == 0
+        assert agent.process.wait(patience(15)) == 0
         assert ks.eventually(lambda: not ks.alive(ObjKind.PROG, progs))
         assert ks.eventually(lambda: not ks.alive(ObjKind.MAP, maps))
         assert not ks.alive(ObjKind.LINK, links)
@@ -196,4 +196,4 @@ def test_systemd_hears_ready_and_stopping(tmp_path: Path) -> None:
             process.send_signal(signal.SIGTERM)
             assert notify.recv(64) == b"STOPPING=1"
         finally:
-            assert process.wait(15) == 0
+            assert process.wait(patience(15)) == 0

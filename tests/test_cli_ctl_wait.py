@@ -12,13 +12,19 @@ import pytest
 from dynbpf._agent.client import Client, NoAgentError
 from tests.agent_run import ENV, app_config, command, spawn
 from tests.bpfbuild import build
+from tests.helpers import patience
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
 
 
 def ctl(socket: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        command("ctl", "--socket", socket, *args), env=ENV, capture_output=True, text=True, timeout=60, check=False
+        command("ctl", "--socket", socket, *args),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=patience(60),
+        check=False,
     )
 
 
@@ -36,7 +42,7 @@ def test_ctl_waits_for_an_agent_that_is_starting(tmp_path: Path) -> None:
         assert '"process"' in done.stdout
     finally:
         agent.terminate()
-        assert agent.wait(15) == 0
+        assert agent.wait(patience(15)) == 0
 
 
 def test_without_an_agent_the_wait_ends_with_the_reason(tmp_path: Path) -> None:
@@ -59,6 +65,6 @@ def test_an_agent_that_stops_while_starting_ends_the_wait(tmp_path: Path) -> Non
     agent = spawn(config, tmp_path / "agent.log")  # refused at once: exit status 2
     began = time.monotonic()
     with pytest.raises(NoAgentError, match="the agent stopped before it answered"):
-        asyncio.run(Client(socket).wait(30, alive=lambda: agent.poll() is None))
+        asyncio.run(Client(socket).wait(patience(30), alive=lambda: agent.poll() is None))
     assert time.monotonic() - began < 20
-    assert agent.wait(15) == 2
+    assert agent.wait(patience(15)) == 2

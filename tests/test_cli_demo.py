@@ -20,7 +20,7 @@ from dynbpf._sys.commands import ObjKind
 from tests import kernel_state as ks
 from tests.agent_run import ENV, command
 from tests.bpfbuild import build
-from tests.helpers import assert_schema
+from tests.helpers import assert_schema, patience
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
 
@@ -112,7 +112,7 @@ def gone(pid: int) -> bool:
 
 def test_the_demo_runs_end_to_end() -> None:
     run = demo("--duration", "4.5", "-j")
-    out, err = run.communicate(timeout=120)
+    out, err = run.communicate(timeout=patience(120))
     assert run.returncode == 0, err[-3000:]
     summary = json.loads(out)
     assert_schema(summary, SUMMARY)
@@ -197,7 +197,7 @@ def test_an_interrupted_demo_cleans_up(moment: str, how: str) -> None:
     else:
         run.send_signal(signal.SIGTERM)
         expected = signal.SIGTERM
-    out, err = run.communicate(timeout=60)
+    out, err = run.communicate(timeout=patience(60))
     assert run.returncode == 128 + expected, err
     summary = json.loads(out)
     assert not summary["completed"]
@@ -218,7 +218,7 @@ def test_an_object_that_is_not_the_demo_is_refused_before_anything_runs(tmp_path
         env={**ENV, "TMPDIR": str(tmp_path)},
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=patience(60),
         check=False,
     )
     assert done.returncode == 2, done.stderr
@@ -235,7 +235,7 @@ def test_the_demo_needs_root(tmp_path: Path) -> None:
         env=ENV,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=patience(60),
         check=False,
         cwd=tmp_path,
     )

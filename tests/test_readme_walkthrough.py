@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.agent_run import ENV
+from tests.helpers import patience
 
 pytestmark = [pytest.mark.kernel, pytest.mark.needs_clang]
 
@@ -58,7 +59,7 @@ def test_a_first_run_as_the_readme_shows_it(tmp_path: Path) -> None:
             env=env,
             capture_output=True,
             text=True,
-            timeout=180,
+            timeout=patience(180),
             check=False,
         )
     finally:
