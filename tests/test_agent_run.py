@@ -58,6 +58,8 @@ def test_status_lists_and_map_reads_describe_what_runs(tmp_path: Path) -> None:
         assert maps["seen"]["type"] == "array"
         assert maps["by_pid"]["exists"]
         assert maps["by_pid"]["id"] in ks.kernel_map_ids()
+        assert maps["events"]["exists"]  # a ring buffer, which has no map view: listed as the kernel has it
+        assert maps["events"]["id"] in ks.kernel_map_ids()
         for seq in range(5):
             numbered_getpgid(seq)
         assert counters(agent)[:2] == [5, 15]  # five events, weight 3 each

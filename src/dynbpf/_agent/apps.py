@@ -282,7 +282,7 @@ class RunningApp:
                 entry["policy"] = None  # left out by a map edit
             if entry["exists"]:
                 try:
-                    info = commands.map_info(coll.maps[name].fd)  # a view: a map freed meanwhile raises
+                    info = commands.map_info(coll.map_fd_number(name))  # a map freed meanwhile raises
                     entry.update(id=int(info.id), max_entries=int(info.max_entries))
                 except DynbpfError:
                     entry["exists"] = False
