@@ -139,7 +139,7 @@ def start_agent(directory: Path, config: str, *, name: str = "agent.toml") -> It
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:
-                process.wait(15)
+                process.wait(patience(15))
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()

@@ -77,8 +77,9 @@ def test_an_application_that_cannot_start_stops_the_others_and_the_agent(tmp_pat
 
 
 def test_sighup_applies_the_changed_file(tmp_path: Path) -> None:
-    with start_agent(tmp_path, demo(seq="enabled", ppid="disabled")) as agent:
-        agent.config.write_text(agent.config.read_text().replace("watch_interval = 0.1", "watch_interval = 0"))
+    # the file watcher off from the start: with it on, it may see the change before the signal comes
+    config = f'[agent]\nsocket = "{tmp_path}/agent.sock"\nwatch_interval = 0\n\n' + demo(seq="enabled", ppid="disabled")
+    with start_agent(tmp_path, config) as agent:
         agent.signal(signal.SIGHUP)
         agent.wait_for(lambda: agent.status()["agent"]["reloads"]["unchanged"] == 1)
         before, links = running(agent)
