@@ -302,8 +302,11 @@ static __always_inline void remember(struct proc_info *p)
 	u32 tgid = p->tgid;
 
 	if (!bpf_map_lookup_elem(&procs, &tgid)) {
+		/* a stack copy: before 6.2 a map value may not come from ring buffer memory */
+		struct proc_info copy = *p;
+
 		__sync_fetch_and_add(&cache_misses, 1);
-		bpf_map_update_elem(&procs, &tgid, p, BPF_ANY);
+		bpf_map_update_elem(&procs, &tgid, &copy, BPF_ANY);
 	}
 }
 """

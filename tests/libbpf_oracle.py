@@ -41,7 +41,7 @@ from dynbpf._asm.insn import Insn, decode
 from dynbpf._asm.opcodes import PseudoLd
 from dynbpf._btf.kinds import Kind
 from dynbpf._probes.trial import kernel_btf_id
-from dynbpf._sys import commands
+from dynbpf._sys import commands, kernel_version
 from dynbpf._sys.attrs import ProgInfo
 
 LIBBPF_PATH = "/usr/lib/x86_64-linux-gnu/libbpf.so.1"
@@ -57,7 +57,12 @@ LIBBPF_REFUSES: dict[str, str] = {
 #: every extern of an object when it loads any program, cannot load the object at all.
 STRONG_KFUNCS: dict[str, dict[str, tuple[str, ...]]] = {
     "externs": {"acquire_new_task": ("bpf_task_acquire", "bpf_task_release")},
+    "btf_edges": {"handle": ("bpf_task_acquire", "bpf_task_release")},
 }
+
+#: Fixtures reading LINUX_KERNEL_VERSION. libbpf 1.1 takes it from three numbers in ``uname -r`` and refuses
+#: the object when there are none (Debian's 7.x kernels say ``7.3-amd64``); dynbpf then asks the vDSO.
+KERNEL_VERSION_READERS = frozenset({"externs", "externs_kconfig", "btf_edges"})
 
 
 def missing_kfuncs(fixture: str) -> dict[str, tuple[str, ...]]:
@@ -73,7 +78,11 @@ def missing_kfuncs(fixture: str) -> dict[str, tuple[str, ...]]:
 def libbpf_kernel_refusal(fixture: str) -> str | None:
     """What libbpf 1.1 says when it cannot load ``fixture``'s object on this kernel (None: it can)."""
     missing = sorted({k for kfuncs in missing_kfuncs(fixture).values() for k in kfuncs})
-    return f"extern (func ksym) '{missing[0]}': not found in kernel" if missing else None
+    if missing:
+        return f"extern (func ksym) '{missing[0]}': not found in kernel"
+    if fixture in KERNEL_VERSION_READERS and kernel_version.libbpf_code() == 0:
+        return "failed to get kernel version"
+    return None
 
 
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -102,14 +103,20 @@ def _kernel_refuses(
     return {program: Cannot(why, error, evidence) for program in programs}
 
 
-def _kernel_lacks_kfuncs(fixture: str) -> dict[str, Cannot]:
-    """Entries for every program of ``fixture`` when the running kernel lacks a kfunc it calls strongly:
-    libbpf 1.1 resolves every extern of the object whichever programs it loads."""
+def _libbpf_refuses_on_this_kernel(fixture: str) -> dict[str, Cannot]:
+    """Entries for every program of ``fixture`` when libbpf 1.1 cannot resolve the object's externs on the
+    running kernel (a strong kfunc its BTF lacks, a kernel version uname does not spell): libbpf resolves
+    every extern of the object whichever programs it loads, and says EINVAL."""
     evidence = libbpf_kernel_refusal(fixture)
     if evidence is None:
         return {}
-    why = f"the running kernel's BTF lacks {missing_kfuncs(fixture)} (strong __ksym kfuncs must resolve)"
-    return {f"{fixture}/{p}": Cannot(why, errno.ESRCH, evidence) for p in _elf_programs(build(fixture))}
+    missing = missing_kfuncs(fixture)
+    why = (
+        f"the running kernel's BTF lacks {missing} (strong __ksym kfuncs must resolve)"
+        if missing
+        else f"libbpf 1.1 cannot tell LINUX_KERNEL_VERSION from uname release {os.uname().release!r}"
+    )
+    return {f"{fixture}/{p}": Cannot(why, errno.EINVAL, evidence) for p in _elf_programs(build(fixture))}
 
 
 #: "fixture/program" -> why libbpf 1.1 cannot load it alone on the test kernel. Exact (see module docstring).
@@ -204,7 +211,8 @@ LIBBPF_CANNOT: dict[str, Cannot] = {
         error=errno.EINVAL,
         evidence="unknown func bpf_get_attach_cookie",
     ),
-    **_kernel_lacks_kfuncs("externs"),
+    **_libbpf_refuses_on_this_kernel("externs"),
+    **_libbpf_refuses_on_this_kernel("externs_kconfig"),
     **_kernel_refuses(attach_features.lsm(), "kinds/lsm_file_open", "kinds/lsm_s_committed_creds"),
     **_kernel_refuses(attach_features.lsm(), "tracing/trc_lsm_deny", "tracing/trc_lsm_s_deny"),
     "tracing/trc_kprobe_session": Cannot(

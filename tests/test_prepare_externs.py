@@ -16,6 +16,7 @@ import gzip
 import os
 import platform
 import re
+import struct
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,7 +50,7 @@ from dynbpf._prepare.kallsyms import parse_kallsyms, read_kallsyms
 from dynbpf._prepare.kconfig import KconfigSlot, KconfigType
 from dynbpf._prepare.modules import ModuleBtf
 from dynbpf._probes.trial import load
-from dynbpf._sys import commands
+from dynbpf._sys import commands, kernel_version
 from dynbpf._sys.constants import MapType, ProgType
 from dynbpf.errors import KernelUnsupported, RelocationError, StateError
 from tests.bpfbuild import build
@@ -410,11 +411,29 @@ def test_encode_follows_libbpfs_rules() -> None:
             kconfig.encode(slot(kind, size, signed), value)
 
 
-def test_linux_kernel_version_is_uname() -> None:
-    major, minor, patch = (int(x) for x in re.findall(r"\d+", platform.release())[:3])
-    assert kconfig.kernel_version() == (major << 16) | (minor << 8) | min(patch, 255)
+def test_linux_kernel_version_is_libbpfs_reading_of_uname_else_the_vdsos() -> None:
+    numbers = [int(x) for x in re.findall(r"\d+", platform.release().split("-")[0])]
+    vdso = kernel_version.linux_version_code()
+    assert vdso >> 8 == (numbers[0] << 8) | numbers[1]  # the kernel's own number agrees with uname's x.y
+    if len(numbers) >= 3:  # libbpf's reading
+        assert kconfig.kernel_version() == (numbers[0] << 16) | (numbers[1] << 8) | min(numbers[2], 255)
+    else:  # libbpf 1.1 gives up ("failed to get kernel version"); the kernel's own number
+        assert kernel_version.libbpf_code() == 0
+        assert kconfig.kernel_version() == vdso
     assert kconfig.linux_value("LINUX_KERNEL_VERSION") == kconfig.kernel_version()
     assert kconfig.linux_value("LINUX_DYNBPF_UNKNOWN") is None
+
+
+def test_vdso_note_is_found_among_other_notes() -> None:
+    def note(name: bytes, kind: int, desc: bytes) -> bytes:
+        pad = lambda b: b + bytes(-len(b) % 4)  # noqa: E731
+        return struct.pack("<III", len(name), len(desc), kind) + pad(name) + pad(desc)
+
+    code = (7 << 16) | (3 << 8)
+    version = note(b"Linux\0", 0, code.to_bytes(4, "little"))
+    notes = note(b"GNU\0", 3, b"\x01" * 20) + note(b"Linux\0", 1, b"\0" * 6) + version
+    assert kernel_version.version_from_notes(notes) == code
+    assert kernel_version.version_from_notes(notes[:-8]) == 0  # truncated: no version, no error
 
 
 # --- ksyms and kfuncs --------------------------------------------------------------------------------

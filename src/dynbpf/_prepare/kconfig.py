@@ -32,10 +32,10 @@ from dynbpf._btf.types import Array, Enum, Enum64, Int, IntEncoding
 from dynbpf._elf.spec import ExternKind, ExternSpec
 from dynbpf._probes.kernel import bpf_cookie
 from dynbpf._sys import fs, perf
+from dynbpf._sys import kernel_version as kernel_version_code
 from dynbpf.errors import DynbpfError, KernelUnsupported, RelocationError
 
 PROC_CONFIG = "/proc/config.gz"
-VERSION_SIGNATURE = "/proc/version_signature"  # Ubuntu's real kernel version; Debian has none
 TRISTATE_ENUM = "libbpf_tristate"
 TRISTATE = {b"n": 0, b"y": 1, b"m": 2}  # TRI_NO, TRI_YES, TRI_MODULE
 
@@ -370,20 +370,8 @@ def clear_cache() -> None:
 
 
 def kernel_version() -> int:
-    """``LINUX_KERNEL_VERSION`` as libbpf 1.1 computes it: Ubuntu's signature, else ``uname -r``; 0 if unknown."""
-    try:
-        with open(VERSION_SIGNATURE, "rb") as f:
-            m = re.match(rb"\S+\s+\S+\s+(\d+)\.(\d+)\.(\d+)", f.read())
-        if m:
-            return _version_code(*(int(x) for x in m.groups()))
-    except OSError:
-        pass
-    m2 = re.match(r"\s*(\d+)\.\s*(\d+)\.\s*(\d+)", os.uname().release)
-    return _version_code(*(int(x) for x in m2.groups())) if m2 else 0
-
-
-def _version_code(major: int, minor: int, patch: int) -> int:
-    return ((major << 16) + (minor << 8) + min(patch, 255)) & 0xFFFFFFFF
+    """``LINUX_KERNEL_VERSION``: libbpf 1.1's value, else the kernel's own from the vDSO; 0 if neither tells."""
+    return kernel_version_code.code()
 
 
 _probes: dict[str, bool] = {}
@@ -446,14 +434,14 @@ _LINUX_VALUES: dict[str, Callable[[], int]] = {
 def linux_value(name: str) -> int | None:
     """The value libbpf gives the virtual extern ``name``; None for names it does not provide.
 
-    LINUX_KERNEL_VERSION is never 0: a release libbpf cannot parse is an error.
+    LINUX_KERNEL_VERSION is never 0: a kernel whose version nothing tells is an error.
     """
     provide = _LINUX_VALUES.get(name)
     if provide is None:
         return None
     value = provide()
     if name == "LINUX_KERNEL_VERSION" and value == 0:
-        raise ValueError(f"cannot tell the kernel version from uname release {os.uname().release!r}")
+        raise ValueError(f"cannot tell the kernel version from uname release {os.uname().release!r} or the vDSO")
     return value
 
 

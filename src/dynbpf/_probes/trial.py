@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import ctypes
-import platform
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dynbpf._asm import Insn, encode
 from dynbpf._btf import Kind, kernel
 from dynbpf._probes.result import outcome
-from dynbpf._sys import commands
+from dynbpf._sys import commands, kernel_version
 from dynbpf._sys.attrs import MapCreateAttr, ProgLoadAttr
 from dynbpf._sys.closing import Closing
 from dynbpf._sys.constants import AttachType, Cmd, MapType, ProgType
@@ -50,15 +48,6 @@ def kernel_btf_id(name: str, kind: Kind) -> int | None:
     return ids[0] if ids else None
 
 
-def kernel_version_code() -> int:
-    """``LINUX_VERSION_CODE`` of the running kernel from uname (KPROBE programs on old kernels check it)."""
-    m = re.match(r"(\d+)\.(\d+)\.?(\d+)?", platform.release())
-    if not m:
-        return 0
-    major, minor, patch = (int(x or 0) for x in m.groups())
-    return (major << 16) | (minor << 8) | min(patch, 255)
-
-
 def load(
     prog_type: ProgType,
     insns: Sequence[Insn],
@@ -81,7 +70,7 @@ def load(
         attach_btf_id=attach_btf_id,
         prog_flags=prog_flags,
         prog_name=name,
-        kern_version=kernel_version_code() if prog_type == ProgType.KPROBE else 0,
+        kern_version=kernel_version.code() if prog_type == ProgType.KPROBE else 0,
     )
     if log is not None:
         attr.log_buf = ctypes.addressof(log)
