@@ -161,7 +161,7 @@ def test_whole_start_bench_reports_every_measure(tmp_path: Path) -> None:
     # libbpf's side of every whole start ran; both tools delivered their first event.
     for name in ("synthetic", "linked"):
         libbpf = saved["summary"]["objects"][name]["libbpf-full"]
-        assert libbpf["total"] > 0
+        assert libbpf.get("total", 0) > 0, (name, libbpf)  # an error entry says what libbpf refused
         assert libbpf["cpu"] > 0, "the worker's own CPU time is recorded"
     first = saved["summary"]["first_event"]
     assert first["c"]["event"] > 0
