@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -111,15 +111,26 @@ def console(*, stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False)
 
 
-def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, wrap: Sequence[str] = ()) -> None:
-    """Rows under upper-case ``columns``; the columns named in ``wrap`` fold when the width runs out, the others never.
+def print_table(
+    columns: Sequence[str], rows: Iterable[Sequence[Any]], *, wrap: Sequence[str] = (), title: str | None = None
+) -> None:
+    """Rows under upper-case ``columns`` (and ``title`` above them); the columns named in ``wrap`` fold when
+    the width runs out, the others never.
 
     A cell of None prints as ``-``.
     """
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold", padding=(0, 2, 0, 0))
+    table = Table(
+        title=title,
+        title_justify="left",
+        box=None,
+        pad_edge=False,
+        show_edge=False,
+        header_style="bold",
+        padding=(0, 2, 0, 0),
+    )
     for name in columns:
         folds = name in wrap
         table.add_column(name.upper(), no_wrap=not folds, overflow="fold" if folds else "ignore")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from dynbpf._agent import DEFAULT_SOCKET, SOCKET_ENV
+from dynbpf._cli.common import print_table
 
 if TYPE_CHECKING:
     from dynbpf._agent.client import Client
@@ -92,15 +92,7 @@ def _emit(value: Any, render: Callable[[Any], None]) -> None:
 
 
 def _table(title: str, columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False)
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
-    Console(width=None if sys.stdout.isatty() else 100).print(table)
+    print_table(tuple(columns), (tuple(row) for row in rows), wrap=tuple(columns), title=title)
 
 
 # --- status ------------------------------------------------------------------------------------
