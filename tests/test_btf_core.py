@@ -849,8 +849,11 @@ def _many_programs_source(count: int) -> str:
 
 
 @pytest.mark.needs_clang
-def test_two_hundred_programs_relocate_within_budget() -> None:
-    """CO-RE for an agent-sized object: 200 programs, ~2400 relocations, within 300 ms."""
+def test_two_hundred_programs_relocate_against_one_fresh_kernel_spec() -> None:
+    """CO-RE for an agent-sized object: 200 programs, ~2400 relocations, all resolved by one resolver.
+
+    How fast is a benchmark's question, asked beside libbpf (bench/whole_start.py), not a wall-clock
+    budget here: such a budget failed on a busy machine and proved nothing on an idle one."""
     _vmlinux()
     spec = read(bpfbuild.compile_source(_many_programs_source(200), "core_test"))
     assert spec.btf is not None
@@ -859,13 +862,12 @@ def test_two_hundred_programs_relocate_within_budget() -> None:
     functions = list(spec.functions.values())
     count = sum(len(fn.core_relocations) for fn in functions)
     assert count > 2000
-    started = time.perf_counter()
     resolver = Resolver(spec.btf, [fresh])
     for fn in functions:
         for relo in fn.core_relocations:
-            patch(fn.instructions[relo.index], resolver.resolve(relo), where=fn.name)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 0.3, f"{count} relocations took {elapsed * 1000:.0f} ms"
+            result = resolver.resolve(relo)
+            assert not result.poison, (fn.name, relo)  # every field read exists in this kernel
+            assert len(patch(fn.instructions[relo.index], result, where=fn.name)) == fn.instructions[relo.index].slots
 
 
 _MATCHES_C = r"""
