@@ -115,6 +115,14 @@ def test_a_configuration_without_applications_or_objects_is_refused() -> None:
     assert "used in URLs" in str(refusal("[apps.'a/b']\nobject = 'a.o'\n"))
 
 
+def test_applications_whose_pins_would_share_a_directory_are_refused() -> None:
+    two = "[apps.'a.b']\nobject = 'a.o'\npin_root = '/sys/fs/bpf/x'\n[apps.a_b]\nobject = 'b.o'\npin_root = '{}'\n"
+    e = refusal(two.format("/sys/fs/bpf/x/"))
+    assert e.where == "/etc/dynbpf/agent.toml:6", str(e)
+    assert "apps.a_b.pin_root: pins under the same directory as application 'a.b' (/sys/fs/bpf/x/kept/a_b)" in str(e)
+    assert set(parse(two.format("/sys/fs/bpf/y")).apps) == {"a.b", "a_b"}  # apart: fine
+
+
 @pytest.mark.needs_clang
 def test_names_are_checked_against_the_object_before_anything_loads(tmp_path: Path) -> None:
     obj = build("agent_app")

@@ -25,6 +25,7 @@ from dynbpf._features import toml
 from dynbpf._features.application import FeatureState
 from dynbpf._features.requirements import by_name
 from dynbpf._runtime.mapedit import MapEdit
+from dynbpf._runtime.pins import bpffs_name
 from dynbpf._runtime.state import MapPolicy
 from dynbpf._sys.constants import MapType
 from dynbpf.errors import DynbpfError, OptionError
@@ -152,6 +153,7 @@ def parse(raw: bytes, file: str) -> AgentConfig:
     if not apps_table:
         raise reader.fail("the configuration runs no application: add an [apps.<name>] table", ("apps",))
     apps = {name: reader.app(name, value) for name, value in apps_table.items()}
+    reader.distinct_pin_roots(apps)
     return AgentConfig(file, agent, MappingProxyType(apps), hashlib.sha256(raw).hexdigest(), lines)
 
 
@@ -166,6 +168,21 @@ class _Reader:
     def fail(self, message: str, path: Path_) -> ConfigError:
         key = ".".join(str(p) for p in path)
         return ConfigError(f"{key}: {message}" if key else message, toml.where(self.lines, self.file, path))
+
+    def distinct_pin_roots(self, apps: Mapping[str, AppConfig]) -> None:
+        """Two applications under one pin_root keep their pins in directories named after them, with '_'
+        for '.' (bpffs takes no '.'): names that differ only there would share one, so they are refused."""
+        seen: dict[tuple[str, str], str] = {}
+        for name, app in apps.items():
+            if app.pin_root is None:
+                continue
+            other = seen.setdefault((os.path.normpath(app.pin_root), bpffs_name(name)), name)
+            if other != name:
+                raise self.fail(
+                    f"pins under the same directory as application {other!r} "
+                    f"({app.pin_root}/kept/{bpffs_name(name)}): rename one or give it another pin_root",
+                    ("apps", name, "pin_root"),
+                )
 
     def keys(self, body: Mapping[str, object], path: Path_, known: tuple[str, ...]) -> None:
         unknown = toml.unknown_key(body, known)
