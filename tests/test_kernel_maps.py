@@ -174,6 +174,21 @@ def test_encoding_errors_name_key_and_field_and_leave_the_map_alone(no_fd_leak: 
         assert list(m) == []
 
 
+def test_a_strings_view_reads_char_arrays_up_to_their_nul(no_fd_leak: None) -> None:
+    with kernel_map(MapType.HASH, 4, 24, 8, key_type=U32, value_type=CONN) as fd:
+        m = Map.with_btf(fd, BTF, U32, CONN)
+        m[1] = conn(1)
+        text = m.with_strings()
+        assert (text.fd, text.name, text.value.name) == (m.fd, m.name, m.value.name)
+        assert text[1].comm == "curl"
+        assert m[1].comm == b"curl\0\0\0\0"  # the first view is unchanged
+        text[2] = conn(2, comm="init")
+        assert m[2].comm == b"init\0\0\0\0"
+        assert text.with_strings()[2].comm == "init"
+    with kernel_map(MapType.HASH, 4, 8, 8) as fd, pytest.raises(CodecError, match="without BTF types"):
+        Map(fd).with_strings()
+
+
 def test_codecs_must_match_the_map_sizes(no_fd_leak: None) -> None:
     with kernel_map(MapType.HASH, 4, 8, 4) as fd:
         with pytest.raises(CodecError, match=r"^value: map 'dynbpf_test' has 8-byte values, but the codec is"):

@@ -122,6 +122,7 @@ class Map:
     """Dict-like access to one BPF map; see the module docstring for value shapes."""
 
     __slots__ = (
+        "_btf_types",
         "_fd",
         "_stride",
         "batch",
@@ -172,6 +173,7 @@ class Map:
         per_cpu = self.type in PER_CPU
         self.cpus = (cpus if cpus is not None else possible_cpus()) if per_cpu else 0
         self._stride = (self.value_size + 7) & ~7
+        self._btf_types: tuple[Spec, int, int] | None = None  # what with_btf decoded with, for with_strings
         self.key = key if key is not None else self._default_key()
         self.value = value if value is not None else self._default_value()
         for role, codec, size in (("key", self.key, self.key_size), ("value", self.value, self.value_size)):
@@ -180,13 +182,37 @@ class Map:
 
     @classmethod
     def with_btf(
-        cls, fd: FdSource | int, btf: Spec | None, key_type: int, value_type: int, *, batch: bool = False
+        cls,
+        fd: FdSource | int,
+        btf: Spec | None,
+        key_type: int,
+        value_type: int,
+        *,
+        batch: bool = False,
+        strings: bool = False,
     ) -> Map:
-        """A map whose key and value types are BTF ids in ``btf`` (0: no BTF for that side)."""
+        """A map whose key and value types are BTF ids in ``btf`` (0: no BTF for that side).
+
+        ``strings``: ``char`` arrays decode to ``str`` up to their NUL (they take ``str`` or bytes either way).
+        """
         info = commands.map_info(raw_fd(fd))
-        key = codec_for(btf, key_type, size=info.key_size) if key_type else None
-        value = codec_for(btf, value_type, size=info.value_size) if value_type else None
-        return cls(fd, key=key, value=value, batch=batch)
+        key = codec_for(btf, key_type, size=info.key_size, strings=strings) if key_type else None
+        value = codec_for(btf, value_type, size=info.value_size, strings=strings) if value_type else None
+        made = cls(fd, key=key, value=value, batch=batch)
+        if btf is not None and (key_type or value_type):
+            made._btf_types = (btf, key_type, value_type)
+        return made
+
+    def with_strings(self) -> Map:
+        """Another view of the same map (the same borrowed fd) whose ``char`` arrays read as ``str``.
+
+        Text in a map (a command name, a path) is a NUL-padded array; this view
+        gives it up to the NUL, as the event readers' ``strings=True`` does.
+        """
+        if self._btf_types is None:
+            raise CodecError("", f"map {self.name!r} is viewed without BTF types: no char arrays to read as text")
+        btf, key_type, value_type = self._btf_types
+        return Map.with_btf(self._fd, btf, key_type, value_type, batch=self.batch, strings=True)
 
     @classmethod
     def with_kernel_btf(cls, fd: FdSource | int, *, batch: bool = False) -> Map:
