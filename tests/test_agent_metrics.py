@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import urllib.request
@@ -80,4 +81,12 @@ def test_metrics_count_runs_events_states_and_entries(tmp_path: Path) -> None:
         text = agent.ctl("metrics")
         assert text.returncode == 0
         assert value(samples(text.stdout), "dynbpf_events_read_total", app="demo", map="events") == 7
+        as_json = agent.ctl("metrics", "-j")  # the same samples, each family with its type and help
+        assert as_json.returncode == 0, as_json.stderr
+        families = {f["name"]: f for f in json.loads(as_json.stdout)}
+        read = families["dynbpf_events_read"]
+        assert (read["type"], read["help"]) == ("counter", "Records read from an event map")
+        assert {"name": "dynbpf_events_read_total", "labels": {"app": "demo", "map": "events"}, "value": 7.0} in read[
+            "samples"
+        ]
         assert os.path.exists(agent.socket)

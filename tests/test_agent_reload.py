@@ -3,6 +3,7 @@ changed file (a ConfigMap's symlink swap) apply the new one, and a reload is all
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -187,6 +188,19 @@ def test_check_reads_the_configuration_and_its_objects_without_loading(tmp_path:
     ok = subprocess.run(check, env=ENV, capture_output=True, text=True, check=False)
     assert ok.returncode == 0, ok.stderr
     assert "1 application(s), configuration OK" in ok.stdout
+    as_json = subprocess.run([*check, "-j"], env=ENV, capture_output=True, text=True, check=False)
+    assert as_json.returncode == 0, as_json.stderr
+    checked = json.loads(as_json.stdout)
+    assert checked["config"] == str(config)
+    demo_app = checked["apps"]["demo"]
+    assert demo_app["features"]["seq"] == "enabled"
+    assert set(demo_app["features"].values()) <= {"enabled", "paused", "disabled"}
+    assert "tp_getpgid" in demo_app["programs"]
+    assert "events" in demo_app["maps"]
+    running = command("agent", "--config", str(config), "-j")  # refused before anything starts
+    refused = subprocess.run(running, env=ENV, capture_output=True, text=True, check=False)
+    assert refused.returncode == 2
+    assert "-j/--json goes with --check" in refused.stderr
     config.write_text(demo(seq="enabld"))
     bad = subprocess.run(check, env=ENV, capture_output=True, text=True, check=False)
     assert bad.returncode == 1

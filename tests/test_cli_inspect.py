@@ -26,6 +26,14 @@ def inspect_json(name: str) -> dict[str, Any]:
     return data
 
 
+def test_j_is_json_too_and_a_disassembly_comes_as_lines() -> None:
+    obj = str(build("tailcalls"))
+    assert json.loads(CliRunner().invoke(cli, ["inspect", "-j", obj]).output) == inspect_json("tailcalls")
+    text = CliRunner().invoke(cli, ["inspect", obj, "--disasm", "xdp_dispatch"], catch_exceptions=False).output
+    lines = CliRunner().invoke(cli, ["inspect", obj, "--disasm", "xdp_dispatch", "-j"], catch_exceptions=False).output
+    assert json.loads(lines) == {"program": "xdp_dispatch", "lines": text.rstrip("\n").splitlines()}
+
+
 def by_name(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {i["name"]: i for i in items}
 

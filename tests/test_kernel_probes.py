@@ -169,6 +169,6 @@ def test_probe_says_when_it_is_not_privileged(monkeypatch: pytest.MonkeyPatch) -
     from dynbpf._cli.main import cli
 
     monkeypatch.setattr("dynbpf._cli.main.os.geteuid", lambda: 1000)
-    result = CliRunner().invoke(cli, ["probe", "--json", "--no-helpers"], catch_exceptions=False)
+    result = CliRunner().invoke(cli, ["probe", "-j", "--no-helpers"], catch_exceptions=False)
     assert "not running as root (uid 1000)" in result.stderr
     assert json.loads(result.stdout)["privileged"] is False

@@ -309,6 +309,23 @@ def events(app: str, map_names: tuple[str, ...], count: int) -> None:
 
 
 @ctl.command()
+@_json_option
 def metrics() -> None:
-    """The agent's metrics, in Prometheus' text format."""
-    click.echo(_call("GET", "/metrics"), nl=False)
+    """The agent's metrics, in Prometheus' text format (-j: the same samples as JSON)."""
+    text = _call("GET", "/metrics")
+    _emit(_metric_families(text), lambda _: click.echo(text, nl=False))
+
+
+def _metric_families(text: str) -> list[dict[str, Any]]:
+    """Prometheus' text format as JSON: each family with its samples, read by prometheus_client's own parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return [
+        {
+            "name": family.name,
+            "type": family.type,
+            "help": family.documentation,
+            "samples": [{"name": s.name, "labels": s.labels, "value": s.value} for s in family.samples],
+        }
+        for family in text_string_to_metric_families(text)
+    ]

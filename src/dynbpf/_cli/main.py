@@ -11,6 +11,7 @@ import click
 import dynbpf
 from dynbpf._cli import demo_cmd, features_cmd, link_cmd, load_cmd, map_cmd, prog_cmd, run_cmd
 from dynbpf._cli.agent_cmd import agent
+from dynbpf._cli.common import json_option
 from dynbpf._cli.ctl_cmd import ctl
 from dynbpf.errors import DynbpfError
 
@@ -22,7 +23,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON (every probe with its evidence).")
+@json_option
 @click.option("--helpers", is_flag=True, help="List helper support per program type in the table.")
 @click.option("--no-helpers", is_flag=True, help="Skip the (program type, helper) matrix: a much faster report.")
 def probe(as_json: bool, helpers: bool, no_helpers: bool) -> None:
@@ -47,7 +48,7 @@ def probe(as_json: bool, helpers: bool, no_helpers: bool) -> None:
 
 @cli.command()
 @click.argument("obj", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
+@json_option
 @click.option("--disasm", "program", metavar="PROG", help="Disassemble one program (with the subprograms it calls).")
 def inspect(obj: str, as_json: bool, program: str | None) -> None:
     """Show what a BPF object contains: programs, maps, global variables, externs."""
@@ -55,7 +56,12 @@ def inspect(obj: str, as_json: bool, program: str | None) -> None:
 
     spec = dynbpf.read(obj)
     if program is not None:
-        click.echo(disassembly(spec, program))
+        text = disassembly(spec, program)
+        if as_json:
+            json.dump({"program": program, "lines": text.splitlines()}, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        else:
+            click.echo(text)
     elif as_json:
         json.dump(summary(spec), sys.stdout, indent=2)
         sys.stdout.write("\n")
