@@ -72,6 +72,17 @@ MAP = {
     "btf_id": int,
     "pinned": [str],
 }
+HISTOGRAM = {
+    "kind": str,
+    "unit": str,
+    "step": int,
+    "base": int,
+    "section": object,
+    "section_name": (str, type(None)),
+    "total": int,
+    "buckets": [{"low": int, "high": int, "count": int}],
+}
+UPDATED = {"map": str, "id": int, "key": object, "value": object}
 KERNEL_LINK = {"id": int, "type": str, "kind": str, "prog_id": int, "description": str, "pinned": [str]}
 UNLOADED = {
     "unpinned": [str],
@@ -172,11 +183,13 @@ def test_a_pinned_load_is_listed_shown_read_and_written(obj: str, pin_root: str,
     assert_schema(entries, [{"key": int, "value": int}])
     assert {e["key"]: e["value"] for e in entries if e["value"]} == {1: 2, 6: 1}
     hists = ok_json("map", "dump", "by_syscall", "--hist", "log2", "--pin-root", pin_root)
+    assert_schema(hists, [HISTOGRAM])
     assert [(h["section_name"], h["section"], h["total"]) for h in hists] == [("syscall", 2, 3)]
 
     updated = ok_json(
         "map", "update", "settings", "7", '{"level": 3, "on": true, "name": "fast"}', "--pin-root", pin_root
     )
+    assert_schema(updated, UPDATED)
     assert updated["value"] == {"level": 3, "on": True, "name": "fast"}
     assert ok_json("map", "dump", f"{directory}/maps/settings") == [{"key": 7, "value": updated["value"]}]
     maps = ok_json("map", "list", "--pin-root", pin_root)
