@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from examples.feature_agent import build as build_feature_agent
 
+from dynbpf._probes import attach as attach_probes
 from dynbpf._sys.commands import ObjKind
 from tests import kernel_state as ks
 from tests.agent_run import ENV, command
@@ -110,6 +111,13 @@ def gone(pid: int) -> bool:
     return False
 
 
+def _first_variants() -> tuple[str, str]:
+    """The exec and openat programs this kernel runs: fexit where trampolines work, else tp_btf and a tracepoint."""
+    if attach_probes.trampolines().supported:
+        return "exec_fexit", "openat_fexit"
+    return "exec_btf", "openat_tp"
+
+
 def test_the_demo_runs_end_to_end() -> None:
     run = demo("--duration", "4.5", "-j")
     out, err = run.communicate(timeout=patience(120))
@@ -121,14 +129,15 @@ def test_the_demo_runs_end_to_end() -> None:
 
     first, second = summary["agents"]
     assert first["exit_status"] == second["exit_status"] == 0
-    assert first["programs"]["exec_btf"]["state"] == "attached"  # this kernel refuses trampolines: tp_btf runs
-    assert first["programs"]["openat_tp"]["state"] == "loaded"  # files starts paused
+    exec_prog, open_prog = _first_variants()
+    assert first["programs"][exec_prog]["state"] == "attached"
+    assert first["programs"][open_prog]["state"] == "loaded"  # files starts paused
     assert "connect_tp" not in first["programs"]  # network starts disabled: not loaded
     assert {p["state"] for p in second["programs"].values()} == {"attached"}  # the file says what was switched
 
     files, network = summary["switches"]
     assert (files["feature"], files["from"], files["to"]) == ("files", "paused", "enabled")
-    assert files["programs"]["openat_tp"]["id"] == files["programs"]["openat_tp"]["before"]  # resumed: attached
+    assert files["programs"][open_prog]["id"] == files["programs"][open_prog]["before"]  # resumed: attached
     assert (network["feature"], network["from"], network["to"]) == ("network", "disabled", "enabled")
     assert network["programs"]["connect_tp"]["before"] is None  # loaded at the switch
     for switch in (files, network):
