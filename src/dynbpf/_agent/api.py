@@ -25,6 +25,7 @@ from dynbpf._agent.apps import OutsideRootError, RunningApp
 from dynbpf._agent.config import ConfigError
 from dynbpf._agent.metrics import AgentCollector, registry
 from dynbpf._features.application import FeatureState
+from dynbpf._maps.errors import CodecError
 from dynbpf.errors import DynbpfError, NotFound, SyscallError
 
 if TYPE_CHECKING:
@@ -171,9 +172,12 @@ async def constants(request: web.Request) -> web.Response:
     values = (await _body(request)).get("constants")
     if not isinstance(values, dict) or not values:
         raise RequestError('give {"constants": {"name": value, ...}}')
-    reloaded = await _change(
-        request, lambda: app.set_constants(values), "constants set", app=app.name, constants=values
-    )
+    try:
+        reloaded = await _change(
+            request, lambda: app.set_constants(values), "constants set", app=app.name, constants=values
+        )
+    except CodecError as e:  # a value the constant's type cannot hold: the request's fault, and nothing changed
+        raise RequestError(str(e)) from None
     return _json({"app": app.name, "constants": values, "reloaded": list(reloaded)})
 
 
