@@ -332,7 +332,7 @@ def test_the_guest_boots_emulated_with_the_host_root_and_writable_caches(tmp_pat
     assert any(a.startswith("modprobe.blacklist=") for a in appended)
     assert "--verbose" in command
     assert "loglevel=4" in appended
-    assert "mitigations=off" in appended
+    assert "mitigations=off" not in appended  # guests died of an int3 oops with it (docs/kernels.md)
     assert command[command.index("--cpus") + 1] == "1"
     guest = command[command.index("--exec") + 1]
     # pytest's arguments go through a file: the kernel command line is too short for a long selection

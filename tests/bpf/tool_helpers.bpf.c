@@ -44,10 +44,14 @@ static __always_inline bool targeted(void)
 	return (bpf_get_current_pid_tgid() >> 32) == target_tgid;
 }
 
-SEC("tp/syscalls/sys_enter_getpgid")
-int kernel_stack_on_getpgid(void *ctx)
+#define NR_GETPGID 121 /* x86-64 */
+
+/* A raw tracepoint: its stack is the kernel's own on every kernel, where a syscall tracepoint's
+ * program gets the user's registers before 6.x (bpf_get_stackid then finds no kernel stack: EFAULT). */
+SEC("raw_tp/sys_enter")
+int kernel_stack_on_getpgid(struct bpf_raw_tracepoint_args *ctx)
 {
-	if (!targeted())
+	if (!targeted() || ctx->args[1] != NR_GETPGID)
 		return 0;
 	kernel_stack = bpf_get_stackid(ctx, &stacks, 0);
 	ktime = bpf_ktime_get_ns();
