@@ -137,8 +137,8 @@ def create(
             if outer != spec.name:  # the inner map template of a map of maps
                 edit = f"MapEdit(inner={edit})"
             hint = (
-                f"the object leaves {' and '.join(unsized)} 0 for the loader to set: open with "
-                f"map_edits={{{outer!r}: {edit}}}"
+                f"{' and '.join(unsized)} is 0 (the object leaves it for the loader to set, or an edit made it "
+                f"so): open with map_edits={{{outer!r}: {edit}}} giving a size"
             )
         raise SyscallError("BPF_MAP_CREATE", e.errno, hint, detail=f"map {spec.name!r} ({_describe(spec)})") from None
 
