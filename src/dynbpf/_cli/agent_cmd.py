@@ -52,11 +52,14 @@ def agent(config_path: str, socket_path: str | None, check: bool, as_json: bool)
 
 def _checked(checked: Checked) -> dict[str, Any]:
     """One application as ``--check`` found it: its object, programs and maps, and its features' states."""
+    from dynbpf._features.application import FeatureState
+
     return {
         "object": checked.config.object,
         "programs": sorted(checked.spec.programs),
         "maps": sorted(checked.spec.maps),
-        "features": {  # a feature the configuration leaves out is disabled
-            name: str(checked.config.features.get(name, "disabled")) for name in sorted(checked.features.features)
+        "features": {  # a feature the configuration leaves out is disabled (as Application starts them)
+            name: str(checked.config.features.get(name, FeatureState.DISABLED))
+            for name in sorted(checked.features.features)
         },
     }

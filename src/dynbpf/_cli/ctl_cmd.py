@@ -83,9 +83,13 @@ def _call(method: str, path: str, body: dict[str, Any] | None = None, params: di
     return client.run(ctx.socket, call)
 
 
-def _emit(value: Any, render: Callable[[Any], None]) -> None:
+def _json_wanted() -> bool:
     ctx = click.get_current_context().find_object(_Ctl)
-    if ctx is not None and ctx.json:
+    return ctx is not None and ctx.json
+
+
+def _emit(value: Any, render: Callable[[Any], None]) -> None:
+    if _json_wanted():
         click.echo(json.dumps(value, indent=2, default=str))
     else:
         render(value)
@@ -313,7 +317,10 @@ def events(app: str, map_names: tuple[str, ...], count: int) -> None:
 def metrics() -> None:
     """The agent's metrics, in Prometheus' text format (-j: the same samples as JSON)."""
     text = _call("GET", "/metrics")
-    _emit(_metric_families(text), lambda _: click.echo(text, nl=False))
+    if _json_wanted():  # parsed only when asked for
+        _emit(_metric_families(text), click.echo)
+    else:
+        click.echo(text, nl=False)
 
 
 def _metric_families(text: str) -> list[dict[str, Any]]:
