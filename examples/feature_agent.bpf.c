@@ -61,8 +61,8 @@ static __always_inline int emit(u32 kind)
 DYNBPF_FEATURE("process")
 DYNBPF_HOOK("exec")
 DYNBPF_REQUIRES("trampolines")
-SEC("fexit/bprm_execve")
-int BPF_PROG(exec_fexit, struct linux_binprm *bprm, int fd, struct filename *filename, int flags, int ret)
+SEC("fexit/begin_new_exec")
+int BPF_PROG(exec_fexit, struct linux_binprm *bprm, int ret)
 {
 	return ret ? 0 : emit(EXEC);
 }

@@ -270,7 +270,15 @@ def test_kconfig_values_agree_with_libbpf_for_any_config(config: dict[str, str])
         assert set(lone) <= ours.failures.keys(), ours.failures
         return
     text = "".join(f"{k}={v}\n" for k, v in config.items())
+    evidence = libbpf_kernel_refusal("externs_kconfig")
     with libbpf_loaded(path, config=text) as lib:
+        if evidence is not None:
+            # libbpf 1.1 cannot read this kernel's version (7.x releases have no patch level): it refuses the
+            # object, naming that or a bad value before it, and is no oracle here; dynbpf reads the vDSO's.
+            assert "LINUX_KERNEL_VERSION" not in ours.failures
+            assert not lib.ok
+            assert any(evidence in line or any(f"'{n}'" in line for n in ours.failures) for line in lib.log)
+            return
         assert lib.ok == (not ours.failures), (ours.failures, lib.log[-3:])
         if lib.ok:
             assert ours.kconfig_map is not None

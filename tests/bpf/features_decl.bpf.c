@@ -25,7 +25,7 @@ DYNBPF_FEATURE("process")
 DYNBPF_FEATURE("files")
 DYNBPF_HOOK("exec")
 DYNBPF_REQUIRES("trampolines")
-SEC("fexit/bprm_execve")
+SEC("fexit/begin_new_exec")
 int BPF_PROG(exec_fexit, struct linux_binprm *bprm, int ret)
 {
 	return count_event(EV_EXEC);

@@ -22,6 +22,8 @@ from rich.text import Text
 #: seconds between two status lines when the view is not a terminal
 PLAIN_EVERY = 3.0
 KINDS = ("exec", "exit", "open", "connect")
+#: a hook's decisions that passed a variant over for the next (docs/features.md, "Choosing a variant")
+_PASSED_OVER = frozenset({"skipped", "rejected", "attach-failed"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,11 @@ class View:
             + (f"; adopted: {', '.join(adopted)}" if adopted else "")
             + ")"
         )
+        for hook, state in status["hooks"].items():  # a variant passed over is the kernel speaking: say why
+            passed = [d for d in state.get("decisions", []) if d["outcome"] in _PASSED_OVER]
+            if state["variant"] is not None and passed:
+                why = "; ".join(f"{d['variant']} {d['outcome']}: {d['reason']}" for d in passed)
+                self.say(f"  {hook} runs {state['variant']} ({why})")
 
     def switched(self, record: dict[str, Any]) -> None:
         programs = ", ".join(

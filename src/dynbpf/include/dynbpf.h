@@ -10,7 +10,7 @@
  *	DYNBPF_FEATURE("process")
  *	DYNBPF_HOOK("exec")
  *	DYNBPF_REQUIRES("trampolines")
- *	SEC("fexit/bprm_execve")
+ *	SEC("fexit/begin_new_exec")
  *	int BPF_PROG(exec_fexit, struct linux_binprm *bprm, int ret)
  *
  * Tags need clang 14 or later. A kernel without BTF_KIND_DECL_TAG (before
