@@ -231,7 +231,7 @@ def test_ctl_set_constants_reads_json_else_a_string_and_the_program_runs_with_it
             ("set-constants", "cli", "label=42"),  # JSON first: the number 42, which a char[8] is not
             ("set-constants", "cli", "label"),
         )
-        refused(mistakes[0], 1, "(404)", "no read-only global 'lable'; did you mean 'label'?")
+        refused(mistakes[0], 1, "(404): object 'cli_tool' has no read-only global 'lable'; did you mean 'label'?")
         refused(mistakes[1], 1, "(404)", "the agent has no application 'nope' (applications: cli)")
         refused(mistakes[2], 1, "(400)", "target_tgid: expected an integer for unsigned int, got str 'abc'")
         refused(mistakes[3], 1, "(400)", "label: expected bytes or str for char[8], got int")

@@ -69,8 +69,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except web.HTTPException:
         raise
-    except NotFound as e:
-        return _error(404, str(e), type(e).__name__, name=e.name, kind=e.kind)
+    except NotFound as e:  # without the library option's name (``constants=``): the request has its own words
+        message = str(NotFound(e.owner, e.kind, e.name, e.known)) if e.option else str(e)
+        return _error(404, message, type(e).__name__, name=e.name, kind=e.kind)
     except OutsideRootError as e:
         return _error(403, str(e), type(e).__name__, path=e.path)
     except (RequestError, ConfigError) as e:
