@@ -164,7 +164,20 @@ def test_records_consumed_by_a_polling_thread_while_producing(coll: Collection) 
     seen: list[int] = []
     batches, size = 150, 30
     with RingBuffer(coll.map_fd_number("events"), decode=decoder(coll), callback=lambda e: seen.append(e.seq)) as rb:
-        consumer, result = in_thread(lambda: sum(iter(lambda: rb.poll(None), 0)))  # until close wakes it with 0
+
+        def consume() -> int:
+            """Poll until the ring is closed: a poll blocked then returns 0; one begun after close raises."""
+            consumed = 0
+            while True:
+                try:
+                    got = rb.poll(None)
+                except StateError:
+                    return consumed
+                if got == 0:
+                    return consumed
+                consumed += got
+
+        consumer, result = in_thread(consume)
         for batch in range(batches):
             # never more than the ring holds in flight: every record must get through, woken by the kernel
             deadline = time.monotonic() + 5
