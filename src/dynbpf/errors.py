@@ -158,15 +158,15 @@ class NotFound(DynbpfError, KeyError, ValueError):  # noqa: N818 - reads as "pro
         self.known = tuple(known)
         self.option = option
         message = f"{owner} has no {kind} {name!r}"
-        if option:
-            message = f"{option}: {message}"
         close = _closest(name, self.known) if isinstance(name, str) else []
         if close:
             message += f"; did you mean {' or '.join(repr(c) for c in close)}?"
         listed = ", ".join(self.known[: self.LISTED]) or "none"
         if len(self.known) > self.LISTED:
             listed += f", ... ({len(self.known)} in all)"
-        super().__init__(f"{message} ({kind}s: {listed})")
+        #: the message without the option's name, for callers whose users never wrote ``option``
+        self.detail = f"{message} ({kind}s: {listed})"
+        super().__init__(f"{option}: {self.detail}" if option else self.detail)
 
     def __str__(self) -> str:
         return str(self.args[0])  # KeyError's own __str__ would print the message as a quoted repr

@@ -70,8 +70,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException:
         raise
     except NotFound as e:  # without the library option's name (``constants=``): the request has its own words
-        message = str(NotFound(e.owner, e.kind, e.name, e.known)) if e.option else str(e)
-        return _error(404, message, type(e).__name__, name=e.name, kind=e.kind)
+        return _error(404, e.detail, type(e).__name__, name=e.name, kind=e.kind)
     except OutsideRootError as e:
         return _error(403, str(e), type(e).__name__, path=e.path)
     except (RequestError, ConfigError) as e:
