@@ -10,6 +10,7 @@ holds fixtures and hooks only; the checks its hooks run are here.
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import os
 import subprocess
@@ -126,7 +127,9 @@ def kernel_lacks(support: Support, attempt: Callable[[], object]) -> bool:
 
     A test of a capability some kernel may lack goes on only when this is False. The suite runs on
     kernels from 6.1 on (issue 15); it never skips for a capability, since under CI=true a skip fails
-    the run: on a kernel without it, the test checks the refusal instead.
+    the run: on a kernel without it, the test checks the refusal instead. The refusal must be the one
+    the probe met: a KernelUnsupported carries its evidence, a verifier's refusal its errno (an
+    unrelated verifier complaint, another errno, is not taken for the kernel lacking the capability).
     """
     if support.supported:
         return False
@@ -134,6 +137,9 @@ def kernel_lacks(support: Support, attempt: Callable[[], object]) -> bool:
         attempt()
     if isinstance(refused.value, KernelUnsupported):
         assert refused.value.how == support.how, (refused.value, support)
+    else:
+        name = errno.errorcode.get(refused.value.errno, str(refused.value.errno))
+        assert f"-> {name}" in support.how, f"the probe met another refusal ({support.how}): {refused.value}"
     return True
 
 

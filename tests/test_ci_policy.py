@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -82,7 +84,7 @@ def test_a_capability_the_kernel_lacks_is_checked_not_skipped() -> None:
     """Under CI=true any skip fails the run, so a test of a capability some kernels lack (tcx on 6.1)
     checks the refusal there instead: kernel_lacks says whether to go on, after checking it."""
     from dynbpf._probes.result import Support
-    from dynbpf.errors import KernelUnsupported
+    from dynbpf.errors import KernelUnsupported, VerifierError
     from tests.helpers import kernel_lacks
 
     lacking = Support("frobnication", False, "BPF_FROB -> EINVAL")
@@ -103,3 +105,13 @@ def test_a_capability_the_kernel_lacks_is_checked_not_skipped() -> None:
 
     with pytest.raises(AssertionError):
         kernel_lacks(lacking, refused_for_another_reason)  # dynbpf's refusal must carry the probe's evidence
+
+    def verifier_refuses(errno_: int) -> Callable[[], None]:
+        def load() -> None:
+            raise VerifierError("frob", errno_, "0: (85) call unknown#999\nunknown func\n")
+
+        return load
+
+    assert kernel_lacks(lacking, verifier_refuses(errno.EINVAL))  # the probe's own refusal, met at load
+    with pytest.raises(AssertionError, match="the probe met another refusal"):
+        kernel_lacks(lacking, verifier_refuses(errno.EACCES))  # a verifier complaint of another kind

@@ -702,6 +702,11 @@ def ran(coll: dynbpf.Collection, slot: str) -> int:
     return int(coll.bss.ran[kinds_slot(slot)])
 
 
+def last(coll: dynbpf.Collection, slot: str) -> int:
+    """What the slot's program last saw (its ``hit`` value)."""
+    return int(coll.bss.last_value[kinds_slot(slot)])
+
+
 def udp_round_trip() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
         rx.bind(("127.0.0.1", 0))
@@ -848,10 +853,11 @@ def test_uprobe_multi_on_libc(no_fd_leak: None) -> None:
         os.getppid()
         assert ran(coll, "UPROBE_MULTI") == before + 2
         link.detach()
-        with prog.attach(path="libc.so.6", symbols=["getppid", "getpid"], pid=os.getpid()):
+        with prog.attach(path="libc.so.6", symbols=["getppid", "getpid"], pid=os.getpid(), cookies=[0xC1, 0xC2]):
             os.getpid()
+            assert (ran(coll, "UPROBE_MULTI"), last(coll, "UPROBE_MULTI")) == (before + 3, 0xC2)
             os.getppid()
-            assert ran(coll, "UPROBE_MULTI") == before + 4
+            assert (ran(coll, "UPROBE_MULTI"), last(coll, "UPROBE_MULTI")) == (before + 4, 0xC1)
         os.getppid()
         assert ran(coll, "UPROBE_MULTI") == before + 4
         with pytest.raises(AttachError, match=r"no function of .*libc.so.6 matches 'dynbpf_nope\*'"):

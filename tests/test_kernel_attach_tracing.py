@@ -140,15 +140,11 @@ def test_fmod_ret_changes_the_return_value(no_fd_leak: None) -> None:
         fmod, fexit = coll.programs["trc_fmod_ret"], coll.programs["trc_fexit_modify"]
         if kernel_lacks(attach_features.trampolines(), lambda: load_and_attach(fmod)):
             return
-        refused: dynbpf.VerifierError | None = None
-        try:
-            fmod.load()
-        except dynbpf.VerifierError as e:
-            refused = e
-        if refused is not None:
+        if not attach_features.modify_return().supported:
             # which functions fmod_ret may modify is the kernel's list (error injection, its fmodret id
             # set): Debian's 6.1 leaves this one out, and the refusal must say so, naming the function
-            assert "bpf_modify_return_test() is not modifiable" in str(refused)
+            with pytest.raises(dynbpf.VerifierError, match=r"bpf_modify_return_test\(\) is not modifiable"):
+                fmod.load()
             assert fmod.state is ProgramState.PREPARED
             return
         fexit.load()
@@ -169,6 +165,30 @@ def test_fmod_ret_changes_the_return_value(no_fd_leak: None) -> None:
             assert run_tracing(fmod.fd) == baseline
             assert bss(coll, "fexit_modify_ret") == natural
         assert bss(coll, "fmod_ret_hits") == 2
+
+
+def test_fmod_ret_on_a_security_function_denies_opening_a_file(
+    small_file: Path, tmp_path: Path, no_fd_leak: None
+) -> None:
+    """fmod_ret may modify any ``security_*`` kernel function, error injection or not: returning -EPERM
+    from ``security_file_open`` denies the open without BPF LSM, with its bpf cookie, until detached."""
+    other = tmp_path / "other"
+    other.write_bytes(b"x")
+    with opened() as coll:
+        prog = coll.programs["trc_fmod_ret_deny"]
+        if kernel_lacks(attach_features.trampolines(), lambda: load_and_attach(prog)):
+            return
+        coll.bss.deny_ino = small_file.stat().st_ino
+        prog.load()
+        with prog.attach(cookie=0xF7) as link:
+            assert (link.kind, link.facts().kind) == ("fmod_ret", "fmod_ret")
+            with pytest.raises(PermissionError) as denied:
+                read_file(small_file)
+            assert denied.value.errno == errno.EPERM
+            assert (bss(coll, "fmod_denied"), bss(coll, "fmod_deny_cookie")) == (1, 0xF7)
+            assert read_file(other) == b"x"  # only that file
+        assert read_file(small_file) == b"seven!\n"
+        assert bss(coll, "fmod_denied") == 1
 
 
 # --- fentry / fexit on a kernel function -------------------------------------------------------
@@ -437,6 +457,7 @@ def test_fentry_fexit_and_freplace_on_a_bpf_program_through_clone(no_fd_leak: No
             assert commands.prog_test_run(target.fd, data_in=PACKET).retval == XDP_PASS
             assert (bss(coll, "prog_fentry_hits"), bss(coll, "prog_fexit_hits")) == (1, 1)
             assert bss(coll, "prog_fexit_ret") == XDP_PASS
+            assert bss(coll, "prog_fentry_cookie") == 9
             with (
                 replace.clone(attach_prog_fd=target.fd, attach_btf_id=verdict_id) as replace_fd,
                 attach(replace.prepared.kind, replace_fd.raw, name="trc_replace") as replaced,
@@ -493,6 +514,7 @@ def test_fentry_fexit_and_freplace_on_a_bpf_program_through_open_options(no_fd_l
                 assert exit_link.facts().kind == "fexit"
                 assert commands.prog_test_run(target.fd, data_in=PACKET).retval == XDP_PASS
                 assert (bss(coll, "prog_fentry_hits"), bss(coll, "prog_fexit_ret")) == (1, XDP_PASS)
+                assert bss(coll, "prog_fentry_cookie") == 5
                 with replace.attach() as replaced:
                     assert replaced.kind == "freplace"
                     assert commands.prog_test_run(target.fd, data_in=PACKET).retval == XDP_DROP

@@ -217,6 +217,7 @@ LIBBPF_CANNOT: dict[str, Cannot] = {
         *(f"tracing/{p}" for p in ("trc_fentry_test1", "trc_fexit_test2", "trc_fmod_ret", "trc_fexit_modify")),
         "tracing/trc_fentry_read",
         "tracing/trc_fexit_read",
+        "tracing/trc_fmod_ret_deny",
     ),
     **(
         _kernel_refuses(

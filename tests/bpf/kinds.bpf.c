@@ -118,7 +118,7 @@ int kprobe_multi_vfs(struct pt_regs *ctx)
 SEC("uprobe.multi/libc.so.6:getpp*")
 int uprobe_multi_getpp(struct pt_regs *ctx)
 {
-	hit(S_UPROBE_MULTI, bpf_get_func_ip(ctx));
+	hit(S_UPROBE_MULTI, bpf_get_attach_cookie(ctx));
 	return 0;
 }
 

@@ -34,6 +34,7 @@ __u64 fentry_read_hits, fentry_read_count;
 __u64 fexit_read_hits;
 __s64 fexit_read_ret;
 __u64 lsm_denied, lsm_s_denied;
+__u64 fmod_denied, fmod_deny_cookie;
 __u64 kprobe_hits, kprobe_count, kprobe_cookie;
 __u64 kretprobe_hits, kretprobe_cookie;
 __s64 kretprobe_ret;
@@ -47,7 +48,7 @@ __u64 session_runs;
 /* what the session program's entry run returns: nonzero skips its return run */
 __s32 session_skip_return = 0;
 __u64 raw_tp_hits, raw_tp_cookie, tp_btf_hits, tp_btf_cookie;
-__u64 prog_fentry_hits, prog_fexit_hits;
+__u64 prog_fentry_hits, prog_fentry_cookie, prog_fexit_hits;
 __s64 prog_fexit_ret;
 
 static __always_inline bool mine(void)
@@ -169,6 +170,18 @@ int BPF_PROG(trc_lsm_s_deny, struct file *file, int ret)
 	return deny(file, &lsm_s_denied);
 }
 
+/* fmod_ret on a kernel function: the verifier lets it modify any security_* function, so the same deny
+ * works without BPF LSM; a nonzero return skips security_file_open and becomes what it returns */
+SEC("fmod_ret/security_file_open")
+int BPF_PROG(trc_fmod_ret_deny, struct file *file, int ret)
+{
+	if (ret)
+		return ret;
+	if (mine())
+		fmod_deny_cookie = bpf_get_attach_cookie(ctx);
+	return deny(file, &fmod_denied);
+}
+
 /* --- kprobes and syscall probes --- */
 
 SEC("kprobe/vfs_read")
@@ -266,8 +279,10 @@ int trc_target(struct xdp_md *ctx)
 SEC("fentry")
 int BPF_PROG(trc_prog_fentry, struct xdp_md *xdp)
 {
-	if (mine())
+	if (mine()) {
 		__sync_fetch_and_add(&prog_fentry_hits, 1);
+		prog_fentry_cookie = bpf_get_attach_cookie(ctx);
+	}
 	return 0;
 }
 
