@@ -56,6 +56,14 @@ PYTHON = ROOT / ".venv" / "bin" / "python"
 DYNBPF = (str(PYTHON), "-c", "from dynbpf._cli.main import main; main()")
 #: what a bare run boots: the oldest kernel the suite supports, Debian stable's, the newest 7.x
 DEFAULT_KERNELS = ("6.1", "6.12", "7")
+#: Tests a guest leaves out unless ``--include-emulation-unsafe``: they switch tracepoints on and off from
+#: several threads while others make system calls, and under qemu's emulation that has killed the guest
+#: kernel on an int3 oops in its own code patching (6.12 and 7.3: docs/kernels.md, "Why guests die"). The
+#: host runs them.
+EMULATION_UNSAFE = (
+    "tests/test_kernel_stress.py::test_concurrent_lifecycle_keeps_runtime_and_kernel_in_agreement",
+    "tests/test_kernel_features_app.py::test_switching_variants_under_load_loses_no_event",
+)
 #: Debian suites searched for kernel builds, on the host's Debian mirror
 SUITES = ("bookworm", "bookworm-updates", "trixie", "trixie-updates", "sid", "experimental")
 SECURITY_SUITES = ("bookworm-security", "trixie-security")
@@ -560,6 +568,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=7200, help="seconds one guest may run (default 7200)")
     parser.add_argument("--results", type=Path, help="where results go (default .cache/kernel-matrix/<time>)")
     parser.add_argument(
+        "--include-emulation-unsafe",
+        action="store_true",
+        help="also run the tests guests leave out by default (they can kill an emulated kernel)",
+    )
+    parser.add_argument(
         "--tests-from",
         type=Path,
         metavar="FILE",
@@ -645,6 +658,12 @@ def warm_bytecode() -> None:
         ["pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "tests"],
     ):
         subprocess.run([str(PYTHON), "-m", *command], cwd=ROOT, env=env, capture_output=True, check=False)
+
+
+def guest_pytest_args(args: argparse.Namespace) -> list[str]:
+    """pytest's arguments in a guest: the caller's, after the deselection of EMULATION_UNSAFE (unless asked)."""
+    deselect = [] if args.include_emulation_unsafe else [f"--deselect={node}" for node in EMULATION_UNSAFE]
+    return [*deselect, *args.pytest_args]
 
 
 def pytest_args_file(results: Path) -> Path:
@@ -748,7 +767,7 @@ def run_kernel(name: str, kernel: Kernel, args: argparse.Namespace, results: Pat
     precompile_s = time.monotonic() - started
     for line in uncompiled:
         log(f"{name}: fixture does not compile for {kernel.release}: {line}")
-    pytest_args_file(results).write_text(json.dumps(args.pytest_args))
+    pytest_args_file(results).write_text(json.dumps(guest_pytest_args(args)))
     command = vng_command(kernel, args, results)
     log(f"{name}: booting {kernel.release}: {shlex.join(command)}")
     env = {**os.environ, "PATH": f"{VNG.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -818,6 +837,9 @@ def main(argv: Sequence[str]) -> int:
     )
     if args.fetch_only:
         return 0
+    if not (args.probe_only or args.include_emulation_unsafe):
+        unsafe = len(EMULATION_UNSAFE)
+        log(f"guests leave out {unsafe} tests unsafe under emulation (--include-emulation-unsafe runs them)")
     results = args.results or RESULTS / time.strftime("%Y%m%dT%H%M%S")
     runs = {name: run_kernel(name, kernels[name], args, results / name, log) for name in args.kernels}
     (results / "summary.json").write_text(json.dumps(runs, indent=2) + "\n")

@@ -75,6 +75,22 @@ def test_arguments_after_double_dash_go_to_pytest_untouched() -> None:
     assert args.pytest_args == ["-k", "attach", "--refresh", "tests/test_kernel_attach.py"]
 
 
+def test_guests_leave_out_the_tests_unsafe_under_emulation_unless_asked() -> None:
+    """They can kill an emulated kernel (docs/kernels.md, "Why guests die"): a whole-suite run leaves them out
+    and says so; ``--include-emulation-unsafe`` runs them. Each names a test that exists."""
+    args = km.parse_args(["7", "--", "-q", "tests/test_kernel_stress.py"])
+    assert km.guest_pytest_args(args) == [
+        *(f"--deselect={node}" for node in km.EMULATION_UNSAFE),
+        "-q",
+        "tests/test_kernel_stress.py",
+    ]
+    unsafe_too = km.parse_args(["7", "--include-emulation-unsafe", "--", "-q"])
+    assert km.guest_pytest_args(unsafe_too) == ["-q"]
+    for node in km.EMULATION_UNSAFE:
+        path, test = node.split("::")
+        assert f"def {test}(" in (km.ROOT / path).read_text(), node
+
+
 @pytest.mark.parametrize("name", ["latest", "7.x", "v6.1", "6..1", ""])
 def test_a_kernel_is_named_by_its_version(name: str) -> None:
     with pytest.raises(km.MatrixError, match="expected a version such as"):
