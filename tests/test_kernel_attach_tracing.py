@@ -147,6 +147,7 @@ def test_fmod_ret_changes_the_return_value(no_fd_leak: None) -> None:
                 fmod.load()
             assert fmod.state is ProgramState.PREPARED
             return
+        fmod.load()
         fexit.load()
         baseline = run_tracing(fmod.fd)
         with fexit.attach():
