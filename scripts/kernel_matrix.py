@@ -661,8 +661,10 @@ def warm_bytecode() -> None:
 
 
 def guest_pytest_args(args: argparse.Namespace) -> list[str]:
-    """pytest's arguments in a guest: the caller's, after the deselection of EMULATION_UNSAFE (unless asked)."""
-    deselect = [] if args.include_emulation_unsafe else [f"--deselect={node}" for node in EMULATION_UNSAFE]
+    """pytest's arguments in a guest: the caller's, after the deselection of EMULATION_UNSAFE (unless asked,
+    or the caller names the test itself)."""
+    unsafe = [] if args.include_emulation_unsafe else [n for n in EMULATION_UNSAFE if n not in args.pytest_args]
+    deselect = [f"--deselect={node}" for node in unsafe]
     return [*deselect, *args.pytest_args]
 
 

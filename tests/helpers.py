@@ -10,7 +10,6 @@ holds fixtures and hooks only; the checks its hooks run are here.
 from __future__ import annotations
 
 import ctypes
-import errno
 import json
 import os
 import subprocess
@@ -61,7 +60,7 @@ from dynbpf._btf.types import (
 from dynbpf._elf.spec import ObjectSpec, VariableSpec
 from dynbpf._maps import possible_cpus
 from dynbpf._probes import attach as attach_features
-from dynbpf._probes.result import Support
+from dynbpf._probes.result import Support, outcome
 from dynbpf._probes.trial import load
 from dynbpf._sys import commands, fs, perf
 from dynbpf._sys.attrs import LinkCreateAttr, MapCreateAttr
@@ -129,7 +128,8 @@ def kernel_lacks(support: Support, attempt: Callable[[], object]) -> bool:
     kernels from 6.1 on (issue 15); it never skips for a capability, since under CI=true a skip fails
     the run: on a kernel without it, the test checks the refusal instead. The refusal must be the one
     the probe met: a KernelUnsupported carries its evidence, a verifier's refusal its errno (an
-    unrelated verifier complaint, another errno, is not taken for the kernel lacking the capability).
+    unrelated verifier complaint, another errno, is not taken for the kernel lacking the capability;
+    nor is any load refusal where the probe's evidence names no errno, such as a type missing from BTF).
     """
     if support.supported:
         return False
@@ -138,8 +138,9 @@ def kernel_lacks(support: Support, attempt: Callable[[], object]) -> bool:
     if isinstance(refused.value, KernelUnsupported):
         assert refused.value.how == support.how, (refused.value, support)
     else:
-        name = errno.errorcode.get(refused.value.errno, str(refused.value.errno))
-        assert f"-> {name}" in support.how, f"the probe met another refusal ({support.how}): {refused.value}"
+        assert f"-> {outcome(refused.value.errno)}" in support.how, (
+            f"the probe met another refusal ({support.how}): {refused.value}"
+        )
     return True
 
 

@@ -113,5 +113,6 @@ def test_a_capability_the_kernel_lacks_is_checked_not_skipped() -> None:
         return load
 
     assert kernel_lacks(lacking, verifier_refuses(errno.EINVAL))  # the probe's own refusal, met at load
+    assert kernel_lacks(Support("frobnication", False, "BPF_FROB -> ENOTSUPP"), verifier_refuses(524))
     with pytest.raises(AssertionError, match="the probe met another refusal"):
         kernel_lacks(lacking, verifier_refuses(errno.EACCES))  # a verifier complaint of another kind

@@ -86,6 +86,8 @@ def test_guests_leave_out_the_tests_unsafe_under_emulation_unless_asked() -> Non
     ]
     unsafe_too = km.parse_args(["7", "--include-emulation-unsafe", "--", "-q"])
     assert km.guest_pytest_args(unsafe_too) == ["-q"]
+    named = km.parse_args(["7", "--", km.EMULATION_UNSAFE[0]])  # asked for by name: run
+    assert km.guest_pytest_args(named) == [f"--deselect={km.EMULATION_UNSAFE[1]}", km.EMULATION_UNSAFE[0]]
     for node in km.EMULATION_UNSAFE:
         path, test = node.split("::")
         assert f"def {test}(" in (km.ROOT / path).read_text(), node
