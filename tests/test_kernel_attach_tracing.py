@@ -168,30 +168,6 @@ def test_fmod_ret_changes_the_return_value(no_fd_leak: None) -> None:
         assert bss(coll, "fmod_ret_hits") == 2
 
 
-def test_fmod_ret_on_a_security_function_denies_opening_a_file(
-    small_file: Path, tmp_path: Path, no_fd_leak: None
-) -> None:
-    """fmod_ret may modify any ``security_*`` kernel function, error injection or not: returning -EPERM
-    from ``security_file_open`` denies the open without BPF LSM, with its bpf cookie, until detached."""
-    other = tmp_path / "other"
-    other.write_bytes(b"x")
-    with opened() as coll:
-        prog = coll.programs["trc_fmod_ret_deny"]
-        if kernel_lacks(attach_features.trampolines(), lambda: load_and_attach(prog)):
-            return
-        coll.bss.deny_ino = small_file.stat().st_ino
-        prog.load()
-        with prog.attach(cookie=0xF7) as link:
-            assert (link.kind, link.facts().kind) == ("fmod_ret", "fmod_ret")
-            with pytest.raises(PermissionError) as denied:
-                read_file(small_file)
-            assert denied.value.errno == errno.EPERM
-            assert (bss(coll, "fmod_denied"), bss(coll, "fmod_deny_cookie")) == (1, 0xF7)
-            assert read_file(other) == b"x"  # only that file
-        assert read_file(small_file) == b"seven!\n"
-        assert bss(coll, "fmod_denied") == 1
-
-
 # --- fentry / fexit on a kernel function -------------------------------------------------------
 
 
@@ -213,28 +189,57 @@ def test_fentry_fexit_on_a_kernel_function(small_file: Path, no_fd_leak: None) -
 # --- LSM ------------------------------------------------------------------------------------------
 
 
+def denies_opening_until_detached(
+    coll: dynbpf.Collection,
+    prog: dynbpf.Program,
+    small_file: Path,
+    tmp_path: Path,
+    *,
+    counter: str,
+    kind: str,
+    **attach: object,
+) -> None:
+    """Attached, ``prog`` makes opening ``small_file``, and only it, fail with EPERM (counted in ``counter``);
+    detached, the file opens again."""
+    other = tmp_path / "other"
+    other.write_bytes(b"x")
+    coll.bss.deny_ino = small_file.stat().st_ino
+    prog.load()
+    with prog.attach(**attach) as link:
+        assert (link.kind, link.facts().kind) == (kind, kind)
+        with pytest.raises(PermissionError) as denied:
+            read_file(small_file)
+        assert denied.value.errno == errno.EPERM
+        assert bss(coll, counter) == 1
+        assert read_file(other) == b"x"  # only that file
+    assert read_file(small_file) == b"seven!\n"
+    assert bss(coll, counter) == 1
+
+
 @pytest.mark.parametrize(("program", "counter"), [("trc_lsm_deny", "lsm_denied"), ("trc_lsm_s_deny", "lsm_s_denied")])
 def test_lsm_denies_opening_a_file_until_detached(
     program: str, counter: str, small_file: Path, tmp_path: Path, no_fd_leak: None
 ) -> None:
-    other = tmp_path / "other"
-    other.write_bytes(b"x")
     with opened() as coll:
         prog = coll.programs[program]
         if kernel_lacks(attach_features.lsm(), lambda: load_and_attach(prog)):
             return
-        coll.bss.deny_ino = small_file.stat().st_ino
-        prog.load()
-        with prog.attach() as link:
-            assert link.kind == "lsm"
-            assert link.facts().kind == "lsm"
-            with pytest.raises(PermissionError) as denied:
-                read_file(small_file)
-            assert denied.value.errno == errno.EPERM
-            assert bss(coll, counter) == 1
-            assert read_file(other) == b"x"  # only that file
-        assert read_file(small_file) == b"seven!\n"
-        assert bss(coll, counter) == 1
+        denies_opening_until_detached(coll, prog, small_file, tmp_path, counter=counter, kind="lsm")
+
+
+def test_fmod_ret_on_a_security_function_denies_opening_a_file(
+    small_file: Path, tmp_path: Path, no_fd_leak: None
+) -> None:
+    """fmod_ret may modify any ``security_*`` kernel function, error injection or not: returning -EPERM
+    from ``security_file_open`` denies the open without BPF LSM, with its bpf cookie, until detached."""
+    with opened() as coll:
+        prog = coll.programs["trc_fmod_ret_deny"]
+        if kernel_lacks(attach_features.trampolines(), lambda: load_and_attach(prog)):
+            return
+        denies_opening_until_detached(
+            coll, prog, small_file, tmp_path, counter="fmod_denied", kind="fmod_ret", cookie=0xF7
+        )
+        assert bss(coll, "fmod_deny_cookie") == 0xF7
 
 
 # --- kprobes, syscall probes ---------------------------------------------------------------------
